@@ -1,0 +1,188 @@
+//! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM per sample.
+//! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
+
+use super::gemm::{gemm, View};
+use super::{sum_partials, sum_rows};
+use crate::graph::ConvGeom;
+use rayon::prelude::*;
+
+/// `col[(c·k + ky)·k + kx, y·w + x] = x[c, y + ky - k/2, x + kx - k/2]`, zero outside.
+fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
+    let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
+    for c in 0..g.c_in {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut col[((c * k + ky) * k + kx) * h * w..][..h * w];
+                for oy in 0..h {
+                    let iy = oy as isize + ky as isize - p as isize;
+                    let out = &mut row[oy * w..][..w];
+                    if iy < 0 || iy >= h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let src = &x[(c * h + iy as usize) * w..][..w];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let ix = ox as isize + kx as isize - p as isize;
+                        *o = if ix < 0 || ix >= w as isize {
+                            0.0
+                        } else {
+                            src[ix as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: sums each column entry back into the input position it came from.
+fn col2im(col: &[f32], g: &ConvGeom, x: &mut [f32]) {
+    let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
+    x.fill(0.0);
+    for c in 0..g.c_in {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &col[((c * k + ky) * k + kx) * h * w..][..h * w];
+                for oy in 0..h {
+                    let iy = oy as isize + ky as isize - p as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let dst = &mut x[(c * h + iy as usize) * w..][..w];
+                    for (ox, v) in row[oy * w..][..w].iter().enumerate() {
+                        let ix = ox as isize + kx as isize - p as isize;
+                        if ix >= 0 && ix < w as isize {
+                            dst[ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scratch floats per sample: the im2col matrix (none for 1x1 kernels, which use `x` itself).
+pub fn col_len(g: &ConvGeom) -> usize {
+    if g.k == 1 {
+        0
+    } else {
+        g.c_in * g.k * g.k * g.h * g.w
+    }
+}
+
+/// Fills `col` (kept for backward) and `y`.
+pub fn forward(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    col: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+) {
+    let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
+    let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
+    let ys = y[..n * g.c_out * hw].par_chunks_mut(g.c_out * hw);
+    let sample = |xs: &[f32], ys: &mut [f32], col: &mut [f32]| {
+        let a = if g.k == 1 {
+            xs
+        } else {
+            im2col(xs, g, col);
+            col
+        };
+        for (o, row) in ys.chunks_mut(hw).enumerate() {
+            row.fill(b[o]);
+        }
+        gemm(
+            g.c_out,
+            ckk,
+            hw,
+            View::rows(w, ckk),
+            View::rows(a, hw),
+            1.0,
+            ys,
+        );
+    };
+    if cl == 0 {
+        xs.zip(ys).for_each(|(xs, ys)| sample(xs, ys, &mut []));
+    } else {
+        xs.zip(ys)
+            .zip(col[..n * cl].par_chunks_mut(cl))
+            .for_each(|((xs, ys), col)| sample(xs, ys, col));
+    }
+}
+
+/// `gw`, `gb` and, when asked, `gx`. `col` holds forward's im2col and is overwritten.
+/// `partial` holds [`super::CHUNKS`] weight-gradient partials, summed in a fixed order.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    gw: &mut [f32],
+    gb: &mut [f32],
+    col: &mut [f32],
+    partial: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+) {
+    let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
+    sum_rows(gy, n, g.c_out, hw, gb);
+    let per_chunk = n.div_ceil(super::CHUNKS);
+    let gwl = g.c_out * ckk;
+    partial[..super::CHUNKS * gwl]
+        .par_chunks_mut(gwl)
+        .enumerate()
+        .for_each(|(ci, part)| {
+            part.fill(0.0);
+            for s in ci * per_chunk..((ci + 1) * per_chunk).min(n) {
+                let a = if g.k == 1 {
+                    &x[s * g.c_in * hw..][..g.c_in * hw]
+                } else {
+                    &col[s * cl..][..cl]
+                };
+                gemm(
+                    g.c_out,
+                    hw,
+                    ckk,
+                    View::rows(&gy[s * g.c_out * hw..], hw),
+                    View::t(a, hw),
+                    1.0,
+                    part,
+                );
+            }
+        });
+    sum_partials(partial, super::CHUNKS, gw);
+    let Some(gx) = gx else { return };
+    let gys = gy[..n * g.c_out * hw].par_chunks(g.c_out * hw);
+    let gxs = gx[..n * g.c_in * hw].par_chunks_mut(g.c_in * hw);
+    if cl == 0 {
+        gys.zip(gxs).for_each(|(gys, gxs)| {
+            gemm(
+                ckk,
+                g.c_out,
+                hw,
+                View::t(w, ckk),
+                View::rows(gys, hw),
+                0.0,
+                gxs,
+            )
+        });
+    } else {
+        gys.zip(gxs)
+            .zip(col[..n * cl].par_chunks_mut(cl))
+            .for_each(|((gys, gxs), col)| {
+                gemm(
+                    ckk,
+                    g.c_out,
+                    hw,
+                    View::t(w, ckk),
+                    View::rows(gys, hw),
+                    0.0,
+                    col,
+                );
+                col2im(col, g, gxs);
+            });
+    }
+}

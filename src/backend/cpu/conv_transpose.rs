@@ -1,0 +1,111 @@
+//! Conv2DTranspose, kernel 2, stride 2: each input pixel writes its own 2x2 output block, so the
+//! op is one GEMM per sample plus a scatter. Shapes: `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`,
+//! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
+
+use super::gemm::{gemm, View};
+use super::{sum_partials, sum_rows};
+use crate::graph::ConvGeom;
+use rayon::prelude::*;
+
+/// Scratch floats per sample.
+pub fn z_len(g: &ConvGeom) -> usize {
+    g.c_out * 4 * g.h * g.w
+}
+
+/// Calls `f(z index, y index)` for every output element: `y[o, 2i + a, 2j + b]` is
+/// `z[(o·2 + a)·2 + b, i·w + j]`.
+fn blocks(g: &ConvGeom, mut f: impl FnMut(usize, usize)) {
+    let (h, w) = (g.h, g.w);
+    for o in 0..g.c_out {
+        for a in 0..2 {
+            for b in 0..2 {
+                let z0 = ((o * 2 + a) * 2 + b) * h * w;
+                for i in 0..h {
+                    let y0 = (o * 2 * h + 2 * i + a) * 2 * w + b;
+                    for j in 0..w {
+                        f(z0 + i * w + j, y0 + 2 * j);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn forward(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    z: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+) {
+    let (hw, o4, zl) = (g.h * g.w, g.c_out * 4, z_len(g));
+    let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
+    let ys = y[..n * zl].par_chunks_mut(zl);
+    xs.zip(ys)
+        .zip(z[..n * zl].par_chunks_mut(zl))
+        .for_each(|((xs, ys), z)| {
+            gemm(o4, g.c_in, hw, View::t(w, o4), View::rows(xs, hw), 0.0, z);
+            blocks(g, |zi, yi| ys[yi] = z[zi]);
+            for (o, plane) in ys.chunks_mut(4 * hw).enumerate() {
+                plane.iter_mut().for_each(|v| *v += b[o]);
+            }
+        });
+}
+
+/// `gw`, `gb` and, when asked, `gx`; `z` and `partial` are scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    gw: &mut [f32],
+    gb: &mut [f32],
+    z: &mut [f32],
+    partial: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+) {
+    let (hw, o4, zl) = (g.h * g.w, g.c_out * 4, z_len(g));
+    sum_rows(gy, n, g.c_out, 4 * hw, gb);
+    // z <- gy in block-major order.
+    let gys = gy[..n * zl].par_chunks(zl);
+    gys.zip(z[..n * zl].par_chunks_mut(zl))
+        .for_each(|(gys, z)| blocks(g, |zi, yi| z[zi] = gys[yi]));
+    let per_chunk = n.div_ceil(super::CHUNKS);
+    let gwl = g.c_in * o4;
+    partial[..super::CHUNKS * gwl]
+        .par_chunks_mut(gwl)
+        .enumerate()
+        .for_each(|(ci, part)| {
+            part.fill(0.0);
+            for s in ci * per_chunk..((ci + 1) * per_chunk).min(n) {
+                gemm(
+                    g.c_in,
+                    hw,
+                    o4,
+                    View::rows(&x[s * g.c_in * hw..], hw),
+                    View::t(&z[s * zl..], hw),
+                    1.0,
+                    part,
+                );
+            }
+        });
+    sum_partials(partial, super::CHUNKS, gw);
+    if let Some(gx) = gx {
+        let gxs = gx[..n * g.c_in * hw].par_chunks_mut(g.c_in * hw);
+        gxs.zip(z[..n * zl].par_chunks(zl)).for_each(|(gxs, z)| {
+            gemm(
+                g.c_in,
+                o4,
+                hw,
+                View::rows(w, o4),
+                View::rows(z, hw),
+                0.0,
+                gxs,
+            )
+        });
+    }
+}

@@ -1,0 +1,95 @@
+//! Losses fused with the output activation, and the metrics they add to a metrics buffer
+//! (slots in [`crate::graph::slot`]). Sums run in f64.
+
+use crate::graph::slot;
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+}
+
+/// Softmax + categorical cross-entropy on `logits[n, k]`, mean over the batch.
+pub fn softmax_cross_entropy(
+    logits: &[f32],
+    target: &[f32],
+    probs: &mut [f32],
+    mut grad: Option<&mut [f32]>,
+    metrics: &mut [f32],
+    n: usize,
+    k: usize,
+) {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for s in 0..n {
+        let z = &logits[s * k..][..k];
+        let t = &target[s * k..][..k];
+        let p = &mut probs[s * k..][..k];
+        let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let sum: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
+        let log_sum = sum.ln();
+        for i in 0..k {
+            let log_p = (z[i] - m) as f64 - log_sum;
+            p[i] = log_p.exp() as f32;
+            loss -= t[i] as f64 * log_p;
+        }
+        if let Some(g) = grad.as_deref_mut() {
+            for i in 0..k {
+                g[s * k + i] = (p[i] - t[i]) / n as f32;
+            }
+        }
+        correct += usize::from(argmax(p) == argmax(t));
+    }
+    add_batch(metrics, loss, correct as f64, n);
+}
+
+/// Sigmoid + binary cross-entropy on `logits[n, per]`, mean over every element, and the batch's
+/// Dice `2Σ(t·p)/(Σt + Σp)`.
+pub fn sigmoid_bce(
+    logits: &[f32],
+    target: &[f32],
+    probs: &mut [f32],
+    mut grad: Option<&mut [f32]>,
+    metrics: &mut [f32],
+    n: usize,
+    per: usize,
+) {
+    let len = n * per;
+    let (mut loss, mut yp, mut y, mut p_sum) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..len {
+        let (z, t) = (logits[i], target[i]);
+        let p = 1.0 / (1.0 + (-z).exp());
+        probs[i] = p;
+        // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
+        loss += (z.max(0.0) - z * t) as f64 + (-(z.abs() as f64)).exp().ln_1p();
+        if let Some(g) = grad.as_deref_mut() {
+            g[i] = (p - t) / len as f32;
+        }
+        yp += (t * p) as f64;
+        y += t as f64;
+        p_sum += p as f64;
+    }
+    let dice = if y + p_sum > 0.0 {
+        2.0 * yp / (y + p_sum)
+    } else {
+        1.0
+    };
+    add_batch(metrics, loss / per as f64, dice, n);
+    metrics[slot::YP] += yp as f32;
+    metrics[slot::Y] += y as f32;
+    metrics[slot::P] += p_sum as f32;
+}
+
+/// Adds a batch: `loss_sum` is the batch loss × n (the sum of per-sample means).
+fn add_batch(metrics: &mut [f32], loss_sum: f64, metric: f64, n: usize) {
+    metrics[slot::LOSS] += loss_sum as f32;
+    metrics[slot::METRIC] += metric as f32;
+    metrics[slot::SAMPLES] += n as f32;
+    metrics[slot::BATCHES] += 1.0;
+}
+
+/// `counts[true·k + predicted] += 1` for each sample.
+pub fn confusion(probs: &[f32], target: &[f32], counts: &mut [f32], n: usize, k: usize) {
+    for s in 0..n {
+        counts[argmax(&target[s * k..][..k]) * k + argmax(&probs[s * k..][..k])] += 1.0;
+    }
+}

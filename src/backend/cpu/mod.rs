@@ -1,0 +1,520 @@
+//! The CPU backend: plain Rust kernels, the reference the GPU is checked against. Buffers and
+//! scratch are allocated once; a step allocates nothing.
+
+mod activation;
+mod conv2d;
+mod conv_transpose;
+mod dense;
+mod gather;
+mod gemm;
+mod loss;
+mod maxpool;
+mod optim;
+
+use super::Backend;
+use crate::error::Result;
+use crate::graph::{BufDesc, BufId, Dtype, Op, Step};
+use std::collections::HashMap;
+
+/// Weight-gradient partials per op: the batch is cut into this many chunks (fixed, so results do
+/// not depend on the number of threads), each summed on its own, then added in order.
+const CHUNKS: usize = 8;
+
+enum Buf {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    U32(Vec<u32>),
+}
+
+pub struct CpuBackend {
+    bufs: Vec<Buf>,
+    /// Per-sample scratch of each convolution, keyed by its input buffer (forward fills it,
+    /// backward reads it).
+    scratch: HashMap<BufId, Vec<f32>>,
+    partial: Vec<f32>,
+}
+
+/// `out[i] = Σ_s Σ_j x[s, i, j]` for `x[n, rows, cols]`.
+fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
+    for (i, o) in out[..rows].iter_mut().enumerate() {
+        let mut acc = 0.0f64;
+        for s in 0..n {
+            acc += x[(s * rows + i) * cols..][..cols]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>();
+        }
+        *o = acc as f32;
+    }
+}
+
+/// `out = Σ_c partial[c]` over `chunks` equal parts, in order.
+fn sum_partials(partial: &[f32], chunks: usize, out: &mut [f32]) {
+    let len = out.len();
+    out.copy_from_slice(&partial[..len]);
+    for c in 1..chunks {
+        out.iter_mut()
+            .zip(&partial[c * len..][..len])
+            .for_each(|(o, p)| *o += p);
+    }
+}
+
+fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+impl CpuBackend {
+    pub fn new(descs: &[BufDesc]) -> Self {
+        let bufs = descs
+            .iter()
+            .map(|d| match d.dtype {
+                Dtype::F32 => Buf::F32(vec![0.0; d.len]),
+                Dtype::U8 => Buf::U8(vec![0; d.len]),
+                Dtype::U32 => Buf::U32(vec![0; d.len]),
+            })
+            .collect();
+        CpuBackend {
+            bufs,
+            scratch: HashMap::new(),
+            partial: Vec::new(),
+        }
+    }
+
+    fn f(&self, id: BufId) -> &[f32] {
+        match &self.bufs[id.0] {
+            Buf::F32(v) => v,
+            _ => panic!("buffer {} is not f32", id.0),
+        }
+    }
+    fn u8(&self, id: BufId) -> &[u8] {
+        match &self.bufs[id.0] {
+            Buf::U8(v) => v,
+            _ => panic!("buffer {} is not u8", id.0),
+        }
+    }
+    fn u32(&self, id: BufId) -> &[u32] {
+        match &self.bufs[id.0] {
+            Buf::U32(v) => v,
+            _ => panic!("buffer {} is not u32", id.0),
+        }
+    }
+    /// Moves an f32 buffer out so that it can be written while others are read; see [`Self::put`].
+    fn take(&mut self, id: BufId) -> Vec<f32> {
+        match &mut self.bufs[id.0] {
+            Buf::F32(v) => std::mem::take(v),
+            _ => panic!("buffer {} is not f32", id.0),
+        }
+    }
+    fn put(&mut self, id: BufId, v: Vec<f32>) {
+        self.bufs[id.0] = Buf::F32(v);
+    }
+    fn take_opt(&mut self, id: Option<BufId>) -> Option<Vec<f32>> {
+        id.map(|id| self.take(id))
+    }
+    fn put_opt(&mut self, id: Option<BufId>, v: Option<Vec<f32>>) {
+        if let (Some(id), Some(v)) = (id, v) {
+            self.put(id, v);
+        }
+    }
+
+    fn run_op(&mut self, op: &Op, step: Step) {
+        let n = step.n;
+        match *op {
+            Op::Gather {
+                data,
+                index,
+                out,
+                shape,
+                scale,
+                binarize,
+                mirrored,
+            } => {
+                let mut o = self.take(out);
+                gather::gather(
+                    self.u8(data),
+                    self.u32(index),
+                    &mut o,
+                    &shape,
+                    scale,
+                    binarize,
+                    mirrored,
+                    n,
+                    step.offset,
+                );
+                self.put(out, o);
+            }
+            Op::GatherOneHot {
+                labels,
+                index,
+                out,
+                classes,
+            } => {
+                let mut o = self.take(out);
+                gather::one_hot(
+                    self.u8(labels),
+                    self.u32(index),
+                    &mut o,
+                    classes,
+                    n,
+                    step.offset,
+                );
+                self.put(out, o);
+            }
+            Op::Dense {
+                x,
+                w,
+                b,
+                y,
+                n_in,
+                n_out,
+            } => {
+                let mut yv = self.take(y);
+                dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, n, n_in, n_out);
+                self.put(y, yv);
+            }
+            Op::DenseBackward {
+                x,
+                w,
+                gy,
+                gx,
+                gw,
+                gb,
+                n_in,
+                n_out,
+            } => {
+                let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
+                dense::backward(
+                    self.f(x),
+                    self.f(w),
+                    self.f(gy),
+                    gxv.as_deref_mut(),
+                    &mut gwv,
+                    &mut gbv,
+                    n,
+                    n_in,
+                    n_out,
+                );
+                self.put_opt(gx, gxv);
+                self.put(gw, gwv);
+                self.put(gb, gbv);
+            }
+            Op::Conv2d { x, w, b, y, ref g } => {
+                let (mut yv, mut col) = (self.take(y), self.scratch.remove(&x).unwrap_or_default());
+                conv2d::forward(
+                    self.f(x),
+                    self.f(w),
+                    self.f(b),
+                    &mut yv,
+                    grown(&mut col, n * conv2d::col_len(g)),
+                    n,
+                    g,
+                );
+                self.put(y, yv);
+                self.scratch.insert(x, col);
+            }
+            Op::Conv2dBackward {
+                x,
+                w,
+                gy,
+                gx,
+                gw,
+                gb,
+                ref g,
+            } => {
+                let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
+                let mut col = self.scratch.remove(&x).unwrap_or_default();
+                let mut partial = std::mem::take(&mut self.partial);
+                let (cl, pl) = (n * conv2d::col_len(g), CHUNKS * gwv.len());
+                conv2d::backward(
+                    self.f(x),
+                    self.f(w),
+                    self.f(gy),
+                    gxv.as_deref_mut(),
+                    &mut gwv,
+                    &mut gbv,
+                    grown(&mut col, cl),
+                    grown(&mut partial, pl),
+                    n,
+                    g,
+                );
+                self.partial = partial;
+                self.scratch.insert(x, col);
+                self.put_opt(gx, gxv);
+                self.put(gw, gwv);
+                self.put(gb, gbv);
+            }
+            Op::ConvTranspose2d { x, w, b, y, ref g } => {
+                let (mut yv, mut z) = (self.take(y), self.scratch.remove(&x).unwrap_or_default());
+                conv_transpose::forward(
+                    self.f(x),
+                    self.f(w),
+                    self.f(b),
+                    &mut yv,
+                    grown(&mut z, n * conv_transpose::z_len(g)),
+                    n,
+                    g,
+                );
+                self.put(y, yv);
+                self.scratch.insert(x, z);
+            }
+            Op::ConvTranspose2dBackward {
+                x,
+                w,
+                gy,
+                gx,
+                gw,
+                gb,
+                ref g,
+            } => {
+                let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
+                let mut z = self.scratch.remove(&x).unwrap_or_default();
+                let mut partial = std::mem::take(&mut self.partial);
+                let (zl, pl) = (n * conv_transpose::z_len(g), CHUNKS * gwv.len());
+                conv_transpose::backward(
+                    self.f(x),
+                    self.f(w),
+                    self.f(gy),
+                    gxv.as_deref_mut(),
+                    &mut gwv,
+                    &mut gbv,
+                    grown(&mut z, zl),
+                    grown(&mut partial, pl),
+                    n,
+                    g,
+                );
+                self.partial = partial;
+                self.scratch.insert(x, z);
+                self.put_opt(gx, gxv);
+                self.put(gw, gwv);
+                self.put(gb, gbv);
+            }
+            Op::MaxPool2d {
+                x,
+                y,
+                argmax,
+                ref shape,
+            } => {
+                let mut yv = self.take(y);
+                let mut am = match &mut self.bufs[argmax.0] {
+                    Buf::U32(v) => std::mem::take(v),
+                    _ => panic!("argmax buffer is not u32"),
+                };
+                maxpool::forward(self.f(x), &mut yv, &mut am, n, shape);
+                self.put(y, yv);
+                self.bufs[argmax.0] = Buf::U32(am);
+            }
+            Op::MaxPool2dBackward {
+                gy,
+                argmax,
+                gx,
+                ref shape,
+            } => {
+                let mut gxv = self.take(gx);
+                maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, n, shape);
+                self.put(gx, gxv);
+            }
+            Op::Activation { act, x, y, per } => {
+                let mut yv = self.take(y);
+                activation::forward(act, &self.f(x)[..n * per], &mut yv[..n * per]);
+                self.put(y, yv);
+            }
+            Op::ActivationBackward {
+                act,
+                y,
+                gy,
+                gx,
+                per,
+            } => {
+                let mut gxv = self.take(gx);
+                activation::backward(
+                    act,
+                    &self.f(y)[..n * per],
+                    &self.f(gy)[..n * per],
+                    &mut gxv[..n * per],
+                );
+                self.put(gx, gxv);
+            }
+            Op::Dropout {
+                x,
+                y,
+                mask,
+                per,
+                rate,
+                seed,
+            } => {
+                let (mut yv, mut m) = (self.take(y), self.take(mask));
+                activation::dropout(
+                    &self.f(x)[..n * per],
+                    &mut yv[..n * per],
+                    &mut m[..n * per],
+                    rate,
+                    seed,
+                    step.t,
+                );
+                self.put(y, yv);
+                self.put(mask, m);
+            }
+            Op::DropoutBackward { gy, mask, gx, per } => {
+                let mut gxv = self.take(gx);
+                activation::dropout_backward(
+                    &self.f(gy)[..n * per],
+                    &self.f(mask)[..n * per],
+                    &mut gxv[..n * per],
+                );
+                self.put(gx, gxv);
+            }
+            Op::SoftmaxCrossEntropy {
+                logits,
+                target,
+                probs,
+                grad,
+                metrics,
+                classes,
+            } => {
+                let (mut p, mut g, mut m) =
+                    (self.take(probs), self.take_opt(grad), self.take(metrics));
+                loss::softmax_cross_entropy(
+                    self.f(logits),
+                    self.f(target),
+                    &mut p,
+                    g.as_deref_mut(),
+                    &mut m,
+                    n,
+                    classes,
+                );
+                self.put(probs, p);
+                self.put_opt(grad, g);
+                self.put(metrics, m);
+            }
+            Op::SigmoidBce {
+                logits,
+                target,
+                probs,
+                grad,
+                metrics,
+                per,
+            } => {
+                let (mut p, mut g, mut m) =
+                    (self.take(probs), self.take_opt(grad), self.take(metrics));
+                loss::sigmoid_bce(
+                    self.f(logits),
+                    self.f(target),
+                    &mut p,
+                    g.as_deref_mut(),
+                    &mut m,
+                    n,
+                    per,
+                );
+                self.put(probs, p);
+                self.put_opt(grad, g);
+                self.put(metrics, m);
+            }
+            Op::L2 {
+                w,
+                grad,
+                metrics,
+                lambda,
+                len,
+            } => {
+                let (mut g, mut m) = (self.take_opt(grad), self.take(metrics));
+                optim::l2(&self.f(w)[..len], g.as_deref_mut(), &mut m, lambda, n);
+                self.put_opt(grad, g);
+                self.put(metrics, m);
+            }
+            Op::Confusion {
+                probs,
+                target,
+                counts,
+                classes,
+            } => {
+                let mut c = self.take(counts);
+                loss::confusion(self.f(probs), self.f(target), &mut c, n, classes);
+                self.put(counts, c);
+            }
+            Op::Sgd { w, g, lr, .. } => {
+                let mut wv = self.take(w);
+                optim::sgd(&mut wv, self.f(g), lr);
+                self.put(w, wv);
+            }
+            Op::Momentum {
+                w,
+                g,
+                v,
+                lr,
+                momentum,
+                ..
+            } => {
+                let (mut wv, mut vv) = (self.take(w), self.take(v));
+                optim::momentum(&mut wv, self.f(g), &mut vv, lr, momentum);
+                self.put(w, wv);
+                self.put(v, vv);
+            }
+            Op::Adam {
+                w,
+                g,
+                m,
+                v,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                ..
+            } => {
+                let (mut wv, mut mv, mut vv) = (self.take(w), self.take(m), self.take(v));
+                optim::adam(
+                    &mut wv,
+                    self.f(g),
+                    &mut mv,
+                    &mut vv,
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    step.t,
+                );
+                self.put(w, wv);
+                self.put(m, mv);
+                self.put(v, vv);
+            }
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+    fn upload_f32(&mut self, buf: BufId, data: &[f32]) -> Result<()> {
+        match &mut self.bufs[buf.0] {
+            Buf::F32(v) => v[..data.len()].copy_from_slice(data),
+            _ => panic!("buffer {} is not f32", buf.0),
+        }
+        Ok(())
+    }
+    fn upload_u8(&mut self, buf: BufId, data: &[u8]) -> Result<()> {
+        match &mut self.bufs[buf.0] {
+            Buf::U8(v) => v[..data.len()].copy_from_slice(data),
+            _ => panic!("buffer {} is not u8", buf.0),
+        }
+        Ok(())
+    }
+    fn upload_u32(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
+        match &mut self.bufs[buf.0] {
+            Buf::U32(v) => v[..data.len()].copy_from_slice(data),
+            _ => panic!("buffer {} is not u32", buf.0),
+        }
+        Ok(())
+    }
+    fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>> {
+        Ok(self.f(buf).to_vec())
+    }
+    fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
+        for op in ops {
+            self.run_op(op, step);
+        }
+        Ok(())
+    }
+}

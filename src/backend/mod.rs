@@ -1,0 +1,19 @@
+//! The seam between a plan and the hardware: a backend owns the plan's buffers and runs its ops.
+
+pub mod cpu;
+
+use crate::error::Result;
+use crate::graph::{BufId, Op, Step};
+
+/// Runs a plan's ops on buffers it owns. Buffers are created once, from the plan's descriptors,
+/// when the backend is made; `run` may queue work, and reads (`download_f32`) wait for it.
+pub trait Backend {
+    /// What runs the ops, for the user: e.g. `cpu (2 threads)`.
+    fn describe(&self) -> String;
+    fn upload_f32(&mut self, buf: BufId, data: &[f32]) -> Result<()>;
+    fn upload_u8(&mut self, buf: BufId, data: &[u8]) -> Result<()>;
+    fn upload_u32(&mut self, buf: BufId, data: &[u32]) -> Result<()>;
+    fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>>;
+    /// Runs `ops` in order for one step.
+    fn run(&mut self, ops: &[Op], step: Step) -> Result<()>;
+}

@@ -1,0 +1,61 @@
+//! Data sets as u8 arrays ready for upload: samples `[n, c, h, w]` and labels or masks.
+
+pub mod locate;
+pub mod mnist;
+
+use crate::error::{Error, Result};
+use crate::graph::Target;
+use crate::model::Shape;
+
+/// One split: `x` holds `n` samples of `shape`, `y` one label each (classes) or one mask each.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub x: Vec<u8>,
+    pub y: Vec<u8>,
+    pub n: usize,
+}
+
+impl Split {
+    /// The first `limit` samples (all when `limit` is `None`).
+    pub fn truncate(&mut self, limit: Option<usize>, sample: usize, label: usize) {
+        if let Some(limit) = limit {
+            self.n = self.n.min(limit);
+            self.x.truncate(self.n * sample);
+            self.y.truncate(self.n * label);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub train: Split,
+    pub test: Split,
+    pub sample: Shape,
+    pub target: Target,
+}
+
+impl Dataset {
+    /// u8 values per label: 1 for a class index, the sample's pixel count for a mask.
+    pub fn label_len(&self) -> usize {
+        match self.target {
+            Target::Classes(_) => 1,
+            Target::Mask => self.sample.h * self.sample.w,
+        }
+    }
+
+    /// Keeps the first `train` / `test` samples; an empty split is an error.
+    pub fn limit(&mut self, train: Option<usize>, test: Option<usize>) -> Result<()> {
+        let (s, l) = (self.sample.len(), self.label_len());
+        self.train.truncate(train, s, l);
+        self.test.truncate(test, s, l);
+        for (name, n) in [
+            ("--train-limit", self.train.n),
+            ("--test-limit", self.test.n),
+        ] {
+            if n == 0 {
+                return Err(Error::Config(format!("{name} leaves no samples")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! The library's error type: every message names what is wrong and, where it helps, what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    BadFile { path: PathBuf, msg: String },
+    #[error("{0}")]
+    MissingData(String),
+    #[error("invalid setting: {0}")]
+    Config(String),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error("{0}")]
+    Diverged(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn bad_file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::BadFile {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

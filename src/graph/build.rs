@@ -1,0 +1,484 @@
+//! Building a plan from a model, a data layout and an optimiser.
+
+use super::op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op};
+use super::{DataBufs, Plan, PlanParam, TrainOps};
+use crate::error::{Error, Result};
+use crate::model::{Act, Layer, Model, Shape};
+use crate::optim::Optimizer;
+
+/// What the model learns to predict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Target {
+    /// A class index per sample (u8 labels), one-hot on the device; softmax output.
+    Classes(usize),
+    /// A binary map of the output's shape per sample (u8, gland where > 0); sigmoid output.
+    Mask,
+}
+
+/// The data the plan reads: sample counts and shapes, stored as u8 on the backend.
+#[derive(Clone, Copy, Debug)]
+pub struct DataSpec {
+    pub train_n: usize,
+    pub test_n: usize,
+    pub sample: Shape,
+    pub target: Target,
+    /// Train on every sample and its left-right mirror image (the index list doubles).
+    pub mirrored: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    pub batch: usize,
+    pub optimizer: Optimizer,
+    /// Also compute the gradient with respect to the input (tests compare it to references).
+    pub input_grad: bool,
+    /// Seed of the dropout masks.
+    pub dropout_seed: u32,
+}
+
+struct Builder {
+    buffers: Vec<BufDesc>,
+    batch: usize,
+}
+
+impl Builder {
+    fn buf(&mut self, name: impl Into<String>, len: usize, dtype: Dtype) -> BufId {
+        self.buffers.push(BufDesc {
+            name: name.into(),
+            len,
+            dtype,
+        });
+        BufId(self.buffers.len() - 1)
+    }
+    fn act(&mut self, name: String, shape: Shape) -> BufId {
+        self.buf(name, self.batch * shape.len(), Dtype::F32)
+    }
+    fn data(
+        &mut self,
+        split: &str,
+        n: usize,
+        sample: usize,
+        labels: usize,
+        index_len: usize,
+    ) -> DataBufs {
+        DataBufs {
+            x: self.buf(format!("{split}.x"), n * sample, Dtype::U8),
+            y: self.buf(format!("{split}.y"), n * labels, Dtype::U8),
+            index: self.buf(format!("{split}.index"), index_len, Dtype::U32),
+            n,
+            index_len,
+        }
+    }
+}
+
+/// The output activation the loss is fused with, and the layers before it.
+fn split_head(model: &Model, target: Target) -> Result<&[Layer]> {
+    let (head, body) = model
+        .layers
+        .split_last()
+        .ok_or_else(|| Error::Model("the model has no layers".into()))?;
+    let want = match target {
+        Target::Classes(_) => Act::Softmax,
+        Target::Mask => Act::Sigmoid,
+    };
+    if *head != Layer::Activation(want) {
+        return Err(Error::Model(format!(
+            "the last layer must be Activation({}) for this task's loss",
+            want.name()
+        )));
+    }
+    if body.iter().any(|l| *l == Layer::Activation(Act::Softmax)) {
+        return Err(Error::Model(
+            "softmax is supported only as the last layer".into(),
+        ));
+    }
+    Ok(body)
+}
+
+/// Builds the plan. Forward ops write one buffer per layer output (Flatten aliases its input);
+/// backward ops overwrite each gradient once, so nothing needs zeroing between steps.
+pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
+    if opts.batch == 0 {
+        return Err(Error::Config("batch size must be at least 1".into()));
+    }
+    let layers = split_head(model, data.target)?;
+    let shapes = model.shapes()?;
+    let out_shape = shapes[layers.len()];
+    let per_target = match data.target {
+        Target::Classes(k) => {
+            if out_shape.len() != k {
+                return Err(Error::Model(format!(
+                    "the model puts out {} values but there are {k} classes",
+                    out_shape.len()
+                )));
+            }
+            k
+        }
+        Target::Mask => out_shape.len(),
+    };
+    if model.input != data.sample {
+        return Err(Error::Model(format!(
+            "the model takes {} but the samples are {}",
+            model.input, data.sample
+        )));
+    }
+    let mut b = Builder {
+        buffers: Vec::new(),
+        batch: opts.batch,
+    };
+    let labels_per = if let Target::Classes(_) = data.target {
+        1
+    } else {
+        per_target
+    };
+    let train_index = if data.mirrored {
+        2 * data.train_n
+    } else {
+        data.train_n
+    };
+    let train_data = b.data(
+        "train",
+        data.train_n,
+        data.sample.len(),
+        labels_per,
+        train_index,
+    );
+    let test_data = b.data(
+        "test",
+        data.test_n,
+        data.sample.len(),
+        labels_per,
+        data.test_n,
+    );
+    let input = b.act("input".into(), model.input);
+    let target = b.buf("target", opts.batch * per_target, Dtype::F32);
+
+    let mut params = Vec::new();
+    let specs = model.params()?;
+    for spec in &specs {
+        let value = b.buf(format!("param.{}", spec.key), spec.len(), Dtype::F32);
+        let grad = b.buf(format!("grad.{}", spec.key), spec.len(), Dtype::F32);
+        let state = (0..opts.optimizer.state_count())
+            .map(|i| b.buf(format!("state{i}.{}", spec.key), spec.len(), Dtype::F32))
+            .collect();
+        params.push(PlanParam {
+            spec: spec.clone(),
+            value,
+            grad,
+            state,
+        });
+    }
+    let param_of = |layer: usize| -> (BufId, BufId, BufId, BufId) {
+        let w = params
+            .iter()
+            .position(|p| p.spec.layer == layer)
+            .expect("every layer with weights has params");
+        (
+            params[w].value,
+            params[w + 1].value,
+            params[w].grad,
+            params[w + 1].grad,
+        )
+    };
+
+    // Activations and their gradients: acts[i] is the input of layer i.
+    let mut acts = vec![input];
+    let mut grads = vec![if opts.input_grad {
+        Some(b.act("grad.input".into(), model.input))
+    } else {
+        None
+    }];
+    let mut aux = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let (y, gy) = if *layer == Layer::Flatten {
+            (acts[i], grads[i])
+        } else {
+            (
+                b.act(format!("act.{i}"), shapes[i + 1]),
+                Some(b.act(format!("grad.act.{i}"), shapes[i + 1])),
+            )
+        };
+        acts.push(y);
+        grads.push(gy);
+        aux.push(match layer {
+            Layer::MaxPool2d => Some(b.buf(
+                format!("argmax.{i}"),
+                opts.batch * shapes[i + 1].len(),
+                Dtype::U32,
+            )),
+            Layer::Dropout(_) => Some(b.act(format!("mask.{i}"), shapes[i])),
+            _ => None,
+        });
+    }
+    let logits = acts[layers.len()];
+    let probs = b.act("probs".into(), out_shape);
+    let train_metrics = b.buf("metrics.train", slot::LEN, Dtype::F32);
+    let test_metrics = b.buf("metrics.test", slot::LEN, Dtype::F32);
+    let confusion = match data.target {
+        Target::Classes(k) => Some(b.buf("confusion", k * k, Dtype::F32)),
+        Target::Mask => None,
+    };
+
+    let forward = |train: bool| -> Vec<Op> {
+        let mut ops = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let (x, y, s) = (acts[i], acts[i + 1], shapes[i]);
+            let geom = |c_out, k| ConvGeom {
+                c_in: s.c,
+                c_out,
+                h: s.h,
+                w: s.w,
+                k,
+            };
+            match *layer {
+                Layer::Dense { units, .. } => {
+                    let (w, bias, _, _) = param_of(i);
+                    ops.push(Op::Dense {
+                        x,
+                        w,
+                        b: bias,
+                        y,
+                        n_in: s.len(),
+                        n_out: units,
+                    });
+                }
+                Layer::Conv2d {
+                    filters, kernel, ..
+                } => {
+                    let (w, bias, _, _) = param_of(i);
+                    ops.push(Op::Conv2d {
+                        x,
+                        w,
+                        b: bias,
+                        y,
+                        g: geom(filters, kernel),
+                    });
+                }
+                Layer::Conv2dTranspose { filters, .. } => {
+                    let (w, bias, _, _) = param_of(i);
+                    ops.push(Op::ConvTranspose2d {
+                        x,
+                        w,
+                        b: bias,
+                        y,
+                        g: geom(filters, 2),
+                    });
+                }
+                Layer::MaxPool2d => ops.push(Op::MaxPool2d {
+                    x,
+                    y,
+                    argmax: aux[i].expect("pool has argmax"),
+                    shape: s,
+                }),
+                Layer::Activation(act) => ops.push(Op::Activation {
+                    act,
+                    x,
+                    y,
+                    per: s.len(),
+                }),
+                Layer::Flatten => {}
+                // In evaluation (rate 0) the mask is all ones.
+                Layer::Dropout(rate) => ops.push(Op::Dropout {
+                    x,
+                    y,
+                    mask: aux[i].expect("dropout has a mask"),
+                    per: s.len(),
+                    rate: if train { rate } else { 0.0 },
+                    seed: opts.dropout_seed.wrapping_add(i as u32),
+                }),
+            }
+        }
+        ops
+    };
+
+    let loss_op = |grad: Option<BufId>, metrics: BufId| match data.target {
+        Target::Classes(k) => Op::SoftmaxCrossEntropy {
+            logits,
+            target,
+            probs,
+            grad,
+            metrics,
+            classes: k,
+        },
+        Target::Mask => Op::SigmoidBce {
+            logits,
+            target,
+            probs,
+            grad,
+            metrics,
+            per: per_target,
+        },
+    };
+    let l2_ops = |train: bool, metrics: BufId| -> Vec<Op> {
+        params
+            .iter()
+            .filter(|p| p.spec.l2 > 0.0)
+            .map(|p| Op::L2 {
+                w: p.value,
+                grad: train.then_some(p.grad),
+                metrics,
+                lambda: p.spec.l2,
+                len: p.spec.len(),
+            })
+            .collect()
+    };
+    let gather = |d: &DataBufs| {
+        let x = Op::Gather {
+            data: d.x,
+            index: d.index,
+            out: input,
+            shape: data.sample,
+            scale: 1.0 / 255.0,
+            binarize: false,
+            mirrored: if d.index_len > d.n { d.n } else { 0 },
+        };
+        let y = match data.target {
+            Target::Classes(classes) => Op::GatherOneHot {
+                labels: d.y,
+                index: d.index,
+                out: target,
+                classes,
+            },
+            Target::Mask => Op::Gather {
+                data: d.y,
+                index: d.index,
+                out: target,
+                shape: out_shape,
+                scale: 1.0,
+                binarize: true,
+                mirrored: if d.index_len > d.n { d.n } else { 0 },
+            },
+        };
+        vec![x, y]
+    };
+
+    let mut backward = Vec::new();
+    for (i, layer) in layers.iter().enumerate().rev() {
+        let (x, y, s) = (acts[i], acts[i + 1], shapes[i]);
+        // Only a leading Flatten has no output gradient; it needs no op.
+        let Some(gy) = grads[i + 1] else { continue };
+        let gx = grads[i];
+        let geom = |c_out, k| ConvGeom {
+            c_in: s.c,
+            c_out,
+            h: s.h,
+            w: s.w,
+            k,
+        };
+        match *layer {
+            Layer::Dense { units, .. } => {
+                let (w, _, gw, gb) = param_of(i);
+                backward.push(Op::DenseBackward {
+                    x,
+                    w,
+                    gy,
+                    gx,
+                    gw,
+                    gb,
+                    n_in: s.len(),
+                    n_out: units,
+                });
+            }
+            Layer::Conv2d {
+                filters, kernel, ..
+            } => {
+                let (w, _, gw, gb) = param_of(i);
+                backward.push(Op::Conv2dBackward {
+                    x,
+                    w,
+                    gy,
+                    gx,
+                    gw,
+                    gb,
+                    g: geom(filters, kernel),
+                });
+            }
+            Layer::Conv2dTranspose { filters, .. } => {
+                let (w, _, gw, gb) = param_of(i);
+                backward.push(Op::ConvTranspose2dBackward {
+                    x,
+                    w,
+                    gy,
+                    gx,
+                    gw,
+                    gb,
+                    g: geom(filters, 2),
+                });
+            }
+            _ => {
+                let Some(gx) = gx else { continue };
+                match *layer {
+                    Layer::MaxPool2d => backward.push(Op::MaxPool2dBackward {
+                        gy,
+                        argmax: aux[i].expect("pool has argmax"),
+                        gx,
+                        shape: s,
+                    }),
+                    Layer::Activation(act) => backward.push(Op::ActivationBackward {
+                        act,
+                        y,
+                        gy,
+                        gx,
+                        per: s.len(),
+                    }),
+                    Layer::Dropout(_) => backward.push(Op::DropoutBackward {
+                        gy,
+                        mask: aux[i].expect("dropout has a mask"),
+                        gx,
+                        per: s.len(),
+                    }),
+                    _ => {} // Flatten: its gradient buffer is its input's
+                }
+            }
+        }
+    }
+
+    let mut loss = vec![loss_op(grads[layers.len()], train_metrics)];
+    loss.extend(l2_ops(true, train_metrics));
+    let update = params
+        .iter()
+        .map(|p| {
+            opts.optimizer
+                .update_op(p.value, p.grad, &p.state, p.spec.len())
+        })
+        .collect();
+    let mut eval = gather(&test_data);
+    eval.extend(forward(false));
+    eval.push(loss_op(None, test_metrics));
+    eval.extend(l2_ops(false, test_metrics));
+    if let Some(counts) = confusion {
+        let Target::Classes(classes) = data.target else {
+            unreachable!("confusion exists for classes")
+        };
+        eval.push(Op::Confusion {
+            probs,
+            target,
+            counts,
+            classes,
+        });
+    }
+    let train = TrainOps {
+        gather: gather(&train_data),
+        forward: forward(true),
+        loss,
+        backward,
+        update,
+    };
+    Ok(Plan {
+        batch: opts.batch,
+        input,
+        target,
+        logits,
+        probs,
+        input_grad: grads[0],
+        params,
+        train_data,
+        test_data,
+        train_metrics,
+        test_metrics,
+        confusion,
+        train,
+        eval,
+        buffers: b.buffers,
+    })
+}

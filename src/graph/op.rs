@@ -1,0 +1,238 @@
+//! The ops a plan is made of. Each op names the buffers it reads and writes; sizes per sample are
+//! fixed when the plan is built, the number of samples `n` comes with each [`Step`].
+
+use crate::model::{Act, Shape};
+
+/// A buffer of the plan, by position in [`super::Plan::buffers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct BufId(pub usize);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Dtype {
+    F32,
+    U8,
+    U32,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BufDesc {
+    pub name: String,
+    pub len: usize,
+    pub dtype: Dtype,
+}
+
+/// What changes from one step to the next: batch size, where the batch starts in the index list,
+/// and the 1-based count of optimiser updates (Adam's `t`, and the dropout mask's counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub n: usize,
+    pub offset: usize,
+    pub t: u32,
+}
+
+/// Geometry of a convolution: input `[c_in, h, w]`, kernel `k`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConvGeom {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+}
+
+/// Slots of a metrics buffer, summed over an epoch and read once at its end.
+pub mod slot {
+    /// Σ over batches of (mean batch loss + L2 penalty) × n.
+    pub const LOSS: usize = 0;
+    /// Correct predictions (classification) or Σ of per-batch Dice (segmentation).
+    pub const METRIC: usize = 1;
+    pub const SAMPLES: usize = 2;
+    pub const BATCHES: usize = 3;
+    /// Σ y·p, Σ y, Σ p over every pixel seen: the whole-set Dice.
+    pub const YP: usize = 4;
+    pub const Y: usize = 5;
+    pub const P: usize = 6;
+    pub const LEN: usize = 7;
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub enum Op {
+    /// `out[s] = f(data[j])` for `s < n`, `j = index[offset + s]`, u8 -> f32 with
+    /// `f(v) = v·scale`, or `v > 0` when `binarize`. Indices `j ≥ mirrored` (when non-zero) take
+    /// sample `j - mirrored` flipped left to right. `data: [N, shape]`, `out: [n, shape]`.
+    Gather {
+        data: BufId,
+        index: BufId,
+        out: BufId,
+        shape: Shape,
+        scale: f32,
+        binarize: bool,
+        mirrored: usize,
+    },
+    /// One-hot rows: `out[s, labels[index[offset + s]]] = 1`; `out: [n, classes]`.
+    GatherOneHot {
+        labels: BufId,
+        index: BufId,
+        out: BufId,
+        classes: usize,
+    },
+    /// `y[n, o] = x[n, i]·w[o, i]ᵀ + b[o]`.
+    Dense {
+        x: BufId,
+        w: BufId,
+        b: BufId,
+        y: BufId,
+        n_in: usize,
+        n_out: usize,
+    },
+    DenseBackward {
+        x: BufId,
+        w: BufId,
+        gy: BufId,
+        gx: Option<BufId>,
+        gw: BufId,
+        gb: BufId,
+        n_in: usize,
+        n_out: usize,
+    },
+    /// `y[n, c_out, h, w]` from `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, stride 1, 'same'.
+    Conv2d {
+        x: BufId,
+        w: BufId,
+        b: BufId,
+        y: BufId,
+        g: ConvGeom,
+    },
+    Conv2dBackward {
+        x: BufId,
+        w: BufId,
+        gy: BufId,
+        gx: Option<BufId>,
+        gw: BufId,
+        gb: BufId,
+        g: ConvGeom,
+    },
+    /// `y[n, c_out, 2h, 2w]` from `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`, stride 2.
+    ConvTranspose2d {
+        x: BufId,
+        w: BufId,
+        b: BufId,
+        y: BufId,
+        g: ConvGeom,
+    },
+    ConvTranspose2dBackward {
+        x: BufId,
+        w: BufId,
+        gy: BufId,
+        gx: Option<BufId>,
+        gw: BufId,
+        gb: BufId,
+        g: ConvGeom,
+    },
+    /// `y[n, c, h/2, w/2]`; `argmax` holds the flat input index of each maximum for backward.
+    MaxPool2d {
+        x: BufId,
+        y: BufId,
+        argmax: BufId,
+        shape: Shape,
+    },
+    MaxPool2dBackward {
+        gy: BufId,
+        argmax: BufId,
+        gx: BufId,
+        shape: Shape,
+    },
+    /// Elementwise over `[n, per]`.
+    Activation {
+        act: Act,
+        x: BufId,
+        y: BufId,
+        per: usize,
+    },
+    /// `gx` from the forward output `y` and `gy`.
+    ActivationBackward {
+        act: Act,
+        y: BufId,
+        gy: BufId,
+        gx: BufId,
+        per: usize,
+    },
+    /// `y = x·mask`, mask 0 or `1/(1-rate)` from the counter hash of (`seed`, step `t`, element).
+    Dropout {
+        x: BufId,
+        y: BufId,
+        mask: BufId,
+        per: usize,
+        rate: f32,
+        seed: u32,
+    },
+    DropoutBackward {
+        gy: BufId,
+        mask: BufId,
+        gx: BufId,
+        per: usize,
+    },
+    /// Softmax + categorical cross-entropy on `logits[n, classes]`, mean over the batch: writes
+    /// `probs`, the gradient `(p - t)/n` when asked, and adds loss and correct count to `metrics`.
+    SoftmaxCrossEntropy {
+        logits: BufId,
+        target: BufId,
+        probs: BufId,
+        grad: Option<BufId>,
+        metrics: BufId,
+        classes: usize,
+    },
+    /// Sigmoid + BCE on `logits[n, per]`, mean over every element: writes `probs`, the gradient
+    /// `(p - t)/(n·per)` when asked, and adds loss, Dice and its sums to `metrics`.
+    SigmoidBce {
+        logits: BufId,
+        target: BufId,
+        probs: BufId,
+        grad: Option<BufId>,
+        metrics: BufId,
+        per: usize,
+    },
+    /// Adds `lambda·Σw²` (× n) to the loss slot and, when asked, `2·lambda·w` to `grad`.
+    L2 {
+        w: BufId,
+        grad: Option<BufId>,
+        metrics: BufId,
+        lambda: f32,
+        len: usize,
+    },
+    /// `counts[true·classes + predicted] += 1` over the batch.
+    Confusion {
+        probs: BufId,
+        target: BufId,
+        counts: BufId,
+        classes: usize,
+    },
+    /// `w -= lr·g`.
+    Sgd {
+        w: BufId,
+        g: BufId,
+        lr: f32,
+        len: usize,
+    },
+    /// Keras momentum: `v = m·v - lr·g; w += v`.
+    Momentum {
+        w: BufId,
+        g: BufId,
+        v: BufId,
+        lr: f32,
+        momentum: f32,
+        len: usize,
+    },
+    /// Keras Adam: ε added to √v, bias correction folded into the step size.
+    Adam {
+        w: BufId,
+        g: BufId,
+        m: BufId,
+        v: BufId,
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        len: usize,
+    },
+}

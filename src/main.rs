@@ -1,0 +1,240 @@
+//! The `gpu-train` command line: parsing only; the work is in the library.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gpu_train::model::{summary, Act};
+use gpu_train::optim::Optimizer;
+use gpu_train::run::{self, BackendChoice, TrainConfig};
+use gpu_train::tasks::{self, Task, Variant};
+use gpu_train::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "gpu-train",
+    version,
+    about = "Train the report's MNIST and Warwick networks",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the Keras-style layer table with parameter counts.
+    Summary {
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Test loss and metric of a checkpoint.
+    Evaluate {
+        #[command(flatten)]
+        net: NetArgs,
+        /// The checkpoint (model.safetensors of a run).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        #[arg(long)]
+        test_limit: Option<usize>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Hidden {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptName {
+    Sgd,
+    Adam,
+}
+
+/// What shapes the network.
+#[derive(Args)]
+struct NetArgs {
+    #[arg(long, value_enum)]
+    task: Task,
+    /// Hidden activation [default: the task's: sigmoid for mnist-mlp, relu otherwise]
+    #[arg(long, value_enum)]
+    activation: Option<Hidden>,
+    /// Dropout rate (0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// L2 factor on every kernel (Keras l2(λ)).
+    #[arg(long, default_value_t = 0.0)]
+    l2: f32,
+    /// CNN: activation after the pooling layer instead of before.
+    #[arg(long)]
+    act_after_pool: bool,
+}
+
+impl NetArgs {
+    fn variant(&self) -> Variant {
+        let d = tasks::defaults(self.task).variant;
+        let activation = self.activation.map_or(d.activation, |a| match a {
+            Hidden::Relu => Act::Relu,
+            Hidden::Sigmoid => Act::Sigmoid,
+            Hidden::Tanh => Act::Tanh,
+        });
+        Variant {
+            activation,
+            dropout: self.dropout,
+            l2: self.l2,
+            act_after_pool: self.act_after_pool,
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Task to train (required unless a subcommand is given).
+    #[arg(long, value_enum)]
+    task: Option<Task>,
+    /// [default: 25 for mnist-mlp, 6 for mnist-cnn, 250 for warwick]
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// [default: 100 for MNIST, 5 for warwick]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// [default: 0.25 with sgd, 0.001 with adam]
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// [default: sgd for MNIST, adam for warwick]
+    #[arg(long, value_enum)]
+    optimizer: Option<OptName>,
+    /// SGD momentum (Keras form).
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f32,
+    #[arg(long, value_enum)]
+    activation: Option<Hidden>,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    dropout: f32,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    l2: f32,
+    #[arg(long)]
+    act_after_pool: bool,
+    /// Seed of every random draw (initial weights, data order, dropout).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Data root or the task's own data folder [default: $GPU_TRAIN_DATA, else ./data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run folder [default: runs/<task>-<date>-<time>]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Start from the weights of a checkpoint (safetensors with the model's keys).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Keep the data order instead of shuffling every epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Train on the first N samples only.
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Test on the first N samples only.
+    #[arg(long)]
+    test_limit: Option<usize>,
+}
+
+impl TrainArgs {
+    fn config(self) -> Result<TrainConfig> {
+        let task = self.task.ok_or_else(|| {
+            Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into())
+        })?;
+        let d = tasks::defaults(task);
+        let net = NetArgs {
+            task,
+            activation: self.activation,
+            dropout: self.dropout,
+            l2: self.l2,
+            act_after_pool: self.act_after_pool,
+        };
+        let optimizer = match (self.optimizer, d.optimizer) {
+            (None, Optimizer::Sgd { lr, .. }) | (Some(OptName::Sgd), Optimizer::Sgd { lr, .. }) => {
+                Optimizer::Sgd {
+                    lr: self.lr.unwrap_or(lr),
+                    momentum: self.momentum,
+                }
+            }
+            (Some(OptName::Sgd), _) => Optimizer::Sgd {
+                lr: self.lr.unwrap_or(0.01),
+                momentum: self.momentum,
+            },
+            (None, Optimizer::Adam { .. }) | (Some(OptName::Adam), _) => {
+                Optimizer::adam(self.lr.unwrap_or(1e-3))
+            }
+        };
+        if self.momentum != 0.0 && matches!(optimizer, Optimizer::Adam { .. }) {
+            return Err(Error::Config(
+                "--momentum applies to --optimizer sgd only".into(),
+            ));
+        }
+        Ok(TrainConfig {
+            task,
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch_size: self.batch_size.unwrap_or(d.batch),
+            optimizer,
+            variant: net.variant(),
+            seed: self.seed,
+            shuffle: !self.no_shuffle,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            init: self.init,
+            data: self.data,
+            backend: self.backend,
+            out: self.out.unwrap_or_else(|| run::default_out(task)),
+        })
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Some(Cmd::Summary { net }) => {
+            let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
+            summary(&model).map(|s| print!("{s}"))
+        }
+        Some(Cmd::Evaluate {
+            net,
+            model,
+            data,
+            batch_size,
+            test_limit,
+        }) => run::evaluate(
+            net.task,
+            net.variant(),
+            &model,
+            data.as_deref(),
+            batch_size,
+            test_limit,
+        )
+        .map(|m| {
+            println!(
+                "test_loss {:.4} - test_{} {:.4}",
+                m.loss,
+                net.task.metric(),
+                m.metric
+            );
+        }),
+        None => cli.train.config().and_then(|cfg| {
+            let r = run::train(&cfg)?;
+            println!("run folder: {}", r.out.display());
+            Ok(())
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,125 @@
+//! Helpers shared by the integration tests: golden fixtures, a rig that runs single ops on a
+//! backend, and closeness checks.
+#![allow(dead_code)]
+
+use gpu_train::backend::cpu::CpuBackend;
+use gpu_train::backend::Backend;
+use gpu_train::checkpoint::{load, Tensor};
+use gpu_train::graph::{BufDesc, BufId, Dtype, Op, Step};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `GPU_TRAIN_GOLDEN`, else `../shared/golden` beside the repository.
+pub fn golden_dir() -> PathBuf {
+    std::env::var_os("GPU_TRAIN_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"))
+}
+
+pub fn golden(name: &str) -> BTreeMap<String, Tensor> {
+    let path = golden_dir().join(format!("{name}.safetensors"));
+    load(&path).unwrap_or_else(|e| {
+        panic!(
+            "golden fixture {}: {e} (set GPU_TRAIN_GOLDEN)",
+            path.display()
+        )
+    })
+}
+
+/// `GPU_TRAIN_DATA`, else `../shared/data`; `None` (with a note) when absent.
+pub fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("GPU_TRAIN_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: data folder {} is absent (set GPU_TRAIN_DATA)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Buffers for running ops outside a plan.
+#[derive(Default)]
+pub struct Rig {
+    pub descs: Vec<BufDesc>,
+    f32_init: Vec<(BufId, Vec<f32>)>,
+    u8_init: Vec<(BufId, Vec<u8>)>,
+    u32_init: Vec<(BufId, Vec<u32>)>,
+}
+
+impl Rig {
+    fn buf(&mut self, len: usize, dtype: Dtype) -> BufId {
+        self.descs.push(BufDesc {
+            name: format!("b{}", self.descs.len()),
+            len,
+            dtype,
+        });
+        BufId(self.descs.len() - 1)
+    }
+    pub fn f32(&mut self, data: &[f32]) -> BufId {
+        let id = self.buf(data.len(), Dtype::F32);
+        self.f32_init.push((id, data.to_vec()));
+        id
+    }
+    pub fn zeros(&mut self, len: usize) -> BufId {
+        self.buf(len, Dtype::F32)
+    }
+    pub fn u8(&mut self, data: &[u8]) -> BufId {
+        let id = self.buf(data.len(), Dtype::U8);
+        self.u8_init.push((id, data.to_vec()));
+        id
+    }
+    pub fn u32(&mut self, data: &[u32]) -> BufId {
+        let id = self.buf(data.len(), Dtype::U32);
+        self.u32_init.push((id, data.to_vec()));
+        id
+    }
+    /// A CPU backend holding these buffers with their initial values.
+    pub fn cpu(&self) -> CpuBackend {
+        let mut be = CpuBackend::new(&self.descs);
+        self.fill(&mut be);
+        be
+    }
+    pub fn fill(&self, be: &mut dyn Backend) {
+        for (id, v) in &self.f32_init {
+            be.upload_f32(*id, v).unwrap();
+        }
+        for (id, v) in &self.u8_init {
+            be.upload_u8(*id, v).unwrap();
+        }
+        for (id, v) in &self.u32_init {
+            be.upload_u32(*id, v).unwrap();
+        }
+    }
+}
+
+pub fn run(be: &mut dyn Backend, ops: &[Op], n: usize) {
+    be.run(ops, Step { n, offset: 0, t: 1 }).unwrap();
+}
+
+/// |got - want| ≤ atol + rtol·|want| elementwise, with the worst offender in the message.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let excess = (g - w).abs() - (atol + rtol * w.abs());
+        if !(excess <= worst.1) {
+            worst = (i, excess);
+        }
+    }
+    let i = worst.0;
+    assert!(
+        worst.1 <= 0.0,
+        "{what}: element {i} is {} but should be {} (rtol {rtol}, atol {atol})",
+        got[i],
+        want[i]
+    );
+}
+
+/// The golden README's tolerances: forward 1e-5 relative + 1e-6 absolute; gradients 1e-4 + 1e-5.
+pub const FWD: (f32, f32) = (1e-5, 1e-6);
+pub const GRAD: (f32, f32) = (1e-4, 1e-5);
