@@ -5,10 +5,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {msg}")]
     BadFile { path: PathBuf, msg: String },
     #[error("{0}")]
@@ -25,17 +22,11 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub fn bad_file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::BadFile {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::BadFile { path: path.into(), msg: msg.into() }
     }
 }
 

@@ -85,12 +85,7 @@ impl NetArgs {
             Hidden::Sigmoid => Act::Sigmoid,
             Hidden::Tanh => Act::Tanh,
         });
-        Variant {
-            activation,
-            dropout: self.dropout,
-            l2: self.l2,
-            act_after_pool: self.act_after_pool,
-        }
+        Variant { activation, dropout: self.dropout, l2: self.l2, act_after_pool: self.act_after_pool }
     }
 }
 
@@ -149,9 +144,9 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(self) -> Result<TrainConfig> {
-        let task = self.task.ok_or_else(|| {
-            Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into())
-        })?;
+        let task = self
+            .task
+            .ok_or_else(|| Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into()))?;
         let d = tasks::defaults(task);
         let net = NetArgs {
             task,
@@ -162,23 +157,13 @@ impl TrainArgs {
         };
         let optimizer = match (self.optimizer, d.optimizer) {
             (None, Optimizer::Sgd { lr, .. }) | (Some(OptName::Sgd), Optimizer::Sgd { lr, .. }) => {
-                Optimizer::Sgd {
-                    lr: self.lr.unwrap_or(lr),
-                    momentum: self.momentum,
-                }
+                Optimizer::Sgd { lr: self.lr.unwrap_or(lr), momentum: self.momentum }
             }
-            (Some(OptName::Sgd), _) => Optimizer::Sgd {
-                lr: self.lr.unwrap_or(0.01),
-                momentum: self.momentum,
-            },
-            (None, Optimizer::Adam { .. }) | (Some(OptName::Adam), _) => {
-                Optimizer::adam(self.lr.unwrap_or(1e-3))
-            }
+            (Some(OptName::Sgd), _) => Optimizer::Sgd { lr: self.lr.unwrap_or(0.01), momentum: self.momentum },
+            (None, Optimizer::Adam { .. }) | (Some(OptName::Adam), _) => Optimizer::adam(self.lr.unwrap_or(1e-3)),
         };
         if self.momentum != 0.0 && matches!(optimizer, Optimizer::Adam { .. }) {
-            return Err(Error::Config(
-                "--momentum applies to --optimizer sgd only".into(),
-            ));
+            return Err(Error::Config("--momentum applies to --optimizer sgd only".into()));
         }
         Ok(TrainConfig {
             task,
@@ -205,28 +190,11 @@ fn main() {
             let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
             summary(&model).map(|s| print!("{s}"))
         }
-        Some(Cmd::Evaluate {
-            net,
-            model,
-            data,
-            batch_size,
-            test_limit,
-        }) => run::evaluate(
-            net.task,
-            net.variant(),
-            &model,
-            data.as_deref(),
-            batch_size,
-            test_limit,
-        )
-        .map(|m| {
-            println!(
-                "test_loss {:.4} - test_{} {:.4}",
-                m.loss,
-                net.task.metric(),
-                m.metric
-            );
-        }),
+        Some(Cmd::Evaluate { net, model, data, batch_size, test_limit }) => {
+            run::evaluate(net.task, net.variant(), &model, data.as_deref(), batch_size, test_limit).map(|m| {
+                println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
+            })
+        }
         None => cli.train.config().and_then(|cfg| {
             let r = run::train(&cfg)?;
             println!("run folder: {}", r.out.display());

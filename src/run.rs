@@ -52,26 +52,16 @@ impl TrainConfig {
         }
         let v = &self.variant;
         if !(0.0..1.0).contains(&v.dropout) {
-            return Err(Error::Config(format!(
-                "--dropout must be in [0, 1), got {}",
-                v.dropout
-            )));
+            return Err(Error::Config(format!("--dropout must be in [0, 1), got {}", v.dropout)));
         }
         if !(v.l2.is_finite() && v.l2 >= 0.0) {
-            return Err(Error::Config(format!(
-                "--l2 must be a number ≥ 0, got {}",
-                v.l2
-            )));
+            return Err(Error::Config(format!("--l2 must be a number ≥ 0, got {}", v.l2)));
         }
         if v.activation == Act::Softmax {
-            return Err(Error::Config(
-                "--activation softmax is only for the output layer".into(),
-            ));
+            return Err(Error::Config("--activation softmax is only for the output layer".into()));
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
-            return Err(Error::Config(
-                "--train-limit and --test-limit must be at least 1".into(),
-            ));
+            return Err(Error::Config("--train-limit and --test-limit must be at least 1".into()));
         }
         self.optimizer.validate()
     }
@@ -86,20 +76,14 @@ pub fn load_data(
 ) -> Result<Dataset> {
     let mut d = match task {
         Task::MnistMlp | Task::MnistCnn => mnist::load(data, tasks::input_shape(task))?,
-        Task::Warwick => {
-            return Err(Error::Config(
-                "the warwick task is not available in this build".into(),
-            ))
-        }
+        Task::Warwick => return Err(Error::Config("the warwick task is not available in this build".into())),
     };
     d.limit(train_limit, test_limit)?;
     Ok(d)
 }
 
 /// Makes the chosen backend and says which it is and why.
-pub fn backend_factory(
-    choice: BackendChoice,
-) -> impl FnOnce(&[crate::graph::BufDesc]) -> Result<Box<dyn Backend>> {
+pub fn backend_factory(choice: BackendChoice) -> impl FnOnce(&[crate::graph::BufDesc]) -> Result<Box<dyn Backend>> {
     move |descs| {
         let be = CpuBackend::new(descs);
         let why = match choice {
@@ -113,9 +97,7 @@ pub fn backend_factory(
 
 /// `runs/<task>-<UTC date>-<time>`, made unique.
 pub fn default_out(task: Task) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days as i64 + 719468;
@@ -127,13 +109,7 @@ pub fn default_out(task: Task) -> PathBuf {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let base = format!(
-        "runs/{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        task.name(),
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
+    let base = format!("runs/{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", task.name(), rem / 3600, rem / 60 % 60, rem % 60);
     let mut out = PathBuf::from(&base);
     for i in 2.. {
         if !out.exists() {
@@ -146,11 +122,10 @@ pub fn default_out(task: Task) -> PathBuf {
 
 fn progress(total: usize, epoch: usize, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    let style = ProgressStyle::with_template(
-        "Epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise} eta {eta}",
-    )
-    .expect("valid template")
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar
@@ -165,26 +140,14 @@ pub struct RunResult {
 /// Trains as `cfg` says, printing one line per epoch and keeping the run folder current.
 pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
     cfg.validate()?;
-    let data = load_data(
-        cfg.task,
-        cfg.data.as_deref(),
-        cfg.train_limit,
-        cfg.test_limit,
-    )?;
+    let data = load_data(cfg.task, cfg.data.as_deref(), cfg.train_limit, cfg.test_limit)?;
     let model = tasks::model(cfg.task, cfg.variant, data.sample);
     let init = match &cfg.init {
-        Some(path) => Some(checkpoint::match_params(
-            path,
-            &checkpoint::load(path)?,
-            &model.params()?,
-        )?),
+        Some(path) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
         None => None,
     };
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    atomic_write(
-        &cfg.out.join("config.json"),
-        &serde_json::to_vec_pretty(cfg).expect("config serialises"),
-    )?;
+    atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
     let opts = SessionOptions {
         batch: cfg.batch_size,
         optimizer: cfg.optimizer,
@@ -195,20 +158,18 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
     };
     let mut session = Session::new(&model, &data, opts, backend_factory(cfg.backend))?;
     let metric = cfg.task.metric();
-    let mut history = History {
-        task: cfg.task.name().into(),
-        metric: metric.into(),
-        epochs: Vec::new(),
-    };
+    let mut history = History { task: cfg.task.name().into(), metric: metric.into(), epochs: Vec::new() };
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let bar = progress(session.train_batches(), epoch, cfg.epochs);
-        let train: Metrics =
-            session.train_epoch(epoch, &mut |done, _| bar.set_position(done as u64))?;
+        let train: Metrics = session.train_epoch(epoch, &mut |done, _| bar.set_position(done as u64))?;
         let test = session.evaluate()?;
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
-        println!("Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}", cfg.epochs, train.loss, train.metric, test.loss, test.metric);
+        println!(
+            "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}",
+            cfg.epochs, train.loss, train.metric, test.loss, test.metric
+        );
         history.epochs.push(EpochRecord {
             epoch,
             loss: train.loss,
@@ -224,10 +185,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
     if let (Some(counts), Target::Classes(k)) = (session.confusion()?, data.target) {
         write_confusion(&cfg.out, &counts, k)?;
     }
-    Ok(RunResult {
-        history,
-        out: cfg.out.clone(),
-    })
+    Ok(RunResult { history, out: cfg.out.clone() })
 }
 
 /// Test loss and metric of a checkpoint, without training.
@@ -241,8 +199,7 @@ pub fn evaluate(
 ) -> Result<Metrics> {
     let data = load_data(task, data, Some(1), test_limit)?;
     let model = tasks::model(task, variant, data.sample);
-    let init =
-        checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
+    let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {
         batch,
         optimizer: tasks::defaults(task).optimizer,

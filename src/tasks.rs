@@ -3,9 +3,7 @@
 use crate::model::{Act, Init, Layer, Model, Shape};
 use crate::optim::Optimizer;
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
     /// 784-100-10 MLP on MNIST.
@@ -56,37 +54,23 @@ pub struct Defaults {
 }
 
 pub fn defaults(task: Task) -> Defaults {
-    let variant = |activation| Variant {
-        activation,
-        dropout: 0.0,
-        l2: 0.0,
-        act_after_pool: false,
-    };
+    let variant = |activation| Variant { activation, dropout: 0.0, l2: 0.0, act_after_pool: false };
     match task {
         Task::MnistMlp => Defaults {
             variant: variant(Act::Sigmoid),
-            optimizer: Optimizer::Sgd {
-                lr: 0.25,
-                momentum: 0.0,
-            },
+            optimizer: Optimizer::Sgd { lr: 0.25, momentum: 0.0 },
             epochs: 25,
             batch: 100,
         },
         Task::MnistCnn => Defaults {
             variant: variant(Act::Relu),
-            optimizer: Optimizer::Sgd {
-                lr: 0.25,
-                momentum: 0.0,
-            },
+            optimizer: Optimizer::Sgd { lr: 0.25, momentum: 0.0 },
             epochs: 6,
             batch: 100,
         },
-        Task::Warwick => Defaults {
-            variant: variant(Act::Relu),
-            optimizer: Optimizer::adam(1e-3),
-            epochs: 250,
-            batch: 5,
-        },
+        Task::Warwick => {
+            Defaults { variant: variant(Act::Relu), optimizer: Optimizer::adam(1e-3), epochs: 250, batch: 5 }
+        }
     }
 }
 
@@ -97,31 +81,18 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
     let mut layers = Vec::new();
     match task {
         Task::MnistMlp => {
-            layers.push(Layer::Dense {
-                units: 100,
-                init: glorot,
-                l2: v.l2,
-            });
+            layers.push(Layer::Dense { units: 100, init: glorot, l2: v.l2 });
             layers.push(act);
             if v.dropout > 0.0 {
                 layers.push(Layer::Dropout(v.dropout));
             }
-            layers.push(Layer::Dense {
-                units: 10,
-                init: glorot,
-                l2: v.l2,
-            });
+            layers.push(Layer::Dense { units: 10, init: glorot, l2: v.l2 });
             layers.push(Layer::Activation(Act::Softmax));
         }
         Task::MnistCnn => {
             let init = Init::RandomNormal { stddev: 0.05 };
             for (i, filters) in [8, 16, 32].into_iter().enumerate() {
-                layers.push(Layer::Conv2d {
-                    filters,
-                    kernel: 3,
-                    init,
-                    l2: v.l2,
-                });
+                layers.push(Layer::Conv2d { filters, kernel: 3, init, l2: v.l2 });
                 let pool = i < 2;
                 if pool && v.act_after_pool {
                     layers.extend([Layer::MaxPool2d, act.clone()]);
@@ -136,11 +107,7 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
             if v.dropout > 0.0 {
                 layers.push(Layer::Dropout(v.dropout));
             }
-            layers.push(Layer::Dense {
-                units: 10,
-                init,
-                l2: v.l2,
-            });
+            layers.push(Layer::Dense { units: 10, init, l2: v.l2 });
             layers.push(Layer::Activation(Act::Softmax));
         }
         Task::Warwick => {
@@ -150,38 +117,18 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
                 }
             };
             for (filters, pool) in [(8, true), (16, true), (32, false)] {
-                layers.extend([
-                    Layer::Conv2d {
-                        filters,
-                        kernel: 3,
-                        init: glorot,
-                        l2: v.l2,
-                    },
-                    act.clone(),
-                ]);
+                layers.extend([Layer::Conv2d { filters, kernel: 3, init: glorot, l2: v.l2 }, act.clone()]);
                 drop(&mut layers);
                 if pool {
                     layers.push(Layer::MaxPool2d);
                 }
             }
             for filters in [16, 8] {
-                layers.extend([
-                    Layer::Conv2dTranspose {
-                        filters,
-                        init: glorot,
-                        l2: v.l2,
-                    },
-                    act.clone(),
-                ]);
+                layers.extend([Layer::Conv2dTranspose { filters, init: glorot, l2: v.l2 }, act.clone()]);
                 drop(&mut layers);
             }
             layers.extend([
-                Layer::Conv2d {
-                    filters: 1,
-                    kernel: 1,
-                    init: glorot,
-                    l2: v.l2,
-                },
+                Layer::Conv2d { filters: 1, kernel: 1, init: glorot, l2: v.l2 },
                 Layer::Activation(Act::Sigmoid),
             ]);
         }

@@ -67,22 +67,14 @@ impl Session {
         let plan = build(
             model,
             spec,
-            PlanOptions {
-                batch: opts.batch,
-                optimizer: opts.optimizer,
-                input_grad: false,
-                dropout_seed,
-            },
+            PlanOptions { batch: opts.batch, optimizer: opts.optimizer, input_grad: false, dropout_seed },
         )?;
         let mut backend = make_backend(&plan.buffers)?;
         for (bufs, split) in [(plan.train_data, &data.train), (plan.test_data, &data.test)] {
             backend.upload_u8(bufs.x, &split.x)?;
             backend.upload_u8(bufs.y, &split.y)?;
         }
-        backend.upload_u32(
-            plan.test_data.index,
-            &(0..data.test.n as u32).collect::<Vec<_>>(),
-        )?;
+        backend.upload_u32(plan.test_data.index, &(0..data.test.n as u32).collect::<Vec<_>>())?;
         let specs: Vec<_> = plan.params.iter().map(|p| p.spec.clone()).collect();
         let values = match opts.init {
             Some(v) => v,
@@ -93,15 +85,7 @@ impl Session {
         }
         let order = (0..plan.train_data.index_len as u32).collect();
         let classes = matches!(data.target, Target::Classes(_));
-        Ok(Session {
-            plan,
-            backend,
-            rng,
-            steps: 0,
-            shuffle: opts.shuffle,
-            order,
-            classes,
-        })
+        Ok(Session { plan, backend, rng, steps: 0, shuffle: opts.shuffle, order, classes })
     }
 
     pub fn backend_name(&self) -> String {
@@ -126,40 +110,23 @@ impl Session {
         } else {
             m[slot::METRIC] as f64 / m[slot::BATCHES] as f64
         };
-        let dice_whole = (!self.classes)
-            .then(|| 2.0 * m[slot::YP] as f64 / (m[slot::Y] as f64 + m[slot::P] as f64));
-        Ok(Metrics {
-            loss: m[slot::LOSS] as f64 / samples,
-            metric,
-            dice_whole,
-        })
+        let dice_whole = (!self.classes).then(|| 2.0 * m[slot::YP] as f64 / (m[slot::Y] as f64 + m[slot::P] as f64));
+        Ok(Metrics { loss: m[slot::LOSS] as f64 / samples, metric, dice_whole })
     }
 
     /// One epoch of training; `on_batch(done, total)` after each batch is queued.
-    pub fn train_epoch(
-        &mut self,
-        epoch: usize,
-        on_batch: &mut dyn FnMut(usize, usize),
-    ) -> Result<Metrics> {
+    pub fn train_epoch(&mut self, epoch: usize, on_batch: &mut dyn FnMut(usize, usize)) -> Result<Metrics> {
         if self.shuffle {
             self.rng.shuffle(&mut self.order);
         }
-        self.backend
-            .upload_u32(self.plan.train_data.index, &self.order)?;
+        self.backend.upload_u32(self.plan.train_data.index, &self.order)?;
         self.zero(self.plan.train_metrics)?;
         let ops: Vec<_> = self.plan.train.all().cloned().collect();
         let total = self.train_batches();
         for (b, offset) in (0..self.order.len()).step_by(self.plan.batch).enumerate() {
             self.steps += 1;
             let n = self.plan.batch.min(self.order.len() - offset);
-            self.backend.run(
-                &ops,
-                Step {
-                    n,
-                    offset,
-                    t: self.steps,
-                },
-            )?;
+            self.backend.run(&ops, Step { n, offset, t: self.steps })?;
             on_batch(b + 1, total);
         }
         let m = self.metrics(self.plan.train_metrics)?;
@@ -182,11 +149,7 @@ impl Session {
         }
         let n = self.plan.test_data.n;
         for offset in (0..n).step_by(self.plan.batch) {
-            let step = Step {
-                n: self.plan.batch.min(n - offset),
-                offset,
-                t: self.steps,
-            };
+            let step = Step { n: self.plan.batch.min(n - offset), offset, t: self.steps };
             self.backend.run(&self.plan.eval, step)?;
         }
         self.metrics(self.plan.test_metrics)
@@ -194,10 +157,7 @@ impl Session {
 
     /// The last test pass's confusion matrix `[true][predicted]` (classification only).
     pub fn confusion(&mut self) -> Result<Option<Vec<f32>>> {
-        self.plan
-            .confusion
-            .map(|c| self.backend.download_f32(c))
-            .transpose()
+        self.plan.confusion.map(|c| self.backend.download_f32(c)).transpose()
     }
 
     /// Every parameter by checkpoint key.
@@ -205,13 +165,7 @@ impl Session {
         let mut out = BTreeMap::new();
         for p in self.plan.params.clone() {
             let data = self.backend.download_f32(p.value)?;
-            out.insert(
-                p.spec.key.clone(),
-                Tensor {
-                    shape: p.spec.shape.clone(),
-                    data,
-                },
-            );
+            out.insert(p.spec.key.clone(), Tensor { shape: p.spec.shape.clone(), data });
         }
         Ok(out)
     }

@@ -19,58 +19,17 @@ fn dense_matches_golden() {
     let [n, n_in, ..] = dims(&g["x"]);
     let n_out = g["w"].shape[0];
     let mut r = Rig::default();
-    let (x, w, b, gy) = (
-        r.f32(&g["x"].data),
-        r.f32(&g["w"].data),
-        r.f32(&g["b"].data),
-        r.f32(&g["gy"].data),
-    );
-    let (y, gx, gw, gb) = (
-        r.zeros(n * n_out),
-        r.zeros(n * n_in),
-        r.zeros(n_out * n_in),
-        r.zeros(n_out),
-    );
+    let (x, w, b, gy) = (r.f32(&g["x"].data), r.f32(&g["w"].data), r.f32(&g["b"].data), r.f32(&g["gy"].data));
+    let (y, gx, gw, gb) = (r.zeros(n * n_out), r.zeros(n * n_in), r.zeros(n_out * n_in), r.zeros(n_out));
     let mut be = r.cpu();
     run(
         &mut be,
-        &[
-            Op::Dense {
-                x,
-                w,
-                b,
-                y,
-                n_in,
-                n_out,
-            },
-            Op::DenseBackward {
-                x,
-                w,
-                gy,
-                gx: Some(gx),
-                gw,
-                gb,
-                n_in,
-                n_out,
-            },
-        ],
+        &[Op::Dense { x, w, b, y, n_in, n_out }, Op::DenseBackward { x, w, gy, gx: Some(gx), gw, gb, n_in, n_out }],
         n,
     );
-    assert_close(
-        "y",
-        &be.download_f32(y).unwrap(),
-        &g["y"].data,
-        FWD.0,
-        FWD.1,
-    );
+    assert_close("y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
     for (name, id) in [("gx", gx), ("gw", gw), ("gb", gb)] {
-        assert_close(
-            name,
-            &be.download_f32(id).unwrap(),
-            &g[name].data,
-            GRAD.0,
-            GRAD.1,
-        );
+        assert_close(name, &be.download_f32(id).unwrap(), &g[name].data, GRAD.0, GRAD.1);
     }
 }
 
@@ -78,87 +37,25 @@ fn check_conv(file: &str, transpose: bool) {
     let g = golden(file);
     let [n, c_in, h, w_] = dims(&g["x"]);
     let ws = dims(&g["w"]);
-    let (c_out, k) = if transpose {
-        (ws[1], 2)
-    } else {
-        (ws[0], ws[2])
-    };
-    let geom = ConvGeom {
-        c_in,
-        c_out,
-        h,
-        w: w_,
-        k,
-    };
+    let (c_out, k) = if transpose { (ws[1], 2) } else { (ws[0], ws[2]) };
+    let geom = ConvGeom { c_in, c_out, h, w: w_, k };
     let mut r = Rig::default();
-    let (x, w, b, gy) = (
-        r.f32(&g["x"].data),
-        r.f32(&g["w"].data),
-        r.f32(&g["b"].data),
-        r.f32(&g["gy"].data),
-    );
-    let (y, gx, gw, gb) = (
-        r.zeros(g["y"].data.len()),
-        r.zeros(g["x"].data.len()),
-        r.zeros(g["w"].data.len()),
-        r.zeros(c_out),
-    );
+    let (x, w, b, gy) = (r.f32(&g["x"].data), r.f32(&g["w"].data), r.f32(&g["b"].data), r.f32(&g["gy"].data));
+    let (y, gx, gw, gb) =
+        (r.zeros(g["y"].data.len()), r.zeros(g["x"].data.len()), r.zeros(g["w"].data.len()), r.zeros(c_out));
     let ops = if transpose {
         [
-            Op::ConvTranspose2d {
-                x,
-                w,
-                b,
-                y,
-                g: geom,
-            },
-            Op::ConvTranspose2dBackward {
-                x,
-                w,
-                gy,
-                gx: Some(gx),
-                gw,
-                gb,
-                g: geom,
-            },
+            Op::ConvTranspose2d { x, w, b, y, g: geom },
+            Op::ConvTranspose2dBackward { x, w, gy, gx: Some(gx), gw, gb, g: geom },
         ]
     } else {
-        [
-            Op::Conv2d {
-                x,
-                w,
-                b,
-                y,
-                g: geom,
-            },
-            Op::Conv2dBackward {
-                x,
-                w,
-                gy,
-                gx: Some(gx),
-                gw,
-                gb,
-                g: geom,
-            },
-        ]
+        [Op::Conv2d { x, w, b, y, g: geom }, Op::Conv2dBackward { x, w, gy, gx: Some(gx), gw, gb, g: geom }]
     };
     let mut be = r.cpu();
     run(&mut be, &ops, n);
-    assert_close(
-        "y",
-        &be.download_f32(y).unwrap(),
-        &g["y"].data,
-        FWD.0,
-        FWD.1,
-    );
+    assert_close("y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
     for (name, id) in [("gx", gx), ("gw", gw), ("gb", gb)] {
-        assert_close(
-            name,
-            &be.download_f32(id).unwrap(),
-            &g[name].data,
-            GRAD.0,
-            GRAD.1,
-        );
+        assert_close(name, &be.download_f32(id).unwrap(), &g[name].data, GRAD.0, GRAD.1);
     }
 }
 
@@ -187,38 +84,9 @@ fn maxpool_matches_golden() {
     let (y, gx) = (r.zeros(g["y"].data.len()), r.zeros(g["x"].data.len()));
     let argmax = r.u32(&vec![0; g["y"].data.len()]);
     let mut be = r.cpu();
-    run(
-        &mut be,
-        &[
-            Op::MaxPool2d {
-                x,
-                y,
-                argmax,
-                shape,
-            },
-            Op::MaxPool2dBackward {
-                gy,
-                argmax,
-                gx,
-                shape,
-            },
-        ],
-        n,
-    );
-    assert_close(
-        "y",
-        &be.download_f32(y).unwrap(),
-        &g["y"].data,
-        FWD.0,
-        FWD.1,
-    );
-    assert_close(
-        "gx",
-        &be.download_f32(gx).unwrap(),
-        &g["gx"].data,
-        GRAD.0,
-        GRAD.1,
-    );
+    run(&mut be, &[Op::MaxPool2d { x, y, argmax, shape }, Op::MaxPool2dBackward { gy, argmax, gx, shape }], n);
+    assert_close("y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
+    assert_close("gx", &be.download_f32(gx).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
 }
 
 #[test]
@@ -230,28 +98,9 @@ fn activations_match_golden() {
         let (x, gy) = (r.f32(&g["x"].data), r.f32(&g["gy"].data));
         let (y, gx) = (r.zeros(n * per), r.zeros(n * per));
         let mut be = r.cpu();
-        run(
-            &mut be,
-            &[
-                Op::Activation { act, x, y, per },
-                Op::ActivationBackward {
-                    act,
-                    y,
-                    gy,
-                    gx,
-                    per,
-                },
-            ],
-            n,
-        );
+        run(&mut be, &[Op::Activation { act, x, y, per }, Op::ActivationBackward { act, y, gy, gx, per }], n);
         let name = act.name();
-        assert_close(
-            &format!("{name}.y"),
-            &be.download_f32(y).unwrap(),
-            &g[&format!("{name}.y")].data,
-            FWD.0,
-            FWD.1,
-        );
+        assert_close(&format!("{name}.y"), &be.download_f32(y).unwrap(), &g[&format!("{name}.y")].data, FWD.0, FWD.1);
         assert_close(
             &format!("{name}.gx"),
             &be.download_f32(gx).unwrap(),
@@ -268,46 +117,13 @@ fn softmax_cross_entropy_matches_golden() {
     let [n, classes, ..] = dims(&g["logits"]);
     let mut r = Rig::default();
     let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
-    let (probs, grad, metrics) = (
-        r.zeros(n * classes),
-        r.zeros(n * classes),
-        r.zeros(slot::LEN),
-    );
+    let (probs, grad, metrics) = (r.zeros(n * classes), r.zeros(n * classes), r.zeros(slot::LEN));
     let mut be = r.cpu();
-    run(
-        &mut be,
-        &[Op::SoftmaxCrossEntropy {
-            logits,
-            target,
-            probs,
-            grad: Some(grad),
-            metrics,
-            classes,
-        }],
-        n,
-    );
+    run(&mut be, &[Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes }], n);
     let m = be.download_f32(metrics).unwrap();
-    assert_close(
-        "probs",
-        &be.download_f32(probs).unwrap(),
-        &g["probs"].data,
-        FWD.0,
-        FWD.1,
-    );
-    assert_close(
-        "loss",
-        &[m[slot::LOSS] / n as f32],
-        &g["loss"].data,
-        FWD.0,
-        FWD.1,
-    );
-    assert_close(
-        "glogits",
-        &be.download_f32(grad).unwrap(),
-        &g["glogits"].data,
-        GRAD.0,
-        GRAD.1,
-    );
+    assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
+    assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);
+    assert_close("glogits", &be.download_f32(grad).unwrap(), &g["glogits"].data, GRAD.0, GRAD.1);
     assert_eq!(m[slot::SAMPLES], n as f32);
 }
 
@@ -320,41 +136,12 @@ fn sigmoid_bce_dice_matches_golden() {
     let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
     let (probs, grad, metrics) = (r.zeros(n * per), r.zeros(n * per), r.zeros(slot::LEN));
     let mut be = r.cpu();
-    run(
-        &mut be,
-        &[Op::SigmoidBce {
-            logits,
-            target,
-            probs,
-            grad: Some(grad),
-            metrics,
-            per,
-        }],
-        n,
-    );
+    run(&mut be, &[Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per }], n);
     let m = be.download_f32(metrics).unwrap();
-    assert_close(
-        "probs",
-        &be.download_f32(probs).unwrap(),
-        &g["probs"].data,
-        FWD.0,
-        FWD.1,
-    );
-    assert_close(
-        "loss",
-        &[m[slot::LOSS] / n as f32],
-        &g["loss"].data,
-        FWD.0,
-        FWD.1,
-    );
+    assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
+    assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);
     assert_close("dice", &[m[slot::METRIC]], &g["dice"].data, FWD.0, FWD.1);
-    assert_close(
-        "glogits",
-        &be.download_f32(grad).unwrap(),
-        &g["glogits"].data,
-        GRAD.0,
-        GRAD.1,
-    );
+    assert_close("glogits", &be.download_f32(grad).unwrap(), &g["glogits"].data, GRAD.0, GRAD.1);
 }
 
 #[test]
@@ -366,31 +153,9 @@ fn l2_matches_golden() {
     let (grad, metrics) = (r.zeros(len), r.zeros(slot::LEN));
     let mut be = r.cpu();
     // One sample, so the loss slot holds the penalty itself.
-    run(
-        &mut be,
-        &[Op::L2 {
-            w,
-            grad: Some(grad),
-            metrics,
-            lambda: 1e-4,
-            len,
-        }],
-        1,
-    );
-    assert_close(
-        "penalty",
-        &[be.download_f32(metrics).unwrap()[slot::LOSS]],
-        &g["penalty"].data,
-        FWD.0,
-        FWD.1,
-    );
-    assert_close(
-        "gw",
-        &be.download_f32(grad).unwrap(),
-        &g["gw"].data,
-        GRAD.0,
-        GRAD.1,
-    );
+    run(&mut be, &[Op::L2 { w, grad: Some(grad), metrics, lambda: 1e-4, len }], 1);
+    assert_close("penalty", &[be.download_f32(metrics).unwrap()[slot::LOSS]], &g["penalty"].data, FWD.0, FWD.1);
+    assert_close("gw", &be.download_f32(grad).unwrap(), &g["gw"].data, GRAD.0, GRAD.1);
 }
 
 #[test]
@@ -404,52 +169,16 @@ fn optimizers_match_golden() {
         let gb = r.zeros(len);
         let (s0, s1) = (r.zeros(len), r.zeros(len));
         let op = match name {
-            "sgd" => Op::Sgd {
-                w,
-                g: gb,
-                lr: 0.25,
-                len,
-            },
-            "momentum" => Op::Momentum {
-                w,
-                g: gb,
-                v: s0,
-                lr: 0.01,
-                momentum: 0.8,
-                len,
-            },
-            _ => Op::Adam {
-                w,
-                g: gb,
-                m: s0,
-                v: s1,
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-7,
-                len,
-            },
+            "sgd" => Op::Sgd { w, g: gb, lr: 0.25, len },
+            "momentum" => Op::Momentum { w, g: gb, v: s0, lr: 0.01, momentum: 0.8, len },
+            _ => Op::Adam { w, g: gb, m: s0, v: s1, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, len },
         };
         let mut be = r.cpu();
         for (t, grad) in grads.iter().enumerate() {
             be.upload_f32(gb, grad).unwrap();
-            be.run(
-                std::slice::from_ref(&op),
-                gpu_train::graph::Step {
-                    n: 1,
-                    offset: 0,
-                    t: t as u32 + 1,
-                },
-            )
-            .unwrap();
+            be.run(std::slice::from_ref(&op), gpu_train::graph::Step { n: 1, offset: 0, t: t as u32 + 1 }).unwrap();
             let key = format!("{name}.w{}", t + 1);
-            assert_close(
-                &key,
-                &be.download_f32(w).unwrap(),
-                &g[&key].data,
-                FWD.0,
-                FWD.1,
-            );
+            assert_close(&key, &be.download_f32(w).unwrap(), &g[&key].data, FWD.0, FWD.1);
         }
     }
 }

@@ -49,17 +49,9 @@ pub fn find(set: DataSet, data: Option<&Path>) -> Result<PathBuf> {
         }
     }
     // Report against the set's own folder if it exists, else the root's subfolder.
-    let dir = if set.marks().iter().any(|m| root.join(m).exists()) {
-        &candidates[0]
-    } else {
-        &candidates[1]
-    };
-    let missing: Vec<String> = set
-        .marks()
-        .iter()
-        .filter(|m| !dir.join(m).exists())
-        .map(|m| format!("  {}", dir.join(m).display()))
-        .collect();
+    let dir = if set.marks().iter().any(|m| root.join(m).exists()) { &candidates[0] } else { &candidates[1] };
+    let missing: Vec<String> =
+        set.marks().iter().filter(|m| !dir.join(m).exists()).map(|m| format!("  {}", dir.join(m).display())).collect();
     Err(Error::MissingData(format!(
         "{} data not found. Missing:\n{}\nPut the files there, or point --data (or GPU_TRAIN_DATA) at the folder that holds them or at a data root with a {}/ folder.\nSource: {}",
         set.folder(),

@@ -27,9 +27,7 @@ pub fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut r = GzDecoder::new(std::io::BufReader::new(file));
     let read_err = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            Error::bad_file(path, "truncated: the file ends inside the IDX header")
-        }
+        std::io::ErrorKind::UnexpectedEof => Error::bad_file(path, "truncated: the file ends inside the IDX header"),
         _ => Error::bad_file(path, format!("not a readable gzip file: {e}")),
     };
     let mut word = [0u8; 4];
@@ -40,11 +38,7 @@ pub fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
             path,
             format!(
                 "wrong IDX magic number {found}, expected {magic} ({})",
-                if magic == IMAGES_MAGIC {
-                    "images"
-                } else {
-                    "labels"
-                }
+                if magic == IMAGES_MAGIC { "images" } else { "labels" }
             ),
         ));
     }
@@ -57,17 +51,11 @@ pub fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     if dims[0] > MAX_ITEMS {
         return Err(Error::bad_file(
             path,
-            format!(
-                "header claims {} items, more than the {MAX_ITEMS} an MNIST file can hold",
-                dims[0]
-            ),
+            format!("header claims {} items, more than the {MAX_ITEMS} an MNIST file can hold", dims[0]),
         ));
     }
     if magic == IMAGES_MAGIC && (dims[1] != 28 || dims[2] != 28) {
-        return Err(Error::bad_file(
-            path,
-            format!("images are {}x{}, expected 28x28", dims[1], dims[2]),
-        ));
+        return Err(Error::bad_file(path, format!("images are {}x{}, expected 28x28", dims[1], dims[2])));
     }
     let dims: Vec<usize> = dims.into_iter().map(|d| d as usize).collect();
     let expected: usize = dims.iter().product();
@@ -78,19 +66,13 @@ pub fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     if data.len() < expected {
         return Err(Error::bad_file(
             path,
-            format!(
-                "truncated: the header promises {expected} bytes of data, the file holds {}",
-                data.len()
-            ),
+            format!("truncated: the header promises {expected} bytes of data, the file holds {}", data.len()),
         ));
     }
     if data.len() > expected {
         return Err(Error::bad_file(
             path,
-            format!(
-                "{} items declared but the file holds more data than that",
-                dims[0]
-            ),
+            format!("{} items declared but the file holds more data than that", dims[0]),
         ));
     }
     Ok((dims, data))
@@ -103,19 +85,11 @@ fn split(dir: &Path, images: &str, labels: &str) -> Result<Split> {
     if idims[0] != ldims[0] {
         return Err(Error::bad_file(
             &lp,
-            format!(
-                "holds {} labels but {} holds {} images",
-                ldims[0],
-                ip.display(),
-                idims[0]
-            ),
+            format!("holds {} labels but {} holds {} images", ldims[0], ip.display(), idims[0]),
         ));
     }
     if let Some(i) = y.iter().position(|&l| l > 9) {
-        return Err(Error::bad_file(
-            &lp,
-            format!("label {} at item {i} is not a digit 0-9", y[i]),
-        ));
+        return Err(Error::bad_file(&lp, format!("label {} at item {i} is not a digit 0-9", y[i])));
     }
     Ok(Split { x, y, n: idims[0] })
 }

@@ -48,10 +48,7 @@ impl Dataset {
         let (s, l) = (self.sample.len(), self.label_len());
         self.train.truncate(train, s, l);
         self.test.truncate(test, s, l);
-        for (name, n) in [
-            ("--train-limit", self.train.n),
-            ("--test-limit", self.test.n),
-        ] {
+        for (name, n) in [("--train-limit", self.train.n), ("--test-limit", self.test.n)] {
             if n == 0 {
                 return Err(Error::Config(format!("{name} leaves no samples")));
             }

@@ -43,24 +43,13 @@ struct Builder {
 
 impl Builder {
     fn buf(&mut self, name: impl Into<String>, len: usize, dtype: Dtype) -> BufId {
-        self.buffers.push(BufDesc {
-            name: name.into(),
-            len,
-            dtype,
-        });
+        self.buffers.push(BufDesc { name: name.into(), len, dtype });
         BufId(self.buffers.len() - 1)
     }
     fn act(&mut self, name: String, shape: Shape) -> BufId {
         self.buf(name, self.batch * shape.len(), Dtype::F32)
     }
-    fn data(
-        &mut self,
-        split: &str,
-        n: usize,
-        sample: usize,
-        labels: usize,
-        index_len: usize,
-    ) -> DataBufs {
+    fn data(&mut self, split: &str, n: usize, sample: usize, labels: usize, index_len: usize) -> DataBufs {
         DataBufs {
             x: self.buf(format!("{split}.x"), n * sample, Dtype::U8),
             y: self.buf(format!("{split}.y"), n * labels, Dtype::U8),
@@ -73,24 +62,16 @@ impl Builder {
 
 /// The output activation the loss is fused with, and the layers before it.
 fn split_head(model: &Model, target: Target) -> Result<&[Layer]> {
-    let (head, body) = model
-        .layers
-        .split_last()
-        .ok_or_else(|| Error::Model("the model has no layers".into()))?;
+    let (head, body) = model.layers.split_last().ok_or_else(|| Error::Model("the model has no layers".into()))?;
     let want = match target {
         Target::Classes(_) => Act::Softmax,
         Target::Mask => Act::Sigmoid,
     };
     if *head != Layer::Activation(want) {
-        return Err(Error::Model(format!(
-            "the last layer must be Activation({}) for this task's loss",
-            want.name()
-        )));
+        return Err(Error::Model(format!("the last layer must be Activation({}) for this task's loss", want.name())));
     }
-    if body.iter().any(|l| *l == Layer::Activation(Act::Softmax)) {
-        return Err(Error::Model(
-            "softmax is supported only as the last layer".into(),
-        ));
+    if body.contains(&Layer::Activation(Act::Softmax)) {
+        return Err(Error::Model("softmax is supported only as the last layer".into()));
     }
     Ok(body)
 }
@@ -117,39 +98,13 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         Target::Mask => out_shape.len(),
     };
     if model.input != data.sample {
-        return Err(Error::Model(format!(
-            "the model takes {} but the samples are {}",
-            model.input, data.sample
-        )));
+        return Err(Error::Model(format!("the model takes {} but the samples are {}", model.input, data.sample)));
     }
-    let mut b = Builder {
-        buffers: Vec::new(),
-        batch: opts.batch,
-    };
-    let labels_per = if let Target::Classes(_) = data.target {
-        1
-    } else {
-        per_target
-    };
-    let train_index = if data.mirrored {
-        2 * data.train_n
-    } else {
-        data.train_n
-    };
-    let train_data = b.data(
-        "train",
-        data.train_n,
-        data.sample.len(),
-        labels_per,
-        train_index,
-    );
-    let test_data = b.data(
-        "test",
-        data.test_n,
-        data.sample.len(),
-        labels_per,
-        data.test_n,
-    );
+    let mut b = Builder { buffers: Vec::new(), batch: opts.batch };
+    let labels_per = if let Target::Classes(_) = data.target { 1 } else { per_target };
+    let train_index = if data.mirrored { 2 * data.train_n } else { data.train_n };
+    let train_data = b.data("train", data.train_n, data.sample.len(), labels_per, train_index);
+    let test_data = b.data("test", data.test_n, data.sample.len(), labels_per, data.test_n);
     let input = b.act("input".into(), model.input);
     let target = b.buf("target", opts.batch * per_target, Dtype::F32);
 
@@ -161,51 +116,27 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         let state = (0..opts.optimizer.state_count())
             .map(|i| b.buf(format!("state{i}.{}", spec.key), spec.len(), Dtype::F32))
             .collect();
-        params.push(PlanParam {
-            spec: spec.clone(),
-            value,
-            grad,
-            state,
-        });
+        params.push(PlanParam { spec: spec.clone(), value, grad, state });
     }
     let param_of = |layer: usize| -> (BufId, BufId, BufId, BufId) {
-        let w = params
-            .iter()
-            .position(|p| p.spec.layer == layer)
-            .expect("every layer with weights has params");
-        (
-            params[w].value,
-            params[w + 1].value,
-            params[w].grad,
-            params[w + 1].grad,
-        )
+        let w = params.iter().position(|p| p.spec.layer == layer).expect("every layer with weights has params");
+        (params[w].value, params[w + 1].value, params[w].grad, params[w + 1].grad)
     };
 
     // Activations and their gradients: acts[i] is the input of layer i.
     let mut acts = vec![input];
-    let mut grads = vec![if opts.input_grad {
-        Some(b.act("grad.input".into(), model.input))
-    } else {
-        None
-    }];
+    let mut grads = vec![if opts.input_grad { Some(b.act("grad.input".into(), model.input)) } else { None }];
     let mut aux = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         let (y, gy) = if *layer == Layer::Flatten {
             (acts[i], grads[i])
         } else {
-            (
-                b.act(format!("act.{i}"), shapes[i + 1]),
-                Some(b.act(format!("grad.act.{i}"), shapes[i + 1])),
-            )
+            (b.act(format!("act.{i}"), shapes[i + 1]), Some(b.act(format!("grad.act.{i}"), shapes[i + 1])))
         };
         acts.push(y);
         grads.push(gy);
         aux.push(match layer {
-            Layer::MaxPool2d => Some(b.buf(
-                format!("argmax.{i}"),
-                opts.batch * shapes[i + 1].len(),
-                Dtype::U32,
-            )),
+            Layer::MaxPool2d => Some(b.buf(format!("argmax.{i}"), opts.batch * shapes[i + 1].len(), Dtype::U32)),
             Layer::Dropout(_) => Some(b.act(format!("mask.{i}"), shapes[i])),
             _ => None,
         });
@@ -223,59 +154,24 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         let mut ops = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
             let (x, y, s) = (acts[i], acts[i + 1], shapes[i]);
-            let geom = |c_out, k| ConvGeom {
-                c_in: s.c,
-                c_out,
-                h: s.h,
-                w: s.w,
-                k,
-            };
+            let geom = |c_out, k| ConvGeom { c_in: s.c, c_out, h: s.h, w: s.w, k };
             match *layer {
                 Layer::Dense { units, .. } => {
                     let (w, bias, _, _) = param_of(i);
-                    ops.push(Op::Dense {
-                        x,
-                        w,
-                        b: bias,
-                        y,
-                        n_in: s.len(),
-                        n_out: units,
-                    });
+                    ops.push(Op::Dense { x, w, b: bias, y, n_in: s.len(), n_out: units });
                 }
-                Layer::Conv2d {
-                    filters, kernel, ..
-                } => {
+                Layer::Conv2d { filters, kernel, .. } => {
                     let (w, bias, _, _) = param_of(i);
-                    ops.push(Op::Conv2d {
-                        x,
-                        w,
-                        b: bias,
-                        y,
-                        g: geom(filters, kernel),
-                    });
+                    ops.push(Op::Conv2d { x, w, b: bias, y, g: geom(filters, kernel) });
                 }
                 Layer::Conv2dTranspose { filters, .. } => {
                     let (w, bias, _, _) = param_of(i);
-                    ops.push(Op::ConvTranspose2d {
-                        x,
-                        w,
-                        b: bias,
-                        y,
-                        g: geom(filters, 2),
-                    });
+                    ops.push(Op::ConvTranspose2d { x, w, b: bias, y, g: geom(filters, 2) });
                 }
-                Layer::MaxPool2d => ops.push(Op::MaxPool2d {
-                    x,
-                    y,
-                    argmax: aux[i].expect("pool has argmax"),
-                    shape: s,
-                }),
-                Layer::Activation(act) => ops.push(Op::Activation {
-                    act,
-                    x,
-                    y,
-                    per: s.len(),
-                }),
+                Layer::MaxPool2d => {
+                    ops.push(Op::MaxPool2d { x, y, argmax: aux[i].expect("pool has argmax"), shape: s })
+                }
+                Layer::Activation(act) => ops.push(Op::Activation { act, x, y, per: s.len() }),
                 Layer::Flatten => {}
                 // In evaluation (rate 0) the mask is all ones.
                 Layer::Dropout(rate) => ops.push(Op::Dropout {
@@ -292,22 +188,8 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     };
 
     let loss_op = |grad: Option<BufId>, metrics: BufId| match data.target {
-        Target::Classes(k) => Op::SoftmaxCrossEntropy {
-            logits,
-            target,
-            probs,
-            grad,
-            metrics,
-            classes: k,
-        },
-        Target::Mask => Op::SigmoidBce {
-            logits,
-            target,
-            probs,
-            grad,
-            metrics,
-            per: per_target,
-        },
+        Target::Classes(k) => Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k },
+        Target::Mask => Op::SigmoidBce { logits, target, probs, grad, metrics, per: per_target },
     };
     let l2_ops = |train: bool, metrics: BufId| -> Vec<Op> {
         params
@@ -333,12 +215,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
             mirrored: if d.index_len > d.n { d.n } else { 0 },
         };
         let y = match data.target {
-            Target::Classes(classes) => Op::GatherOneHot {
-                labels: d.y,
-                index: d.index,
-                out: target,
-                classes,
-            },
+            Target::Classes(classes) => Op::GatherOneHot { labels: d.y, index: d.index, out: target, classes },
             Target::Mask => Op::Gather {
                 data: d.y,
                 index: d.index,
@@ -358,52 +235,19 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         // Only a leading Flatten has no output gradient; it needs no op.
         let Some(gy) = grads[i + 1] else { continue };
         let gx = grads[i];
-        let geom = |c_out, k| ConvGeom {
-            c_in: s.c,
-            c_out,
-            h: s.h,
-            w: s.w,
-            k,
-        };
+        let geom = |c_out, k| ConvGeom { c_in: s.c, c_out, h: s.h, w: s.w, k };
         match *layer {
             Layer::Dense { units, .. } => {
                 let (w, _, gw, gb) = param_of(i);
-                backward.push(Op::DenseBackward {
-                    x,
-                    w,
-                    gy,
-                    gx,
-                    gw,
-                    gb,
-                    n_in: s.len(),
-                    n_out: units,
-                });
+                backward.push(Op::DenseBackward { x, w, gy, gx, gw, gb, n_in: s.len(), n_out: units });
             }
-            Layer::Conv2d {
-                filters, kernel, ..
-            } => {
+            Layer::Conv2d { filters, kernel, .. } => {
                 let (w, _, gw, gb) = param_of(i);
-                backward.push(Op::Conv2dBackward {
-                    x,
-                    w,
-                    gy,
-                    gx,
-                    gw,
-                    gb,
-                    g: geom(filters, kernel),
-                });
+                backward.push(Op::Conv2dBackward { x, w, gy, gx, gw, gb, g: geom(filters, kernel) });
             }
             Layer::Conv2dTranspose { filters, .. } => {
                 let (w, _, gw, gb) = param_of(i);
-                backward.push(Op::ConvTranspose2dBackward {
-                    x,
-                    w,
-                    gy,
-                    gx,
-                    gw,
-                    gb,
-                    g: geom(filters, 2),
-                });
+                backward.push(Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, g: geom(filters, 2) });
             }
             _ => {
                 let Some(gx) = gx else { continue };
@@ -414,13 +258,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
                         gx,
                         shape: s,
                     }),
-                    Layer::Activation(act) => backward.push(Op::ActivationBackward {
-                        act,
-                        y,
-                        gy,
-                        gx,
-                        per: s.len(),
-                    }),
+                    Layer::Activation(act) => backward.push(Op::ActivationBackward { act, y, gy, gx, per: s.len() }),
                     Layer::Dropout(_) => backward.push(Op::DropoutBackward {
                         gy,
                         mask: aux[i].expect("dropout has a mask"),
@@ -435,35 +273,16 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
 
     let mut loss = vec![loss_op(grads[layers.len()], train_metrics)];
     loss.extend(l2_ops(true, train_metrics));
-    let update = params
-        .iter()
-        .map(|p| {
-            opts.optimizer
-                .update_op(p.value, p.grad, &p.state, p.spec.len())
-        })
-        .collect();
+    let update = params.iter().map(|p| opts.optimizer.update_op(p.value, p.grad, &p.state, p.spec.len())).collect();
     let mut eval = gather(&test_data);
     eval.extend(forward(false));
     eval.push(loss_op(None, test_metrics));
     eval.extend(l2_ops(false, test_metrics));
     if let Some(counts) = confusion {
-        let Target::Classes(classes) = data.target else {
-            unreachable!("confusion exists for classes")
-        };
-        eval.push(Op::Confusion {
-            probs,
-            target,
-            counts,
-            classes,
-        });
+        let Target::Classes(classes) = data.target else { unreachable!("confusion exists for classes") };
+        eval.push(Op::Confusion { probs, target, counts, classes });
     }
-    let train = TrainOps {
-        gather: gather(&train_data),
-        forward: forward(true),
-        loss,
-        backward,
-        update,
-    };
+    let train = TrainOps { gather: gather(&train_data), forward: forward(true), loss, backward, update };
     Ok(Plan {
         batch: opts.batch,
         input,

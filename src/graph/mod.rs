@@ -42,12 +42,7 @@ pub struct TrainOps {
 
 impl TrainOps {
     pub fn all(&self) -> impl Iterator<Item = &Op> {
-        self.gather
-            .iter()
-            .chain(&self.forward)
-            .chain(&self.loss)
-            .chain(&self.backward)
-            .chain(&self.update)
+        self.gather.iter().chain(&self.forward).chain(&self.loss).chain(&self.backward).chain(&self.update)
     }
 }
 

@@ -29,9 +29,7 @@ pub fn init_params(params: &[ParamSpec], rng: &mut Rng) -> Vec<Vec<f32>> {
                     let receptive: usize = p.shape[2..].iter().product();
                     let fans = (p.shape[0] + p.shape[1]) * receptive;
                     let limit = (6.0 / fans as f32).sqrt();
-                    (0..n)
-                        .map(|_| (2.0 * rng.uniform() - 1.0) * limit)
-                        .collect()
+                    (0..n).map(|_| (2.0 * rng.uniform() - 1.0) * limit).collect()
                 }
             }
         })

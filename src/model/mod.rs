@@ -16,6 +16,7 @@ pub struct Shape {
     pub w: usize,
 }
 
+#[allow(clippy::len_without_is_empty)]
 impl Shape {
     pub fn new(c: usize, h: usize, w: usize) -> Self {
         Shape { c, h, w }
@@ -108,9 +109,7 @@ impl Layer {
     pub fn param_shapes(&self, input: Shape) -> Option<(Vec<usize>, usize)> {
         match *self {
             Layer::Dense { units, .. } => Some((vec![units, input.len()], units)),
-            Layer::Conv2d {
-                filters, kernel, ..
-            } => Some((vec![filters, input.c, kernel, kernel], filters)),
+            Layer::Conv2d { filters, kernel, .. } => Some((vec![filters, input.c, kernel, kernel], filters)),
             Layer::Conv2dTranspose { filters, .. } => Some((vec![input.c, filters, 2, 2], filters)),
             _ => None,
         }
@@ -127,22 +126,16 @@ impl Layer {
                 }
                 Shape::flat(units)
             }
-            Layer::Conv2d {
-                filters, kernel, ..
-            } => {
+            Layer::Conv2d { filters, kernel, .. } => {
                 if kernel % 2 == 0 || kernel == 0 {
-                    return Err(Error::Model(format!(
-                        "Conv2D kernel must be odd for 'same' padding, got {kernel}"
-                    )));
+                    return Err(Error::Model(format!("Conv2D kernel must be odd for 'same' padding, got {kernel}")));
                 }
                 Shape::new(filters, input.h, input.w)
             }
             Layer::Conv2dTranspose { filters, .. } => Shape::new(filters, 2 * input.h, 2 * input.w),
             Layer::MaxPool2d => {
                 if input.h < 2 || input.w < 2 {
-                    return Err(Error::Model(format!(
-                        "MaxPooling2D needs at least 2x2, got {input}"
-                    )));
+                    return Err(Error::Model(format!("MaxPooling2D needs at least 2x2, got {input}")));
                 }
                 Shape::new(input.c, input.h / 2, input.w / 2)
             }
@@ -150,9 +143,7 @@ impl Layer {
             Layer::Activation(_) => input,
             Layer::Dropout(rate) => {
                 if !(0.0..1.0).contains(&rate) {
-                    return Err(Error::Model(format!(
-                        "dropout rate must be in [0, 1), got {rate}"
-                    )));
+                    return Err(Error::Model(format!("dropout rate must be in [0, 1), got {rate}")));
                 }
                 input
             }
@@ -178,6 +169,7 @@ pub struct ParamSpec {
     pub l2: f32,
 }
 
+#[allow(clippy::len_without_is_empty)]
 impl ParamSpec {
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -209,20 +201,8 @@ impl Model {
                     | Layer::Conv2dTranspose { init, l2, .. } => (init, l2),
                     _ => unreachable!("only layers with parameters have param shapes"),
                 };
-                out.push(ParamSpec {
-                    key: format!("{i}.weight"),
-                    shape: w,
-                    layer: i,
-                    init,
-                    l2,
-                });
-                out.push(ParamSpec {
-                    key: format!("{i}.bias"),
-                    shape: vec![b],
-                    layer: i,
-                    init: Init::Zeros,
-                    l2: 0.0,
-                });
+                out.push(ParamSpec { key: format!("{i}.weight"), shape: w, layer: i, init, l2 });
+                out.push(ParamSpec { key: format!("{i}.bias"), shape: vec![b], layer: i, init: Init::Zeros, l2: 0.0 });
             }
         }
         Ok(out)

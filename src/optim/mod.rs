@@ -9,22 +9,12 @@ pub enum Optimizer {
     /// Plain SGD when `momentum` is 0, else Keras momentum (`v = m·v - lr·g; w += v`).
     Sgd { lr: f32, momentum: f32 },
     /// Keras Adam (ε added to √v, bias correction folded into the step size).
-    Adam {
-        lr: f32,
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-    },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32 },
 }
 
 impl Optimizer {
     pub fn adam(lr: f32) -> Self {
-        Optimizer::Adam {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-        }
+        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-7 }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -33,14 +23,10 @@ impl Optimizer {
             Optimizer::Adam { lr, .. } => (lr, 0.0),
         };
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::Config(format!(
-                "--lr must be a positive number, got {lr}"
-            )));
+            return Err(Error::Config(format!("--lr must be a positive number, got {lr}")));
         }
         if !(0.0..1.0).contains(&momentum) {
-            return Err(Error::Config(format!(
-                "--momentum must be in [0, 1), got {momentum}"
-            )));
+            return Err(Error::Config(format!("--momentum must be in [0, 1), got {momentum}")));
         }
         Ok(())
     }
@@ -48,7 +34,7 @@ impl Optimizer {
     /// How many state tensors of a parameter's size it keeps.
     pub fn state_count(&self) -> usize {
         match *self {
-            Optimizer::Sgd { momentum, .. } if momentum == 0.0 => 0,
+            Optimizer::Sgd { momentum: 0.0, .. } => 0,
             Optimizer::Sgd { .. } => 1,
             Optimizer::Adam { .. } => 2,
         }
@@ -57,31 +43,11 @@ impl Optimizer {
     /// The update op for parameter `w` with gradient `g` and state buffers `state`.
     pub fn update_op(&self, w: BufId, g: BufId, state: &[BufId], len: usize) -> Op {
         match *self {
-            Optimizer::Sgd { lr, momentum } if momentum == 0.0 => Op::Sgd { w, g, lr, len },
-            Optimizer::Sgd { lr, momentum } => Op::Momentum {
-                w,
-                g,
-                v: state[0],
-                lr,
-                momentum,
-                len,
-            },
-            Optimizer::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => Op::Adam {
-                w,
-                g,
-                m: state[0],
-                v: state[1],
-                lr,
-                beta1,
-                beta2,
-                eps,
-                len,
-            },
+            Optimizer::Sgd { lr, momentum: 0.0 } => Op::Sgd { w, g, lr, len },
+            Optimizer::Sgd { lr, momentum } => Op::Momentum { w, g, v: state[0], lr, momentum, len },
+            Optimizer::Adam { lr, beta1, beta2, eps } => {
+                Op::Adam { w, g, m: state[0], v: state[1], lr, beta1, beta2, eps, len }
+            }
         }
     }
 }

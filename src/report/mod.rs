@@ -33,10 +33,7 @@ impl History {
         let m = &self.metric;
         let mut csv = format!("epoch,loss,{m},test_loss,test_{m},test_dice_whole,seconds\n");
         for e in &self.epochs {
-            let whole = e
-                .test_dice_whole
-                .map(|d| format!("{d:.6}"))
-                .unwrap_or_default();
+            let whole = e.test_dice_whole.map(|d| format!("{d:.6}")).unwrap_or_default();
             csv += &format!(
                 "{},{:.6},{:.6},{:.6},{:.6},{whole},{:.4}\n",
                 e.epoch, e.loss, e.metric, e.test_loss, e.test_metric, e.seconds
@@ -48,8 +45,7 @@ impl History {
     pub fn read(dir: &Path) -> Result<History> {
         let path = dir.join("history.json");
         let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| crate::Error::bad_file(&path, format!("not a history file: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| crate::Error::bad_file(&path, format!("not a history file: {e}")))
     }
 }
 

@@ -18,12 +18,7 @@ pub fn golden_dir() -> PathBuf {
 
 pub fn golden(name: &str) -> BTreeMap<String, Tensor> {
     let path = golden_dir().join(format!("{name}.safetensors"));
-    load(&path).unwrap_or_else(|e| {
-        panic!(
-            "golden fixture {}: {e} (set GPU_TRAIN_GOLDEN)",
-            path.display()
-        )
-    })
+    load(&path).unwrap_or_else(|e| panic!("golden fixture {}: {e} (set GPU_TRAIN_GOLDEN)", path.display()))
 }
 
 /// `GPU_TRAIN_DATA`, else `../shared/data`; `None` (with a note) when absent.
@@ -34,10 +29,7 @@ pub fn data_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: data folder {} is absent (set GPU_TRAIN_DATA)",
-            dir.display()
-        );
+        eprintln!("SKIPPED: data folder {} is absent (set GPU_TRAIN_DATA)", dir.display());
         None
     }
 }
@@ -53,11 +45,7 @@ pub struct Rig {
 
 impl Rig {
     fn buf(&mut self, len: usize, dtype: Dtype) -> BufId {
-        self.descs.push(BufDesc {
-            name: format!("b{}", self.descs.len()),
-            len,
-            dtype,
-        });
+        self.descs.push(BufDesc { name: format!("b{}", self.descs.len()), len, dtype });
         BufId(self.descs.len() - 1)
     }
     pub fn f32(&mut self, data: &[f32]) -> BufId {
@@ -107,17 +95,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     let mut worst = (0usize, 0.0f32);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let excess = (g - w).abs() - (atol + rtol * w.abs());
-        if !(excess <= worst.1) {
+        if excess > worst.1 || excess.is_nan() {
             worst = (i, excess);
         }
     }
     let i = worst.0;
-    assert!(
-        worst.1 <= 0.0,
-        "{what}: element {i} is {} but should be {} (rtol {rtol}, atol {atol})",
-        got[i],
-        want[i]
-    );
+    assert!(worst.1 <= 0.0, "{what}: element {i} is {} but should be {} (rtol {rtol}, atol {atol})", got[i], want[i]);
 }
 
 /// The golden README's tolerances: forward 1e-5 relative + 1e-6 absolute; gradients 1e-4 + 1e-5.

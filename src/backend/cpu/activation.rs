@@ -26,13 +26,9 @@ pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
         Act::Tanh => |y| 1.0 - y * y,
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     };
-    gx.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK)))
-        .for_each(|(gx, (y, gy))| {
-            gx.iter_mut()
-                .zip(y.iter().zip(gy))
-                .for_each(|(gx, (y, gy))| *gx = gy * d(*y));
-        });
+    gx.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK))).for_each(|(gx, (y, gy))| {
+        gx.iter_mut().zip(y.iter().zip(gy)).for_each(|(gx, (y, gy))| *gx = gy * d(*y));
+    });
 }
 
 /// `mask[i]` is 0 where the counter hash of (`seed`, `step`, `i`) falls below `rate`, else
@@ -40,17 +36,11 @@ pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
 pub fn dropout(x: &[f32], y: &mut [f32], mask: &mut [f32], rate: f32, seed: u32, step: u32) {
     let keep = 1.0 / (1.0 - rate);
     for (i, (m, (y, x))) in mask.iter_mut().zip(y.iter_mut().zip(x)).enumerate() {
-        *m = if mask_uniform(seed, step, i as u32) < rate {
-            0.0
-        } else {
-            keep
-        };
+        *m = if mask_uniform(seed, step, i as u32) < rate { 0.0 } else { keep };
         *y = x * *m;
     }
 }
 
 pub fn dropout_backward(gy: &[f32], mask: &[f32], gx: &mut [f32]) {
-    gx.iter_mut()
-        .zip(gy.iter().zip(mask))
-        .for_each(|(gx, (gy, m))| *gx = gy * m);
+    gx.iter_mut().zip(gy.iter().zip(mask)).for_each(|(gx, (gy, m))| *gx = gy * m);
 }

@@ -2,7 +2,7 @@
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{gemm, View};
-use super::{sum_partials, sum_rows};
+use super::{sum_rows, weight_grad};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
@@ -23,11 +23,7 @@ fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
                     let src = &x[(c * h + iy as usize) * w..][..w];
                     for (ox, o) in out.iter_mut().enumerate() {
                         let ix = ox as isize + kx as isize - p as isize;
-                        *o = if ix < 0 || ix >= w as isize {
-                            0.0
-                        } else {
-                            src[ix as usize]
-                        };
+                        *o = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
                     }
                 }
             }
@@ -71,15 +67,7 @@ pub fn col_len(g: &ConvGeom) -> usize {
 }
 
 /// Fills `col` (kept for backward) and `y`.
-pub fn forward(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-    col: &mut [f32],
-    n: usize,
-    g: &ConvGeom,
-) {
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], col: &mut [f32], n: usize, g: &ConvGeom) {
     let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
     let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
     let ys = y[..n * g.c_out * hw].par_chunks_mut(g.c_out * hw);
@@ -93,27 +81,17 @@ pub fn forward(
         for (o, row) in ys.chunks_mut(hw).enumerate() {
             row.fill(b[o]);
         }
-        gemm(
-            g.c_out,
-            ckk,
-            hw,
-            View::rows(w, ckk),
-            View::rows(a, hw),
-            1.0,
-            ys,
-        );
+        gemm(g.c_out, ckk, hw, View::rows(w, ckk), View::rows(a, hw), 1.0, ys);
     };
     if cl == 0 {
         xs.zip(ys).for_each(|(xs, ys)| sample(xs, ys, &mut []));
     } else {
-        xs.zip(ys)
-            .zip(col[..n * cl].par_chunks_mut(cl))
-            .for_each(|((xs, ys), col)| sample(xs, ys, col));
+        xs.zip(ys).zip(col[..n * cl].par_chunks_mut(cl)).for_each(|((xs, ys), col)| sample(xs, ys, col));
     }
 }
 
 /// `gw`, `gb` and, when asked, `gx`. `col` holds forward's im2col and is overwritten.
-/// `partial` holds [`super::CHUNKS`] weight-gradient partials, summed in a fixed order.
+/// `partial` is scratch for [`weight_grad`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -129,60 +107,19 @@ pub fn backward(
 ) {
     let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
     sum_rows(gy, n, g.c_out, hw, gb);
-    let per_chunk = n.div_ceil(super::CHUNKS);
-    let gwl = g.c_out * ckk;
-    partial[..super::CHUNKS * gwl]
-        .par_chunks_mut(gwl)
-        .enumerate()
-        .for_each(|(ci, part)| {
-            part.fill(0.0);
-            for s in ci * per_chunk..((ci + 1) * per_chunk).min(n) {
-                let a = if g.k == 1 {
-                    &x[s * g.c_in * hw..][..g.c_in * hw]
-                } else {
-                    &col[s * cl..][..cl]
-                };
-                gemm(
-                    g.c_out,
-                    hw,
-                    ckk,
-                    View::rows(&gy[s * g.c_out * hw..], hw),
-                    View::t(a, hw),
-                    1.0,
-                    part,
-                );
-            }
-        });
-    sum_partials(partial, super::CHUNKS, gw);
+    weight_grad(partial, gw, n, |s, acc| {
+        let a = if g.k == 1 { &x[s * g.c_in * hw..][..g.c_in * hw] } else { &col[s * cl..][..cl] };
+        gemm(g.c_out, hw, ckk, View::rows(&gy[s * g.c_out * hw..], hw), View::t(a, hw), 1.0, acc);
+    });
     let Some(gx) = gx else { return };
     let gys = gy[..n * g.c_out * hw].par_chunks(g.c_out * hw);
     let gxs = gx[..n * g.c_in * hw].par_chunks_mut(g.c_in * hw);
     if cl == 0 {
-        gys.zip(gxs).for_each(|(gys, gxs)| {
-            gemm(
-                ckk,
-                g.c_out,
-                hw,
-                View::t(w, ckk),
-                View::rows(gys, hw),
-                0.0,
-                gxs,
-            )
-        });
+        gys.zip(gxs).for_each(|(gys, gxs)| gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, gxs));
     } else {
-        gys.zip(gxs)
-            .zip(col[..n * cl].par_chunks_mut(cl))
-            .for_each(|((gys, gxs), col)| {
-                gemm(
-                    ckk,
-                    g.c_out,
-                    hw,
-                    View::t(w, ckk),
-                    View::rows(gys, hw),
-                    0.0,
-                    col,
-                );
-                col2im(col, g, gxs);
-            });
+        gys.zip(gxs).zip(col[..n * cl].par_chunks_mut(cl)).for_each(|((gys, gxs), col)| {
+            gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, col);
+            col2im(col, g, gxs);
+        });
     }
 }

@@ -3,7 +3,7 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, View};
-use super::{sum_partials, sum_rows};
+use super::{sum_rows, weight_grad};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
@@ -31,27 +31,17 @@ fn blocks(g: &ConvGeom, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-pub fn forward(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-    z: &mut [f32],
-    n: usize,
-    g: &ConvGeom,
-) {
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], z: &mut [f32], n: usize, g: &ConvGeom) {
     let (hw, o4, zl) = (g.h * g.w, g.c_out * 4, z_len(g));
     let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
     let ys = y[..n * zl].par_chunks_mut(zl);
-    xs.zip(ys)
-        .zip(z[..n * zl].par_chunks_mut(zl))
-        .for_each(|((xs, ys), z)| {
-            gemm(o4, g.c_in, hw, View::t(w, o4), View::rows(xs, hw), 0.0, z);
-            blocks(g, |zi, yi| ys[yi] = z[zi]);
-            for (o, plane) in ys.chunks_mut(4 * hw).enumerate() {
-                plane.iter_mut().for_each(|v| *v += b[o]);
-            }
-        });
+    xs.zip(ys).zip(z[..n * zl].par_chunks_mut(zl)).for_each(|((xs, ys), z)| {
+        gemm(o4, g.c_in, hw, View::t(w, o4), View::rows(xs, hw), 0.0, z);
+        blocks(g, |zi, yi| ys[yi] = z[zi]);
+        for (o, plane) in ys.chunks_mut(4 * hw).enumerate() {
+            plane.iter_mut().for_each(|v| *v += b[o]);
+        }
+    });
 }
 
 /// `gw`, `gb` and, when asked, `gx`; `z` and `partial` are scratch.
@@ -72,40 +62,13 @@ pub fn backward(
     sum_rows(gy, n, g.c_out, 4 * hw, gb);
     // z <- gy in block-major order.
     let gys = gy[..n * zl].par_chunks(zl);
-    gys.zip(z[..n * zl].par_chunks_mut(zl))
-        .for_each(|(gys, z)| blocks(g, |zi, yi| z[zi] = gys[yi]));
-    let per_chunk = n.div_ceil(super::CHUNKS);
-    let gwl = g.c_in * o4;
-    partial[..super::CHUNKS * gwl]
-        .par_chunks_mut(gwl)
-        .enumerate()
-        .for_each(|(ci, part)| {
-            part.fill(0.0);
-            for s in ci * per_chunk..((ci + 1) * per_chunk).min(n) {
-                gemm(
-                    g.c_in,
-                    hw,
-                    o4,
-                    View::rows(&x[s * g.c_in * hw..], hw),
-                    View::t(&z[s * zl..], hw),
-                    1.0,
-                    part,
-                );
-            }
-        });
-    sum_partials(partial, super::CHUNKS, gw);
+    gys.zip(z[..n * zl].par_chunks_mut(zl)).for_each(|(gys, z)| blocks(g, |zi, yi| z[zi] = gys[yi]));
+    weight_grad(partial, gw, n, |s, acc| {
+        gemm(g.c_in, hw, o4, View::rows(&x[s * g.c_in * hw..], hw), View::t(&z[s * zl..], hw), 1.0, acc);
+    });
     if let Some(gx) = gx {
         let gxs = gx[..n * g.c_in * hw].par_chunks_mut(g.c_in * hw);
-        gxs.zip(z[..n * zl].par_chunks(zl)).for_each(|(gxs, z)| {
-            gemm(
-                g.c_in,
-                o4,
-                hw,
-                View::rows(w, o4),
-                View::rows(z, hw),
-                0.0,
-                gxs,
-            )
-        });
+        gxs.zip(z[..n * zl].par_chunks(zl))
+            .for_each(|(gxs, z)| gemm(g.c_in, o4, hw, View::rows(w, o4), View::rows(z, hw), 0.0, gxs));
     }
 }

@@ -2,27 +2,11 @@
 
 use super::gemm::{gemm_par, View};
 
-pub fn forward(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    y: &mut [f32],
-    n: usize,
-    n_in: usize,
-    n_out: usize,
-) {
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, n_in: usize, n_out: usize) {
     for row in y[..n * n_out].chunks_mut(n_out) {
         row.copy_from_slice(b);
     }
-    gemm_par(
-        n,
-        n_in,
-        n_out,
-        View::rows(x, n_in),
-        View::t(w, n_in),
-        1.0,
-        y,
-    );
+    gemm_par(n, n_in, n_out, View::rows(x, n_in), View::t(w, n_in), 1.0, y);
 }
 
 /// `gx = gy·w`, `gw = gyᵀ·x`, `gb = Σ_n gy`.
@@ -39,24 +23,8 @@ pub fn backward(
     n_out: usize,
 ) {
     if let Some(gx) = gx {
-        gemm_par(
-            n,
-            n_out,
-            n_in,
-            View::rows(gy, n_out),
-            View::rows(w, n_in),
-            0.0,
-            gx,
-        );
+        gemm_par(n, n_out, n_in, View::rows(gy, n_out), View::rows(w, n_in), 0.0, gx);
     }
-    gemm_par(
-        n_out,
-        n,
-        n_in,
-        View::t(gy, n_out),
-        View::rows(x, n_in),
-        0.0,
-        gw,
-    );
+    gemm_par(n_out, n, n_in, View::t(gy, n_out), View::rows(x, n_in), 0.0, gw);
     super::sum_rows(gy, n, n_out, 1, gb);
 }

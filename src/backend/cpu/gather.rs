@@ -29,27 +29,16 @@ pub fn gather(
         if mirrored > 0 && j >= mirrored {
             let src = &data[(j - mirrored) * per..][..per];
             for (d, r) in dst.chunks_mut(shape.w).zip(src.chunks(shape.w)) {
-                d.iter_mut()
-                    .zip(r.iter().rev())
-                    .for_each(|(d, v)| *d = f(*v));
+                d.iter_mut().zip(r.iter().rev()).for_each(|(d, v)| *d = f(*v));
             }
         } else {
-            dst.iter_mut()
-                .zip(&data[j * per..][..per])
-                .for_each(|(d, v)| *d = f(*v));
+            dst.iter_mut().zip(&data[j * per..][..per]).for_each(|(d, v)| *d = f(*v));
         }
     }
 }
 
 /// One-hot rows `out[s, labels[index[offset + s]]] = 1`.
-pub fn one_hot(
-    labels: &[u8],
-    index: &[u32],
-    out: &mut [f32],
-    classes: usize,
-    n: usize,
-    offset: usize,
-) {
+pub fn one_hot(labels: &[u8], index: &[u32], out: &mut [f32], classes: usize, n: usize, offset: usize) {
     for (s, row) in out[..n * classes].chunks_mut(classes).enumerate() {
         row.fill(0.0);
         row[labels[index[offset + s] as usize] as usize] = 1.0;

@@ -13,19 +13,11 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     /// Row-major `rows x cols` matrix.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        View {
-            data,
-            rs: cols,
-            cs: 1,
-        }
+        View { data, rs: cols, cs: 1 }
     }
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn t(data: &'a [f32], cols: usize) -> Self {
-        View {
-            data,
-            rs: 1,
-            cs: cols,
-        }
+        View { data, rs: 1, cs: cols }
     }
 }
 
@@ -36,9 +28,7 @@ pub fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [
     }
     assert!(c.len() >= m * n, "gemm output too small");
     assert!(
-        k == 0
-            || (a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs
-                && b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs),
+        k == 0 || (a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs),
         "gemm input too small"
     );
     // SAFETY: the asserts above keep every index that sgemm touches inside the slices.
@@ -69,15 +59,9 @@ pub fn gemm_par(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &m
         return gemm(m, k, n, a, b, beta, c);
     }
     let rows = m.div_ceil(threads);
-    c[..m * n]
-        .par_chunks_mut(rows * n)
-        .enumerate()
-        .for_each(|(i, ci)| {
-            let r0 = i * rows;
-            let a_i = View {
-                data: &a.data[r0 * a.rs..],
-                ..a
-            };
-            gemm(ci.len() / n, k, n, a_i, b, beta, ci);
-        });
+    c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, ci)| {
+        let r0 = i * rows;
+        let a_i = View { data: &a.data[r0 * a.rs..], ..a };
+        gemm(ci.len() / n, k, n, a_i, b, beta, ci);
+    });
 }

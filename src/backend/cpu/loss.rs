@@ -4,9 +4,7 @@
 use crate::graph::slot;
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
 /// Softmax + categorical cross-entropy on `logits[n, k]`, mean over the batch.
@@ -68,11 +66,7 @@ pub fn sigmoid_bce(
         y += t as f64;
         p_sum += p as f64;
     }
-    let dice = if y + p_sum > 0.0 {
-        2.0 * yp / (y + p_sum)
-    } else {
-        1.0
-    };
+    let dice = if y + p_sum > 0.0 { 2.0 * yp / (y + p_sum) } else { 1.0 };
     add_batch(metrics, loss / per as f64, dice, n);
     metrics[slot::YP] += yp as f32;
     metrics[slot::Y] += y as f32;

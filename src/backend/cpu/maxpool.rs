@@ -9,9 +9,7 @@ pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape
     let (oh, ow) = (s.h / 2, s.w / 2);
     let per_out = s.c * oh * ow;
     let xs = x[..n * s.len()].par_chunks(s.len());
-    let ys = y[..n * per_out]
-        .par_chunks_mut(per_out)
-        .zip(argmax[..n * per_out].par_chunks_mut(per_out));
+    let ys = y[..n * per_out].par_chunks_mut(per_out).zip(argmax[..n * per_out].par_chunks_mut(per_out));
     xs.zip(ys).for_each(|(xs, (ys, am))| {
         for c in 0..s.c {
             for oy in 0..oh {
@@ -36,12 +34,12 @@ pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape
 pub fn backward(gy: &[f32], argmax: &[u32], gx: &mut [f32], n: usize, s: &Shape) {
     let per_out = s.c * (s.h / 2) * (s.w / 2);
     let gxs = gx[..n * s.len()].par_chunks_mut(s.len());
-    gxs.zip(gy[..n * per_out].par_chunks(per_out))
-        .zip(argmax[..n * per_out].par_chunks(per_out))
-        .for_each(|((gxs, gys), am)| {
+    gxs.zip(gy[..n * per_out].par_chunks(per_out)).zip(argmax[..n * per_out].par_chunks(per_out)).for_each(
+        |((gxs, gys), am)| {
             gxs.fill(0.0);
             for (g, &i) in gys.iter().zip(am) {
                 gxs[i as usize] = *g;
             }
-        });
+        },
+    );
 }

@@ -14,6 +14,7 @@ mod optim;
 use super::Backend;
 use crate::error::Result;
 use crate::graph::{BufDesc, BufId, Dtype, Op, Step};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Weight-gradient partials per op: the batch is cut into this many chunks (fixed, so results do
@@ -39,23 +40,24 @@ fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
     for (i, o) in out[..rows].iter_mut().enumerate() {
         let mut acc = 0.0f64;
         for s in 0..n {
-            acc += x[(s * rows + i) * cols..][..cols]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>();
+            acc += x[(s * rows + i) * cols..][..cols].iter().map(|&v| v as f64).sum::<f64>();
         }
         *o = acc as f32;
     }
 }
 
-/// `out = Σ_c partial[c]` over `chunks` equal parts, in order.
-fn sum_partials(partial: &[f32], chunks: usize, out: &mut [f32]) {
-    let len = out.len();
-    out.copy_from_slice(&partial[..len]);
-    for c in 1..chunks {
-        out.iter_mut()
-            .zip(&partial[c * len..][..len])
-            .for_each(|(o, p)| *o += p);
+/// `gw = Σ_s term(s)` over a batch of `n`: `term(s, acc)` adds sample `s`'s part to `acc`. The
+/// batch is cut into [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` in
+/// parallel, and the chunks are then added in order.
+fn weight_grad(partial: &mut [f32], gw: &mut [f32], n: usize, term: impl Fn(usize, &mut [f32]) + Sync) {
+    let (len, per_chunk) = (gw.len(), n.div_ceil(CHUNKS));
+    partial[..CHUNKS * len].par_chunks_mut(len).enumerate().for_each(|(c, part)| {
+        part.fill(0.0);
+        (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, part));
+    });
+    gw.copy_from_slice(&partial[..len]);
+    for c in 1..CHUNKS {
+        gw.iter_mut().zip(&partial[c * len..][..len]).for_each(|(o, p)| *o += p);
     }
 }
 
@@ -76,11 +78,7 @@ impl CpuBackend {
                 Dtype::U32 => Buf::U32(vec![0; d.len]),
             })
             .collect();
-        CpuBackend {
-            bufs,
-            scratch: HashMap::new(),
-            partial: Vec::new(),
-        }
+        CpuBackend { bufs, scratch: HashMap::new(), partial: Vec::new() }
     }
 
     fn f(&self, id: BufId) -> &[f32] {
@@ -120,18 +118,34 @@ impl CpuBackend {
         }
     }
 
+    /// Runs a convolution's backward `f` with its outputs moved out, its scratch (keyed by the
+    /// input `x`, grown to `scratch_len`) and the weight-gradient partials.
+    #[allow(clippy::type_complexity)]
+    fn conv_backward(
+        &mut self,
+        x: BufId,
+        gx: Option<BufId>,
+        gw: BufId,
+        gb: BufId,
+        scratch_len: usize,
+        f: impl FnOnce(&Self, Option<&mut [f32]>, &mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
+        let mut scratch = self.scratch.remove(&x).unwrap_or_default();
+        let mut partial = std::mem::take(&mut self.partial);
+        let pl = CHUNKS * gwv.len();
+        f(self, gxv.as_deref_mut(), &mut gwv, &mut gbv, grown(&mut scratch, scratch_len), grown(&mut partial, pl));
+        self.partial = partial;
+        self.scratch.insert(x, scratch);
+        self.put_opt(gx, gxv);
+        self.put(gw, gwv);
+        self.put(gb, gbv);
+    }
+
     fn run_op(&mut self, op: &Op, step: Step) {
         let n = step.n;
         match *op {
-            Op::Gather {
-                data,
-                index,
-                out,
-                shape,
-                scale,
-                binarize,
-                mirrored,
-            } => {
+            Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
                 let mut o = self.take(out);
                 gather::gather(
                     self.u8(data),
@@ -146,45 +160,17 @@ impl CpuBackend {
                 );
                 self.put(out, o);
             }
-            Op::GatherOneHot {
-                labels,
-                index,
-                out,
-                classes,
-            } => {
+            Op::GatherOneHot { labels, index, out, classes } => {
                 let mut o = self.take(out);
-                gather::one_hot(
-                    self.u8(labels),
-                    self.u32(index),
-                    &mut o,
-                    classes,
-                    n,
-                    step.offset,
-                );
+                gather::one_hot(self.u8(labels), self.u32(index), &mut o, classes, n, step.offset);
                 self.put(out, o);
             }
-            Op::Dense {
-                x,
-                w,
-                b,
-                y,
-                n_in,
-                n_out,
-            } => {
+            Op::Dense { x, w, b, y, n_in, n_out } => {
                 let mut yv = self.take(y);
                 dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, n, n_in, n_out);
                 self.put(y, yv);
             }
-            Op::DenseBackward {
-                x,
-                w,
-                gy,
-                gx,
-                gw,
-                gb,
-                n_in,
-                n_out,
-            } => {
+            Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
                 let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
                 dense::backward(
                     self.f(x),
@@ -215,36 +201,10 @@ impl CpuBackend {
                 self.put(y, yv);
                 self.scratch.insert(x, col);
             }
-            Op::Conv2dBackward {
-                x,
-                w,
-                gy,
-                gx,
-                gw,
-                gb,
-                ref g,
-            } => {
-                let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
-                let mut col = self.scratch.remove(&x).unwrap_or_default();
-                let mut partial = std::mem::take(&mut self.partial);
-                let (cl, pl) = (n * conv2d::col_len(g), CHUNKS * gwv.len());
-                conv2d::backward(
-                    self.f(x),
-                    self.f(w),
-                    self.f(gy),
-                    gxv.as_deref_mut(),
-                    &mut gwv,
-                    &mut gbv,
-                    grown(&mut col, cl),
-                    grown(&mut partial, pl),
-                    n,
-                    g,
-                );
-                self.partial = partial;
-                self.scratch.insert(x, col);
-                self.put_opt(gx, gxv);
-                self.put(gw, gwv);
-                self.put(gb, gbv);
+            Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
+                self.conv_backward(x, gx, gw, gb, n * conv2d::col_len(g), |be, gx, gw, gb, col, partial| {
+                    conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, col, partial, n, g)
+                })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
                 let (mut yv, mut z) = (self.take(y), self.scratch.remove(&x).unwrap_or_default());
@@ -260,43 +220,12 @@ impl CpuBackend {
                 self.put(y, yv);
                 self.scratch.insert(x, z);
             }
-            Op::ConvTranspose2dBackward {
-                x,
-                w,
-                gy,
-                gx,
-                gw,
-                gb,
-                ref g,
-            } => {
-                let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
-                let mut z = self.scratch.remove(&x).unwrap_or_default();
-                let mut partial = std::mem::take(&mut self.partial);
-                let (zl, pl) = (n * conv_transpose::z_len(g), CHUNKS * gwv.len());
-                conv_transpose::backward(
-                    self.f(x),
-                    self.f(w),
-                    self.f(gy),
-                    gxv.as_deref_mut(),
-                    &mut gwv,
-                    &mut gbv,
-                    grown(&mut z, zl),
-                    grown(&mut partial, pl),
-                    n,
-                    g,
-                );
-                self.partial = partial;
-                self.scratch.insert(x, z);
-                self.put_opt(gx, gxv);
-                self.put(gw, gwv);
-                self.put(gb, gbv);
+            Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
+                self.conv_backward(x, gx, gw, gb, n * conv_transpose::z_len(g), |be, gx, gw, gb, z, partial| {
+                    conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, z, partial, n, g)
+                })
             }
-            Op::MaxPool2d {
-                x,
-                y,
-                argmax,
-                ref shape,
-            } => {
+            Op::MaxPool2d { x, y, argmax, ref shape } => {
                 let mut yv = self.take(y);
                 let mut am = match &mut self.bufs[argmax.0] {
                     Buf::U32(v) => std::mem::take(v),
@@ -306,12 +235,7 @@ impl CpuBackend {
                 self.put(y, yv);
                 self.bufs[argmax.0] = Buf::U32(am);
             }
-            Op::MaxPool2dBackward {
-                gy,
-                argmax,
-                gx,
-                ref shape,
-            } => {
+            Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
                 let mut gxv = self.take(gx);
                 maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, n, shape);
                 self.put(gx, gxv);
@@ -321,61 +245,24 @@ impl CpuBackend {
                 activation::forward(act, &self.f(x)[..n * per], &mut yv[..n * per]);
                 self.put(y, yv);
             }
-            Op::ActivationBackward {
-                act,
-                y,
-                gy,
-                gx,
-                per,
-            } => {
+            Op::ActivationBackward { act, y, gy, gx, per } => {
                 let mut gxv = self.take(gx);
-                activation::backward(
-                    act,
-                    &self.f(y)[..n * per],
-                    &self.f(gy)[..n * per],
-                    &mut gxv[..n * per],
-                );
+                activation::backward(act, &self.f(y)[..n * per], &self.f(gy)[..n * per], &mut gxv[..n * per]);
                 self.put(gx, gxv);
             }
-            Op::Dropout {
-                x,
-                y,
-                mask,
-                per,
-                rate,
-                seed,
-            } => {
+            Op::Dropout { x, y, mask, per, rate, seed } => {
                 let (mut yv, mut m) = (self.take(y), self.take(mask));
-                activation::dropout(
-                    &self.f(x)[..n * per],
-                    &mut yv[..n * per],
-                    &mut m[..n * per],
-                    rate,
-                    seed,
-                    step.t,
-                );
+                activation::dropout(&self.f(x)[..n * per], &mut yv[..n * per], &mut m[..n * per], rate, seed, step.t);
                 self.put(y, yv);
                 self.put(mask, m);
             }
             Op::DropoutBackward { gy, mask, gx, per } => {
                 let mut gxv = self.take(gx);
-                activation::dropout_backward(
-                    &self.f(gy)[..n * per],
-                    &self.f(mask)[..n * per],
-                    &mut gxv[..n * per],
-                );
+                activation::dropout_backward(&self.f(gy)[..n * per], &self.f(mask)[..n * per], &mut gxv[..n * per]);
                 self.put(gx, gxv);
             }
-            Op::SoftmaxCrossEntropy {
-                logits,
-                target,
-                probs,
-                grad,
-                metrics,
-                classes,
-            } => {
-                let (mut p, mut g, mut m) =
-                    (self.take(probs), self.take_opt(grad), self.take(metrics));
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes } => {
+                let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
                 loss::softmax_cross_entropy(
                     self.f(logits),
                     self.f(target),
@@ -389,47 +276,20 @@ impl CpuBackend {
                 self.put_opt(grad, g);
                 self.put(metrics, m);
             }
-            Op::SigmoidBce {
-                logits,
-                target,
-                probs,
-                grad,
-                metrics,
-                per,
-            } => {
-                let (mut p, mut g, mut m) =
-                    (self.take(probs), self.take_opt(grad), self.take(metrics));
-                loss::sigmoid_bce(
-                    self.f(logits),
-                    self.f(target),
-                    &mut p,
-                    g.as_deref_mut(),
-                    &mut m,
-                    n,
-                    per,
-                );
+            Op::SigmoidBce { logits, target, probs, grad, metrics, per } => {
+                let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
+                loss::sigmoid_bce(self.f(logits), self.f(target), &mut p, g.as_deref_mut(), &mut m, n, per);
                 self.put(probs, p);
                 self.put_opt(grad, g);
                 self.put(metrics, m);
             }
-            Op::L2 {
-                w,
-                grad,
-                metrics,
-                lambda,
-                len,
-            } => {
+            Op::L2 { w, grad, metrics, lambda, len } => {
                 let (mut g, mut m) = (self.take_opt(grad), self.take(metrics));
                 optim::l2(&self.f(w)[..len], g.as_deref_mut(), &mut m, lambda, n);
                 self.put_opt(grad, g);
                 self.put(metrics, m);
             }
-            Op::Confusion {
-                probs,
-                target,
-                counts,
-                classes,
-            } => {
+            Op::Confusion { probs, target, counts, classes } => {
                 let mut c = self.take(counts);
                 loss::confusion(self.f(probs), self.f(target), &mut c, n, classes);
                 self.put(counts, c);
@@ -439,42 +299,15 @@ impl CpuBackend {
                 optim::sgd(&mut wv, self.f(g), lr);
                 self.put(w, wv);
             }
-            Op::Momentum {
-                w,
-                g,
-                v,
-                lr,
-                momentum,
-                ..
-            } => {
+            Op::Momentum { w, g, v, lr, momentum, .. } => {
                 let (mut wv, mut vv) = (self.take(w), self.take(v));
                 optim::momentum(&mut wv, self.f(g), &mut vv, lr, momentum);
                 self.put(w, wv);
                 self.put(v, vv);
             }
-            Op::Adam {
-                w,
-                g,
-                m,
-                v,
-                lr,
-                beta1,
-                beta2,
-                eps,
-                ..
-            } => {
+            Op::Adam { w, g, m, v, lr, beta1, beta2, eps, .. } => {
                 let (mut wv, mut mv, mut vv) = (self.take(w), self.take(m), self.take(v));
-                optim::adam(
-                    &mut wv,
-                    self.f(g),
-                    &mut mv,
-                    &mut vv,
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    step.t,
-                );
+                optim::adam(&mut wv, self.f(g), &mut mv, &mut vv, lr, beta1, beta2, eps, step.t);
                 self.put(w, wv);
                 self.put(m, mv);
                 self.put(v, vv);

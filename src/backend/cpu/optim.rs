@@ -16,17 +16,7 @@ pub fn momentum(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, m: f32) {
 
 /// Keras Adam at step `t` (1-based): `w -= lr·√(1-β2ᵗ)/(1-β1ᵗ) · m / (√v + ε)`.
 #[allow(clippy::too_many_arguments)]
-pub fn adam(
-    w: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    lr: f32,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    t: u32,
-) {
+pub fn adam(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f32, b1: f32, b2: f32, eps: f32, t: u32) {
     let alpha = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
     for (((w, g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
         *m += (1.0 - b1) * (g - *m);
@@ -40,8 +30,6 @@ pub fn l2(w: &[f32], grad: Option<&mut [f32]>, metrics: &mut [f32], lambda: f32,
     let sq: f64 = w.iter().map(|&v| (v as f64) * (v as f64)).sum();
     metrics[slot::LOSS] += (lambda as f64 * sq * n as f64) as f32;
     if let Some(g) = grad {
-        g.iter_mut()
-            .zip(w)
-            .for_each(|(g, w)| *g += 2.0 * lambda * w);
+        g.iter_mut().zip(w).for_each(|(g, w)| *g += 2.0 * lambda * w);
     }
 }

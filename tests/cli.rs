@@ -1,0 +1,209 @@
+//! The command line end to end: short real runs, checkpoints, and bad flags.
+
+mod common;
+
+use gpu_train::checkpoint;
+use gpu_train::report::History;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gpu_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gpu-train")).args(args).output().expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gpu-train-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> History {
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["--data", d, "--out", o, "--test-limit", "500"];
+    if !extra.contains(&"--train-limit") {
+        args.extend(["--train-limit", "2000"]);
+    }
+    args.extend(extra);
+    let r = gpu_train(&args);
+    assert!(r.status.success(), "{}", text(&r));
+    History::read(out).unwrap()
+}
+
+#[test]
+fn short_run_writes_a_loadable_checkpoint_and_history() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let out = tmp("mlp");
+    let h = train(&data, &out, &["--task", "mnist-mlp", "--epochs", "2"]);
+    assert_eq!(h.epochs.len(), 2);
+    assert!(h.epochs[1].loss < h.epochs[0].loss, "loss falls: {h:?}");
+    assert!(h.epochs[1].test_metric > 0.5, "far above the 0.1 of chance: {h:?}");
+    for f in ["config.json", "metrics.csv", "confusion.csv"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let ckpt = checkpoint::load(&out.join("model.safetensors")).unwrap();
+    let keys: Vec<_> = ckpt.keys().cloned().collect();
+    assert_eq!(keys, ["0.bias", "0.weight", "2.bias", "2.weight"]);
+    assert_eq!(ckpt["0.weight"].shape, [100, 784]);
+
+    // Reloaded, the checkpoint gives the last epoch's test figures.
+    let (m, d) = (out.join("model.safetensors"), data.to_str().unwrap().to_string());
+    let r = gpu_train(&[
+        "evaluate",
+        "--task",
+        "mnist-mlp",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        &d,
+        "--test-limit",
+        "500",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    let last = &h.epochs[1];
+    let want = format!("test_loss {:.4} - test_acc {:.4}", last.test_loss, last.test_metric);
+    assert!(text(&r).contains(&want), "{} should contain {want}", text(&r));
+}
+
+#[test]
+fn init_replaces_the_seeded_weights() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let first = tmp("cnn-a");
+    train(&data, &first, &["--task", "mnist-cnn", "--epochs", "1", "--train-limit", "300"]);
+    let init = first.join("model.safetensors");
+    // Same start and data order, different seeds: identical runs, as the seed drew only the
+    // initial weights that --init replaces.
+    let runs: Vec<History> = ["1", "2"]
+        .iter()
+        .map(|seed| {
+            train(
+                &data,
+                &tmp(&format!("cnn-init{seed}")),
+                &[
+                    "--task",
+                    "mnist-cnn",
+                    "--epochs",
+                    "1",
+                    "--train-limit",
+                    "300",
+                    "--init",
+                    init.to_str().unwrap(),
+                    "--no-shuffle",
+                    "--seed",
+                    seed,
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(runs[0].epochs[0].loss, runs[1].epochs[0].loss);
+    assert_eq!(runs[0].epochs[0].test_metric, runs[1].epochs[0].test_metric);
+}
+
+#[test]
+fn same_seed_same_history() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let a = train(&data, &tmp("seed-a"), &["--task", "mnist-mlp", "--epochs", "2", "--dropout", "0.3"]);
+    let b = train(&data, &tmp("seed-b"), &["--task", "mnist-mlp", "--epochs", "2", "--dropout", "0.3"]);
+    let strip =
+        |h: &History| h.epochs.iter().map(|e| (e.loss, e.metric, e.test_loss, e.test_metric)).collect::<Vec<_>>();
+    assert_eq!(strip(&a), strip(&b));
+}
+
+#[test]
+fn summary_counts_parameters() {
+    for (task, total) in [("mnist-mlp", "79,510"), ("mnist-cnn", "21,578"), ("warwick", "8,625")] {
+        let r = gpu_train(&["summary", "--task", task]);
+        assert!(r.status.success() && text(&r).contains(&format!("Total params: {total}")), "{task}: {}", text(&r));
+    }
+}
+
+/// Each bad input: non-zero exit, no panic, and a message naming the flag or file and the fault.
+#[test]
+fn bad_flags_are_refused_before_work() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--task", "mnist-mlp", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (&["--task", "mnist-mlp", "--epochs", "0"], "--epochs must be at least 1"),
+        (&["--task", "mnist-mlp", "--lr", "-0.1"], "--lr must be a positive number, got -0.1"),
+        (&["--task", "mnist-mlp", "--lr", "NaN"], "--lr must be a positive number, got NaN"),
+        (&["--task", "mnist-mlp", "--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+        (&["--task", "mnist-mlp", "--l2", "-1"], "--l2 must be a number ≥ 0"),
+        (&["--task", "mnist-mlp", "--momentum", "1"], "--momentum must be in [0, 1)"),
+        (
+            &["--task", "mnist-mlp", "--optimizer", "adam", "--momentum", "0.5"],
+            "--momentum applies to --optimizer sgd only",
+        ),
+        (&["--task", "mnist-mlp", "--train-limit", "0"], "--train-limit and --test-limit must be at least 1"),
+        (&["--task", "imagenet"], "invalid value 'imagenet' for '--task"),
+        (&["--task", "mnist-cnn", "--activation", "swish"], "invalid value 'swish' for '--activation"),
+        (&["--epochs", "3"], "--task is required"),
+    ];
+    let out = tmp("bad");
+    for (args, want) in cases {
+        let mut a = args.to_vec();
+        a.extend(["--out", out.to_str().unwrap(), "--data", "/nonexistent"]);
+        let r = gpu_train(&a);
+        let t = text(&r);
+        assert!(!r.status.success(), "{args:?} should fail");
+        assert!(t.contains(want), "{args:?}: {t}");
+        assert!(!t.contains("panicked"), "{args:?}: {t}");
+        assert!(!out.exists(), "{args:?} wrote a run folder");
+    }
+}
+
+#[test]
+fn missing_data_and_bad_init_are_explained() {
+    let out = tmp("nodata");
+    let r = gpu_train(&["--task", "mnist-mlp", "--data", "/nonexistent/dir", "--out", out.to_str().unwrap()]);
+    let t = text(&r);
+    assert!(
+        !r.status.success() && t.contains("/nonexistent/dir/mnist/train-images-idx3-ubyte.gz") && t.contains("Source:"),
+        "{t}"
+    );
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    // A checkpoint of the CNN does not fit the MLP: every mismatch is listed.
+    let cnn = tmp("cnn-ckpt");
+    train(&data, &cnn, &["--task", "mnist-cnn", "--epochs", "1", "--train-limit", "200"]);
+    let ck = cnn.join("model.safetensors");
+    let r = gpu_train(&[
+        "--task",
+        "mnist-mlp",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        ck.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&r);
+    assert!(!r.status.success(), "{t}");
+    for want in [
+        "missing \"2.weight\"",
+        "\"0.weight\" has shape [8, 1, 3, 3], the model needs [100, 784]",
+        "unexpected \"9.weight\"",
+    ] {
+        assert!(t.contains(want), "{want}: {t}");
+    }
+    std::fs::write(out.with_extension("bad"), b"garbage").unwrap();
+    let r = gpu_train(&[
+        "--task",
+        "mnist-mlp",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        out.with_extension("bad").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text(&r).contains("not a valid safetensors file"), "{}", text(&r));
+}

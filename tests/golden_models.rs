@@ -1,0 +1,74 @@
+//! The report's whole networks against PyTorch: parameters loaded by key, one forward, loss and
+//! backward, every gradient compared. Shapes (batch, image size) come from the fixture files.
+
+mod common;
+
+use common::*;
+use gpu_train::backend::Backend;
+use gpu_train::graph::{build, slot, DataSpec, PlanOptions, Step, Target};
+use gpu_train::model::{Act, Shape};
+use gpu_train::optim::Optimizer;
+use gpu_train::tasks::{self, Task, Variant};
+
+fn check_model(file: &str, task: Task, activation: Act) {
+    let g = golden(file);
+    let xs = &g["x"].shape;
+    let n = xs[0];
+    let sample = if xs.len() == 2 { Shape::flat(xs[1]) } else { Shape::new(xs[1], xs[2], xs[3]) };
+    let variant = Variant { activation, dropout: 0.0, l2: 0.0, act_after_pool: false };
+    let model = tasks::model(task, variant, sample);
+    let target = if task == Task::Warwick { Target::Mask } else { Target::Classes(g["target"].shape[1]) };
+    let data = DataSpec { train_n: 1, test_n: 1, sample, target, mirrored: false };
+    let opts = PlanOptions {
+        batch: n,
+        optimizer: Optimizer::Sgd { lr: 0.1, momentum: 0.0 },
+        input_grad: true,
+        dropout_seed: 0,
+    };
+    let plan = build(&model, data, opts).unwrap();
+    let mut be = gpu_train::backend::cpu::CpuBackend::new(&plan.buffers);
+    for p in &plan.params {
+        let t = &g[&format!("param.{}", p.spec.key)];
+        assert_eq!(t.shape, p.spec.shape, "{}: shape", p.spec.key);
+        be.upload_f32(p.value, &t.data).unwrap();
+    }
+    be.upload_f32(plan.input, &g["x"].data).unwrap();
+    be.upload_f32(plan.target, &g["target"].data).unwrap();
+    let ops: Vec<_> = plan.train.forward.iter().chain(&plan.train.loss).chain(&plan.train.backward).cloned().collect();
+    be.run(&ops, Step { n, offset: 0, t: 1 }).unwrap();
+
+    assert_close(
+        "output",
+        &be.download_f32(plan.logits).unwrap()[..g["output"].data.len()],
+        &g["output"].data,
+        FWD.0,
+        FWD.1,
+    );
+    let loss = be.download_f32(plan.train_metrics).unwrap()[slot::LOSS] / n as f32;
+    assert_close("loss", &[loss], &g["loss"].data, FWD.0, FWD.1);
+    for p in &plan.params {
+        let key = format!("grad.{}", p.spec.key);
+        assert_close(&key, &be.download_f32(p.grad).unwrap(), &g[&key].data, GRAD.0, GRAD.1);
+    }
+    assert_close("gx", &be.download_f32(plan.input_grad.unwrap()).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
+}
+
+#[test]
+fn mnist_mlp_matches_golden() {
+    check_model("model_mnist_mlp", Task::MnistMlp, Act::Sigmoid);
+}
+
+#[test]
+fn mnist_cnn_relu_matches_golden() {
+    check_model("model_mnist_cnn_relu", Task::MnistCnn, Act::Relu);
+}
+
+#[test]
+fn mnist_cnn_tanh_matches_golden() {
+    check_model("model_mnist_cnn_tanh", Task::MnistCnn, Act::Tanh);
+}
+
+#[test]
+fn warwick_fcn_matches_golden() {
+    check_model("model_warwick_fcn", Task::Warwick, Act::Relu);
+}
