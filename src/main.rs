@@ -52,6 +52,11 @@ enum Hidden {
     Tanh,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Augment {
+    Hflip,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OptName {
     Sgd,
@@ -131,6 +136,9 @@ struct TrainArgs {
     /// Start from the weights of a checkpoint (safetensors with the model's keys).
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Data augmentation: `hflip` appends a mirrored copy of every training image and map.
+    #[arg(long, value_enum)]
+    augment: Option<Augment>,
     /// Keep the data order instead of shuffling every epoch.
     #[arg(long)]
     no_shuffle: bool,
@@ -173,6 +181,7 @@ impl TrainArgs {
             variant: net.variant(),
             seed: self.seed,
             shuffle: !self.no_shuffle,
+            hflip: self.augment == Some(Augment::Hflip),
             train_limit: self.train_limit,
             test_limit: self.test_limit,
             init: self.init,

@@ -2,7 +2,7 @@
 
 use crate::backend::{cpu::CpuBackend, Backend};
 use crate::checkpoint;
-use crate::data::{mnist, Dataset};
+use crate::data::{mnist, warwick, Dataset};
 use crate::error::{Error, Result};
 use crate::files::atomic_write;
 use crate::graph::Target;
@@ -33,6 +33,8 @@ pub struct TrainConfig {
     pub variant: Variant,
     pub seed: u64,
     pub shuffle: bool,
+    /// Append a left-right mirror image of every training sample (and its mask).
+    pub hflip: bool,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
     pub init: Option<PathBuf>,
@@ -76,7 +78,7 @@ pub fn load_data(
 ) -> Result<Dataset> {
     let mut d = match task {
         Task::MnistMlp | Task::MnistCnn => mnist::load(data, tasks::input_shape(task))?,
-        Task::Warwick => return Err(Error::Config("the warwick task is not available in this build".into())),
+        Task::Warwick => warwick::load(data)?,
     };
     d.limit(train_limit, test_limit)?;
     Ok(d)
@@ -153,7 +155,7 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
         optimizer: cfg.optimizer,
         seed: cfg.seed,
         shuffle: cfg.shuffle,
-        mirrored: false,
+        mirrored: cfg.hflip,
         init,
     };
     let mut session = Session::new(&model, &data, opts, backend_factory(cfg.backend))?;

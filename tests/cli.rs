@@ -207,3 +207,17 @@ fn missing_data_and_bad_init_are_explained() {
     ]);
     assert!(text(&r).contains("not a valid safetensors file"), "{}", text(&r));
 }
+
+#[test]
+fn short_warwick_run_raises_dice_with_flips() {
+    let Some(data) = common::data_dir() else { return };
+    let out = tmp("warwick");
+    let args = ["--task", "warwick", "--epochs", "12", "--train-limit", "40", "--batch-size", "2"];
+    let h = train(&data, &out, &[&args[..], &["--augment", "hflip"]].concat());
+    let (first, last) = (&h.epochs[0], &h.epochs[11]);
+    assert!(last.test_metric > first.test_metric + 0.05, "test Dice should rise: {h:?}");
+    assert!(last.test_dice_whole.is_some());
+    let keys: Vec<_> = checkpoint::load(&out.join("model.safetensors")).unwrap().into_keys().collect();
+    assert_eq!(keys.len(), 12);
+    assert!(keys.contains(&"8.weight".to_string()) && keys.contains(&"12.bias".to_string()), "{keys:?}");
+}

@@ -2,6 +2,7 @@
 
 pub mod locate;
 pub mod mnist;
+pub mod warwick;
 
 use crate::error::{Error, Result};
 use crate::graph::Target;
