@@ -174,17 +174,11 @@ fn missing_data_and_bad_init_are_explained() {
     // A checkpoint of the CNN does not fit the MLP: every mismatch is listed.
     let cnn = tmp("cnn-ckpt");
     train(&data, &cnn, &["--task", "mnist-cnn", "--epochs", "1", "--train-limit", "200"]);
-    let ck = cnn.join("model.safetensors");
-    let r = gpu_train(&[
-        "--task",
-        "mnist-mlp",
-        "--data",
-        data.to_str().unwrap(),
-        "--init",
-        ck.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let init_mlp = |init: &Path| {
+        let args = ["--task", "mnist-mlp", "--data", data.to_str().unwrap(), "--init", init.to_str().unwrap()];
+        gpu_train(&[&args[..], &["--out", out.to_str().unwrap()]].concat())
+    };
+    let r = init_mlp(&cnn.join("model.safetensors"));
     let t = text(&r);
     assert!(!r.status.success(), "{t}");
     for want in [
@@ -195,16 +189,7 @@ fn missing_data_and_bad_init_are_explained() {
         assert!(t.contains(want), "{want}: {t}");
     }
     std::fs::write(out.with_extension("bad"), b"garbage").unwrap();
-    let r = gpu_train(&[
-        "--task",
-        "mnist-mlp",
-        "--data",
-        data.to_str().unwrap(),
-        "--init",
-        out.with_extension("bad").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = init_mlp(&out.with_extension("bad"));
     assert!(text(&r).contains("not a valid safetensors file"), "{}", text(&r));
 }
 
