@@ -18,6 +18,8 @@ pub enum Error {
     Checkpoint(String),
     #[error("{0}")]
     Diverged(String),
+    #[error("gpu: {0}")]
+    Gpu(String),
 }
 
 impl Error {

@@ -42,6 +42,8 @@ enum Cmd {
         batch_size: usize,
         #[arg(long)]
         test_limit: Option<usize>,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
     },
 }
 
@@ -199,8 +201,8 @@ fn main() {
             let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
             summary(&model).map(|s| print!("{s}"))
         }
-        Some(Cmd::Evaluate { net, model, data, batch_size, test_limit }) => {
-            run::evaluate(net.task, net.variant(), &model, data.as_deref(), batch_size, test_limit).map(|m| {
+        Some(Cmd::Evaluate { net, model, data, batch_size, test_limit, backend }) => {
+            run::evaluate(net.task, net.variant(), &model, data.as_deref(), batch_size, test_limit, backend).map(|m| {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
             })
         }

@@ -1,5 +1,6 @@
 //! A training run from resolved settings: data, model, session, progress, and the run folder.
 
+use crate::backend::gpu::{self, Gpu, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend};
 use crate::checkpoint;
 use crate::data::{mnist, warwick, Dataset};
@@ -18,8 +19,10 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
-    /// The best available: a hardware GPU when this build can drive one, else the CPU.
+    /// A hardware GPU when there is one, else the CPU.
     Auto,
+    /// The GPU, even a software one (lavapipe); an error when there is no adapter.
+    Gpu,
     Cpu,
 }
 
@@ -84,16 +87,29 @@ pub fn load_data(
     Ok(d)
 }
 
-/// Makes the chosen backend and says which it is and why.
+/// Makes the chosen backend and says on one line which it is and why.
 pub fn backend_factory(choice: BackendChoice) -> impl FnOnce(&[crate::graph::BufDesc]) -> Result<Box<dyn Backend>> {
     move |descs| {
-        let be = CpuBackend::new(descs);
-        let why = match choice {
-            BackendChoice::Cpu => "asked for",
-            BackendChoice::Auto => "this build has no GPU backend",
+        let (be, why): (Box<dyn Backend>, String) = match (choice, gpu::adapter()) {
+            (BackendChoice::Cpu, _) => (Box::new(CpuBackend::new(descs)), "asked for".into()),
+            (BackendChoice::Gpu, Err(e)) => {
+                return Err(Error::Gpu(format!(
+                    "--backend gpu: no GPU adapter ({e}); install a Vulkan driver (mesa-vulkan-drivers gives a \
+                     software one) or use --backend cpu"
+                )))
+            }
+            (BackendChoice::Gpu, Ok(a)) => (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "asked for".into()),
+            (BackendChoice::Auto, Ok(a)) if !gpu::is_software(&a.get_info()) => {
+                (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "hardware adapter found".into())
+            }
+            (BackendChoice::Auto, Ok(a)) => (
+                Box::new(CpuBackend::new(descs)),
+                format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name),
+            ),
+            (BackendChoice::Auto, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
         };
-        eprintln!("backend: {} ({why})", be.describe());
-        Ok(Box::new(be) as Box<dyn Backend>)
+        eprintln!("backend: {} — {why}", be.describe());
+        Ok(be)
     }
 }
 
@@ -198,6 +214,7 @@ pub fn evaluate(
     data: Option<&Path>,
     batch: usize,
     test_limit: Option<usize>,
+    backend: BackendChoice,
 ) -> Result<Metrics> {
     let data = load_data(task, data, Some(1), test_limit)?;
     let model = tasks::model(task, variant, data.sample);
@@ -210,5 +227,5 @@ pub fn evaluate(
         mirrored: false,
         init: Some(init),
     };
-    Session::new(&model, &data, opts, backend_factory(BackendChoice::Auto))?.evaluate()
+    Session::new(&model, &data, opts, backend_factory(backend))?.evaluate()
 }

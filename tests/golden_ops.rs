@@ -1,10 +1,9 @@
-//! Every CPU op against PyTorch golden values (../shared/golden or GPU_TRAIN_GOLDEN), at the
+//! Every op, on both backends, against PyTorch golden values (../shared/golden or GPU_TRAIN_GOLDEN), at the
 //! golden README's tolerances. Shapes come from the files.
 
 mod common;
 
 use common::*;
-use gpu_train::backend::Backend;
 use gpu_train::graph::{slot, ConvGeom, Op};
 use gpu_train::model::{Act, Shape};
 
@@ -13,17 +12,16 @@ fn dims(t: &gpu_train::checkpoint::Tensor) -> [usize; 4] {
     [s[0], s[1], *s.get(2).unwrap_or(&1), *s.get(3).unwrap_or(&1)]
 }
 
-#[test]
-fn dense_matches_golden() {
+fn dense_matches_golden(kind: Kind) {
     let g = golden("dense");
     let [n, n_in, ..] = dims(&g["x"]);
     let n_out = g["w"].shape[0];
     let mut r = Rig::default();
     let (x, w, b, gy) = (r.f32(&g["x"].data), r.f32(&g["w"].data), r.f32(&g["b"].data), r.f32(&g["gy"].data));
     let (y, gx, gw, gb) = (r.zeros(n * n_out), r.zeros(n * n_in), r.zeros(n_out * n_in), r.zeros(n_out));
-    let mut be = r.cpu();
+    let mut be = r.on(kind);
     run(
-        &mut be,
+        &mut *be,
         &[Op::Dense { x, w, b, y, n_in, n_out }, Op::DenseBackward { x, w, gy, gx: Some(gx), gw, gb, n_in, n_out }],
         n,
     );
@@ -33,7 +31,7 @@ fn dense_matches_golden() {
     }
 }
 
-fn check_conv(file: &str, transpose: bool) {
+fn check_conv(file: &str, transpose: bool, kind: Kind) {
     let g = golden(file);
     let [n, c_in, h, w_] = dims(&g["x"]);
     let ws = dims(&g["w"]);
@@ -51,31 +49,27 @@ fn check_conv(file: &str, transpose: bool) {
     } else {
         [Op::Conv2d { x, w, b, y, g: geom }, Op::Conv2dBackward { x, w, gy, gx: Some(gx), gw, gb, g: geom }]
     };
-    let mut be = r.cpu();
-    run(&mut be, &ops, n);
+    let mut be = r.on(kind);
+    run(&mut *be, &ops, n);
     assert_close("y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
     for (name, id) in [("gx", gx), ("gw", gw), ("gb", gb)] {
         assert_close(name, &be.download_f32(id).unwrap(), &g[name].data, GRAD.0, GRAD.1);
     }
 }
 
-#[test]
-fn conv2d_3x3_matches_golden() {
-    check_conv("conv2d_3x3", false);
+fn conv2d_3x3_matches_golden(kind: Kind) {
+    check_conv("conv2d_3x3", false, kind);
 }
 
-#[test]
-fn conv2d_1x1_matches_golden() {
-    check_conv("conv2d_1x1", false);
+fn conv2d_1x1_matches_golden(kind: Kind) {
+    check_conv("conv2d_1x1", false, kind);
 }
 
-#[test]
-fn conv_transpose_matches_golden() {
-    check_conv("conv_transpose2d_2x2s2", true);
+fn conv_transpose_matches_golden(kind: Kind) {
+    check_conv("conv_transpose2d_2x2s2", true, kind);
 }
 
-#[test]
-fn maxpool_matches_golden() {
+fn maxpool_matches_golden(kind: Kind) {
     let g = golden("maxpool2x2");
     let [n, c, h, w] = dims(&g["x"]);
     let shape = Shape::new(c, h, w);
@@ -83,22 +77,21 @@ fn maxpool_matches_golden() {
     let (x, gy) = (r.f32(&g["x"].data), r.f32(&g["gy"].data));
     let (y, gx) = (r.zeros(g["y"].data.len()), r.zeros(g["x"].data.len()));
     let argmax = r.u32(&vec![0; g["y"].data.len()]);
-    let mut be = r.cpu();
-    run(&mut be, &[Op::MaxPool2d { x, y, argmax, shape }, Op::MaxPool2dBackward { gy, argmax, gx, shape }], n);
+    let mut be = r.on(kind);
+    run(&mut *be, &[Op::MaxPool2d { x, y, argmax, shape }, Op::MaxPool2dBackward { gy, argmax, gx, shape }], n);
     assert_close("y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
     assert_close("gx", &be.download_f32(gx).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
 }
 
-#[test]
-fn activations_match_golden() {
+fn activations_match_golden(kind: Kind) {
     let g = golden("activations");
     let [n, per, ..] = dims(&g["x"]);
     for act in [Act::Relu, Act::Sigmoid, Act::Tanh] {
         let mut r = Rig::default();
         let (x, gy) = (r.f32(&g["x"].data), r.f32(&g["gy"].data));
         let (y, gx) = (r.zeros(n * per), r.zeros(n * per));
-        let mut be = r.cpu();
-        run(&mut be, &[Op::Activation { act, x, y, per }, Op::ActivationBackward { act, y, gy, gx, per }], n);
+        let mut be = r.on(kind);
+        run(&mut *be, &[Op::Activation { act, x, y, per }, Op::ActivationBackward { act, y, gy, gx, per }], n);
         let name = act.name();
         assert_close(&format!("{name}.y"), &be.download_f32(y).unwrap(), &g[&format!("{name}.y")].data, FWD.0, FWD.1);
         assert_close(
@@ -111,15 +104,14 @@ fn activations_match_golden() {
     }
 }
 
-#[test]
-fn softmax_cross_entropy_matches_golden() {
+fn softmax_cross_entropy_matches_golden(kind: Kind) {
     let g = golden("softmax_cross_entropy");
     let [n, classes, ..] = dims(&g["logits"]);
     let mut r = Rig::default();
     let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
     let (probs, grad, metrics) = (r.zeros(n * classes), r.zeros(n * classes), r.zeros(slot::LEN));
-    let mut be = r.cpu();
-    run(&mut be, &[Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes }], n);
+    let mut be = r.on(kind);
+    run(&mut *be, &[Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes }], n);
     let m = be.download_f32(metrics).unwrap();
     assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
     assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);
@@ -127,16 +119,15 @@ fn softmax_cross_entropy_matches_golden() {
     assert_eq!(m[slot::SAMPLES], n as f32);
 }
 
-#[test]
-fn sigmoid_bce_dice_matches_golden() {
+fn sigmoid_bce_dice_matches_golden(kind: Kind) {
     let g = golden("sigmoid_bce_dice");
     let n = g["logits"].shape[0];
     let per = g["logits"].data.len() / n;
     let mut r = Rig::default();
     let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
     let (probs, grad, metrics) = (r.zeros(n * per), r.zeros(n * per), r.zeros(slot::LEN));
-    let mut be = r.cpu();
-    run(&mut be, &[Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per }], n);
+    let mut be = r.on(kind);
+    run(&mut *be, &[Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per }], n);
     let m = be.download_f32(metrics).unwrap();
     assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
     assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);
@@ -144,22 +135,20 @@ fn sigmoid_bce_dice_matches_golden() {
     assert_close("glogits", &be.download_f32(grad).unwrap(), &g["glogits"].data, GRAD.0, GRAD.1);
 }
 
-#[test]
-fn l2_matches_golden() {
+fn l2_matches_golden(kind: Kind) {
     let g = golden("l2");
     let len = g["w"].data.len();
     let mut r = Rig::default();
     let w = r.f32(&g["w"].data);
     let (grad, metrics) = (r.zeros(len), r.zeros(slot::LEN));
-    let mut be = r.cpu();
+    let mut be = r.on(kind);
     // One sample, so the loss slot holds the penalty itself.
-    run(&mut be, &[Op::L2 { w, grad: Some(grad), metrics, lambda: 1e-4, len }], 1);
+    run(&mut *be, &[Op::L2 { w, grad: Some(grad), metrics, lambda: 1e-4, len }], 1);
     assert_close("penalty", &[be.download_f32(metrics).unwrap()[slot::LOSS]], &g["penalty"].data, FWD.0, FWD.1);
     assert_close("gw", &be.download_f32(grad).unwrap(), &g["gw"].data, GRAD.0, GRAD.1);
 }
 
-#[test]
-fn optimizers_match_golden() {
+fn optimizers_match_golden(kind: Kind) {
     let g = golden("optimizers");
     let len = g["w0"].data.len();
     let grads = [&g["g0"].data, &g["g1"].data, &g["g2"].data];
@@ -173,7 +162,7 @@ fn optimizers_match_golden() {
             "momentum" => Op::Momentum { w, g: gb, v: s0, lr: 0.01, momentum: 0.8, len },
             _ => Op::Adam { w, g: gb, m: s0, v: s1, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, len },
         };
-        let mut be = r.cpu();
+        let mut be = r.on(kind);
         for (t, grad) in grads.iter().enumerate() {
             be.upload_f32(gb, grad).unwrap();
             be.run(std::slice::from_ref(&op), gpu_train::graph::Step { n: 1, offset: 0, t: t as u32 + 1 }).unwrap();
@@ -182,3 +171,16 @@ fn optimizers_match_golden() {
         }
     }
 }
+
+on_both_backends!(
+    dense_matches_golden,
+    conv2d_3x3_matches_golden,
+    conv2d_1x1_matches_golden,
+    conv_transpose_matches_golden,
+    maxpool_matches_golden,
+    activations_match_golden,
+    softmax_cross_entropy_matches_golden,
+    sigmoid_bce_dice_matches_golden,
+    l2_matches_golden,
+    optimizers_match_golden,
+);

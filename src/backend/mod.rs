@@ -1,6 +1,7 @@
 //! The seam between a plan and the hardware: a backend owns the plan's buffers and runs its ops.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::error::Result;
 use crate::graph::{BufId, Op, Step};
@@ -16,4 +17,8 @@ pub trait Backend {
     fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>>;
     /// Runs `ops` in order for one step.
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()>;
+    /// Waits until every queued op has run (for timing).
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
 }

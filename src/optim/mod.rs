@@ -51,3 +51,9 @@ impl Optimizer {
         }
     }
 }
+
+/// Keras Adam's bias correction at step `t` (1-based), `√(1-β2ᵗ)/(1-β1ᵗ)`: the step size is
+/// `lr` times this. Both backends take it from here, so they agree to the bit.
+pub fn adam_correction(beta1: f32, beta2: f32, t: u32) -> f32 {
+    (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use gpu_train::backend::cpu::CpuBackend;
+use gpu_train::backend::gpu::{adapter, Gpu, GpuBackend};
 use gpu_train::backend::Backend;
 use gpu_train::checkpoint::{load, Tensor};
 use gpu_train::graph::{BufDesc, BufId, Dtype, Op, Step};
@@ -32,6 +33,40 @@ pub fn data_dir() -> Option<PathBuf> {
         eprintln!("SKIPPED: data folder {} is absent (set GPU_TRAIN_DATA)", dir.display());
         None
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Cpu,
+    Gpu,
+}
+
+/// The GPU backend on the first adapter (lavapipe where there is no GPU). A missing adapter
+/// fails the test: the test command is documented to need a Vulkan driver.
+pub fn gpu(descs: &[BufDesc]) -> GpuBackend {
+    let adapter =
+        adapter().unwrap_or_else(|e| panic!("no GPU adapter ({e}); install a Vulkan driver (mesa-vulkan-drivers)"));
+    GpuBackend::new(Gpu::open(adapter).unwrap(), descs).unwrap()
+}
+
+pub fn backend(kind: Kind, descs: &[BufDesc]) -> Box<dyn Backend> {
+    match kind {
+        Kind::Cpu => Box::new(CpuBackend::new(descs)),
+        Kind::Gpu => Box::new(gpu(descs)),
+    }
+}
+
+/// `#[test]`s in modules `cpu` and `gpu` calling each named `fn(Kind)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod cpu {
+            $(#[test] fn $name() { super::$name(super::Kind::Cpu) })*
+        }
+        mod gpu {
+            $(#[test] fn $name() { super::$name(super::Kind::Gpu) })*
+        }
+    };
 }
 
 /// Buffers for running ops outside a plan.
@@ -70,6 +105,12 @@ impl Rig {
     pub fn cpu(&self) -> CpuBackend {
         let mut be = CpuBackend::new(&self.descs);
         self.fill(&mut be);
+        be
+    }
+    /// A backend of `kind` holding these buffers with their initial values.
+    pub fn on(&self, kind: Kind) -> Box<dyn Backend> {
+        let mut be = backend(kind, &self.descs);
+        self.fill(&mut *be);
         be
     }
     pub fn fill(&self, be: &mut dyn Backend) {

@@ -1,6 +1,7 @@
 //! Optimiser updates with Keras semantics, and the L2 penalty.
 
 use crate::graph::slot;
+use crate::optim::adam_correction;
 
 pub fn sgd(w: &mut [f32], g: &[f32], lr: f32) {
     w.iter_mut().zip(g).for_each(|(w, g)| *w -= lr * g);
@@ -17,7 +18,7 @@ pub fn momentum(w: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, m: f32) {
 /// Keras Adam at step `t` (1-based): `w -= lr·√(1-β2ᵗ)/(1-β1ᵗ) · m / (√v + ε)`.
 #[allow(clippy::too_many_arguments)]
 pub fn adam(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f32, b1: f32, b2: f32, eps: f32, t: u32) {
-    let alpha = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
+    let alpha = lr * adam_correction(b1, b2, t);
     for (((w, g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
         *m += (1.0 - b1) * (g - *m);
         *v += (1.0 - b2) * (g * g - *v);

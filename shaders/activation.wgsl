@@ -1,0 +1,90 @@
+// Elementwise activations and dropout over [n, per], forward and backward; the backward passes
+// read the forward output y.
+//   ACT: 0 relu, 1 sigmoid, 2 tanh.
+//   dropout: mask = 0 where the counter hash of (seed, step t, element) falls below rate, else
+//   1/(1 - rate) (the same hash as the CPU's rng::mask_uniform); y = x·mask.
+// Bindings: a (x, y or mask), b (gy), c (y or gx), d (mask).
+
+struct P {
+    per: u32,
+    rate: f32,
+    seed: u32,
+}
+
+override ACT: u32 = 0u;
+
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> d: array<f32>;
+
+
+@compute @workgroup_size(256)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat(gid, groups);
+    if i >= step.n * p.per {
+        return;
+    }
+    let x = a[i];
+    switch ACT {
+        case 0u: { c[i] = max(x, 0.0); }
+        case 1u: { c[i] = 1.0 / (1.0 + exp(-x)); }
+        default: { c[i] = precise_tanh(x); }
+    }
+}
+
+// tanh to a few ulp: drivers' tanh may be far coarser (lavapipe's is off by ~1e-5 relative).
+// Near 0 the series avoids the cancellation in 1 - e^(-2|x|).
+fn precise_tanh(x: f32) -> f32 {
+    let ax = abs(x);
+    if ax < 0.125 {
+        let x2 = x * x;
+        return x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))));
+    }
+    let e = exp(-2.0 * ax);
+    return sign(x) * (1.0 - e) / (1.0 + e);
+}
+
+@compute @workgroup_size(256)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat(gid, groups);
+    if i >= step.n * p.per {
+        return;
+    }
+    let y = a[i];
+    switch ACT {
+        case 0u: { c[i] = b[i] * select(0.0, 1.0, y > 0.0); }
+        case 1u: { c[i] = b[i] * (y * (1.0 - y)); }
+        default: { c[i] = b[i] * (1.0 - y * y); }
+    }
+}
+
+// PCG-style integer hash (rng::hash32).
+fn hash32(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+@compute @workgroup_size(256)
+fn dropout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat(gid, groups);
+    if i >= step.n * p.per {
+        return;
+    }
+    let h = hash32(i ^ hash32(step.t ^ hash32(p.seed)));
+    let u = f32(h >> 8u) / 16777216.0;
+    let m = select(1.0 / (1.0 - p.rate), 0.0, u < p.rate);
+    d[i] = m;
+    c[i] = a[i] * m;
+}
+
+@compute @workgroup_size(256)
+fn dropout_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat(gid, groups);
+    if i >= step.n * p.per {
+        return;
+    }
+    c[i] = b[i] * a[i];
+}

@@ -1,0 +1,86 @@
+// Conv2D, stride 1, 'same' padding, odd kernel k: x[n, c_in, h, w], w[c_out, c_in, k, k],
+// y[n, c_out, h, w], as index maps for matmul.wgsl (im2col done on the fly by load_b, never
+// stored). P = h·w, R = k·k, pad = k/2.
+//   MODE 0 forward (z = sample):  y[z, co, p] = Σ_(ci,r) w[co, ci, r]·x[z, ci, p + r] + b[co]
+//                                 (M c_out, N P, K c_in·R)
+//   MODE 1 backward-data (z = sample): gx[z, ci, p] = Σ_(co,r) w[co, ci, flip r]·gy[z, co, p + r]
+//                                 (M c_in, N P, K c_out·R)
+//   MODE 2 backward-weight: gw[co, (ci,r)] = Σ_(s,p) gy[s, co, p]·x[s, ci, p + r]
+//                                 (M c_out, N c_in·R, K n·P), split
+//   MODE 3 backward-bias: gb[co] = Σ_(s,p) gy[s, co, p]       (M c_out, N 1, K n·P), split
+// Bindings: a = w (0, 1) or gy (2, 3); b = x (0, 2) or gy (1); bias = b (0); c = the result.
+
+struct P {
+    c_in: u32,
+    c_out: u32,
+    h: u32,
+    w: u32,
+    k: u32,
+}
+
+override MODE: u32 = 0u;
+
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+
+fn gemm_dims() -> vec3<u32> {
+    let hw = p.h * p.w;
+    let r = p.k * p.k;
+    switch MODE {
+        case 0u: { return vec3(p.c_out, hw, p.c_in * r); }
+        case 1u: { return vec3(p.c_in, hw, p.c_out * r); }
+        case 2u: { return vec3(p.c_out, p.c_in * r, step.n * hw); }
+        default: { return vec3(p.c_out, 1u, step.n * hw); }
+    }
+}
+
+// src[z, ch, py + ky - pad, px + kx - pad] for channels `chans`, or 0 outside the image.
+fn window(z: u32, chans: u32, ch: u32, r: u32, pix: u32) -> f32 {
+    let ky = r / p.k;
+    let kx = r % p.k;
+    let pad = p.k / 2u;
+    let y = i32(pix / p.w) + i32(ky) - i32(pad);
+    let x = i32(pix % p.w) + i32(kx) - i32(pad);
+    if y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w) {
+        return 0.0;
+    }
+    return b[((z * chans + ch) * p.h + u32(y)) * p.w + u32(x)];
+}
+
+fn load_a(z: u32, m: u32, k: u32) -> f32 {
+    let r = p.k * p.k;
+    let hw = p.h * p.w;
+    switch MODE {
+        case 0u: { return a[m * p.c_in * r + k]; }
+        // w[co, ci = m, flipped r]
+        case 1u: {
+            let co = k / r;
+            let rr = r - 1u - k % r;
+            return a[(co * p.c_in + m) * r + rr];
+        }
+        default: { return a[((k / hw) * p.c_out + m) * hw + k % hw]; }
+    }
+}
+
+fn load_b(z: u32, k: u32, n: u32) -> f32 {
+    let r = p.k * p.k;
+    let hw = p.h * p.w;
+    switch MODE {
+        case 0u: { return window(z, p.c_in, k / r, k % r, n); }
+        case 1u: { return window(z, p.c_out, k / r, k % r, n); }
+        case 2u: { return window(k / hw, p.c_in, n / r, n % r, k % hw); }
+        default: { return 1.0; }
+    }
+}
+
+fn store_c(z: u32, m: u32, n: u32, v: f32) {
+    let hw = p.h * p.w;
+    switch MODE {
+        case 0u: { c[(z * p.c_out + m) * hw + n] = v + bias[m]; }
+        default: { c[(z * p.c_in + m) * hw + n] = v; }
+    }
+}

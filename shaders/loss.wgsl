@@ -1,0 +1,127 @@
+// Losses fused with the output activation, and the metrics they add to the metrics buffer
+// (slots as in graph::slot: 0 loss·n, 1 metric, 2 samples, 3 batches, 4 Σy·p, 5 Σy, 6 Σp).
+// One workgroup of 256 threads: each thread sums a fixed stride of the batch, then a fixed tree
+// adds the threads' sums, so the result never depends on scheduling (no float atomics).
+//   softmax_ce:  probs, grad (p - t)/n when has_grad, loss and correct count.
+//   sigmoid_bce: probs, grad (p - t)/(n·per) when has_grad, loss, the batch Dice and its sums.
+//   confusion:   counts[true·k + predicted] += 1.
+// Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits slot).
+
+struct P {
+    // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
+    per: u32,
+    has_grad: u32,
+}
+
+@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> truth: array<f32>;
+@group(0) @binding(4) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
+
+var<workgroup> sums: array<vec4<f32>, 256>;
+
+// Tree sum of every thread's `v` into sums[0].
+fn reduce(li: u32, v: vec4<f32>) {
+    sums[li] = v;
+    for (var half = 128u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if li < half {
+            sums[li] += sums[li + half];
+        }
+    }
+    workgroupBarrier();
+}
+
+fn argmax_row(row: u32, from_probs: bool) -> u32 {
+    var best = 0u;
+    for (var i = 1u; i < p.per; i++) {
+        if from_probs {
+            if probs[row * p.per + i] > probs[row * p.per + best] {
+                best = i;
+            }
+        } else if truth[row * p.per + i] > truth[row * p.per + best] {
+            best = i;
+        }
+    }
+    return best;
+}
+
+@compute @workgroup_size(256)
+fn softmax_ce(@builtin(local_invocation_index) li: u32) {
+    let k = p.per;
+    var loss = 0.0;
+    var correct = 0.0;
+    for (var s = li; s < step.n; s += 256u) {
+        var m = logits[s * k];
+        for (var i = 1u; i < k; i++) {
+            m = max(m, logits[s * k + i]);
+        }
+        var sum = 0.0;
+        for (var i = 0u; i < k; i++) {
+            sum += exp(logits[s * k + i] - m);
+        }
+        let log_sum = log(sum);
+        for (var i = 0u; i < k; i++) {
+            let log_p = logits[s * k + i] - m - log_sum;
+            let pr = exp(log_p);
+            probs[s * k + i] = pr;
+            loss -= truth[s * k + i] * log_p;
+            if p.has_grad != 0u {
+                grad[s * k + i] = (pr - truth[s * k + i]) / f32(step.n);
+            }
+        }
+        correct += select(0.0, 1.0, argmax_row(s, true) == argmax_row(s, false));
+    }
+    reduce(li, vec4(loss, correct, 0.0, 0.0));
+    if li == 0u {
+        metrics[0] += sums[0].x;
+        metrics[1] += sums[0].y;
+        metrics[2] += f32(step.n);
+        metrics[3] += 1.0;
+    }
+}
+
+@compute @workgroup_size(256)
+fn sigmoid_bce(@builtin(local_invocation_index) li: u32) {
+    let len = step.n * p.per;
+    var acc = vec4(0.0);
+    for (var i = li; i < len; i += 256u) {
+        let z = logits[i];
+        let t = truth[i];
+        let pr = 1.0 / (1.0 + exp(-z));
+        probs[i] = pr;
+        // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
+        acc.x += max(z, 0.0) - z * t + log(1.0 + exp(-abs(z)));
+        if p.has_grad != 0u {
+            grad[i] = (pr - t) / f32(len);
+        }
+        acc.y += t * pr;
+        acc.z += t;
+        acc.w += pr;
+    }
+    reduce(li, acc);
+    if li == 0u {
+        let total = sums[0];
+        var dice = 1.0;
+        if total.z + total.w > 0.0 {
+            dice = 2.0 * total.y / (total.z + total.w);
+        }
+        metrics[0] += total.x / f32(p.per);
+        metrics[1] += dice;
+        metrics[2] += f32(step.n);
+        metrics[3] += 1.0;
+        metrics[4] += total.y;
+        metrics[5] += total.z;
+        metrics[6] += total.w;
+    }
+}
+
+@compute @workgroup_size(1)
+fn confusion() {
+    for (var s = 0u; s < step.n; s++) {
+        let cell = argmax_row(s, false) * p.per + argmax_row(s, true);
+        logits[cell] += 1.0;
+    }
+}

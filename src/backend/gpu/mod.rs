@@ -1,0 +1,380 @@
+//! The GPU backend: the plan's ops as WGSL compute shaders through wgpu. Buffers, pipelines and
+//! bind groups are made once; a step records its dispatches into the pending command encoder,
+//! which is submitted every few steps, before an upload and when a result is read.
+
+mod device;
+mod encode;
+pub mod shaders;
+
+pub use device::{adapter, is_software, Gpu};
+
+use super::Backend;
+use crate::error::{Error, Result};
+use crate::graph::{BufDesc, BufId, Dtype, Op, Step};
+use crate::optim::adam_correction;
+use encode::{encode, Bind, Grid};
+use shaders::{Family, Kernel};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use wgpu::util::DeviceExt;
+
+/// Steps recorded before a submit; also the number of per-step uniform slots.
+const STEPS_PER_SUBMIT: u64 = 8;
+/// Bytes per per-step uniform slot (the largest dynamic-offset alignment wgpu allows).
+const SLOT: u64 = 256;
+/// Storage bindings 2..2+STORAGE of every kernel.
+const STORAGE: u32 = 5;
+
+struct Compiled {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    grid: Grid,
+}
+
+/// The dispatches of one op list, found again by comparing the list.
+struct Program {
+    ops: Vec<Op>,
+    launches: Vec<Compiled>,
+    /// (β1, β2) of the list's Adam updates, for the per-step bias correction.
+    adam: Option<(f32, f32)>,
+}
+
+pub struct GpuBackend {
+    gpu: Gpu,
+    descs: Vec<BufDesc>,
+    bufs: Vec<wgpu::Buffer>,
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    modules: HashMap<Family, wgpu::ShaderModule>,
+    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    programs: Vec<Program>,
+    /// One stand-in per storage slot that an op leaves unbound.
+    dummies: Vec<wgpu::Buffer>,
+    scratch: Option<(wgpu::Buffer, usize)>,
+    /// Per-step uniforms, one 256-byte slot per step recorded since the last submit.
+    steps: wgpu::Buffer,
+    next_slot: u64,
+    encoder: Option<wgpu::CommandEncoder>,
+    last_submit: Option<wgpu::SubmissionIndex>,
+    staging: Option<wgpu::Buffer>,
+    build_time: Duration,
+}
+
+fn storage_usage() -> wgpu::BufferUsages {
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
+}
+
+fn byte_len(d: &BufDesc) -> u64 {
+    let bytes = match d.dtype {
+        Dtype::U8 => d.len,
+        Dtype::F32 | Dtype::U32 => d.len * 4,
+    };
+    (bytes as u64).next_multiple_of(4).max(4)
+}
+
+fn layout_entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: dynamic, min_binding_size: None },
+        count: None,
+    }
+}
+
+impl GpuBackend {
+    /// Creates the plan's buffers on `gpu`; a buffer larger than the device can bind is an error
+    /// naming it.
+    pub fn new(gpu: Gpu, descs: &[BufDesc]) -> Result<Self> {
+        let limits = gpu.device.limits();
+        let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let device = &gpu.device;
+        let mut bufs = Vec::with_capacity(descs.len());
+        for d in descs {
+            let size = byte_len(d);
+            if size > max {
+                return Err(Error::Gpu(format!(
+                    "buffer '{}' needs {} MiB but {} binds at most {} MiB",
+                    d.name,
+                    size >> 20,
+                    gpu.info.name,
+                    max >> 20
+                )));
+            }
+            bufs.push(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&d.name),
+                size,
+                usage: storage_usage(),
+                mapped_at_creation: false,
+            }));
+        }
+        let mut entries = vec![
+            layout_entry(0, wgpu::BufferBindingType::Uniform, true),
+            layout_entry(1, wgpu::BufferBindingType::Uniform, false),
+        ];
+        entries.extend(
+            (2..2 + STORAGE).map(|b| layout_entry(b, wgpu::BufferBindingType::Storage { read_only: false }, false)),
+        );
+        let layout =
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: None,
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let dummies = (0..STORAGE)
+            .map(|_| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("unbound"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        let steps = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("steps"),
+            size: STEPS_PER_SUBMIT * SLOT,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBackend {
+            descs: descs.to_vec(),
+            bufs,
+            layout,
+            pipeline_layout,
+            modules: HashMap::new(),
+            pipelines: HashMap::new(),
+            programs: Vec::new(),
+            dummies,
+            scratch: None,
+            steps,
+            next_slot: 0,
+            encoder: None,
+            last_submit: None,
+            staging: None,
+            build_time: Duration::ZERO,
+            gpu,
+        })
+    }
+
+    /// Time spent compiling shader modules and pipelines so far (first use of each kernel).
+    pub fn build_time(&self) -> Duration {
+        self.build_time
+    }
+
+    fn pipeline(&mut self, kernel: &Kernel) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.get(kernel) {
+            return p.clone();
+        }
+        let start = Instant::now();
+        let device = &self.gpu.device;
+        let module = self.modules.entry(kernel.family).or_insert_with(|| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.family.file()),
+                source: wgpu::ShaderSource::Wgsl(kernel.family.source().into()),
+            })
+        });
+        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry),
+            layout: Some(&self.pipeline_layout),
+            module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            cache: None,
+        });
+        self.build_time += start.elapsed();
+        self.pipelines.insert(kernel.clone(), pipeline.clone());
+        pipeline
+    }
+
+    /// The scratch buffer, grown to at least `len` floats. Bind groups made earlier keep the
+    /// smaller buffer they were made with, which is large enough for them.
+    fn scratch(&mut self, len: usize) -> wgpu::Buffer {
+        match &self.scratch {
+            Some((buf, have)) if *have >= len => buf.clone(),
+            _ => {
+                let buf = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("weight-gradient slices"),
+                    size: (len as u64 * 4).max(4),
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                });
+                self.scratch = Some((buf.clone(), len));
+                buf
+            }
+        }
+    }
+
+    fn compile(&mut self, ops: &[Op]) -> Program {
+        let mut launches = Vec::new();
+        let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
+        for launch in all {
+            let pipeline = self.pipeline(&launch.kernel);
+            let scratch = self.scratch(launch.scratch);
+            let mut params = launch.params.clone();
+            params.resize(params.len().next_multiple_of(4), 0);
+            let device = &self.gpu.device;
+            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::cast_slice(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let storage: Vec<&wgpu::Buffer> = (0..STORAGE)
+                .map(|i| match launch.binds.iter().find(|(slot, _)| *slot == i + 2) {
+                    Some((_, Bind::Buf(id))) => &self.bufs[id.0],
+                    Some((_, Bind::Scratch)) => &scratch,
+                    None => &self.dummies[i as usize],
+                })
+                .collect();
+            let mut entries = vec![
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.steps,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(16),
+                    }),
+                },
+                wgpu::BindGroupEntry { binding: 1, resource: params.as_entire_binding() },
+            ];
+            entries.extend(
+                storage
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 2, resource: b.as_entire_binding() }),
+            );
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &self.layout,
+                entries: &entries,
+            });
+            launches.push(Compiled { pipeline, bind_group, grid: launch.grid });
+        }
+        let adam = ops.iter().find_map(|op| match *op {
+            Op::Adam { beta1, beta2, .. } => Some((beta1, beta2)),
+            _ => None,
+        });
+        Program { ops: ops.to_vec(), launches, adam }
+    }
+
+    /// Submits the pending steps. At most two submissions are in flight: the one before this is
+    /// waited for, so recording never runs far ahead of the device.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(enc) = self.encoder.take() {
+            let index = self.gpu.queue.submit([enc.finish()]);
+            if let Some(prev) = self.last_submit.replace(index) {
+                self.wait(Some(prev))?;
+            }
+        }
+        self.next_slot = 0;
+        Ok(())
+    }
+
+    fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))
+    }
+
+    fn upload(&mut self, buf: BufId, bytes: &[u8]) -> Result<()> {
+        self.flush()?;
+        let size = byte_len(&self.descs[buf.0]) as usize;
+        assert!(
+            bytes.len() <= size,
+            "upload of {} bytes into '{}' ({size} bytes)",
+            bytes.len(),
+            self.descs[buf.0].name
+        );
+        if bytes.len().is_multiple_of(4) {
+            self.gpu.queue.write_buffer(&self.bufs[buf.0], 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.gpu.queue.write_buffer(&self.bufs[buf.0], 0, &padded);
+        }
+        Ok(())
+    }
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        format!("gpu ({})", self.gpu.describe())
+    }
+    fn upload_f32(&mut self, buf: BufId, data: &[f32]) -> Result<()> {
+        self.upload(buf, bytemuck::cast_slice(data))
+    }
+    fn upload_u8(&mut self, buf: BufId, data: &[u8]) -> Result<()> {
+        self.upload(buf, data)
+    }
+    fn upload_u32(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
+        self.upload(buf, bytemuck::cast_slice(data))
+    }
+    fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>> {
+        self.flush()?;
+        let size = byte_len(&self.descs[buf.0]);
+        if self.staging.as_ref().is_none_or(|s| s.size() < size) {
+            self.staging = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = self.staging.as_ref().expect("made above");
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.bufs[buf.0], 0, staging, 0, size);
+        let index = self.gpu.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| tx.send(r).unwrap_or(()));
+        self.wait(Some(index))?;
+        rx.recv()
+            .map_err(|e| Error::Gpu(e.to_string()))?
+            .map_err(|e| Error::Gpu(format!("reading '{}' back: {e}", self.descs[buf.0].name)))?;
+        let data = {
+            let view = staging.slice(..size).get_mapped_range().map_err(|e| Error::Gpu(e.to_string()))?;
+            bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+        };
+        staging.unmap();
+        Ok(data[..self.descs[buf.0].len].to_vec())
+    }
+    fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
+        let index = match self.programs.iter().position(|p| p.ops == ops) {
+            Some(i) => i,
+            None => {
+                let program = self.compile(ops);
+                self.programs.push(program);
+                self.programs.len() - 1
+            }
+        };
+        if self.next_slot == STEPS_PER_SUBMIT {
+            self.flush()?;
+        }
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let program = &self.programs[index];
+        let correction = program.adam.map_or(0.0, |(b1, b2)| adam_correction(b1, b2, step.t));
+        let uniform = [step.n as u32, step.offset as u32, step.t, correction.to_bits()];
+        self.gpu.queue.write_buffer(&self.steps, slot * SLOT, bytemuck::cast_slice(&uniform));
+        let enc = self.encoder.get_or_insert_with(|| self.gpu.device.create_command_encoder(&Default::default()));
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for launch in &program.launches {
+                let [x, y, z] = launch.grid.groups(step.n);
+                if x * y * z == 0 {
+                    continue;
+                }
+                pass.set_pipeline(&launch.pipeline);
+                pass.set_bind_group(0, &launch.bind_group, &[(slot * SLOT) as u32]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        self.wait(None)
+    }
+}

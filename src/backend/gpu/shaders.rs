@@ -1,0 +1,134 @@
+//! The WGSL sources, one per op family, and the specialisations (entry point + override
+//! constants) that the encoder asks for.
+
+const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+
+/// Weight-gradient split counts the encoder may choose (see `matmul.wgsl`); 0 is a plain product.
+pub const SPLITS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Gather,
+    Dense,
+    Conv2d,
+    ConvTranspose,
+    MaxPool,
+    Activation,
+    Loss,
+    Optim,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::Gather,
+        Family::Dense,
+        Family::Conv2d,
+        Family::ConvTranspose,
+        Family::MaxPool,
+        Family::Activation,
+        Family::Loss,
+        Family::Optim,
+    ];
+
+    pub fn file(self) -> &'static str {
+        match self {
+            Family::Gather => "gather.wgsl",
+            Family::Dense => "dense.wgsl",
+            Family::Conv2d => "conv2d.wgsl",
+            Family::ConvTranspose => "conv_transpose.wgsl",
+            Family::MaxPool => "maxpool.wgsl",
+            Family::Activation => "activation.wgsl",
+            Family::Loss => "loss.wgsl",
+            Family::Optim => "optim.wgsl",
+        }
+    }
+
+    fn own_source(self) -> &'static str {
+        match self {
+            Family::Gather => include_str!("../../../shaders/gather.wgsl"),
+            Family::Dense => include_str!("../../../shaders/dense.wgsl"),
+            Family::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
+            Family::ConvTranspose => include_str!("../../../shaders/conv_transpose.wgsl"),
+            Family::MaxPool => include_str!("../../../shaders/maxpool.wgsl"),
+            Family::Activation => include_str!("../../../shaders/activation.wgsl"),
+            Family::Loss => include_str!("../../../shaders/loss.wgsl"),
+            Family::Optim => include_str!("../../../shaders/optim.wgsl"),
+        }
+    }
+
+    /// Whether the family is a set of index maps for the tiled matrix product.
+    pub fn is_gemm(self) -> bool {
+        matches!(self, Family::Dense | Family::Conv2d | Family::ConvTranspose)
+    }
+
+    /// The module's full text: the common prelude, the family, and the matrix product if used.
+    pub fn source(self) -> String {
+        let mut s = format!("{COMMON}\n{}", self.own_source());
+        if self.is_gemm() {
+            s.push('\n');
+            s.push_str(MATMUL);
+        }
+        s
+    }
+}
+
+/// One compute pipeline: a family's entry point with its override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub family: Family,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+impl Kernel {
+    pub fn new(family: Family, entry: &'static str) -> Self {
+        Kernel { family, entry, constants: Vec::new() }
+    }
+    pub fn with(mut self, name: &'static str, value: u32) -> Self {
+        self.constants.push((name, value));
+        self
+    }
+}
+
+/// Every specialisation the encoder can ask for.
+pub fn all_kernels() -> Vec<Kernel> {
+    let mut out = vec![
+        Kernel::new(Family::Gather, "gather"),
+        Kernel::new(Family::Gather, "one_hot"),
+        Kernel::new(Family::MaxPool, "forward"),
+        Kernel::new(Family::MaxPool, "backward"),
+        Kernel::new(Family::Activation, "dropout"),
+        Kernel::new(Family::Activation, "dropout_backward"),
+        Kernel::new(Family::Loss, "softmax_ce"),
+        Kernel::new(Family::Loss, "sigmoid_bce"),
+        Kernel::new(Family::Loss, "confusion"),
+    ];
+    for entry in ["sgd", "momentum", "adam", "l2"] {
+        out.push(Kernel::new(Family::Optim, entry));
+    }
+    for act in 0..3 {
+        out.push(Kernel::new(Family::Activation, "forward").with("ACT", act));
+        out.push(Kernel::new(Family::Activation, "backward").with("ACT", act));
+    }
+    for family in [Family::Dense, Family::Conv2d, Family::ConvTranspose] {
+        for mode in 0..2 {
+            out.push(gemm(family, mode, 0));
+        }
+        for mode in 2..4 {
+            for splits in SPLITS {
+                out.push(gemm(family, mode, splits));
+                out.push(reduce(family, mode, splits));
+            }
+        }
+    }
+    out
+}
+
+pub fn gemm(family: Family, mode: u32, splits: u32) -> Kernel {
+    Kernel::new(family, "matmul").with("MODE", mode).with("SPLITS", splits)
+}
+
+pub fn reduce(family: Family, mode: u32, splits: u32) -> Kernel {
+    Kernel::new(family, "reduce_splits").with("MODE", mode).with("SPLITS", splits)
+}

@@ -1,0 +1,111 @@
+//! Whole training steps on the GPU against the CPU, and run-to-run determinism on the GPU. The
+//! data are synthetic (seeded bytes), small enough for lavapipe.
+
+mod common;
+
+use common::*;
+use gpu_train::data::{Dataset, Split};
+use gpu_train::graph::Target;
+use gpu_train::model::{Act, Shape};
+use gpu_train::optim::Optimizer;
+use gpu_train::rng::Rng;
+use gpu_train::tasks::{self, Task, Variant};
+use gpu_train::train::{Metrics, Session, SessionOptions};
+
+/// Parameters after training agree to 1e-4 relative (+1e-6 absolute): three updates compound
+/// the ~1e-6 differences that f32 sums in different orders leave in each gradient.
+const PARAMS: (f32, f32) = (1e-4, 1e-6);
+
+fn synthetic(task: Task, sample: Shape, n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let mut bytes = |len: usize, max: u32| (0..len).map(|_| (rng.next_u32() % max) as u8).collect::<Vec<u8>>();
+    let (target, label_len, label_max) = match task {
+        Task::Warwick => (Target::Mask, sample.h * sample.w, 2),
+        _ => (Target::Classes(10), 1, 10),
+    };
+    let mut split = || Split { x: bytes(n * sample.len(), 256), y: bytes(n * label_len, label_max), n };
+    let (train, test) = (split(), split());
+    Dataset { train, test, sample, target }
+}
+
+struct Setup {
+    task: Task,
+    sample: Shape,
+    batch: usize,
+    optimizer: Optimizer,
+}
+
+fn setups() -> [Setup; 3] {
+    [
+        Setup { task: Task::MnistMlp, sample: Shape::flat(784), batch: 13, optimizer: Optimizer::adam(1e-3) },
+        Setup {
+            task: Task::MnistCnn,
+            sample: Shape::new(1, 28, 28),
+            batch: 5,
+            optimizer: Optimizer::Sgd { lr: 0.05, momentum: 0.9 },
+        },
+        Setup { task: Task::Warwick, sample: Shape::new(3, 16, 16), batch: 2, optimizer: Optimizer::adam(1e-3) },
+    ]
+}
+
+/// One epoch of three steps (the last one short) on `kind`; the parameters and the metrics.
+fn train(s: &Setup, kind: Kind, dropout: f32, epochs: usize) -> (Vec<Vec<f32>>, Vec<Metrics>) {
+    let activation = if s.task == Task::MnistMlp { Act::Sigmoid } else { Act::Relu };
+    let variant =
+        Variant { activation, dropout, l2: if s.task == Task::Warwick { 1e-3 } else { 0.0 }, act_after_pool: false };
+    let model = tasks::model(s.task, variant, s.sample);
+    let data = synthetic(s.task, s.sample, 3 * s.batch - 1, 11);
+    let opts = SessionOptions {
+        batch: s.batch,
+        optimizer: s.optimizer,
+        seed: 5,
+        shuffle: true,
+        mirrored: s.task == Task::Warwick,
+        init: None,
+    };
+    let mut session = Session::new(&model, &data, opts, |descs| Ok(backend(kind, descs))).unwrap();
+    let mut history = Vec::new();
+    for epoch in 1..=epochs {
+        history.push(session.train_epoch(epoch, &mut |_, _| {}).unwrap());
+        history.push(session.evaluate().unwrap());
+    }
+    let params = session.params().unwrap().into_values().map(|t| t.data).collect();
+    (params, history)
+}
+
+fn compare(s: &Setup, dropout: f32) {
+    let (cpu, cpu_hist) = train(s, Kind::Cpu, dropout, 1);
+    let (gpu, gpu_hist) = train(s, Kind::Gpu, dropout, 1);
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert_close(&format!("{:?} parameter {i}", s.task), g, c, PARAMS.0, PARAMS.1);
+    }
+    for (c, g) in cpu_hist.iter().zip(&gpu_hist) {
+        assert_close(&format!("{:?} loss", s.task), &[g.loss as f32], &[c.loss as f32], 1e-5, 1e-6);
+    }
+}
+
+#[test]
+fn three_steps_match_the_cpu_without_dropout() {
+    for s in setups() {
+        compare(&s, 0.0);
+    }
+}
+
+/// Dropout masks come from the same counter hash on both backends, so the results agree as
+/// closely as without dropout (a different mask would move parameters by far more than 1e-4).
+#[test]
+fn three_steps_match_the_cpu_with_dropout() {
+    for s in setups() {
+        compare(&s, 0.3);
+    }
+}
+
+#[test]
+fn two_gpu_runs_with_one_seed_are_identical() {
+    let s = &setups()[1];
+    let (a, ha) = train(s, Kind::Gpu, 0.3, 2);
+    let (b, hb) = train(s, Kind::Gpu, 0.3, 2);
+    assert_eq!(a, b, "parameters differ between two GPU runs");
+    let bits = |h: &[Metrics]| h.iter().map(|m| (m.loss.to_bits(), m.metric.to_bits())).collect::<Vec<_>>();
+    assert_eq!(bits(&ha), bits(&hb), "histories differ between two GPU runs");
+}

@@ -1,0 +1,39 @@
+//! Every WGSL module parses and validates with naga, and so does every specialisation (entry
+//! point + override constants) that the GPU backend asks for. Needs no adapter.
+
+use gpu_train::backend::gpu::shaders::{all_kernels, Family};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+use std::collections::HashMap;
+
+fn validate(module: &naga::Module) -> naga::valid::ModuleInfo {
+    Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(module)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string("")))
+}
+
+#[test]
+fn every_module_and_specialisation_validates() {
+    let mut modules = HashMap::new();
+    for family in Family::ALL {
+        let src = family.source();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(&src)));
+        let info = validate(&module);
+        modules.insert(family, (module, info));
+    }
+    let kernels = all_kernels();
+    for k in &kernels {
+        let (module, info) = &modules[&k.family];
+        let constants = k.constants.iter().map(|&(name, v)| (name.to_string(), v as f64)).collect();
+        let (m, _) = naga::back::pipeline_constants::process_overrides(
+            module,
+            info,
+            Some((naga::ShaderStage::Compute, k.entry)),
+            &constants,
+        )
+        .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
+        assert!(m.entry_points.iter().any(|e| e.name == k.entry), "{k:?}: no such entry point");
+    }
+    // Every family is used, and matmul families have both non-split and split kernels.
+    assert!(kernels.len() > 60, "{} kernels", kernels.len());
+}
