@@ -1,4 +1,5 @@
-// Prepended to every family: the per-step values and the flat index of a 1-D dispatch.
+// Prepended to every family: the per-step values, the flat index of a 1-D dispatch, and a
+// deterministic workgroup sum.
 
 struct Step {
     // Samples in this batch.
@@ -16,4 +17,20 @@ struct Step {
 // 1-D dispatches of 256-wide workgroups are folded into x and y when they exceed 65535 groups.
 fn flat(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * 256u;
+}
+
+var<workgroup> tree: array<vec4<f32>, 256>;
+
+// The sum of every thread's `v` over a 256-thread workgroup, by a fixed tree (the same order on
+// every run), given to every thread. Call from uniform control flow.
+fn workgroup_sum(li: u32, v: vec4<f32>) -> vec4<f32> {
+    tree[li] = v;
+    for (var half = 128u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if li < half {
+            tree[li] += tree[li + half];
+        }
+    }
+    workgroupBarrier();
+    return tree[0];
 }

@@ -20,20 +20,6 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
 
-var<workgroup> sums: array<vec4<f32>, 256>;
-
-// Tree sum of every thread's `v` into sums[0].
-fn reduce(li: u32, v: vec4<f32>) {
-    sums[li] = v;
-    for (var half = 128u; half > 0u; half /= 2u) {
-        workgroupBarrier();
-        if li < half {
-            sums[li] += sums[li + half];
-        }
-    }
-    workgroupBarrier();
-}
-
 fn argmax_row(row: u32, from_probs: bool) -> u32 {
     var best = 0u;
     for (var i = 1u; i < p.per; i++) {
@@ -74,10 +60,10 @@ fn softmax_ce(@builtin(local_invocation_index) li: u32) {
         }
         correct += select(0.0, 1.0, argmax_row(s, true) == argmax_row(s, false));
     }
-    reduce(li, vec4(loss, correct, 0.0, 0.0));
+    let total = workgroup_sum(li, vec4(loss, correct, 0.0, 0.0));
     if li == 0u {
-        metrics[0] += sums[0].x;
-        metrics[1] += sums[0].y;
+        metrics[0] += total.x;
+        metrics[1] += total.y;
         metrics[2] += f32(step.n);
         metrics[3] += 1.0;
     }
@@ -101,9 +87,8 @@ fn sigmoid_bce(@builtin(local_invocation_index) li: u32) {
         acc.z += t;
         acc.w += pr;
     }
-    reduce(li, acc);
+    let total = workgroup_sum(li, acc);
     if li == 0u {
-        let total = sums[0];
         var dice = 1.0;
         if total.z + total.w > 0.0 {
             dice = 2.0 * total.y / (total.z + total.w);

@@ -7,68 +7,81 @@
 //
 // With SPLITS > 0 (weight gradients, where K runs over the whole batch), workgroup z sums the
 // z-th of SPLITS fixed slices of K into `part[z, M, N]`, and `reduce_splits` adds the slices in
-// order into `c`. SPLITS = 0 is a plain product, stored by store_c. The summation order depends on the shapes only, never on timing.
+// order into `c`. SPLITS = 0 is a plain product, stored by store_c. The summation order
+// depends on the shapes only, never on timing.
 
 override SPLITS: u32 = 0u;
+// Tile rows and columns: 64 (each of the 16x16 threads computes 4 of them) or 16 (one each),
+// chosen per op so that small outputs do not fill 64-wide tiles with padding.
+override TILE_M: u32 = 64u;
+override TILE_N: u32 = 64u;
 
-const TM: u32 = 64u;
-const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [TK][TM]
-var<workgroup> tile_b: array<f32, 1024>; // [TK][TN]
+var<workgroup> tile_a: array<f32, 1024>; // [TK][TILE_M]
+var<workgroup> tile_b: array<f32, 1024>; // [TK][TILE_N]
 
-// 16x16 threads, each computing a 4x4 block of a 64x64 tile of C.
+// The z-th of SPLITS slices of [0, k) (all of it when SPLITS is 0).
+fn k_slice(z: u32, k: u32) -> vec2<u32> {
+    if SPLITS == 0u {
+        return vec2(0u, k);
+    }
+    let chunk = (k + SPLITS - 1u) / max(SPLITS, 1u);
+    let lo = min(z * chunk, k);
+    return vec2(lo, min(lo + chunk, k));
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
     let d = gemm_dims();
     let z = wg.z;
-    let m0 = wg.y * TM;
-    let n0 = wg.x * TN;
-    var k_lo = 0u;
-    var k_hi = d.z;
-    if SPLITS > 0u {
-        let chunk = (d.z + SPLITS - 1u) / max(SPLITS, 1u);
-        k_lo = min(z * chunk, d.z);
-        k_hi = min(k_lo + chunk, d.z);
-    }
+    let m0 = wg.y * TILE_M;
+    let n0 = wg.x * TILE_N;
+    let ks = k_slice(z, d.z);
+    let rm = TILE_M / 16u;
+    let rn = TILE_N / 16u;
     var acc: array<f32, 16>;
-    for (var k0 = k_lo; k0 < k_hi; k0 += TK) {
-        for (var r = 0u; r < 4u; r++) {
-            let e = li + r * 256u;
-            let mm = e % TM;
-            let kk = e / TM;
-            var va = 0.0;
-            if m0 + mm < d.x && k0 + kk < k_hi {
-                va = load_a(z, m0 + mm, k0 + kk);
+    for (var k0 = ks.x; k0 < ks.y; k0 += TK) {
+        // Both tiles in one pass: A's TK·TILE_M elements, then B's TK·TILE_N.
+        for (var e = li; e < TK * (TILE_M + TILE_N); e += 256u) {
+            let is_b = e >= TK * TILE_M;
+            let f = select(e, e - TK * TILE_M, is_b);
+            let side = select(TILE_M, TILE_N, is_b);
+            let r = select(m0, n0, is_b) + f % side;
+            let k = k0 + f / side;
+            var v = 0.0;
+            if is_b && r < d.y && k < ks.y {
+                v = load_b(z, k, r);
+            } else if !is_b && r < d.x && k < ks.y {
+                v = load_a(z, r, k);
             }
-            tile_a[e] = va;
-            let nn = e % TN;
-            var vb = 0.0;
-            if n0 + nn < d.y && k0 + kk < k_hi {
-                vb = load_b(z, k0 + kk, n0 + nn);
+            if is_b {
+                tile_b[f] = v;
+            } else {
+                tile_a[f] = v;
             }
-            tile_b[e] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             var a: array<f32, 4>;
             var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = tile_a[kk * TM + l.y + 16u * i];
-                b[i] = tile_b[kk * TN + l.x + 16u * i];
+            for (var i = 0u; i < rm; i++) {
+                a[i] = tile_a[kk * TILE_M + l.y + 16u * i];
             }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
+            for (var j = 0u; j < rn; j++) {
+                b[j] = tile_b[kk * TILE_N + l.x + 16u * j];
+            }
+            for (var i = 0u; i < rm; i++) {
+                for (var j = 0u; j < rn; j++) {
                     acc[i * 4u + j] += a[i] * b[j];
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
+    for (var i = 0u; i < rm; i++) {
+        for (var j = 0u; j < rn; j++) {
             let m = m0 + l.y + 16u * i;
             let n = n0 + l.x + 16u * j;
             if m < d.x && n < d.y {
@@ -79,6 +92,23 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
                 }
             }
         }
+    }
+}
+
+// Bias gradients (N = 1, B = 1): part[z, m] = Σ_k A[m, k] over slice z, one workgroup per
+// (m = workgroup y, z).
+@compute @workgroup_size(256)
+fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let d = gemm_dims();
+    let m = wg.y;
+    let ks = k_slice(wg.z, d.z);
+    var s = 0.0;
+    for (var k = ks.x + li; k < ks.y; k += 256u) {
+        s += load_a(wg.z, m, k);
+    }
+    let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
+    if li == 0u {
+        part[wg.z * d.x + m] = total.x;
     }
 }
 

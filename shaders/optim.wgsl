@@ -51,8 +51,6 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     w[i] -= alpha * m[i] / (sqrt(v[i]) + p.eps);
 }
 
-var<workgroup> sums: array<f32, 256>;
-
 // lr holds λ.
 @compute @workgroup_size(256)
 fn l2(@builtin(local_invocation_index) li: u32) {
@@ -64,14 +62,8 @@ fn l2(@builtin(local_invocation_index) li: u32) {
             g[i] += 2.0 * p.lr * wi;
         }
     }
-    sums[li] = sq;
-    for (var half = 128u; half > 0u; half /= 2u) {
-        workgroupBarrier();
-        if li < half {
-            sums[li] += sums[li + half];
-        }
-    }
+    let total = workgroup_sum(li, vec4(sq, 0.0, 0.0, 0.0));
     if li == 0u {
-        m[0] += p.lr * sums[0] * f32(step.n);
+        m[0] += p.lr * total.x * f32(step.n);
     }
 }

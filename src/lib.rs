@@ -2,6 +2,7 @@
 //! on a [`backend`]; the CPU backend is the reference.
 
 pub mod backend;
+pub mod bench;
 pub mod error;
 pub mod graph;
 pub mod model;

@@ -45,6 +45,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
     },
+    /// Time matrix products, the report's layers, and each task's training step and epoch.
+    Bench {
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Smaller products and 2,000-sample MNIST epochs (for software devices).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,6 +217,7 @@ fn main() {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
             })
         }
+        Some(Cmd::Bench { backend, json, quick }) => run::bench(backend, json.as_deref(), quick),
         None => cli.train.config().and_then(|cfg| {
             let r = run::train(&cfg)?;
             println!("run folder: {}", r.out.display());

@@ -87,27 +87,32 @@ pub fn load_data(
     Ok(d)
 }
 
+/// The chosen backend for a plan's buffers, and why it was chosen.
+pub fn make_backend(choice: BackendChoice, descs: &[crate::graph::BufDesc]) -> Result<(Box<dyn Backend>, String)> {
+    Ok(match (choice, gpu::adapter()) {
+        (BackendChoice::Cpu, _) => (Box::new(CpuBackend::new(descs)), "asked for".into()),
+        (BackendChoice::Gpu, Err(e)) => {
+            return Err(Error::Gpu(format!(
+                "--backend gpu: no GPU adapter ({e}); install a Vulkan driver (mesa-vulkan-drivers gives a \
+                 software one) or use --backend cpu"
+            )))
+        }
+        (BackendChoice::Gpu, Ok(a)) => (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "asked for".into()),
+        (BackendChoice::Auto, Ok(a)) if !gpu::is_software(&a.get_info()) => {
+            (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "hardware adapter found".into())
+        }
+        (BackendChoice::Auto, Ok(a)) => (
+            Box::new(CpuBackend::new(descs)),
+            format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name),
+        ),
+        (BackendChoice::Auto, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
+    })
+}
+
 /// Makes the chosen backend and says on one line which it is and why.
 pub fn backend_factory(choice: BackendChoice) -> impl FnOnce(&[crate::graph::BufDesc]) -> Result<Box<dyn Backend>> {
     move |descs| {
-        let (be, why): (Box<dyn Backend>, String) = match (choice, gpu::adapter()) {
-            (BackendChoice::Cpu, _) => (Box::new(CpuBackend::new(descs)), "asked for".into()),
-            (BackendChoice::Gpu, Err(e)) => {
-                return Err(Error::Gpu(format!(
-                    "--backend gpu: no GPU adapter ({e}); install a Vulkan driver (mesa-vulkan-drivers gives a \
-                     software one) or use --backend cpu"
-                )))
-            }
-            (BackendChoice::Gpu, Ok(a)) => (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "asked for".into()),
-            (BackendChoice::Auto, Ok(a)) if !gpu::is_software(&a.get_info()) => {
-                (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "hardware adapter found".into())
-            }
-            (BackendChoice::Auto, Ok(a)) => (
-                Box::new(CpuBackend::new(descs)),
-                format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name),
-            ),
-            (BackendChoice::Auto, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
-        };
+        let (be, why) = make_backend(choice, descs)?;
         eprintln!("backend: {} — {why}", be.describe());
         Ok(be)
     }
@@ -164,8 +169,6 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
         Some(path) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
         None => None,
     };
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
     let opts = SessionOptions {
         batch: cfg.batch_size,
         optimizer: cfg.optimizer,
@@ -175,6 +178,8 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
         init,
     };
     let mut session = Session::new(&model, &data, opts, backend_factory(cfg.backend))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
     let metric = cfg.task.metric();
     let mut history = History { task: cfg.task.name().into(), metric: metric.into(), epochs: Vec::new() };
     for epoch in 1..=cfg.epochs {
@@ -228,4 +233,14 @@ pub fn evaluate(
         init: Some(init),
     };
     Session::new(&model, &data, opts, backend_factory(backend))?.evaluate()
+}
+
+/// `gpu-train bench`: every benchmark on one backend, printed, and written to `json` if given.
+pub fn bench(choice: BackendChoice, json: Option<&Path>, quick: bool) -> Result<()> {
+    let report = crate::bench::run(choice, &crate::bench::Options { quick })?;
+    if let Some(path) = json {
+        atomic_write(path, &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
 }

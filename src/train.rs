@@ -92,6 +92,11 @@ impl Session {
         self.backend.describe()
     }
 
+    /// The backend, for running the plan's ops directly (benchmarks).
+    pub fn backend(&mut self) -> &mut dyn Backend {
+        &mut *self.backend
+    }
+
     /// Batches in one training epoch.
     pub fn train_batches(&self) -> usize {
         self.order.len().div_ceil(self.plan.batch)

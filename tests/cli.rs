@@ -206,3 +206,62 @@ fn short_warwick_run_raises_dice_with_flips() {
     assert_eq!(keys.len(), 12);
     assert!(keys.contains(&"8.weight".to_string()) && keys.contains(&"12.bias".to_string()), "{keys:?}");
 }
+
+/// `--backend gpu` on lavapipe: it says it is software, and one epoch of the MLP (20 steps of
+/// sigmoid, a smooth network) and a short CNN epoch give the CPU's history within 1e-4
+/// relative. (Over long ReLU + max-pool runs the two drift apart from the first near-tie in a
+/// pooling window that f32 rounding breaks differently; the per-kernel tests bound each step.)
+#[test]
+fn gpu_backend_history_matches_cpu() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    for (task, limit) in [("mnist-mlp", "2000"), ("mnist-cnn", "500")] {
+        let run = |backend: &str| {
+            let out = tmp(&format!("{task}-{backend}"));
+            let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+            let args =
+                ["--task", task, "--backend", backend, "--epochs", "1", "--train-limit", limit, "--test-limit", "300"];
+            let r = gpu_train(&[&args[..], &["--data", d, "--out", o]].concat());
+            assert!(r.status.success(), "{}", text(&r));
+            (text(&r), History::read(&out).unwrap())
+        };
+        let ((log, gpu), (_, cpu)) = (run("gpu"), run("cpu"));
+        assert!(log.contains("backend: gpu (") && log.contains("software"), "{log}");
+        let (g, c) = (&gpu.epochs[0], &cpu.epochs[0]);
+        for (name, g, c) in [
+            ("loss", g.loss, c.loss),
+            ("acc", g.metric, c.metric),
+            ("test_loss", g.test_loss, c.test_loss),
+            ("test_acc", g.test_metric, c.test_metric),
+        ] {
+            assert!((g - c).abs() <= 1e-4 * c.abs(), "{task} {name}: gpu {g} cpu {c}");
+        }
+    }
+}
+
+/// With no Vulkan driver, `--backend gpu` is a clear error and `auto` falls back to the CPU,
+/// saying why.
+#[test]
+fn no_adapter_is_explained() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let no_driver = |backend: &str| {
+        let out = tmp(&format!("no-adapter-{backend}"));
+        let args = ["--task", "mnist-mlp", "--backend", backend, "--epochs", "1", "--train-limit", "100"];
+        let r = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(args)
+            .args(["--test-limit", "100", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .output()
+            .unwrap();
+        (r.status.success(), text(&r), out)
+    };
+    let (ok, log, out) = no_driver("gpu");
+    assert!(!ok && log.contains("--backend gpu: no GPU adapter") && !log.contains("panicked"), "{log}");
+    assert!(!out.exists(), "no run folder after the error");
+    let (ok, log, _) = no_driver("auto");
+    assert!(ok && log.contains("backend: cpu") && log.contains("no GPU adapter"), "{log}");
+}

@@ -4,29 +4,15 @@
 mod common;
 
 use common::*;
-use gpu_train::data::{Dataset, Split};
-use gpu_train::graph::Target;
+use gpu_train::bench::synthetic;
 use gpu_train::model::{Act, Shape};
 use gpu_train::optim::Optimizer;
-use gpu_train::rng::Rng;
 use gpu_train::tasks::{self, Task, Variant};
 use gpu_train::train::{Metrics, Session, SessionOptions};
 
 /// Parameters after training agree to 1e-4 relative (+1e-6 absolute): three updates compound
 /// the ~1e-6 differences that f32 sums in different orders leave in each gradient.
 const PARAMS: (f32, f32) = (1e-4, 1e-6);
-
-fn synthetic(task: Task, sample: Shape, n: usize, seed: u64) -> Dataset {
-    let mut rng = Rng::new(seed);
-    let mut bytes = |len: usize, max: u32| (0..len).map(|_| (rng.next_u32() % max) as u8).collect::<Vec<u8>>();
-    let (target, label_len, label_max) = match task {
-        Task::Warwick => (Target::Mask, sample.h * sample.w, 2),
-        _ => (Target::Classes(10), 1, 10),
-    };
-    let mut split = || Split { x: bytes(n * sample.len(), 256), y: bytes(n * label_len, label_max), n };
-    let (train, test) = (split(), split());
-    Dataset { train, test, sample, target }
-}
 
 struct Setup {
     task: Task,
@@ -54,7 +40,7 @@ fn train(s: &Setup, kind: Kind, dropout: f32, epochs: usize) -> (Vec<Vec<f32>>, 
     let variant =
         Variant { activation, dropout, l2: if s.task == Task::Warwick { 1e-3 } else { 0.0 }, act_after_pool: false };
     let model = tasks::model(s.task, variant, s.sample);
-    let data = synthetic(s.task, s.sample, 3 * s.batch - 1, 11);
+    let data = synthetic(s.task, s.sample, 3 * s.batch - 1, 3 * s.batch - 1, 11);
     let opts = SessionOptions {
         batch: s.batch,
         optimizer: s.optimizer,

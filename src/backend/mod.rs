@@ -21,4 +21,8 @@ pub trait Backend {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Time spent building kernels (GPU pipelines) so far.
+    fn build_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -28,8 +28,8 @@ impl Size {
 pub enum Grid {
     /// One thread per element, in 256-wide workgroups.
     Flat(Size),
-    /// 64x64 tiles of an `m × n` product, `z` deep.
-    Tiles { m: Size, n: Size, z: Size },
+    /// `tm × tn` tiles of an `m × n` product, `z` deep.
+    Tiles { m: Size, n: Size, z: Size, tm: u32, tn: u32 },
     /// One workgroup.
     Single,
 }
@@ -46,7 +46,7 @@ impl Grid {
                     [65535, g.div_ceil(65535), 1]
                 }
             }
-            Grid::Tiles { m, n: cols, z } => [cols.at(n).div_ceil(64), m.at(n).div_ceil(64), z.at(n)],
+            Grid::Tiles { m, n: cols, z, tm, tn } => [cols.at(n).div_ceil(tn), m.at(n).div_ceil(tm), z.at(n)],
             Grid::Single => [1, 1, 1],
         }
     }
@@ -94,10 +94,33 @@ fn splits(k_max: usize) -> u32 {
     s
 }
 
-/// `out[m, n] = Σ_k a·b` for `k < k_max` (the largest batch's), in slices, then reduced.
-fn split_gemm(
+/// The tile side for a dimension of at most `len`: 16 for small ones, else 64.
+fn tile(len: usize) -> u32 {
+    if len <= 32 {
+        16
+    } else {
+        64
+    }
+}
+
+/// A plain product `M × N`, `z` deep; `max_m` bounds M when it grows with the batch.
+fn product(
     family: Family,
     mode: u32,
+    params: &[u32],
+    binds: &[(u32, Bind)],
+    (m, n, z): (Size, Size, Size),
+    max_m: usize,
+) -> Launch {
+    let (tm, tn) = (tile(max_m), tile(n.fixed as usize));
+    launch(shaders::gemm(family, mode, 0, (tm, tn)), params.to_vec(), binds, Grid::Tiles { m, n, z, tm, tn })
+}
+
+/// Sums over the batch into `out`, in slices, then the slices added in order: the weight
+/// gradient (`b` given: `out[m, n] = Σ_k a[m, k]·b[k, n]`) or the bias gradient (`out[m] =
+/// Σ_k a[m, k]`). `k_max` is the number of terms at the largest batch.
+fn batch_sum(
+    family: Family,
     params: &[u32],
     a: BufId,
     b: Option<BufId>,
@@ -105,18 +128,27 @@ fn split_gemm(
     (m, n, k_max): (usize, usize, usize),
 ) -> [Launch; 2] {
     let s = splits(k_max);
-    let mut binds = vec![buf(A, a), (PART, Bind::Scratch)];
-    binds.extend(b.map(|b| buf(B, b)));
-    let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(n), z: Size::fixed(s as usize) };
-    let mut gemm = launch(shaders::gemm(family, mode, s), params.to_vec(), &binds, grid);
-    gemm.scratch = s as usize * m * n;
+    let z = Size::fixed(s as usize);
+    let (mut sum, mode) = match b {
+        Some(b) => {
+            let (tm, tn) = (tile(m), tile(n));
+            let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(n), z, tm, tn };
+            let binds = [buf(A, a), buf(B, b), (PART, Bind::Scratch)];
+            (launch(shaders::gemm(family, 2, s, (tm, tn)), params.to_vec(), &binds, grid), 2)
+        }
+        None => {
+            let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(1), z, tm: 1, tn: 1 };
+            (launch(shaders::row_sums(family, s), params.to_vec(), &[buf(A, a), (PART, Bind::Scratch)], grid), 3)
+        }
+    };
+    sum.scratch = s as usize * m * n;
     let reduce = launch(
         shaders::reduce(family, mode, s),
         params.to_vec(),
         &[(PART, Bind::Scratch), buf(C, out)],
         Grid::Flat(Size::fixed(m * n)),
     );
-    [gemm, reduce]
+    [sum, reduce]
 }
 
 fn act_code(act: Act) -> u32 {
@@ -152,76 +184,54 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             &[buf(2, labels), buf(3, index), buf(4, out)],
             Grid::Flat(Size::per_n(classes)),
         )],
-        Op::Dense { x, w, b, y, n_in, n_out } => vec![launch(
-            shaders::gemm(Family::Dense, 0, 0),
-            vec![n_in as u32, n_out as u32],
-            &[buf(A, x), buf(B, w), buf(BIAS, b), buf(C, y)],
-            Grid::Tiles { m: Size::per_n(1), n: Size::fixed(n_out), z: Size::fixed(1) },
-        )],
+        Op::Dense { x, w, b, y, n_in, n_out } => {
+            let dims = (Size::per_n(1), Size::fixed(n_out), Size::fixed(1));
+            let binds = [buf(A, x), buf(B, w), buf(BIAS, b), buf(C, y)];
+            vec![product(Family::Dense, 0, &[n_in as u32, n_out as u32], &binds, dims, max_n(x, n_in))]
+        }
         Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
-            let p = vec![n_in as u32, n_out as u32];
-            let k_max = max_n(gy, n_out);
-            let mut out: Vec<Launch> = gx
-                .map(|gx| {
-                    launch(
-                        shaders::gemm(Family::Dense, 1, 0),
-                        p.clone(),
-                        &[buf(A, gy), buf(B, w), buf(C, gx)],
-                        Grid::Tiles { m: Size::per_n(1), n: Size::fixed(n_in), z: Size::fixed(1) },
-                    )
-                })
-                .into_iter()
-                .collect();
-            out.extend(split_gemm(Family::Dense, 2, &p, gy, Some(x), gw, (n_out, n_in, k_max)));
-            out.extend(split_gemm(Family::Dense, 3, &p, gy, None, gb, (n_out, 1, k_max)));
+            let (p, batch) = ([n_in as u32, n_out as u32], max_n(gy, n_out));
+            let data = gx.map(|gx| {
+                let dims = (Size::per_n(1), Size::fixed(n_in), Size::fixed(1));
+                product(Family::Dense, 1, &p, &[buf(A, gy), buf(B, w), buf(C, gx)], dims, batch)
+            });
+            let mut out: Vec<Launch> = data.into_iter().collect();
+            out.extend(batch_sum(Family::Dense, &p, gy, Some(x), gw, (n_out, n_in, batch)));
+            out.extend(batch_sum(Family::Dense, &p, gy, None, gb, (n_out, 1, batch)));
             out
         }
-        Op::Conv2d { x, w, b, y, ref g } => vec![launch(
-            shaders::gemm(Family::Conv2d, 0, 0),
-            conv_params(g, true),
-            &[buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)],
-            Grid::Tiles { m: Size::fixed(g.c_out), n: Size::fixed(g.h * g.w), z: Size::per_n(1) },
-        )],
+        Op::Conv2d { x, w, b, y, ref g } => {
+            let dims = (Size::fixed(g.c_out), Size::fixed(g.h * g.w), Size::per_n(1));
+            let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
+            vec![product(Family::Conv2d, 0, &conv_params(g, true), &binds, dims, g.c_out)]
+        }
         Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
             let (p, hw, r) = (conv_params(g, true), g.h * g.w, g.k * g.k);
-            let k_max = max_n(gy, g.c_out * hw) * hw;
-            let mut out: Vec<Launch> = gx
-                .map(|gx| {
-                    launch(
-                        shaders::gemm(Family::Conv2d, 1, 0),
-                        p.clone(),
-                        &[buf(A, w), buf(B, gy), buf(C, gx)],
-                        Grid::Tiles { m: Size::fixed(g.c_in), n: Size::fixed(hw), z: Size::per_n(1) },
-                    )
-                })
-                .into_iter()
-                .collect();
-            out.extend(split_gemm(Family::Conv2d, 2, &p, gy, Some(x), gw, (g.c_out, g.c_in * r, k_max)));
-            out.extend(split_gemm(Family::Conv2d, 3, &p, gy, None, gb, (g.c_out, 1, k_max)));
+            let terms = max_n(gy, g.c_out * hw) * hw;
+            let data = gx.map(|gx| {
+                let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
+                product(Family::Conv2d, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, g.c_in)
+            });
+            let mut out: Vec<Launch> = data.into_iter().collect();
+            out.extend(batch_sum(Family::Conv2d, &p, gy, Some(x), gw, (g.c_out, g.c_in * r, terms)));
+            out.extend(batch_sum(Family::Conv2d, &p, gy, None, gb, (g.c_out, 1, terms)));
             out
         }
-        Op::ConvTranspose2d { x, w, b, y, ref g } => vec![launch(
-            shaders::gemm(Family::ConvTranspose, 0, 0),
-            conv_params(g, false),
-            &[buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)],
-            Grid::Tiles { m: Size::fixed(g.c_out * 4), n: Size::fixed(g.h * g.w), z: Size::per_n(1) },
-        )],
+        Op::ConvTranspose2d { x, w, b, y, ref g } => {
+            let dims = (Size::fixed(g.c_out * 4), Size::fixed(g.h * g.w), Size::per_n(1));
+            let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
+            vec![product(Family::ConvTranspose, 0, &conv_params(g, false), &binds, dims, g.c_out * 4)]
+        }
         Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
             let (p, hw) = (conv_params(g, false), g.h * g.w);
             let batch = max_n(gy, g.c_out * 4 * hw);
-            let mut out: Vec<Launch> = gx
-                .map(|gx| {
-                    launch(
-                        shaders::gemm(Family::ConvTranspose, 1, 0),
-                        p.clone(),
-                        &[buf(A, w), buf(B, gy), buf(C, gx)],
-                        Grid::Tiles { m: Size::fixed(g.c_in), n: Size::fixed(hw), z: Size::per_n(1) },
-                    )
-                })
-                .into_iter()
-                .collect();
-            out.extend(split_gemm(Family::ConvTranspose, 2, &p, x, Some(gy), gw, (g.c_in, g.c_out * 4, batch * hw)));
-            out.extend(split_gemm(Family::ConvTranspose, 3, &p, gy, None, gb, (g.c_out, 1, batch * 4 * hw)));
+            let data = gx.map(|gx| {
+                let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
+                product(Family::ConvTranspose, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, g.c_in)
+            });
+            let mut out: Vec<Launch> = data.into_iter().collect();
+            out.extend(batch_sum(Family::ConvTranspose, &p, x, Some(gy), gw, (g.c_in, g.c_out * 4, batch * hw)));
+            out.extend(batch_sum(Family::ConvTranspose, &p, gy, None, gb, (g.c_out, 1, batch * 4 * hw)));
             out
         }
         Op::MaxPool2d { x, y, argmax, shape } => vec![launch(

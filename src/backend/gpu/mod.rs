@@ -157,11 +157,6 @@ impl GpuBackend {
         })
     }
 
-    /// Time spent compiling shader modules and pipelines so far (first use of each kernel).
-    pub fn build_time(&self) -> Duration {
-        self.build_time
-    }
-
     fn pipeline(&mut self, kernel: &Kernel) -> wgpu::ComputePipeline {
         if let Some(p) = self.pipelines.get(kernel) {
             return p.clone();
@@ -376,5 +371,8 @@ impl Backend for GpuBackend {
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
         self.wait(None)
+    }
+    fn build_time(&self) -> Duration {
+        self.build_time
     }
 }

@@ -6,6 +6,8 @@ const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
 /// Weight-gradient split counts the encoder may choose (see `matmul.wgsl`); 0 is a plain product.
 pub const SPLITS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+/// Tile sides of the matrix product.
+pub const TILES: [u32; 2] = [16, 64];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -112,21 +114,32 @@ pub fn all_kernels() -> Vec<Kernel> {
         out.push(Kernel::new(Family::Activation, "backward").with("ACT", act));
     }
     for family in [Family::Dense, Family::Conv2d, Family::ConvTranspose] {
-        for mode in 0..2 {
-            out.push(gemm(family, mode, 0));
-        }
-        for mode in 2..4 {
-            for splits in SPLITS {
-                out.push(gemm(family, mode, splits));
-                out.push(reduce(family, mode, splits));
+        for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
+            for mode in 0..2 {
+                out.push(gemm(family, mode, 0, (tm, tn)));
             }
+            for splits in SPLITS {
+                out.push(gemm(family, 2, splits, (tm, tn)));
+            }
+        }
+        for splits in SPLITS {
+            out.push(row_sums(family, splits));
+            out.push(reduce(family, 2, splits));
+            out.push(reduce(family, 3, splits));
         }
     }
     out
 }
 
-pub fn gemm(family: Family, mode: u32, splits: u32) -> Kernel {
-    Kernel::new(family, "matmul").with("MODE", mode).with("SPLITS", splits)
+/// The tiled product of a family's `mode`, with `splits` slices (0: none) and (rows, columns)
+/// tiles.
+pub fn gemm(family: Family, mode: u32, splits: u32, (tm, tn): (u32, u32)) -> Kernel {
+    Kernel::new(family, "matmul").with("MODE", mode).with("SPLITS", splits).with("TILE_M", tm).with("TILE_N", tn)
+}
+
+/// Bias gradients: a family's mode 3 as row sums.
+pub fn row_sums(family: Family, splits: u32) -> Kernel {
+    Kernel::new(family, "row_sums").with("MODE", 3).with("SPLITS", splits)
 }
 
 pub fn reduce(family: Family, mode: u32, splits: u32) -> Kernel {

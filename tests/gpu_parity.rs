@@ -1,0 +1,247 @@
+//! Every op, forward and backward, on the GPU against the CPU backend, on awkward shapes: sizes
+//! that are not multiples of the 64-wide tiles or 256-wide workgroups, batch 1, one channel, odd
+//! heights and widths for pooling, all-negative pooling windows. After the ops run, every f32
+//! buffer (inputs, outputs, gradients, metrics) must agree.
+//!
+//! Tolerance: 1e-5 relative (the golden README's forward tolerance) + 2e-6 × the buffer's largest
+//! magnitude. The two backends sum the same f32 terms in different orders (the CPU in blocked
+//! GEMMs, the GPU in 16-deep tiles and fixed batch slices). A sum of K terms then moves by about
+//! √K·ε·(term size) whatever its own size, so where terms cancel (a weight gradient of 0.003 made
+//! of 300 products of size ~1) only an absolute bound on the scale of the terms holds; the
+//! buffer's largest value stands for that scale. A wrong index or a missed term errs by the
+//! size of a term, hundreds of times more.
+
+mod common;
+
+use common::*;
+use gpu_train::graph::{BufDesc, ConvGeom, Dtype, Op, Step};
+use gpu_train::model::{Act, Shape};
+use gpu_train::rng::Rng;
+
+const TOL: (f32, f32) = (1e-5, 2e-6);
+
+fn normal(rng: &mut Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.normal()).collect()
+}
+
+/// Runs `ops` for a batch of `n` on both backends and compares every f32 buffer.
+fn parity(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32) {
+    let (mut cpu, mut gpu) = (r.on(Kind::Cpu), r.on(Kind::Gpu));
+    let step = Step { n, offset: 0, t };
+    cpu.run(ops, step).unwrap();
+    gpu.run(ops, step).unwrap();
+    for (i, BufDesc { dtype, name, .. }) in r.descs.iter().enumerate() {
+        if *dtype == Dtype::F32 {
+            let id = gpu_train::graph::BufId(i);
+            let (c, g) = (cpu.download_f32(id).unwrap(), gpu.download_f32(id).unwrap());
+            let scale = c.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert_close(&format!("{what}: buffer {name}"), &g, &c, TOL.0, TOL.1 * scale);
+        }
+    }
+}
+
+#[test]
+fn dense() {
+    let mut rng = Rng::new(1);
+    for (n, n_in, n_out, with_gx) in [(1, 1, 1, true), (67, 70, 13, true), (3, 129, 65, false), (130, 5, 200, true)] {
+        let mut r = Rig::default();
+        let (x, w, b) = (
+            r.f32(&normal(&mut rng, n * n_in)),
+            r.f32(&normal(&mut rng, n_out * n_in)),
+            r.f32(&normal(&mut rng, n_out)),
+        );
+        let gy = r.f32(&normal(&mut rng, n * n_out));
+        let (y, gw, gb) = (r.zeros(n * n_out), r.zeros(n_out * n_in), r.zeros(n_out));
+        let gx = with_gx.then(|| r.zeros(n * n_in));
+        let ops = [Op::Dense { x, w, b, y, n_in, n_out }, Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out }];
+        parity(&format!("dense n {n} in {n_in} out {n_out}"), &r, &ops, n, 1);
+    }
+}
+
+/// Buffers sized for a batch of `cap` while the step runs `n ≤ cap`: the short last batch.
+#[test]
+fn dense_short_batch() {
+    let mut rng = Rng::new(2);
+    let (cap, n, n_in, n_out) = (40, 17, 30, 9);
+    let mut r = Rig::default();
+    let (x, w, b) =
+        (r.f32(&normal(&mut rng, cap * n_in)), r.f32(&normal(&mut rng, n_out * n_in)), r.f32(&normal(&mut rng, n_out)));
+    let gy = r.f32(&normal(&mut rng, cap * n_out));
+    let (y, gx, gw, gb) = (r.zeros(cap * n_out), r.zeros(cap * n_in), r.zeros(n_out * n_in), r.zeros(n_out));
+    let ops =
+        [Op::Dense { x, w, b, y, n_in, n_out }, Op::DenseBackward { x, w, gy, gx: Some(gx), gw, gb, n_in, n_out }];
+    parity("dense short batch", &r, &ops, n, 1);
+}
+
+#[test]
+fn conv2d() {
+    let mut rng = Rng::new(3);
+    for (n, c_in, c_out, h, w, k) in
+        [(1, 1, 1, 1, 1, 3), (2, 1, 3, 7, 5, 3), (3, 4, 6, 9, 11, 3), (2, 5, 3, 6, 4, 1), (1, 2, 70, 5, 5, 3)]
+    {
+        let g = ConvGeom { c_in, c_out, h, w, k };
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * c_in * h * w));
+        let wt = r.f32(&normal(&mut rng, c_out * c_in * k * k));
+        let b = r.f32(&normal(&mut rng, c_out));
+        let gy = r.f32(&normal(&mut rng, n * c_out * h * w));
+        let (y, gx, gw, gb) =
+            (r.zeros(n * c_out * h * w), r.zeros(n * c_in * h * w), r.zeros(c_out * c_in * k * k), r.zeros(c_out));
+        let ops = [Op::Conv2d { x, w: wt, b, y, g }, Op::Conv2dBackward { x, w: wt, gy, gx: Some(gx), gw, gb, g }];
+        parity(&format!("conv2d {g:?} n {n}"), &r, &ops, n, 1);
+    }
+}
+
+#[test]
+fn conv_transpose() {
+    let mut rng = Rng::new(4);
+    for (n, c_in, c_out, h, w) in [(1, 1, 1, 1, 1), (2, 3, 2, 5, 3), (3, 1, 17, 4, 7)] {
+        let g = ConvGeom { c_in, c_out, h, w, k: 2 };
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * c_in * h * w));
+        let wt = r.f32(&normal(&mut rng, c_in * c_out * 4));
+        let b = r.f32(&normal(&mut rng, c_out));
+        let gy = r.f32(&normal(&mut rng, n * c_out * 4 * h * w));
+        let (y, gx, gw, gb) =
+            (r.zeros(n * c_out * 4 * h * w), r.zeros(n * c_in * h * w), r.zeros(c_in * c_out * 4), r.zeros(c_out));
+        let ops = [
+            Op::ConvTranspose2d { x, w: wt, b, y, g },
+            Op::ConvTranspose2dBackward { x, w: wt, gy, gx: Some(gx), gw, gb, g },
+        ];
+        parity(&format!("conv-transpose {g:?} n {n}"), &r, &ops, n, 1);
+    }
+}
+
+#[test]
+fn maxpool_odd_sizes_and_negative_maxima() {
+    let mut rng = Rng::new(5);
+    for (n, shape, negative) in
+        [(1, Shape::new(1, 2, 2), false), (3, Shape::new(3, 7, 5), true), (2, Shape::new(2, 9, 8), false)]
+    {
+        let len = n * shape.len();
+        let xs: Vec<f32> =
+            normal(&mut rng, len).into_iter().map(|v| if negative { -v.abs() - 0.5 } else { v }).collect();
+        let per_out = shape.c * (shape.h / 2) * (shape.w / 2);
+        let mut r = Rig::default();
+        let x = r.f32(&xs);
+        let gy = r.f32(&normal(&mut rng, n * per_out));
+        let (y, gx) = (r.zeros(n * per_out), r.f32(&vec![f32::NAN; len]));
+        let argmax = r.u32(&vec![0; n * per_out]);
+        let ops = [Op::MaxPool2d { x, y, argmax, shape }, Op::MaxPool2dBackward { gy, argmax, gx, shape }];
+        parity(&format!("maxpool {shape:?} n {n}"), &r, &ops, n, 1);
+    }
+}
+
+#[test]
+fn activations_and_dropout() {
+    let mut rng = Rng::new(6);
+    let (n, per) = (3, 1001);
+    for act in [Act::Relu, Act::Sigmoid, Act::Tanh] {
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * per).iter().map(|v| v * 4.0).collect::<Vec<_>>());
+        let gy = r.f32(&normal(&mut rng, n * per));
+        let (y, gx) = (r.zeros(n * per), r.zeros(n * per));
+        let ops = [Op::Activation { act, x, y, per }, Op::ActivationBackward { act, y, gy, gx, per }];
+        parity(act.name(), &r, &ops, n, 1);
+    }
+    for (rate, t) in [(0.3, 5), (0.5, 77), (0.0, 2)] {
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * per));
+        let gy = r.f32(&normal(&mut rng, n * per));
+        let (y, mask, gx) = (r.zeros(n * per), r.zeros(n * per), r.zeros(n * per));
+        let ops = [Op::Dropout { x, y, mask, per, rate, seed: 99 }, Op::DropoutBackward { gy, mask, gx, per }];
+        parity(&format!("dropout {rate} at step {t}"), &r, &ops, n, t);
+    }
+}
+
+#[test]
+fn losses_metrics_and_confusion() {
+    let mut rng = Rng::new(7);
+    for (n, k, with_grad) in [(1, 10, true), (37, 10, true), (300, 3, false)] {
+        let mut r = Rig::default();
+        let logits = r.f32(&normal(&mut rng, n * k).iter().map(|v| v * 3.0).collect::<Vec<_>>());
+        let onehot: Vec<f32> =
+            (0..n).flat_map(|s| (0..k).map(move |c| f32::from(u8::from(c == (s * 7) % k)))).collect();
+        let target = r.f32(&onehot);
+        let (probs, metrics, counts) = (r.zeros(n * k), r.f32(&[0.5; 7]), r.zeros(k * k));
+        let grad = with_grad.then(|| r.zeros(n * k));
+        let ops = [
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k },
+            Op::Confusion { probs, target, counts, classes: k },
+        ];
+        parity(&format!("softmax-ce n {n} k {k}"), &r, &ops, n, 1);
+    }
+    for (n, per) in [(1, 1), (3, 77), (2, 1500)] {
+        let mut r = Rig::default();
+        let logits = r.f32(&normal(&mut rng, n * per).iter().map(|v| v * 5.0).collect::<Vec<_>>());
+        let target = r.f32(&(0..n * per).map(|_| f32::from(u8::from(rng.uniform() < 0.4))).collect::<Vec<_>>());
+        let (probs, grad, metrics) = (r.zeros(n * per), r.zeros(n * per), r.zeros(7));
+        let ops = [Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per }];
+        parity(&format!("sigmoid-bce n {n} per {per}"), &r, &ops, n, 1);
+    }
+}
+
+#[test]
+fn l2_and_optimisers_over_steps() {
+    let mut rng = Rng::new(8);
+    let len = 1000;
+    for with_grad in [true, false] {
+        let mut r = Rig::default();
+        let w = r.f32(&normal(&mut rng, len));
+        let grad = r.f32(&normal(&mut rng, len));
+        let metrics = r.zeros(7);
+        let ops = [Op::L2 { w, grad: with_grad.then_some(grad), metrics, lambda: 1e-3, len }];
+        parity("l2", &r, &ops, 5, 1);
+    }
+    for t in [1, 2, 3, 1000] {
+        let mut r = Rig::default();
+        let (w, g) = (r.f32(&normal(&mut rng, len)), r.f32(&normal(&mut rng, len)));
+        let (m, v) =
+            (r.f32(&normal(&mut rng, len)), r.f32(&normal(&mut rng, len).iter().map(|x| x * x).collect::<Vec<_>>()));
+        let ops = [
+            Op::Adam { w, g, m, v, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, len },
+            Op::Momentum { w, g, v: m, lr: 0.01, momentum: 0.8, len },
+            Op::Sgd { w, g, lr: 0.25, len },
+        ];
+        parity(&format!("optimisers at step {t}"), &r, &ops, 1, t);
+    }
+}
+
+#[test]
+fn gather_with_mirroring_and_one_hot() {
+    let mut rng = Rng::new(9);
+    let (shape, samples) = (Shape::new(3, 5, 7), 6);
+    let data: Vec<u8> = (0..samples * shape.len() + 1).map(|_| rng.next_u32() as u8).collect();
+    let labels: Vec<u8> = (0..samples).map(|i| (i * 3 % 10) as u8).collect();
+    let index = [5u32, 0, 7, 11, 2, 6, 3];
+    for (binarize, mirrored) in [(false, 0), (false, samples), (true, samples)] {
+        let n = 4;
+        let mut r = Rig::default();
+        let index = index.map(|j| if mirrored == 0 { j % samples as u32 } else { j });
+        let (d, l, idx) = (r.u8(&data[..samples * shape.len()]), r.u8(&labels), r.u32(&index));
+        let (out, onehot) = (r.zeros(index.len() * shape.len()), r.zeros(index.len() * 10));
+        let mut ops = vec![Op::Gather { data: d, index: idx, out, shape, scale: 1.0 / 255.0, binarize, mirrored }];
+        if mirrored == 0 {
+            ops.push(Op::GatherOneHot { labels: l, index: idx, out: onehot, classes: 10 });
+        }
+        let mut be = [r.on(Kind::Cpu), r.on(Kind::Gpu)];
+        for be in &mut be {
+            be.run(&ops, Step { n, offset: 2, t: 1 }).unwrap();
+        }
+        for id in [out, onehot] {
+            let (c, g) = (be[0].download_f32(id).unwrap(), be[1].download_f32(id).unwrap());
+            assert_eq!(c, g, "gather binarize {binarize} mirrored {mirrored}");
+        }
+    }
+}
+
+/// Dispatches that need more than 65,535 workgroups fold into a second dimension.
+#[test]
+fn large_elementwise_dispatch() {
+    let (n, per) = (1, 65_536 * 256 + 300);
+    let mut rng = Rng::new(10);
+    let mut r = Rig::default();
+    let x = r.f32(&normal(&mut rng, n * per));
+    let y = r.zeros(n * per);
+    parity("relu over 16.8M elements", &r, &[Op::Activation { act: Act::Relu, x, y, per }], n, 1);
+}
