@@ -18,3 +18,12 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::io(path, e)
     })
 }
+
+/// Encodes `img` as PNG and writes it with [`atomic_write`].
+pub fn write_png(path: &Path, img: impl Into<image::DynamicImage>) -> Result<()> {
+    let mut png = Vec::new();
+    img.into()
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| Error::bad_file(path, format!("cannot encode PNG: {e}")))?;
+    atomic_write(path, &png)
+}

@@ -45,6 +45,25 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
     },
+    /// Segment a folder of PNG images with a Warwick checkpoint: one map PNG per image.
+    Predict {
+        #[arg(long, value_enum)]
+        task: Task,
+        /// The checkpoint (model.safetensors of a run).
+        #[arg(long)]
+        model: PathBuf,
+        /// Folder of PNG images (any size; RGB, grey or RGBA).
+        #[arg(long)]
+        input: PathBuf,
+        /// Folder for the maps (created; one `<name>.png` per input, 255 = gland).
+        #[arg(long)]
+        output: PathBuf,
+        /// The side the network sees; maps are scaled back to each image's size.
+        #[arg(long, default_value_t = 128)]
+        image_size: u32,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
     /// Time matrix products, the report's layers, and each task's training step and epoch.
     Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -161,6 +180,12 @@ struct TrainArgs {
     /// Test on the first N samples only.
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Warwick: resize every image and label to NxN (images bilinear, labels nearest).
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// Warwick: pictures of the N test images with the lowest Dice.
+    #[arg(long, default_value_t = 3)]
+    show_worst: usize,
 }
 
 impl TrainArgs {
@@ -197,6 +222,8 @@ impl TrainArgs {
             hflip: self.augment == Some(Augment::Hflip),
             train_limit: self.train_limit,
             test_limit: self.test_limit,
+            image_size: self.image_size,
+            show_worst: self.show_worst,
             init: self.init,
             data: self.data,
             backend: self.backend,
@@ -215,6 +242,11 @@ fn main() {
         Some(Cmd::Evaluate { net, model, data, batch_size, test_limit, backend }) => {
             run::evaluate(net.task, net.variant(), &model, data.as_deref(), batch_size, test_limit, backend).map(|m| {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
+            })
+        }
+        Some(Cmd::Predict { task, model, input, output, image_size, backend }) => {
+            run::predict(task, &model, &input, &output, image_size, backend).map(|n| {
+                println!("wrote {n} maps to {}", output.display());
             })
         }
         Some(Cmd::Bench { backend, json, quick }) => run::bench(backend, json.as_deref(), quick),

@@ -5,11 +5,11 @@ use crate::backend::{cpu::CpuBackend, Backend};
 use crate::checkpoint;
 use crate::data::{mnist, warwick, Dataset};
 use crate::error::{Error, Result};
-use crate::files::atomic_write;
+use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
 use crate::model::Act;
 use crate::optim::Optimizer;
-use crate::report::{write_confusion, EpochRecord, History};
+use crate::report::{plot, write_confusion, EpochRecord, History};
 use crate::tasks::{self, Task, Variant};
 use crate::train::{Metrics, Session, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -40,6 +40,10 @@ pub struct TrainConfig {
     pub hflip: bool,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// Warwick: resize every image and label to this side.
+    pub image_size: Option<u32>,
+    /// Warwick: pictures of this many test images with the lowest Dice.
+    pub show_worst: usize,
     pub init: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub backend: BackendChoice,
@@ -65,6 +69,9 @@ impl TrainConfig {
         if v.activation == Act::Softmax {
             return Err(Error::Config("--activation softmax is only for the output layer".into()));
         }
+        if let Some(side) = self.image_size {
+            check_image_size(self.task, side)?;
+        }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return Err(Error::Config("--train-limit and --test-limit must be at least 1".into()));
         }
@@ -72,16 +79,28 @@ impl TrainConfig {
     }
 }
 
-/// The task's data, cut to the limits.
+/// `--image-size` is for the FCN, whose two poolings and two up-convolutions need a multiple
+/// of 4.
+fn check_image_size(task: Task, side: u32) -> Result<()> {
+    if task != Task::Warwick {
+        return Err(Error::Config("--image-size applies to --task warwick only".into()));
+    }
+    if side == 0 || !side.is_multiple_of(4) || side > 4096 {
+        return Err(Error::Config(format!("--image-size must be a positive multiple of 4 up to 4096, got {side}")));
+    }
+    Ok(())
+}
+
+/// The task's data, cut to the limits; Warwick images resized to `image_size` if given.
 pub fn load_data(
     task: Task,
     data: Option<&Path>,
-    train_limit: Option<usize>,
-    test_limit: Option<usize>,
+    (train_limit, test_limit): (Option<usize>, Option<usize>),
+    image_size: Option<u32>,
 ) -> Result<Dataset> {
     let mut d = match task {
         Task::MnistMlp | Task::MnistCnn => mnist::load(data, tasks::input_shape(task))?,
-        Task::Warwick => warwick::load(data)?,
+        Task::Warwick => warwick::load(data, image_size)?,
     };
     d.limit(train_limit, test_limit)?;
     Ok(d)
@@ -163,7 +182,7 @@ pub struct RunResult {
 /// Trains as `cfg` says, printing one line per epoch and keeping the run folder current.
 pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
     cfg.validate()?;
-    let data = load_data(cfg.task, cfg.data.as_deref(), cfg.train_limit, cfg.test_limit)?;
+    let data = load_data(cfg.task, cfg.data.as_deref(), (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
     let model = tasks::model(cfg.task, cfg.variant, data.sample);
     let init = match &cfg.init {
         Some(path) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
@@ -208,6 +227,11 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
     if let (Some(counts), Target::Classes(k)) = (session.confusion()?, data.target) {
         write_confusion(&cfg.out, &counts, k)?;
     }
+    write_curves(&cfg.out, &history)?;
+    if data.target == Target::Mask {
+        let (_, probs) = session.predict_test()?;
+        worst_segmentations(&cfg.out, &data, &probs, cfg.show_worst)?;
+    }
     Ok(RunResult { history, out: cfg.out.clone() })
 }
 
@@ -221,7 +245,7 @@ pub fn evaluate(
     test_limit: Option<usize>,
     backend: BackendChoice,
 ) -> Result<Metrics> {
-    let data = load_data(task, data, Some(1), test_limit)?;
+    let data = load_data(task, data, (Some(1), test_limit), None)?;
     let model = tasks::model(task, variant, data.sample);
     let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {
@@ -243,4 +267,122 @@ pub fn bench(choice: BackendChoice, json: Option<&Path>, quick: bool) -> Result<
         println!("\nwrote {}", path.display());
     }
     Ok(())
+}
+
+/// `loss.png` and `<metric>.png`: train and test per epoch.
+fn write_curves(out: &Path, h: &History) -> Result<()> {
+    let col = |f: fn(&EpochRecord) -> f64| h.epochs.iter().map(f).collect::<Vec<_>>();
+    let (loss, test_loss) = (col(|e| e.loss), col(|e| e.test_loss));
+    plot::curves(
+        &out.join("loss.png"),
+        &format!("{}: loss", h.task),
+        "loss",
+        &[("train", &loss), ("test", &test_loss)],
+    )?;
+    let (metric, test_metric) = (col(|e| e.metric), col(|e| e.test_metric));
+    let title = format!("{}: {}", h.task, h.metric);
+    plot::curves(
+        &out.join(format!("{}.png", h.metric)),
+        &title,
+        &h.metric,
+        &[("train", &metric), ("test", &test_metric)],
+    )
+}
+
+/// Dice of one predicted map `p` (probabilities) against a 0/1 mask `t`: 2Σtp / (Σt + Σp), 1
+/// when both are empty (as the training metric).
+pub fn dice(t: &[u8], p: &[f32]) -> f64 {
+    let (tp, ts, ps) = t
+        .iter()
+        .zip(p)
+        .fold((0.0, 0.0, 0.0), |(tp, ts, ps), (&t, &p)| (tp + t as f64 * p as f64, ts + t as f64, ps + p as f64));
+    if ts + ps > 0.0 {
+        2.0 * tp / (ts + ps)
+    } else {
+        1.0
+    }
+}
+
+/// RGB bytes (row-major) of a `[3, h, w]` image.
+fn rgb_of(chw: &[u8], hw: usize) -> Vec<u8> {
+    (0..hw).flat_map(|i| [chw[i], chw[hw + i], chw[2 * hw + i]]).collect()
+}
+
+fn grey_rgb(values: impl Iterator<Item = u8>) -> Vec<u8> {
+    values.flat_map(|v| [v, v, v]).collect()
+}
+
+/// `worst_<rank>.png` for the `count` test images with the lowest Dice: the image, the true map
+/// and the predicted map (probability > 0.5) side by side, titled with the Dice.
+fn worst_segmentations(out: &Path, data: &Dataset, probs: &[f32], count: usize) -> Result<()> {
+    let (side, hw) = (data.sample.h, data.sample.h * data.sample.w);
+    let mut scores: Vec<(usize, f64)> =
+        (0..data.test.n).map(|i| (i, dice(&data.test.y[i * hw..][..hw], &probs[i * hw..][..hw]))).collect();
+    scores.sort_by(|a, b| a.1.total_cmp(&b.1));
+    for (rank, &(i, d)) in scores.iter().take(count).enumerate() {
+        let image = rgb_of(&data.test.x[i * 3 * hw..][..3 * hw], hw);
+        let truth = grey_rgb(data.test.y[i * hw..][..hw].iter().map(|&t| t * 255));
+        let pred = grey_rgb(probs[i * hw..][..hw].iter().map(|&p| if p > 0.5 { 255 } else { 0 }));
+        let title = format!("test image {}: Dice {d:.3}   (image | true map | predicted map)", i + 1);
+        plot::panels(&out.join(format!("worst_{}.png", rank + 1)), &title, &[image, truth, pred], side as u32, 2)?;
+    }
+    Ok(())
+}
+
+/// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps
+/// (255 = gland) at each image's own size; returns how many.
+pub fn predict(
+    task: Task,
+    model_path: &Path,
+    input: &Path,
+    output: &Path,
+    side: u32,
+    backend: BackendChoice,
+) -> Result<usize> {
+    if task != Task::Warwick {
+        return Err(Error::Config("predict segments images: it needs --task warwick".into()));
+    }
+    check_image_size(task, side)?;
+    let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(Error::bad_file(input, "holds no .png images"));
+    }
+    let (mut x, mut sizes, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    for path in &names {
+        let dims =
+            image::image_dimensions(path).map_err(|e| Error::bad_file(path, format!("cannot read the PNG: {e}")))?;
+        x.extend(warwick::read_image(path, Some(side), &mut notes)?);
+        sizes.push(dims);
+    }
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    let (s, n) = (side as usize, names.len());
+    let sample = crate::model::Shape::new(3, s, s);
+    let split = crate::data::Split { x, y: vec![0; n * s * s], n };
+    let data = Dataset { train: split.clone(), test: split, sample, target: Target::Mask };
+    let model = tasks::model(task, tasks::defaults(task).variant, sample);
+    let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
+    let opts = SessionOptions {
+        batch: 5,
+        optimizer: tasks::defaults(task).optimizer,
+        seed: 0,
+        shuffle: false,
+        mirrored: false,
+        init: Some(init),
+    };
+    let (_, probs) = Session::new(&model, &data, opts, backend_factory(backend))?.predict_test()?;
+    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    for (i, (path, &(w, h))) in names.iter().zip(&sizes).enumerate() {
+        let map: Vec<u8> = probs[i * s * s..][..s * s].iter().map(|&p| if p > 0.5 { 255 } else { 0 }).collect();
+        let map = image::GrayImage::from_raw(side, side, map).expect("side² bytes");
+        let map = image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest);
+        write_png(&output.join(path.file_name().expect("a file")), map)?;
+    }
+    Ok(n)
 }

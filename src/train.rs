@@ -148,16 +148,30 @@ impl Session {
 
     /// The test pass in batches of the training batch size.
     pub fn evaluate(&mut self) -> Result<Metrics> {
+        self.test_pass(false).map(|(m, _)| m)
+    }
+
+    /// The test pass, also returning the output probabilities of every test sample
+    /// (`[n, outputs]`, read back batch by batch).
+    pub fn predict_test(&mut self) -> Result<(Metrics, Vec<f32>)> {
+        self.test_pass(true)
+    }
+
+    fn test_pass(&mut self, keep_probs: bool) -> Result<(Metrics, Vec<f32>)> {
         self.zero(self.plan.test_metrics)?;
         if let Some(c) = self.plan.confusion {
             self.zero(c)?;
         }
-        let n = self.plan.test_data.n;
+        let (n, mut probs) = (self.plan.test_data.n, Vec::new());
+        let per = self.plan.buffers[self.plan.probs.0].len / self.plan.batch;
         for offset in (0..n).step_by(self.plan.batch) {
             let step = Step { n: self.plan.batch.min(n - offset), offset, t: self.steps };
             self.backend.run(&self.plan.eval, step)?;
+            if keep_probs {
+                probs.extend_from_slice(&self.backend.download_f32(self.plan.probs)?[..step.n * per]);
+            }
         }
-        self.metrics(self.plan.test_metrics)
+        Ok((self.metrics(self.plan.test_metrics)?, probs))
     }
 
     /// The last test pass's confusion matrix `[true][predicted]` (classification only).

@@ -29,7 +29,7 @@ fn label(dir: &Path, split: &str, i: usize, f: impl Fn(u32, u32) -> u8) {
 }
 
 fn load_err(dir: &Path) -> String {
-    match warwick::load(Some(dir)) {
+    match warwick::load(Some(dir), None) {
         Ok(_) => panic!("loading {} should fail", dir.display()),
         Err(e) => e.to_string(),
     }
@@ -38,7 +38,7 @@ fn load_err(dir: &Path) -> String {
 #[test]
 fn reads_valid_folders_as_chw_and_binary_masks() {
     let dir = folder("ok", 2);
-    let d = warwick::load(Some(&dir)).unwrap();
+    let d = warwick::load(Some(&dir), None).unwrap();
     assert_eq!((d.train.n, d.test.n), (2, 2));
     // Channel-first: the red plane holds x, the green plane y.
     assert_eq!(d.train.x[5], 5);
@@ -60,13 +60,37 @@ fn wrong_size_is_named() {
     RgbImage::new(64, 96).save(dir.join("Train/image_01.png")).unwrap();
     let e = load_err(&dir);
     assert!(e.contains("Train/image_01.png") && e.contains("64x96, expected 128x128"), "{e}");
+    assert!(e.contains("--image-size"), "the message says how to resize: {e}");
+}
+
+/// With a size asked for, images of any size are resized bilinearly and labels by nearest
+/// neighbour: a 64x96 image becomes 32x32, and a label's two levels stay exactly 0 and 1.
+#[test]
+fn image_size_resizes_images_bilinearly_and_labels_by_nearest() {
+    let dir = folder("resize", 1);
+    RgbImage::from_fn(64, 96, |x, _| Rgb([if x < 32 { 0 } else { 200 }, 100, 0]))
+        .save(dir.join("Train/image_01.png"))
+        .unwrap();
+    GrayImage::from_fn(64, 96, |x, _| Luma([if x % 3 == 0 { 255 } else { 0 }]))
+        .save(dir.join("Train/label_01.png"))
+        .unwrap();
+    let d = warwick::load(Some(&dir), Some(32)).unwrap();
+    assert_eq!((d.sample.c, d.sample.h, d.sample.w), (3, 32, 32));
+    assert_eq!(d.train.x.len(), 3 * 32 * 32);
+    let red_row = &d.train.x[..32];
+    assert_eq!((red_row[0], red_row[31]), (0, 200), "the flat halves keep their values: {red_row:?}");
+    assert!(red_row[15..17].iter().any(|&v| v > 0 && v < 200), "bilinear blends at the edge: {red_row:?}");
+    assert!(d.train.x[32 * 32..2 * 32 * 32].iter().all(|&v| v == 100), "green is flat");
+    assert!(d.train.y.iter().all(|&v| v <= 1) && d.train.y.contains(&1) && d.train.y.contains(&0));
+    // The 128x128 test images are resized too.
+    assert_eq!(d.test.x.len(), 3 * 32 * 32);
 }
 
 #[test]
 fn rgba_is_converted() {
     let dir = folder("rgba", 1);
     RgbaImage::from_pixel(128, 128, Rgba([10, 20, 0, 255])).save(dir.join("Train/image_01.png")).unwrap();
-    let d = warwick::load(Some(&dir)).unwrap();
+    let d = warwick::load(Some(&dir), None).unwrap();
     assert_eq!((d.train.x[0], d.train.x[128 * 128]), (10, 20));
 }
 
@@ -94,7 +118,7 @@ fn empty_or_wrong_layout_is_explained() {
 #[test]
 fn real_warwick_has_the_published_statistics() {
     let Some(root) = common::data_dir() else { return };
-    let d = warwick::load(Some(&root)).unwrap();
+    let d = warwick::load(Some(&root), None).unwrap();
     assert_eq!((d.train.n, d.test.n), (85, 60));
     let frac = |y: &[u8]| y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
     assert!((frac(&d.train.y) - 0.5023).abs() < 1e-4, "train gland fraction {}", frac(&d.train.y));

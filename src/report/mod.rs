@@ -1,5 +1,7 @@
 //! What a run leaves behind: history.json and metrics.csv, rewritten atomically after each epoch.
 
+pub mod plot;
+
 use crate::error::Result;
 use crate::files::atomic_write;
 use std::path::Path;
