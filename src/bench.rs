@@ -192,7 +192,7 @@ fn task_timing(make: Factory, task: Task, quick: bool) -> Result<TaskTiming> {
     let build: Duration = s.backend().build_time();
     let step_s = time_ops(s.backend(), &ops, d.batch)?;
     let start = Instant::now();
-    s.train_epoch(1, &mut |_, _| {})?;
+    s.run_epoch()?;
     s.evaluate()?;
     let epoch_s = start.elapsed().as_secs_f64();
     Ok(TaskTiming {

@@ -20,6 +20,9 @@ pub enum Error {
     Diverged(String),
     #[error("gpu: {0}")]
     Gpu(String),
+    /// Stopped by Ctrl-C after a checkpoint was written.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl Error {

@@ -157,8 +157,9 @@ struct TrainArgs {
     /// Seed of every random draw (initial weights, data order, dropout).
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    backend: BackendChoice,
+    /// Where the ops run: auto (a hardware GPU, else the CPU), gpu (any adapter) or cpu [default: auto]
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
     /// Data root or the task's own data folder [default: $GPU_TRAIN_DATA, else ./data]
     #[arg(long)]
     data: Option<PathBuf>,
@@ -186,6 +187,15 @@ struct TrainArgs {
     /// Warwick: pictures of the N test images with the lowest Dice.
     #[arg(long, default_value_t = 3)]
     show_worst: usize,
+    /// Write the checkpoint (weights, optimiser state, progress) every N epochs and after the last.
+    #[arg(long, default_value_t = 1)]
+    checkpoint_every: usize,
+    /// Continue the run in this folder from its checkpoint, with its settings (only --data and
+    /// --backend may be given with it).
+    #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
+        "dropout", "l2", "act_after_pool", "seed", "out", "init", "augment", "no_shuffle", "train_limit",
+        "test_limit", "image_size", "show_worst", "checkpoint_every"])]
+    resume: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -224,9 +234,10 @@ impl TrainArgs {
             test_limit: self.test_limit,
             image_size: self.image_size,
             show_worst: self.show_worst,
+            checkpoint_every: self.checkpoint_every,
             init: self.init,
             data: self.data,
-            backend: self.backend,
+            backend: self.backend.unwrap_or(BackendChoice::Auto),
             out: self.out.unwrap_or_else(|| run::default_out(task)),
         })
     }
@@ -250,14 +261,31 @@ fn main() {
             })
         }
         Some(Cmd::Bench { backend, json, quick }) => run::bench(backend, json.as_deref(), quick),
-        None => cli.train.config().and_then(|cfg| {
-            let r = run::train(&cfg)?;
-            println!("run folder: {}", r.out.display());
-            Ok(())
-        }),
+        None => {
+            on_ctrl_c();
+            let r = match cli.train.resume.clone() {
+                Some(dir) => run::resume(&dir, cli.train.data, cli.train.backend),
+                None => cli.train.config().and_then(|cfg| run::train(&cfg)),
+            };
+            r.map(|r| println!("run folder: {}", r.out.display()))
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
-        std::process::exit(1);
+        std::process::exit(if matches!(e, Error::Interrupted(_)) { 130 } else { 1 });
+    }
+}
+
+/// The first Ctrl-C asks the run to stop after the step in progress (it then writes a checkpoint
+/// and says how to resume); a second one quits at once.
+fn on_ctrl_c() {
+    let handler = || {
+        if run::INTERRUPTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step to write a checkpoint (Ctrl-C again quits at once)");
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        eprintln!("note: Ctrl-C will not write a checkpoint: {e}");
     }
 }

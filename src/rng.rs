@@ -5,7 +5,25 @@ use rand_core::{RngCore, SeedableRng};
 
 pub struct Rng(ChaCha8Rng);
 
+/// Everything that determines a generator's future draws.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RngState {
+    seed: [u8; 32],
+    stream: u64,
+    /// The position in the stream, in 32-bit words (a u128, kept as text for JSON).
+    word_pos: String,
+}
+
 impl Rng {
+    pub fn state(&self) -> RngState {
+        RngState { seed: self.0.get_seed(), stream: self.0.get_stream(), word_pos: self.0.get_word_pos().to_string() }
+    }
+    pub fn from_state(s: &RngState) -> Option<Self> {
+        let mut r = ChaCha8Rng::from_seed(s.seed);
+        r.set_stream(s.stream);
+        r.set_word_pos(s.word_pos.parse().ok()?);
+        Some(Rng(r))
+    }
     pub fn new(seed: u64) -> Self {
         Rng(ChaCha8Rng::seed_from_u64(seed))
     }

@@ -3,6 +3,7 @@
 use crate::backend::gpu::{self, Gpu, GpuBackend};
 use crate::backend::{cpu::CpuBackend, Backend};
 use crate::checkpoint;
+use crate::checkpoint::RunState;
 use crate::data::{mnist, warwick, Dataset};
 use crate::error::{Error, Result};
 use crate::files::{atomic_write, write_png};
@@ -11,12 +12,13 @@ use crate::model::Act;
 use crate::optim::Optimizer;
 use crate::report::{plot, write_confusion, EpochRecord, History};
 use crate::tasks::{self, Task, Variant};
-use crate::train::{Metrics, Session, SessionOptions};
+use crate::train::{EpochEnd, Metrics, Session, SessionOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// A hardware GPU when there is one, else the CPU.
@@ -27,7 +29,7 @@ pub enum BackendChoice {
 }
 
 /// Every setting of a run, as written to config.json.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     pub task: Task,
     pub epochs: usize,
@@ -41,13 +43,26 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
     /// Warwick: resize every image and label to this side.
+    #[serde(default)]
     pub image_size: Option<u32>,
     /// Warwick: pictures of this many test images with the lowest Dice.
+    #[serde(default = "default_show_worst")]
     pub show_worst: usize,
+    /// Write the checkpoint every this many epochs (and after the last).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
     pub init: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub backend: BackendChoice,
     pub out: PathBuf,
+}
+
+fn default_show_worst() -> usize {
+    3
+}
+
+fn default_checkpoint_every() -> usize {
+    1
 }
 
 impl TrainConfig {
@@ -58,6 +73,9 @@ impl TrainConfig {
         }
         if self.batch_size == 0 {
             return Err(Error::Config("--batch-size must be at least 1".into()));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::Config("--checkpoint-every must be at least 1".into()));
         }
         let v = &self.variant;
         if !(0.0..1.0).contains(&v.dropout) {
@@ -180,14 +198,51 @@ pub struct RunResult {
 }
 
 /// Trains as `cfg` says, printing one line per epoch and keeping the run folder current.
+/// Set by the Ctrl-C handler: a run stops after the step in progress and writes a checkpoint.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The run folder's checkpoint: parameters, optimiser state, progress and history.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Trains from the start.
 pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
+    run(cfg, None)
+}
+
+/// Continues the run in `dir` from its checkpoint, with its own settings (and `data` or
+/// `backend` if given: the data may have moved, and the result does not depend on the backend
+/// beyond float rounding).
+pub fn resume(dir: &Path, data: Option<PathBuf>, backend: Option<BackendChoice>) -> Result<RunResult> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut cfg: TrainConfig =
+        serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, format!("not a run's config.json: {e}")))?;
+    cfg.out = dir.to_path_buf();
+    cfg.data = data.or(cfg.data);
+    cfg.backend = backend.unwrap_or(cfg.backend);
+    let ckpt = dir.join(CHECKPOINT);
+    if !ckpt.is_file() {
+        return Err(Error::bad_file(&ckpt, "is missing: the run stopped before its first checkpoint"));
+    }
+    run(&cfg, Some(&ckpt))
+}
+
+fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     cfg.validate()?;
     let data = load_data(cfg.task, cfg.data.as_deref(), (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
+    let samples = data.train.n * if cfg.hflip { 2 } else { 1 };
+    if cfg.batch_size > samples {
+        return Err(Error::Config(format!(
+            "--batch-size {} is larger than the training set ({samples} samples)",
+            cfg.batch_size
+        )));
+    }
     let model = tasks::model(cfg.task, cfg.variant, data.sample);
-    let init = match &cfg.init {
-        Some(path) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
-        None => None,
+    let init = match (&cfg.init, checkpoint) {
+        (Some(path), None) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
+        _ => None,
     };
+    let saved = checkpoint.map(checkpoint::load_run).transpose()?;
     let opts = SessionOptions {
         batch: cfg.batch_size,
         optimizer: cfg.optimizer,
@@ -197,16 +252,41 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
         init,
     };
     let mut session = Session::new(&model, &data, opts, backend_factory(cfg.backend))?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
     let metric = cfg.task.metric();
     let mut history = History { task: cfg.task.name().into(), metric: metric.into(), epochs: Vec::new() };
-    for epoch in 1..=cfg.epochs {
+    let mut done = 0;
+    if let (Some((state, tensors)), Some(path)) = (saved, checkpoint) {
+        session.restore(&state.progress, &tensors, &path.display().to_string())?;
+        (history, done) = (state.history, state.epochs_done);
+        let partial = match state.progress.batch {
+            0 => String::new(),
+            b => format!(" and {b} batches of epoch {}", done + 1),
+        };
+        eprintln!("resuming {} after epoch {done}{partial}", cfg.out.display());
+    } else {
+        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+        atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
+        save_checkpoint(cfg, &mut session, &history, 0)?;
+    }
+    for epoch in done + 1..=cfg.epochs {
         let start = Instant::now();
         let bar = progress(session.train_batches(), epoch, cfg.epochs);
-        let train: Metrics = session.train_epoch(epoch, &mut |done, _| bar.set_position(done as u64))?;
-        let test = session.evaluate()?;
+        let end = session.train_epoch(
+            &mut |done, _| {
+                bar.set_position(done as u64);
+                !INTERRUPTED.load(Ordering::Relaxed)
+            },
+            false,
+        )?;
         bar.finish_and_clear();
+        let train = match end {
+            EpochEnd::Done(m) if m.loss.is_finite() => m,
+            EpochEnd::Done(m) => return Err(diverged(cfg, &mut session, epoch, m.loss)),
+            EpochEnd::Stopped | EpochEnd::Diverged { .. } => {
+                return Err(interrupted(cfg, &mut session, &history, epoch - 1))
+            }
+        };
+        let test = session.evaluate()?;
         let seconds = start.elapsed().as_secs_f64();
         println!(
             "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}",
@@ -222,7 +302,12 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
             seconds,
         });
         history.write(&cfg.out)?;
-        checkpoint::save(&cfg.out.join("model.safetensors"), &session.params()?)?;
+        if epoch % cfg.checkpoint_every == 0 || epoch == cfg.epochs {
+            save_checkpoint(cfg, &mut session, &history, epoch)?;
+        }
+        if INTERRUPTED.load(Ordering::Relaxed) && epoch < cfg.epochs {
+            return Err(interrupted(cfg, &mut session, &history, epoch));
+        }
     }
     if let (Some(counts), Target::Classes(k)) = (session.confusion()?, data.target) {
         write_confusion(&cfg.out, &counts, k)?;
@@ -233,6 +318,60 @@ pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
         worst_segmentations(&cfg.out, &data, &probs, cfg.show_worst)?;
     }
     Ok(RunResult { history, out: cfg.out.clone() })
+}
+
+/// Writes the run's checkpoint after `epochs_done` epochs (and any steps of the next), and
+/// `model.safetensors`, the parameters alone.
+fn save_checkpoint(cfg: &TrainConfig, session: &mut Session, history: &History, epochs_done: usize) -> Result<()> {
+    let (progress, tensors) = session.progress()?;
+    let state = RunState { epochs_done, progress, history: history.clone() };
+    checkpoint::save_run(&cfg.out.join(CHECKPOINT), &tensors, &state)?;
+    let keys: std::collections::HashSet<String> = session.plan.params.iter().map(|p| p.spec.key.clone()).collect();
+    let params = tensors.into_iter().filter(|(k, _)| keys.contains(k)).collect();
+    checkpoint::save(&cfg.out.join("model.safetensors"), &params)
+}
+
+/// After Ctrl-C: the checkpoint holds every step taken; the error says how to go on.
+fn interrupted(cfg: &TrainConfig, session: &mut Session, history: &History, epochs_done: usize) -> Error {
+    if let Err(e) = save_checkpoint(cfg, session, history, epochs_done) {
+        return e;
+    }
+    Error::Interrupted(format!(
+        "interrupted after step {} (epoch {} of {}); the checkpoint holds every step so far. Resume with:\n  \
+         gpu-train --resume {}",
+        session.steps(),
+        epochs_done + 1,
+        cfg.epochs,
+        cfg.out.display()
+    ))
+}
+
+/// The error for a non-finite loss in `epoch`. The checkpoint is replayed step by step (the
+/// replay is exact) to name the step where the loss stopped being finite; the checkpoint itself
+/// is left as it was.
+fn diverged(cfg: &TrainConfig, session: &mut Session, epoch: usize, loss: f64) -> Error {
+    let path = cfg.out.join(CHECKPOINT);
+    let replay = |session: &mut Session| -> Result<Option<(usize, u32, usize)>> {
+        let (state, tensors) = checkpoint::load_run(&path)?;
+        session.restore(&state.progress, &tensors, &path.display().to_string())?;
+        for e in state.epochs_done + 1..=epoch {
+            if let EpochEnd::Diverged { step, batch } = session.train_epoch(&mut |_, _| true, true)? {
+                return Ok(Some((e, step, batch)));
+            }
+        }
+        Ok(None)
+    };
+    let at = match replay(session) {
+        Ok(Some((e, step, batch))) => {
+            format!("in epoch {e} at step {step} (batch {batch} of {})", session.train_batches())
+        }
+        _ => format!("in epoch {epoch}"),
+    };
+    Error::Diverged(format!(
+        "training diverged {at}: the loss became {loss}. The checkpoint in {} keeps the last good epoch; try a \
+         smaller --lr",
+        cfg.out.display()
+    ))
 }
 
 /// Test loss and metric of a checkpoint, without training.

@@ -32,7 +32,7 @@ impl Task {
 }
 
 /// Choices that change the network.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Variant {
     pub activation: Act,
     /// Dropout rate: before the MLP's output layer, before the CNN's dense layer, after every

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::graph::{build, slot, BufDesc, BufId, DataSpec, Plan, PlanOptions, Step, Target};
 use crate::model::{init_params, Model};
 use crate::optim::Optimizer;
-use crate::rng::Rng;
+use crate::rng::{Rng, RngState};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
@@ -42,8 +42,42 @@ pub struct Session {
     steps: u32,
     shuffle: bool,
     order: Vec<u32>,
+    /// Batches done in the epoch in progress (0 between epochs).
+    batch: usize,
     classes: bool,
 }
+
+/// Where a session stands between two steps, beyond its tensors: with them, enough to go on
+/// exactly as an uninterrupted session would.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub steps: u32,
+    /// Batches done in the epoch in progress (0 between epochs).
+    pub batch: usize,
+    pub rng: RngState,
+    /// The training order of the epoch in progress (the next epoch shuffles it again).
+    pub order: Vec<u32>,
+}
+
+/// How a call to [`Session::train_epoch`] ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EpochEnd {
+    Done(Metrics),
+    /// Stopped between two steps when asked; [`Session::train_epoch`] picks up from there.
+    Stopped,
+    /// The running loss stopped being finite at this step (only when watching every step).
+    Diverged {
+        step: u32,
+        batch: usize,
+    },
+}
+
+/// Checkpoint key of a parameter's `i`-th optimiser state tensor.
+fn state_key(key: &str, i: usize) -> String {
+    format!("optimizer.{key}.{i}")
+}
+
+const TRAIN_METRICS: &str = "train_metrics";
 
 impl Session {
     /// Plans `model` for `data`, makes the backend for the plan's buffers, uploads data and
@@ -85,7 +119,7 @@ impl Session {
         }
         let order = (0..plan.train_data.index_len as u32).collect();
         let classes = matches!(data.target, Target::Classes(_));
-        Ok(Session { plan, backend, rng, steps: 0, shuffle: opts.shuffle, order, classes })
+        Ok(Session { plan, backend, rng, steps: 0, shuffle: opts.shuffle, order, batch: 0, classes })
     }
 
     pub fn backend_name(&self) -> String {
@@ -95,6 +129,11 @@ impl Session {
     /// The backend, for running the plan's ops directly (benchmarks).
     pub fn backend(&mut self) -> &mut dyn Backend {
         &mut *self.backend
+    }
+
+    /// Optimiser updates so far.
+    pub fn steps(&self) -> u32 {
+        self.steps
     }
 
     /// Batches in one training epoch.
@@ -119,31 +158,88 @@ impl Session {
         Ok(Metrics { loss: m[slot::LOSS] as f64 / samples, metric, dice_whole })
     }
 
-    /// One epoch of training; `on_batch(done, total)` after each batch is queued.
-    pub fn train_epoch(&mut self, epoch: usize, on_batch: &mut dyn FnMut(usize, usize)) -> Result<Metrics> {
-        if self.shuffle {
-            self.rng.shuffle(&mut self.order);
+    /// Steps until the end of the epoch (starting one if none is in progress, picking up a
+    /// stopped one otherwise). `go_on(done, total)` after each step is queued: false stops
+    /// there. With `watch`, the running loss is read after every step and the first non-finite
+    /// one ends the call (slow on a GPU; used to find where a run diverged).
+    pub fn train_epoch(&mut self, go_on: &mut dyn FnMut(usize, usize) -> bool, watch: bool) -> Result<EpochEnd> {
+        if self.batch == 0 {
+            if self.shuffle {
+                self.rng.shuffle(&mut self.order);
+            }
+            self.backend.upload_u32(self.plan.train_data.index, &self.order)?;
+            self.zero(self.plan.train_metrics)?;
         }
-        self.backend.upload_u32(self.plan.train_data.index, &self.order)?;
-        self.zero(self.plan.train_metrics)?;
         let ops: Vec<_> = self.plan.train.all().cloned().collect();
         let total = self.train_batches();
-        for (b, offset) in (0..self.order.len()).step_by(self.plan.batch).enumerate() {
+        while self.batch < total {
+            let offset = self.batch * self.plan.batch;
             self.steps += 1;
+            self.batch += 1;
             let n = self.plan.batch.min(self.order.len() - offset);
             self.backend.run(&ops, Step { n, offset, t: self.steps })?;
-            on_batch(b + 1, total);
+            if watch && !self.backend.download_f32(self.plan.train_metrics)?[slot::LOSS].is_finite() {
+                return Ok(EpochEnd::Diverged { step: self.steps, batch: self.batch });
+            }
+            if !go_on(self.batch, total) && self.batch < total {
+                return Ok(EpochEnd::Stopped);
+            }
         }
-        let m = self.metrics(self.plan.train_metrics)?;
-        if !m.loss.is_finite() {
-            return Err(Error::Diverged(format!(
-                "training diverged in epoch {epoch}: the loss became {} (steps {}..{}); try a smaller --lr",
-                m.loss,
-                self.steps as usize - total + 1,
-                self.steps
-            )));
+        self.batch = 0;
+        Ok(EpochEnd::Done(self.metrics(self.plan.train_metrics)?))
+    }
+
+    /// A whole epoch with no stopping; a non-finite loss is an error.
+    pub fn run_epoch(&mut self) -> Result<Metrics> {
+        match self.train_epoch(&mut |_, _| true, false)? {
+            EpochEnd::Done(m) if m.loss.is_finite() => Ok(m),
+            _ => Err(Error::Diverged(format!("the loss became non-finite by step {}", self.steps))),
         }
-        Ok(m)
+    }
+
+    /// The session's progress and its tensors: parameters (by checkpoint key), optimiser state
+    /// and the running training metrics.
+    pub fn progress(&mut self) -> Result<(Progress, BTreeMap<String, Tensor>)> {
+        let mut tensors = self.params()?;
+        for p in self.plan.params.clone() {
+            for (i, &buf) in p.state.iter().enumerate() {
+                let data = self.backend.download_f32(buf)?;
+                tensors.insert(state_key(&p.spec.key, i), Tensor { shape: p.spec.shape.clone(), data });
+            }
+        }
+        let metrics = self.backend.download_f32(self.plan.train_metrics)?;
+        tensors.insert(TRAIN_METRICS.into(), Tensor { shape: vec![metrics.len()], data: metrics });
+        let progress =
+            Progress { steps: self.steps, batch: self.batch, rng: self.rng.state(), order: self.order.clone() };
+        Ok((progress, tensors))
+    }
+
+    /// Puts the session back where [`Self::progress`] found one; `what` names the source in
+    /// errors.
+    pub fn restore(&mut self, p: &Progress, tensors: &BTreeMap<String, Tensor>, what: &str) -> Result<()> {
+        let bad = |msg: String| Error::Checkpoint(format!("{what}: {msg}"));
+        let get = |key: &str, len: usize| match tensors.get(key) {
+            Some(t) if t.data.len() == len => Ok(t.data.as_slice()),
+            Some(t) => Err(bad(format!("{key} holds {} values, expected {len}", t.data.len()))),
+            None => Err(bad(format!("{key} is missing"))),
+        };
+        let mut order = p.order.clone();
+        order.sort_unstable();
+        if order.iter().enumerate().any(|(i, &j)| i as u32 != j) || p.batch > self.train_batches() {
+            return Err(bad("the training order does not fit this data set".into()));
+        }
+        for param in self.plan.params.clone() {
+            let len = param.spec.len();
+            self.backend.upload_f32(param.value, get(&param.spec.key, len)?)?;
+            for (i, &buf) in param.state.iter().enumerate() {
+                self.backend.upload_f32(buf, get(&state_key(&param.spec.key, i), len)?)?;
+            }
+        }
+        let metrics_len = self.plan.buffers[self.plan.train_metrics.0].len;
+        self.backend.upload_f32(self.plan.train_metrics, get(TRAIN_METRICS, metrics_len)?)?;
+        self.rng = Rng::from_state(&p.rng).ok_or_else(|| bad("the generator state is malformed".into()))?;
+        (self.steps, self.batch, self.order) = (p.steps, p.batch, p.order.clone());
+        self.backend.upload_u32(self.plan.train_data.index, &self.order)
     }
 
     /// The test pass in batches of the training batch size.

@@ -2,23 +2,15 @@
 
 mod common;
 
+use common::{text, tmp};
+
 use gpu_train::checkpoint;
 use gpu_train::report::History;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn gpu_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gpu-train")).args(args).output().expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpu-train-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> History {
@@ -150,11 +142,18 @@ fn bad_flags_are_refused_before_work() {
         (&["--task", "warwick", "--image-size", "30"], "--image-size must be a positive multiple of 4"),
         (&["--task", "warwick", "--image-size", "0"], "--image-size must be a positive multiple of 4"),
         (&["--task", "mnist-cnn", "--image-size", "64"], "--image-size applies to --task warwick only"),
+        (&["--task", "mnist-mlp", "--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
     ];
     let out = tmp("bad");
     let empty = tmp("empty-folder");
     std::fs::create_dir_all(&empty).unwrap();
     let (e, m) = (empty.to_str().unwrap(), "/nonexistent/model.safetensors");
+    if let Some(data) = common::data_dir() {
+        let a = ["--task", "mnist-mlp", "--train-limit", "50", "--batch-size", "64", "--data", data.to_str().unwrap()];
+        let r = gpu_train(&[&a[..], &["--out", out.to_str().unwrap()]].concat());
+        assert!(text(&r).contains("--batch-size 64 is larger than the training set (50 samples)"), "{}", text(&r));
+        assert!(!r.status.success() && !out.exists());
+    }
     let predict: &[(&[&str], &str)] = &[
         (&["predict", "--task", "mnist-cnn", "--model", m, "--input", e, "--output", e], "it needs --task warwick"),
         (&["predict", "--task", "warwick", "--model", m, "--input", e, "--output", e], "holds no .png images"),

@@ -21,6 +21,10 @@ pub trait Backend {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Bytes of device memory this backend has allocated (0 where it does not count them).
+    fn allocated_bytes(&self) -> u64 {
+        0
+    }
     /// Time spent building kernels (GPU pipelines) so far.
     fn build_time(&self) -> std::time::Duration {
         std::time::Duration::ZERO

@@ -9,6 +9,7 @@ use gpu_train::checkpoint::{load, Tensor};
 use gpu_train::graph::{BufDesc, BufId, Dtype, Op, Step};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::Output;
 
 /// `GPU_TRAIN_GOLDEN`, else `../shared/golden` beside the repository.
 pub fn golden_dir() -> PathBuf {
@@ -147,3 +148,15 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
 /// The golden README's tolerances: forward 1e-5 relative + 1e-6 absolute; gradients 1e-4 + 1e-5.
 pub const FWD: (f32, f32) = (1e-5, 1e-6);
 pub const GRAD: (f32, f32) = (1e-4, 1e-5);
+
+/// A process's stdout and stderr together.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A fresh (removed) path in the temporary folder, unique to this test process.
+pub fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gpu-train-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

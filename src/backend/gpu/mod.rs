@@ -15,6 +15,7 @@ use crate::optim::adam_correction;
 use encode::{encode, Bind, Grid};
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wgpu::util::DeviceExt;
 
@@ -58,6 +59,10 @@ pub struct GpuBackend {
     last_submit: Option<wgpu::SubmissionIndex>,
     staging: Option<wgpu::Buffer>,
     build_time: Duration,
+    /// wgpu errors (validation, out of memory, device lost) reported since the last check.
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Bytes of every buffer this backend made.
+    allocated: u64,
 }
 
 fn storage_usage() -> wgpu::BufferUsages {
@@ -85,6 +90,14 @@ impl GpuBackend {
     /// Creates the plan's buffers on `gpu`; a buffer larger than the device can bind is an error
     /// naming it.
     pub fn new(gpu: Gpu, descs: &[BufDesc]) -> Result<Self> {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        gpu.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().expect("error list").push(e.to_string())));
+        let sink = errors.clone();
+        gpu.device.set_device_lost_callback(move |reason, msg| {
+            sink.lock().expect("error list").push(format!("device lost ({reason:?}): {msg}"))
+        });
         let limits = gpu.device.limits();
         let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let device = &gpu.device;
@@ -153,8 +166,18 @@ impl GpuBackend {
             last_submit: None,
             staging: None,
             build_time: Duration::ZERO,
+            errors,
+            allocated: descs.iter().map(byte_len).sum::<u64>() + STORAGE as u64 * 16 + STEPS_PER_SUBMIT * SLOT,
             gpu,
         })
+    }
+
+    /// The first wgpu error reported since the last check, as an error.
+    fn check(&self) -> Result<()> {
+        match self.errors.lock().expect("error list").drain(..).next() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
     }
 
     fn pipeline(&mut self, kernel: &Kernel) -> wgpu::ComputePipeline {
@@ -189,9 +212,11 @@ impl GpuBackend {
         match &self.scratch {
             Some((buf, have)) if *have >= len => buf.clone(),
             _ => {
+                let size = (len as u64 * 4).max(4);
+                self.allocated += size;
                 let buf = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("weight-gradient slices"),
-                    size: (len as u64 * 4).max(4),
+                    size,
                     usage: wgpu::BufferUsages::STORAGE,
                     mapped_at_creation: false,
                 });
@@ -209,6 +234,7 @@ impl GpuBackend {
             let scratch = self.scratch(launch.scratch);
             let mut params = launch.params.clone();
             params.resize(params.len().next_multiple_of(4), 0);
+            self.allocated += params.len() as u64 * 4;
             let device = &self.gpu.device;
             let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
@@ -270,8 +296,8 @@ impl GpuBackend {
         self.gpu
             .device
             .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))
+            .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
+        self.check()
     }
 
     fn upload(&mut self, buf: BufId, bytes: &[u8]) -> Result<()> {
@@ -311,6 +337,7 @@ impl Backend for GpuBackend {
         self.flush()?;
         let size = byte_len(&self.descs[buf.0]);
         if self.staging.as_ref().is_none_or(|s| s.size() < size) {
+            self.allocated += size;
             self.staging = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
                 size,
@@ -340,6 +367,7 @@ impl Backend for GpuBackend {
             Some(i) => i,
             None => {
                 let program = self.compile(ops);
+                self.check()?;
                 self.programs.push(program);
                 self.programs.len() - 1
             }
@@ -374,5 +402,8 @@ impl Backend for GpuBackend {
     }
     fn build_time(&self) -> Duration {
         self.build_time
+    }
+    fn allocated_bytes(&self) -> u64 {
+        self.allocated
     }
 }
