@@ -51,8 +51,12 @@ pub fn load_metadata(path: &Path) -> Result<HashMap<String, String>> {
 
 /// Every f32 tensor of a safetensors file.
 pub fn load(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse(&std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+}
+
+/// [`load`] on the file's bytes; `path` names the source in errors.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file: {e}")))?;
     let mut out = BTreeMap::new();
     for (key, view) in st.tensors() {

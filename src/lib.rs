@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod files;
 pub mod report;
+pub mod reproduce;
 pub mod run;
 pub mod tasks;
 pub mod train;

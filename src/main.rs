@@ -64,6 +64,24 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
     },
+    /// Run the report's experiments in turn and write report.html, report.json and report.md.
+    Reproduce {
+        /// Folder for the report and every experiment's run folder.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Small subsets and two epochs: a smoke test, not the report's numbers.
+        #[arg(long)]
+        quick: bool,
+        /// Only these experiments (comma-separated names, see `gpu-train experiments`).
+        #[arg(long, value_delimiter = ',')]
+        only: Option<Vec<String>>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// List the report's experiments with their settings.
+    Experiments,
     /// Time matrix products, the report's layers, and each task's training step and epoch.
     Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -259,6 +277,15 @@ fn main() {
             run::predict(task, &model, &input, &output, image_size, backend).map(|n| {
                 println!("wrote {n} maps to {}", output.display());
             })
+        }
+        Some(Cmd::Reproduce { out, backend, quick, only, data }) => {
+            on_ctrl_c();
+            gpu_train::reproduce::reproduce(&gpu_train::reproduce::Options { out, backend, quick, only, data })
+                .map(|_| ())
+        }
+        Some(Cmd::Experiments) => {
+            print!("{}", gpu_train::reproduce::describe_all());
+            Ok(())
         }
         Some(Cmd::Bench { backend, json, quick }) => run::bench(backend, json.as_deref(), quick),
         None => {

@@ -195,6 +195,8 @@ fn progress(total: usize, epoch: usize, epochs: usize) -> ProgressBar {
 pub struct RunResult {
     pub history: History,
     pub out: PathBuf,
+    /// The backend that ran it, as `backend:` lines say.
+    pub backend: String,
 }
 
 /// Trains as `cfg` says, printing one line per epoch and keeping the run folder current.
@@ -309,15 +311,18 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             return Err(interrupted(cfg, &mut session, &history, epoch));
         }
     }
-    if let (Some(counts), Target::Classes(k)) = (session.confusion()?, data.target) {
-        write_confusion(&cfg.out, &counts, k)?;
-    }
     write_curves(&cfg.out, &history)?;
-    if data.target == Target::Mask {
-        let (_, probs) = session.predict_test()?;
-        worst_segmentations(&cfg.out, &data, &probs, cfg.show_worst)?;
+    let (_, probs) = session.predict_test()?;
+    match (session.confusion()?, data.target) {
+        (Some(counts), Target::Classes(k)) => {
+            write_confusion(&cfg.out, &counts, k)?;
+            let title = format!("{}: confusion on {} test images", cfg.task.name(), data.test.n);
+            plot::confusion(&cfg.out.join("confusion.png"), &title, &counts, k)?;
+            misclassified(&cfg.out, &data, &probs, k)?;
+        }
+        _ => worst_segmentations(&cfg.out, &data, &probs, cfg.show_worst)?,
     }
-    Ok(RunResult { history, out: cfg.out.clone() })
+    Ok(RunResult { history, out: cfg.out.clone(), backend: session.backend_name() })
 }
 
 /// Writes the run's checkpoint after `epochs_done` epochs (and any steps of the next), and
@@ -462,10 +467,30 @@ fn worst_segmentations(out: &Path, data: &Dataset, probs: &[f32], count: usize) 
         let image = rgb_of(&data.test.x[i * 3 * hw..][..3 * hw], hw);
         let truth = grey_rgb(data.test.y[i * hw..][..hw].iter().map(|&t| t * 255));
         let pred = grey_rgb(probs[i * hw..][..hw].iter().map(|&p| if p > 0.5 { 255 } else { 0 }));
-        let title = format!("test image {}: Dice {d:.3}   (image | true map | predicted map)", i + 1);
-        plot::panels(&out.join(format!("worst_{}.png", rank + 1)), &title, &[image, truth, pred], side as u32, 2)?;
+        let title = format!("test image {}: Dice {d:.3}", i + 1);
+        let tiles = [(image, "image".into()), (truth, "true map".into()), (pred, "predicted map".into())];
+        plot::grid(&out.join(format!("worst_{}.png", rank + 1)), &title, &tiles, side as u32, 2, 3)?;
     }
     Ok(())
+}
+
+/// `misclassified.png`: up to 32 test digits the model gets wrong, each with its true and
+/// predicted label.
+fn misclassified(out: &Path, data: &Dataset, probs: &[f32], k: usize) -> Result<()> {
+    let per = data.sample.len();
+    let side = (per as f64).sqrt() as u32;
+    let argmax = |row: &[f32]| row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+    let wrong: Vec<(usize, usize)> = (0..data.test.n)
+        .map(|i| (i, argmax(&probs[i * k..][..k])))
+        .filter(|&(i, p)| p != data.test.y[i] as usize)
+        .take(32)
+        .collect();
+    let tiles: Vec<(Vec<u8>, String)> = wrong
+        .iter()
+        .map(|&(i, p)| (grey_rgb(data.test.x[i * per..][..per].iter().copied()), format!("{} as {p}", data.test.y[i])))
+        .collect();
+    let title = format!("misclassified test digits (true as predicted): {} shown", tiles.len());
+    plot::grid(&out.join("misclassified.png"), &title, &tiles, side, 3, 8)
 }
 
 /// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps

@@ -22,10 +22,15 @@ const LABELS_MAGIC: u32 = 2049;
 /// Larger counts than any MNIST-like set: a header claiming more is corrupt.
 const MAX_ITEMS: u32 = 10_000_000;
 
-/// Reads an IDX file: its dimensions and its payload.
+/// Reads a gzipped IDX file: its dimensions and its payload.
 pub fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut r = GzDecoder::new(std::io::BufReader::new(file));
+    parse_idx(std::io::BufReader::new(file), magic, path)
+}
+
+/// [`read_idx`] on gzipped bytes from `gz`; `path` names the source in errors.
+pub fn parse_idx(gz: impl Read, magic: u32, path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let mut r = GzDecoder::new(gz);
     let read_err = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Error::bad_file(path, "truncated: the file ends inside the IDX header"),
         _ => Error::bad_file(path, format!("not a readable gzip file: {e}")),

@@ -44,19 +44,18 @@ pub fn curves(path: &Path, title: &str, y_label: &str, series: &[(&str, &[f64])]
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(1.0..epochs as f64, (lo - pad)..(hi + pad))
+            .build_cartesian_2d(1..epochs as i32, (lo - pad)..(hi + pad))
             .map_err(|e| plot_error(path, e))?;
         chart
             .configure_mesh()
             .x_desc("epoch")
-            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc(y_label)
             .label_style((FONT, 14))
             .draw()
             .map_err(|e| plot_error(path, e))?;
         for (i, (name, values)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
-            let points = values.iter().enumerate().map(|(e, v)| (e as f64 + 1.0, *v));
+            let points = values.iter().enumerate().map(|(e, v)| (e as i32 + 1, *v));
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| plot_error(path, e))?
@@ -75,29 +74,86 @@ pub fn curves(path: &Path, title: &str, y_label: &str, series: &[(&str, &[f64])]
     save_rgb(path, rgb, (w, h))
 }
 
-/// A row of equally sized RGB panels (`side × side`, row-major RGB bytes each), each shown
-/// `scale` times larger, under a title.
-pub fn panels(path: &Path, title: &str, panels: &[Vec<u8>], side: u32, scale: u32) -> Result<()> {
+/// Tiles (`side × side` row-major RGB bytes each, shown `scale` times larger) in rows of
+/// `columns`, each with a caption under it, below a title.
+pub fn grid(
+    path: &Path,
+    title: &str,
+    tiles: &[(Vec<u8>, String)],
+    side: u32,
+    scale: u32,
+    columns: usize,
+) -> Result<()> {
     font_ready();
-    let (gap, top) = (8u32, 36u32);
+    let (gap, top, caption) = (8u32, 36u32, 22u32);
     let cell = side * scale;
-    let (w, h) = (gap + panels.len() as u32 * (cell + gap), top + cell + gap);
+    let columns = columns.clamp(1, tiles.len().max(1)) as u32;
+    let rows = (tiles.len() as u32).div_ceil(columns).max(1);
+    let (w, h) = (gap + columns * (cell + gap), top + rows * (cell + caption + gap));
     let mut rgb = vec![255u8; (w * h * 3) as usize];
+    let origin =
+        |i: usize| (gap + (i as u32 % columns) * (cell + gap), top + (i as u32 / columns) * (cell + caption + gap));
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        root.draw(&Text::new(title.to_string(), (gap as i32, 8), (FONT, 20).into_font().color(&BLACK)))
-            .map_err(|e| plot_error(path, e))?;
+        let text = |s: &str, x: u32, y: u32, size: u32| {
+            root.draw(&Text::new(s.to_string(), (x as i32, y as i32), (FONT, size).into_font().color(&BLACK)))
+        };
+        text(title, gap, 8, 20).map_err(|e| plot_error(path, e))?;
+        for (i, (_, label)) in tiles.iter().enumerate() {
+            let (x, y) = origin(i);
+            text(label, x, y + cell + 3, 15).map_err(|e| plot_error(path, e))?;
+        }
         root.present().map_err(|e| plot_error(path, e))?;
     }
-    for (p, panel) in panels.iter().enumerate() {
-        let x0 = gap + p as u32 * (cell + gap);
+    for (i, (tile, _)) in tiles.iter().enumerate() {
+        let (x0, y0) = origin(i);
         for y in 0..cell {
             for x in 0..cell {
                 let src = (((y / scale) * side + x / scale) * 3) as usize;
-                let dst = (((top + y) * w + x0 + x) * 3) as usize;
-                rgb[dst..dst + 3].copy_from_slice(&panel[src..src + 3]);
+                let dst = (((y0 + y) * w + x0 + x) * 3) as usize;
+                rgb[dst..dst + 3].copy_from_slice(&tile[src..src + 3]);
             }
         }
+    }
+    save_rgb(path, rgb, (w, h))
+}
+
+/// A confusion matrix `counts[true·k + predicted]` as a heat map with the count in each cell.
+pub fn confusion(path: &Path, title: &str, counts: &[f32], k: usize) -> Result<()> {
+    font_ready();
+    let (cell, left, top) = (52i32, 70i32, 70i32);
+    let (w, h) = ((left + cell * k as i32 + 20) as u32, (top + cell * k as i32 + 50) as u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let err = |e| plot_error(path, e);
+        let font = |size: u32| (FONT, size).into_font().color(&BLACK);
+        root.draw(&Text::new(title.to_string(), (left, 10), font(20))).map_err(err)?;
+        root.draw(&Text::new("predicted", (left + cell * k as i32 / 2 - 35, 38), font(16))).map_err(err)?;
+        root.draw(&Text::new("true", (8, top + cell * k as i32 / 2 - 8), font(16))).map_err(err)?;
+        let max = counts.iter().fold(1.0f32, |m, &c| m.max(c));
+        for t in 0..k {
+            let y = top + t as i32 * cell;
+            root.draw(&Text::new(t.to_string(), (left - 18, y + cell / 2 - 8), font(15))).map_err(err)?;
+            root.draw(&Text::new(t.to_string(), (left + t as i32 * cell + cell / 2 - 4, top - 20), font(15)))
+                .map_err(err)?;
+            for p in 0..k {
+                let c = counts[t * k + p];
+                // Square-root shading so that the few mistakes stay visible beside the diagonal.
+                let shade = (c / max).sqrt();
+                let colour =
+                    RGBColor(255 - (200.0 * shade) as u8, 255 - (120.0 * shade) as u8, 255 - (40.0 * shade) as u8);
+                let x = left + p as i32 * cell;
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], colour.filled())).map_err(err)?;
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], RGBColor(200, 200, 200))).map_err(err)?;
+                let label = format!("{c:.0}");
+                let tx = x + cell / 2 - 4 * label.len() as i32;
+                let ink = if shade > 0.6 { WHITE } else { BLACK };
+                root.draw(&Text::new(label, (tx, y + cell / 2 - 8), (FONT, 14).into_font().color(&ink)))
+                    .map_err(err)?;
+            }
+        }
+        root.present().map_err(err)?;
     }
     save_rgb(path, rgb, (w, h))
 }
