@@ -13,6 +13,7 @@ pub use error::{Error, Result};
 pub mod checkpoint;
 pub mod data;
 pub mod files;
+pub mod predict;
 pub mod report;
 pub mod reproduce;
 pub mod run;

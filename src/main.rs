@@ -274,7 +274,7 @@ fn main() {
             })
         }
         Some(Cmd::Predict { task, model, input, output, image_size, backend }) => {
-            run::predict(task, &model, &input, &output, image_size, backend).map(|n| {
+            gpu_train::predict::predict(task, &model, &input, &output, image_size, backend).map(|n| {
                 println!("wrote {n} maps to {}", output.display());
             })
         }

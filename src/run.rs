@@ -1,15 +1,15 @@
 //! A training run from resolved settings: data, model, session, progress, and the run folder.
 
-use crate::backend::gpu::{self, Gpu, GpuBackend};
-use crate::backend::{cpu::CpuBackend, Backend};
+pub use crate::backend::choice::{backend_factory, make_backend, BackendChoice};
 use crate::checkpoint;
 use crate::checkpoint::RunState;
 use crate::data::{mnist, warwick, Dataset};
 use crate::error::{Error, Result};
-use crate::files::{atomic_write, write_png};
+use crate::files::atomic_write;
 use crate::graph::Target;
 use crate::model::Act;
 use crate::optim::Optimizer;
+use crate::report::pictures::{misclassified, worst_segmentations, write_curves};
 use crate::report::{plot, write_confusion, EpochRecord, History};
 use crate::tasks::{self, Task, Variant};
 use crate::train::{EpochEnd, Metrics, Session, SessionOptions};
@@ -17,16 +17,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendChoice {
-    /// A hardware GPU when there is one, else the CPU.
-    Auto,
-    /// The GPU, even a software one (lavapipe); an error when there is no adapter.
-    Gpu,
-    Cpu,
-}
 
 /// Every setting of a run, as written to config.json.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -99,7 +89,7 @@ impl TrainConfig {
 
 /// `--image-size` is for the FCN, whose two poolings and two up-convolutions need a multiple
 /// of 4.
-fn check_image_size(task: Task, side: u32) -> Result<()> {
+pub(crate) fn check_image_size(task: Task, side: u32) -> Result<()> {
     if task != Task::Warwick {
         return Err(Error::Config("--image-size applies to --task warwick only".into()));
     }
@@ -122,37 +112,6 @@ pub fn load_data(
     };
     d.limit(train_limit, test_limit)?;
     Ok(d)
-}
-
-/// The chosen backend for a plan's buffers, and why it was chosen.
-pub fn make_backend(choice: BackendChoice, descs: &[crate::graph::BufDesc]) -> Result<(Box<dyn Backend>, String)> {
-    Ok(match (choice, gpu::adapter()) {
-        (BackendChoice::Cpu, _) => (Box::new(CpuBackend::new(descs)), "asked for".into()),
-        (BackendChoice::Gpu, Err(e)) => {
-            return Err(Error::Gpu(format!(
-                "--backend gpu: no GPU adapter ({e}); install a Vulkan driver (mesa-vulkan-drivers gives a \
-                 software one) or use --backend cpu"
-            )))
-        }
-        (BackendChoice::Gpu, Ok(a)) => (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "asked for".into()),
-        (BackendChoice::Auto, Ok(a)) if !gpu::is_software(&a.get_info()) => {
-            (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "hardware adapter found".into())
-        }
-        (BackendChoice::Auto, Ok(a)) => (
-            Box::new(CpuBackend::new(descs)),
-            format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name),
-        ),
-        (BackendChoice::Auto, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
-    })
-}
-
-/// Makes the chosen backend and says on one line which it is and why.
-pub fn backend_factory(choice: BackendChoice) -> impl FnOnce(&[crate::graph::BufDesc]) -> Result<Box<dyn Backend>> {
-    move |descs| {
-        let (be, why) = make_backend(choice, descs)?;
-        eprintln!("backend: {} — {why}", be.describe());
-        Ok(be)
-    }
 }
 
 /// `runs/<task>-<UTC date>-<time>`, made unique.
@@ -411,142 +370,4 @@ pub fn bench(choice: BackendChoice, json: Option<&Path>, quick: bool) -> Result<
         println!("\nwrote {}", path.display());
     }
     Ok(())
-}
-
-/// `loss.png` and `<metric>.png`: train and test per epoch.
-fn write_curves(out: &Path, h: &History) -> Result<()> {
-    let col = |f: fn(&EpochRecord) -> f64| h.epochs.iter().map(f).collect::<Vec<_>>();
-    let (loss, test_loss) = (col(|e| e.loss), col(|e| e.test_loss));
-    plot::curves(
-        &out.join("loss.png"),
-        &format!("{}: loss", h.task),
-        "loss",
-        &[("train", &loss), ("test", &test_loss)],
-    )?;
-    let (metric, test_metric) = (col(|e| e.metric), col(|e| e.test_metric));
-    let title = format!("{}: {}", h.task, h.metric);
-    plot::curves(
-        &out.join(format!("{}.png", h.metric)),
-        &title,
-        &h.metric,
-        &[("train", &metric), ("test", &test_metric)],
-    )
-}
-
-/// Dice of one predicted map `p` (probabilities) against a 0/1 mask `t`: 2Σtp / (Σt + Σp), 1
-/// when both are empty (as the training metric).
-pub fn dice(t: &[u8], p: &[f32]) -> f64 {
-    let (tp, ts, ps) = t
-        .iter()
-        .zip(p)
-        .fold((0.0, 0.0, 0.0), |(tp, ts, ps), (&t, &p)| (tp + t as f64 * p as f64, ts + t as f64, ps + p as f64));
-    if ts + ps > 0.0 {
-        2.0 * tp / (ts + ps)
-    } else {
-        1.0
-    }
-}
-
-/// RGB bytes (row-major) of a `[3, h, w]` image.
-fn rgb_of(chw: &[u8], hw: usize) -> Vec<u8> {
-    (0..hw).flat_map(|i| [chw[i], chw[hw + i], chw[2 * hw + i]]).collect()
-}
-
-fn grey_rgb(values: impl Iterator<Item = u8>) -> Vec<u8> {
-    values.flat_map(|v| [v, v, v]).collect()
-}
-
-/// `worst_<rank>.png` for the `count` test images with the lowest Dice: the image, the true map
-/// and the predicted map (probability > 0.5) side by side, titled with the Dice.
-fn worst_segmentations(out: &Path, data: &Dataset, probs: &[f32], count: usize) -> Result<()> {
-    let (side, hw) = (data.sample.h, data.sample.h * data.sample.w);
-    let mut scores: Vec<(usize, f64)> =
-        (0..data.test.n).map(|i| (i, dice(&data.test.y[i * hw..][..hw], &probs[i * hw..][..hw]))).collect();
-    scores.sort_by(|a, b| a.1.total_cmp(&b.1));
-    for (rank, &(i, d)) in scores.iter().take(count).enumerate() {
-        let image = rgb_of(&data.test.x[i * 3 * hw..][..3 * hw], hw);
-        let truth = grey_rgb(data.test.y[i * hw..][..hw].iter().map(|&t| t * 255));
-        let pred = grey_rgb(probs[i * hw..][..hw].iter().map(|&p| if p > 0.5 { 255 } else { 0 }));
-        let title = format!("test image {}: Dice {d:.3}", i + 1);
-        let tiles = [(image, "image".into()), (truth, "true map".into()), (pred, "predicted map".into())];
-        plot::grid(&out.join(format!("worst_{}.png", rank + 1)), &title, &tiles, side as u32, 2, 3)?;
-    }
-    Ok(())
-}
-
-/// `misclassified.png`: up to 32 test digits the model gets wrong, each with its true and
-/// predicted label.
-fn misclassified(out: &Path, data: &Dataset, probs: &[f32], k: usize) -> Result<()> {
-    let per = data.sample.len();
-    let side = (per as f64).sqrt() as u32;
-    let argmax = |row: &[f32]| row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
-    let wrong: Vec<(usize, usize)> = (0..data.test.n)
-        .map(|i| (i, argmax(&probs[i * k..][..k])))
-        .filter(|&(i, p)| p != data.test.y[i] as usize)
-        .take(32)
-        .collect();
-    let tiles: Vec<(Vec<u8>, String)> = wrong
-        .iter()
-        .map(|&(i, p)| (grey_rgb(data.test.x[i * per..][..per].iter().copied()), format!("{} as {p}", data.test.y[i])))
-        .collect();
-    let title = format!("misclassified test digits (true as predicted): {} shown", tiles.len());
-    plot::grid(&out.join("misclassified.png"), &title, &tiles, side, 3, 8)
-}
-
-/// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps
-/// (255 = gland) at each image's own size; returns how many.
-pub fn predict(
-    task: Task,
-    model_path: &Path,
-    input: &Path,
-    output: &Path,
-    side: u32,
-    backend: BackendChoice,
-) -> Result<usize> {
-    if task != Task::Warwick {
-        return Err(Error::Config("predict segments images: it needs --task warwick".into()));
-    }
-    check_image_size(task, side)?;
-    let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
-    let mut names: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
-        .collect();
-    names.sort();
-    if names.is_empty() {
-        return Err(Error::bad_file(input, "holds no .png images"));
-    }
-    let (mut x, mut sizes, mut notes) = (Vec::new(), Vec::new(), Vec::new());
-    for path in &names {
-        let dims =
-            image::image_dimensions(path).map_err(|e| Error::bad_file(path, format!("cannot read the PNG: {e}")))?;
-        x.extend(warwick::read_image(path, Some(side), &mut notes)?);
-        sizes.push(dims);
-    }
-    for note in notes {
-        eprintln!("note: {note}");
-    }
-    let (s, n) = (side as usize, names.len());
-    let sample = crate::model::Shape::new(3, s, s);
-    let split = crate::data::Split { x, y: vec![0; n * s * s], n };
-    let data = Dataset { train: split.clone(), test: split, sample, target: Target::Mask };
-    let model = tasks::model(task, tasks::defaults(task).variant, sample);
-    let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
-    let opts = SessionOptions {
-        batch: 5,
-        optimizer: tasks::defaults(task).optimizer,
-        seed: 0,
-        shuffle: false,
-        mirrored: false,
-        init: Some(init),
-    };
-    let (_, probs) = Session::new(&model, &data, opts, backend_factory(backend))?.predict_test()?;
-    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
-    for (i, (path, &(w, h))) in names.iter().zip(&sizes).enumerate() {
-        let map: Vec<u8> = probs[i * s * s..][..s * s].iter().map(|&p| if p > 0.5 { 255 } else { 0 }).collect();
-        let map = image::GrayImage::from_raw(side, side, map).expect("side² bytes");
-        let map = image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest);
-        write_png(&output.join(path.file_name().expect("a file")), map)?;
-    }
-    Ok(n)
 }

@@ -1,5 +1,6 @@
 //! The seam between a plan and the hardware: a backend owns the plan's buffers and runs its ops.
 
+pub mod choice;
 pub mod cpu;
 pub mod gpu;
 

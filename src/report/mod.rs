@@ -1,5 +1,6 @@
 //! What a run leaves behind: history.json and metrics.csv, rewritten atomically after each epoch.
 
+pub mod pictures;
 pub mod plot;
 
 use crate::error::Result;
