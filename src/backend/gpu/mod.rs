@@ -303,12 +303,10 @@ impl GpuBackend {
     fn upload(&mut self, buf: BufId, bytes: &[u8]) -> Result<()> {
         self.flush()?;
         let size = byte_len(&self.descs[buf.0]) as usize;
-        assert!(
-            bytes.len() <= size,
-            "upload of {} bytes into '{}' ({size} bytes)",
-            bytes.len(),
-            self.descs[buf.0].name
-        );
+        if bytes.len() > size {
+            let name = &self.descs[buf.0].name;
+            return Err(Error::Gpu(format!("{} bytes do not fit buffer '{name}' ({size} bytes)", bytes.len())));
+        }
         if bytes.len().is_multiple_of(4) {
             self.gpu.queue.write_buffer(&self.bufs[buf.0], 0, bytes);
         } else {
