@@ -18,8 +18,10 @@ pub enum BackendChoice {
 
 /// The chosen backend for a plan's buffers, and why it was chosen.
 pub fn make_backend(choice: BackendChoice, descs: &[BufDesc]) -> Result<(Box<dyn Backend>, String)> {
+    if choice == BackendChoice::Cpu {
+        return Ok((Box::new(CpuBackend::new(descs)), "asked for".into()));
+    }
     Ok(match (choice, gpu::adapter()) {
-        (BackendChoice::Cpu, _) => (Box::new(CpuBackend::new(descs)), "asked for".into()),
         (BackendChoice::Gpu, Err(e)) => {
             return Err(Error::Gpu(format!(
                 "--backend gpu: no GPU adapter ({e}); install a Vulkan driver (mesa-vulkan-drivers gives a \
@@ -27,14 +29,14 @@ pub fn make_backend(choice: BackendChoice, descs: &[BufDesc]) -> Result<(Box<dyn
             )))
         }
         (BackendChoice::Gpu, Ok(a)) => (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "asked for".into()),
-        (BackendChoice::Auto, Ok(a)) if !gpu::is_software(&a.get_info()) => {
+        (_, Ok(a)) if !gpu::is_software(&a.get_info()) => {
             (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "hardware adapter found".into())
         }
-        (BackendChoice::Auto, Ok(a)) => (
+        (_, Ok(a)) => (
             Box::new(CpuBackend::new(descs)),
             format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name),
         ),
-        (BackendChoice::Auto, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
+        (_, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
     })
 }
 
