@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use gpu_train::graph::{build, slot, DataSpec, PlanOptions, Step, Target};
+use gpu_train::backend::Backend;
+use gpu_train::graph::{build, slot, DataSpec, Plan, PlanOptions, Step, Target};
 use gpu_train::model::{Act, Shape};
 use gpu_train::optim::Optimizer;
 use gpu_train::tasks::{self, Task, Variant};
@@ -15,12 +16,14 @@ use gpu_train::tasks::{self, Task, Variant};
 /// small logit (0.0075 in the tanh CNN) only that absolute bound is meaningful.
 const OUTPUT: (f32, f32) = (1e-5, 1e-5);
 
-fn check_model(file: &str, task: Task, activation: Act, kind: Kind) {
+/// The golden fixture's network with its parameters, input and target on a `kind` backend,
+/// after one training forward, loss and backward pass (no update).
+fn stepped(file: &str, task: Task, activation: Act, l2: f32, kind: Kind) -> (Plan, Box<dyn Backend>) {
     let g = golden(file);
     let xs = &g["x"].shape;
     let n = xs[0];
     let sample = if xs.len() == 2 { Shape::flat(xs[1]) } else { Shape::new(xs[1], xs[2], xs[3]) };
-    let variant = Variant { activation, dropout: 0.0, l2: 0.0, act_after_pool: false };
+    let variant = Variant { activation, dropout: 0.0, l2, act_after_pool: false };
     let model = tasks::model(task, variant, sample);
     let target = if task == Task::Warwick { Target::Mask } else { Target::Classes(g["target"].shape[1]) };
     let data = DataSpec { train_n: 1, test_n: 1, sample, target, mirrored: false };
@@ -41,7 +44,13 @@ fn check_model(file: &str, task: Task, activation: Act, kind: Kind) {
     be.upload_f32(plan.target, &g["target"].data).unwrap();
     let ops: Vec<_> = plan.train.forward.iter().chain(&plan.train.loss).chain(&plan.train.backward).cloned().collect();
     be.run(&ops, Step { n, offset: 0, t: 1 }).unwrap();
+    (plan, be)
+}
 
+fn check_model(file: &str, task: Task, activation: Act, kind: Kind) {
+    let g = golden(file);
+    let n = g["x"].shape[0];
+    let (plan, mut be) = stepped(file, task, activation, 0.0, kind);
     assert_close(
         "output",
         &be.download_f32(plan.logits).unwrap()[..g["output"].data.len()],
@@ -74,9 +83,36 @@ fn warwick_fcn_matches_golden(kind: Kind) {
     check_model("model_warwick_fcn", Task::Warwick, Act::Relu, kind);
 }
 
+/// L2 on the whole training step: against the same step without it, every kernel's gradient
+/// gains exactly 2λw (no other gradient moves) and the loss λ·Σw² per sample. This checks the
+/// plan's order: the penalty's gradient must be added after the backward pass writes gradients.
+fn l2_adds_its_gradient_after_backward(kind: Kind) {
+    let lambda = 0.01;
+    let (plan, mut plain) = stepped("model_warwick_fcn", Task::Warwick, Act::Relu, 0.0, kind);
+    let (plan_l2, mut with) = stepped("model_warwick_fcn", Task::Warwick, Act::Relu, lambda, kind);
+    let mut penalty = 0.0f64;
+    for (p, q) in plan.params.iter().zip(&plan_l2.params) {
+        let (g0, g1) = (plain.download_f32(p.grad).unwrap(), with.download_f32(q.grad).unwrap());
+        let w = plain.download_f32(p.value).unwrap();
+        let expected: Vec<f32> = if q.spec.l2 > 0.0 {
+            penalty += w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() * lambda as f64;
+            g0.iter().zip(&w).map(|(g, w)| g + 2.0 * lambda * w).collect()
+        } else {
+            g0
+        };
+        assert_close(&format!("{} gradient with L2", p.spec.key), &g1, &expected, GRAD.0, GRAD.1);
+    }
+    assert!(penalty > 0.0, "L2 applies to some parameters");
+    let n = plan.batch as f32;
+    let loss = |be: &mut Box<dyn Backend>, plan: &Plan| be.download_f32(plan.train_metrics).unwrap()[slot::LOSS] / n;
+    let added = loss(&mut with, &plan_l2) - loss(&mut plain, &plan);
+    assert_close("loss added by L2", &[added], &[penalty as f32], 1e-4, 1e-6);
+}
+
 on_both_backends!(
     mnist_mlp_matches_golden,
     mnist_cnn_relu_matches_golden,
     mnist_cnn_tanh_matches_golden,
     warwick_fcn_matches_golden,
+    l2_adds_its_gradient_after_backward,
 );

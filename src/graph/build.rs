@@ -271,8 +271,9 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         }
     }
 
-    let mut loss = vec![loss_op(grads[layers.len()], train_metrics)];
-    loss.extend(l2_ops(true, train_metrics));
+    // The penalty's gradient is added once the backward pass has written the weight gradients.
+    backward.extend(l2_ops(true, train_metrics));
+    let loss = vec![loss_op(grads[layers.len()], train_metrics)];
     let update = params.iter().map(|p| opts.optimizer.update_op(p.value, p.grad, &p.state, p.spec.len())).collect();
     let mut eval = gather(&test_data);
     eval.extend(forward(false));
