@@ -8,6 +8,7 @@ use crate::optim::Optimizer;
 use crate::report::{plot, History};
 use crate::run::{self, BackendChoice, TrainConfig};
 use crate::tasks::{self, Task, Variant};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -225,20 +226,23 @@ pub fn reproduce(o: &Options) -> Result<Vec<Outcome>> {
     };
     std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
     let start = Instant::now();
+    let multi = run::DISPLAY.get_or_init(MultiProgress::new);
+    let overall = multi.add(ProgressBar::new(chosen.len() as u64));
+    overall.set_style(
+        ProgressStyle::with_template("experiments [{bar:30}] {pos}/{len} {msg} {elapsed_precise}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     let mut outcomes = Vec::new();
-    for (i, e) in chosen.iter().enumerate() {
-        println!(
-            "\n== experiment {}/{}: {} {} ({:.0} s so far)",
-            i + 1,
-            chosen.len(),
-            e.name,
-            e.title,
-            start.elapsed().as_secs_f64()
-        );
+    for e in &chosen {
+        overall.set_message(format!("now {} {}", e.name, e.title));
+        run::say(format!("\n== {} {}", e.name, e.title));
         let cfg = config(e, o);
         let r = run::train(&cfg)?;
         outcomes.push(outcome(e, &r, &cfg, &o.out)?);
+        overall.inc(1);
     }
+    overall.finish_and_clear();
     let wall = start.elapsed().as_secs_f64();
     write_report(o, &outcomes, wall)?;
     println!("\nreport: {} ({wall:.0} s)", o.out.join("report.html").display());

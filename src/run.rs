@@ -13,9 +13,10 @@ use crate::report::pictures::{misclassified, worst_segmentations, write_curves};
 use crate::report::{plot, write_confusion, EpochRecord, History};
 use crate::tasks::{self, Task, Variant};
 use crate::train::{EpochEnd, Metrics, Session, SessionOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Every setting of a run, as written to config.json.
@@ -139,8 +140,24 @@ pub fn default_out(task: Task) -> PathBuf {
     out
 }
 
+/// Where progress bars and epoch lines go: a [`MultiProgress`] shared with an overall bar when
+/// one is set (by `reproduce`), else the terminal directly.
+pub static DISPLAY: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Prints a line above the progress bars (plainly when they are hidden: not a terminal).
+pub fn say(line: String) {
+    match DISPLAY.get() {
+        Some(multi) if !multi.is_hidden() => multi.println(line).unwrap_or(()),
+        _ => println!("{line}"),
+    }
+}
+
 fn progress(total: usize, epoch: usize, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
+    let bar = match DISPLAY.get() {
+        Some(multi) => multi.add(bar),
+        None => bar,
+    };
     let style =
         ProgressStyle::with_template("Epoch {prefix} [{bar:30}] {pos}/{len} batches {elapsed_precise} eta {eta}")
             .expect("valid template")
@@ -212,7 +229,11 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         mirrored: cfg.hflip,
         init,
     };
-    let mut session = Session::new(&model, &data, opts, backend_factory(cfg.backend))?;
+    let mut session = Session::new(&model, &data, opts, |descs| {
+        let (be, why) = make_backend(cfg.backend, descs)?;
+        say(format!("backend: {} — {why}", be.describe()));
+        Ok(be)
+    })?;
     let metric = cfg.task.metric();
     let mut history = History { task: cfg.task.name().into(), metric: metric.into(), epochs: Vec::new() };
     let mut done = 0;
@@ -223,7 +244,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             0 => String::new(),
             b => format!(" and {b} batches of epoch {}", done + 1),
         };
-        eprintln!("resuming {} after epoch {done}{partial}", cfg.out.display());
+        say(format!("resuming {} after epoch {done}{partial}", cfg.out.display()));
     } else {
         std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
         atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
@@ -249,10 +270,10 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         };
         let test = session.evaluate()?;
         let seconds = start.elapsed().as_secs_f64();
-        println!(
+        say(format!(
             "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}",
             cfg.epochs, train.loss, train.metric, test.loss, test.metric
-        );
+        ));
         history.epochs.push(EpochRecord {
             epoch,
             loss: train.loss,
