@@ -11,6 +11,7 @@ pub mod rng;
 
 pub use error::{Error, Result};
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod files;
 pub mod predict;

@@ -92,6 +92,18 @@ enum Cmd {
         /// Smaller products and 2,000-sample MNIST epochs (for software devices).
         #[arg(long)]
         quick: bool,
+        /// Instead: each task's epoch beside the Keras and PyTorch reference trainers, in turn.
+        #[arg(long)]
+        compare: bool,
+        /// The folder of the reference trainers (keras_ref.py, torch_ref.py).
+        #[arg(long, default_value = "../shared/peers")]
+        peers: PathBuf,
+        /// The Python that has TensorFlow and PyTorch.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Rounds of the comparison (each runs every trainer once per task).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
 }
 
@@ -287,7 +299,11 @@ fn main() {
             print!("{}", gpu_train::reproduce::describe_all());
             Ok(())
         }
-        Some(Cmd::Bench { backend, json, quick }) => run::bench(backend, json.as_deref(), quick),
+        Some(Cmd::Bench { backend, json, quick: _, compare: true, peers, python, rounds }) => {
+            let o = gpu_train::compare::Options { peers, python, rounds: rounds.max(1), backend };
+            gpu_train::compare::compare(&o).and_then(|rows| run::write_json(json.as_deref(), &rows))
+        }
+        Some(Cmd::Bench { backend, json, quick, .. }) => run::bench(backend, json.as_deref(), quick),
         None => {
             on_ctrl_c();
             let r = match cli.train.resume.clone() {

@@ -386,8 +386,13 @@ pub fn evaluate(
 /// `gpu-train bench`: every benchmark on one backend, printed, and written to `json` if given.
 pub fn bench(choice: BackendChoice, json: Option<&Path>, quick: bool) -> Result<()> {
     let report = crate::bench::run(choice, &crate::bench::Options { quick })?;
-    if let Some(path) = json {
-        atomic_write(path, &serde_json::to_vec_pretty(&report).expect("report serialises"))?;
+    write_json(json, &report)
+}
+
+/// Writes `value` as pretty JSON to `path`, if given, and says so.
+pub fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        atomic_write(path, &serde_json::to_vec_pretty(value).expect("results serialise"))?;
         println!("\nwrote {}", path.display());
     }
     Ok(())
