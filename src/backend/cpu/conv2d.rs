@@ -6,6 +6,14 @@ use super::{sum_rows, weight_grad};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
+/// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
+/// `ox + kx - p` lies inside the image, and that input column for the first of them.
+fn valid_cols(kx: usize, p: usize, w: usize) -> (std::ops::Range<usize>, usize) {
+    let lo = p.saturating_sub(kx).min(w);
+    let hi = (w + p).saturating_sub(kx).min(w).max(lo);
+    (lo..hi, lo + kx - p.min(lo + kx))
+}
+
 /// `col[(c·k + ky)·k + kx, y·w + x] = x[c, y + ky - k/2, x + kx - k/2]`, zero outside.
 fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
     let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
@@ -13,18 +21,17 @@ fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut col[((c * k + ky) * k + kx) * h * w..][..h * w];
+                let (cols, src0) = valid_cols(kx, p, w);
                 for oy in 0..h {
-                    let iy = oy as isize + ky as isize - p as isize;
                     let out = &mut row[oy * w..][..w];
-                    if iy < 0 || iy >= h as isize {
+                    let iy = (oy + ky).wrapping_sub(p);
+                    if iy >= h {
                         out.fill(0.0);
                         continue;
                     }
-                    let src = &x[(c * h + iy as usize) * w..][..w];
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = ox as isize + kx as isize - p as isize;
-                        *o = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
-                    }
+                    out[..cols.start].fill(0.0);
+                    out[cols.end..].fill(0.0);
+                    out[cols.clone()].copy_from_slice(&x[(c * h + iy) * w + src0..][..cols.len()]);
                 }
             }
         }
@@ -39,18 +46,14 @@ fn col2im(col: &[f32], g: &ConvGeom, x: &mut [f32]) {
         for ky in 0..k {
             for kx in 0..k {
                 let row = &col[((c * k + ky) * k + kx) * h * w..][..h * w];
+                let (cols, dst0) = valid_cols(kx, p, w);
                 for oy in 0..h {
-                    let iy = oy as isize + ky as isize - p as isize;
-                    if iy < 0 || iy >= h as isize {
+                    let iy = (oy + ky).wrapping_sub(p);
+                    if iy >= h {
                         continue;
                     }
-                    let dst = &mut x[(c * h + iy as usize) * w..][..w];
-                    for (ox, v) in row[oy * w..][..w].iter().enumerate() {
-                        let ix = ox as isize + kx as isize - p as isize;
-                        if ix >= 0 && ix < w as isize {
-                            dst[ix as usize] += v;
-                        }
-                    }
+                    let dst = &mut x[(c * h + iy) * w + dst0..][..cols.len()];
+                    dst.iter_mut().zip(&row[oy * w + cols.start..oy * w + cols.end]).for_each(|(d, v)| *d += v);
                 }
             }
         }
