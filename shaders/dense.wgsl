@@ -10,14 +10,7 @@ struct P {
     n_out: u32,
 }
 
-override MODE: u32 = 0u;
-
 @group(0) @binding(1) var<uniform> p: P;
-@group(0) @binding(2) var<storage, read_write> a: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> c: array<f32>;
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 fn gemm_dims() -> vec3<u32> {
     switch MODE {

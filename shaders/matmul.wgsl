@@ -10,6 +10,16 @@
 // order into `c`. SPLITS = 0 is a plain product, stored by store_c. The summation order
 // depends on the shapes only, never on timing.
 
+// The family's variant (forward, backward-data, backward-weight, backward-bias) and the
+// operands every family binds: a, b, the bias, the result c, and the weight-gradient slices.
+override MODE: u32 = 0u;
+
+@group(0) @binding(2) var<storage, read_write> a: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+
 override SPLITS: u32 = 0u;
 // Tile rows and columns: 64 (each of the 16x16 threads computes 4 of them) or 16 (one each),
 // chosen per op so that small outputs do not fill 64-wide tiles with padding.
