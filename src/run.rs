@@ -250,6 +250,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
         save_checkpoint(cfg, &mut session, &history, 0)?;
     }
+    let mut probs = Vec::new();
     for epoch in done + 1..=cfg.epochs {
         let start = Instant::now();
         let bar = progress(session.train_batches(), epoch, cfg.epochs);
@@ -268,7 +269,14 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
                 return Err(interrupted(cfg, &mut session, &history, epoch - 1))
             }
         };
-        let test = session.evaluate()?;
+        // The last epoch's test pass also keeps the outputs, for the pictures below.
+        let test = if epoch == cfg.epochs {
+            let (test, p) = session.predict_test()?;
+            probs = p;
+            test
+        } else {
+            session.evaluate()?
+        };
         let seconds = start.elapsed().as_secs_f64();
         say(format!(
             "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}",
@@ -292,7 +300,10 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         }
     }
     write_curves(&cfg.out, &history)?;
-    let (_, probs) = session.predict_test()?;
+    if probs.is_empty() {
+        // Resumed after the last epoch: no test pass ran in this process.
+        probs = session.predict_test()?.1;
+    }
     match (session.confusion()?, data.target) {
         (Some(counts), Target::Classes(k)) => {
             write_confusion(&cfg.out, &counts, k)?;
