@@ -6,7 +6,7 @@ use gpu_train::run::BackendChoice;
 
 fn main() {
     for choice in [BackendChoice::Cpu, BackendChoice::Gpu] {
-        if let Err(e) = run(choice, &Options { quick: true }) {
+        if let Err(e) = run(choice, &Options { quick: true, ops: false }) {
             println!("{choice:?}: {e}");
         }
         println!();

@@ -7,8 +7,8 @@
 //
 // With SPLITS > 0 (weight gradients, where K runs over the whole batch), workgroup z sums the
 // z-th of SPLITS fixed slices of K into `part[z, M, N]`, and `reduce_splits` adds the slices in
-// order into `c`. SPLITS = 0 is a plain product, stored by store_c. The summation order
-// depends on the shapes only, never on timing.
+// order into `c` (with one slice the sum goes straight to `c`). SPLITS = 0 is a plain product,
+// stored by store_c. The summation order depends on the shapes only, never on timing.
 
 // The family's variant (forward, backward-data, backward-weight, backward-bias) and the
 // operands every family binds: a, b, the bias, the result c, and the weight-gradient slices.
@@ -25,11 +25,19 @@ override SPLITS: u32 = 0u;
 // chosen per op so that small outputs do not fill 64-wide tiles with padding.
 override TILE_M: u32 = 64u;
 override TILE_N: u32 = 64u;
+// 1 where consecutive k of A (of B) are adjacent in memory, 0 where consecutive m (n) are: the
+// tile loads walk the adjacent index first, so a warp reads contiguous memory.
+override A_K_FAST: u32 = 0u;
+override B_K_FAST: u32 = 0u;
 
-const TK: u32 = 16u;
+const TK: u32 = 32u;
+// Row strides of the tiles, one more than the tile side so that loads along k do not all hit
+// one memory bank.
+override SA: u32 = TILE_M + 1u;
+override SB: u32 = TILE_N + 1u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [TK][TILE_M]
-var<workgroup> tile_b: array<f32, 1024>; // [TK][TILE_N]
+// A's tile [TK][SA], then B's [TK][SB].
+var<workgroup> tiles: array<f32, 4160>;
 
 // The z-th of SPLITS slices of [0, k) (all of it when SPLITS is 0).
 fn k_slice(z: u32, k: u32) -> vec2<u32> {
@@ -39,6 +47,24 @@ fn k_slice(z: u32, k: u32) -> vec2<u32> {
     let chunk = (k + SPLITS - 1u) / max(SPLITS, 1u);
     let lo = min(z * chunk, k);
     return vec2(lo, min(lo + chunk, k));
+}
+
+// Where a slice's sum goes: the result itself when there is one slice, else its part.
+fn store_slice(z: u32, i: u32, v: f32) {
+    if SPLITS == 1u {
+        c[i] = v;
+    } else {
+        let d = gemm_dims();
+        part[z * d.x * d.y + i] = v;
+    }
+}
+
+// Element `f` of a TK x side tile, as (row or column within the tile, k within the tile).
+fn tile_coords(f: u32, side: u32, k_fast: bool) -> vec2<u32> {
+    if k_fast {
+        return vec2(f / TK, f % TK);
+    }
+    return vec2(f % side, f / side);
 }
 
 @compute @workgroup_size(16, 16)
@@ -56,31 +82,29 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
         // Both tiles in one pass: A's TK·TILE_M elements, then B's TK·TILE_N.
         for (var e = li; e < TK * (TILE_M + TILE_N); e += 256u) {
             let is_b = e >= TK * TILE_M;
-            let f = select(e, e - TK * TILE_M, is_b);
             let side = select(TILE_M, TILE_N, is_b);
-            let r = select(m0, n0, is_b) + f % side;
-            let k = k0 + f / side;
+            let rk = tile_coords(select(e, e - TK * TILE_M, is_b), side, select(A_K_FAST, B_K_FAST, is_b) == 1u);
+            let r = select(m0, n0, is_b) + rk.x;
+            let k = k0 + rk.y;
             var v = 0.0;
-            if is_b && r < d.y && k < ks.y {
-                v = load_b(z, k, r);
-            } else if !is_b && r < d.x && k < ks.y {
-                v = load_a(z, r, k);
+            if k < ks.y && r < select(d.x, d.y, is_b) {
+                if is_b {
+                    v = load_b(z, k, r);
+                } else {
+                    v = load_a(z, r, k);
+                }
             }
-            if is_b {
-                tile_b[f] = v;
-            } else {
-                tile_a[f] = v;
-            }
+            tiles[select(0u, TK * SA, is_b) + rk.y * (side + 1u) + rk.x] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             var a: array<f32, 4>;
             var b: array<f32, 4>;
             for (var i = 0u; i < rm; i++) {
-                a[i] = tile_a[kk * TILE_M + l.y + 16u * i];
+                a[i] = tiles[kk * SA + l.y + 16u * i];
             }
             for (var j = 0u; j < rn; j++) {
-                b[j] = tile_b[kk * TILE_N + l.x + 16u * j];
+                b[j] = tiles[TK * SA + kk * SB + l.x + 16u * j];
             }
             for (var i = 0u; i < rm; i++) {
                 for (var j = 0u; j < rn; j++) {
@@ -96,7 +120,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
             let n = n0 + l.x + 16u * j;
             if m < d.x && n < d.y {
                 if SPLITS > 0u {
-                    part[(z * d.x + m) * d.y + n] = acc[i * 4u + j];
+                    store_slice(z, m * d.y + n, acc[i * 4u + j]);
                 } else {
                     store_c(z, m, n, acc[i * 4u + j]);
                 }
@@ -105,7 +129,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
     }
 }
 
-// Bias gradients (N = 1, B = 1): part[z, m] = Σ_k A[m, k] over slice z, one workgroup per
+// Bias gradients (N = 1, B = 1): part[z, m] (or c[m]) = Σ_k A[m, k] over slice z, one workgroup per
 // (m = workgroup y, z).
 @compute @workgroup_size(256)
 fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -118,7 +142,7 @@ fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
     let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
     if li == 0u {
-        part[wg.z * d.x + m] = total.x;
+        store_slice(wg.z, m, total.x);
     }
 }
 

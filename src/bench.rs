@@ -24,6 +24,23 @@ pub struct Matmul {
     pub k: usize,
     pub ms: f64,
     pub gflops: f64,
+    /// `gflops` over the adapter's f32 peak, where the card is one of [`PEAKS`].
+    pub peak_fraction: Option<f64>,
+}
+
+/// Published f32 (non-tensor) peaks in GFLOP/s at boost clock, by adapter name.
+const PEAKS: &[(&str, f64)] = &[
+    ("H100 80GB HBM3", 66_900.0),
+    ("H100 PCIe", 51_200.0),
+    ("H200", 66_900.0),
+    ("A100", 19_500.0),
+    ("L4", 30_300.0),
+    ("RTX 4090", 82_600.0),
+];
+
+/// The f32 peak of the adapter `describe` names, if it is a card we know.
+fn peak_gflops(describe: &str) -> Option<f64> {
+    PEAKS.iter().find(|(name, _)| describe.contains(name)).map(|&(_, peak)| peak)
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -47,11 +64,27 @@ pub struct TaskTiming {
     pub epoch_samples: usize,
     /// One training epoch of `epoch_samples` and the test pass.
     pub epoch_s: f64,
+    /// With `--ops`: each op of the training step run alone, in step order.
+    pub ops: Vec<OpTiming>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct OpTiming {
+    pub op: String,
+    pub ms: f64,
+}
+
+/// An op's kind, as its variant's name.
+fn op_name(op: &Op) -> String {
+    let debug = format!("{op:?}");
+    debug.split([' ', '{', '(']).next().unwrap_or_default().to_string()
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     pub backend: String,
+    /// The adapter's f32 peak in GFLOP/s, where known.
+    pub peak_gflops: Option<f64>,
     pub matmul: Vec<Matmul>,
     pub layers: Vec<Layer>,
     pub tasks: Vec<TaskTiming>,
@@ -60,6 +93,8 @@ pub struct Report {
 pub struct Options {
     /// Smaller products and 2,000-sample MNIST epochs, for slow (software) devices.
     pub quick: bool,
+    /// Also time each op of every task's training step on its own.
+    pub ops: bool,
 }
 
 /// Buffers with random contents for timing single ops.
@@ -72,7 +107,7 @@ struct Bufs {
 impl Bufs {
     fn add(&mut self, len: usize, rng: Option<&mut Rng>) -> BufId {
         let id = BufId(self.descs.len());
-        self.descs.push(BufDesc { name: format!("b{}", id.0), len, dtype: Dtype::F32 });
+        self.descs.push(BufDesc { name: format!("b{}", id.0), len, dtype: Dtype::F32, set: None });
         if let Some(rng) = rng {
             self.init.push((id, (0..len).map(|_| rng.normal() * 0.1).collect()));
         }
@@ -107,14 +142,15 @@ fn with_backend(bufs: &Bufs, make: Factory) -> Result<Box<dyn Backend>> {
     Ok(be)
 }
 
-fn matmul(make: Factory, size: usize, rng: &mut Rng) -> Result<Matmul> {
+fn matmul(make: Factory, size: usize, peak: Option<f64>, rng: &mut Rng) -> Result<Matmul> {
     let (m, n, k) = (size, size, size);
     let mut b = Bufs::default();
     let (x, w, bias) = (b.add(m * k, Some(rng)), b.add(n * k, Some(rng)), b.add(n, Some(rng)));
     let y = b.add(m * n, None);
     let mut be = with_backend(&b, make)?;
     let s = time_ops(&mut *be, &[Op::Dense { x, w, b: bias, y, n_in: k, n_out: n }], m)?;
-    Ok(Matmul { m, n, k, ms: s * 1e3, gflops: 2.0 * (m * n * k) as f64 / s / 1e9 })
+    let gflops = 2.0 * (m * n * k) as f64 / s / 1e9;
+    Ok(Matmul { m, n, k, ms: s * 1e3, gflops, peak_fraction: peak.map(|p| gflops / p) })
 }
 
 /// A convolution (`k` 3 or 1) or, with `transpose`, a 2x2 stride-2 transposed convolution.
@@ -171,11 +207,11 @@ pub fn synthetic(task: Task, sample: Shape, train: usize, test: usize, seed: u64
     Dataset { train, test: split(test), sample, target }
 }
 
-fn task_timing(make: Factory, task: Task, quick: bool) -> Result<TaskTiming> {
+fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming> {
     let d = tasks::defaults(task);
     let (train, test) = match task {
         Task::Warwick => (85, 80),
-        _ if quick => (2_000, 1_000),
+        _ if bench.quick => (2_000, 1_000),
         _ => (60_000, 10_000),
     };
     let data = synthetic(task, tasks::input_shape(task), train, test, 1);
@@ -195,6 +231,13 @@ fn task_timing(make: Factory, task: Task, quick: bool) -> Result<TaskTiming> {
     s.run_epoch()?;
     s.evaluate()?;
     let epoch_s = start.elapsed().as_secs_f64();
+    let mut per_op = Vec::new();
+    if bench.ops {
+        for op in &ops {
+            let ms = time_ops(s.backend(), std::slice::from_ref(op), d.batch)? * 1e3;
+            per_op.push(OpTiming { op: op_name(op), ms });
+        }
+    }
     Ok(TaskTiming {
         task: task.name().into(),
         batch: d.batch,
@@ -204,6 +247,7 @@ fn task_timing(make: Factory, task: Task, quick: bool) -> Result<TaskTiming> {
         samples_per_s: d.batch as f64 / step_s,
         epoch_samples: train,
         epoch_s,
+        ops: per_op,
     })
 }
 
@@ -215,13 +259,19 @@ pub fn run(choice: BackendChoice, opts: &Options) -> Result<Report> {
     let make = |descs: &[BufDesc]| make_backend(choice, descs).map(|(be, _)| be);
     let make: Factory = &make;
     let mut rng = Rng::new(7);
-    println!("backend: {describe}\n");
-    println!("{:<28} {:>10} {:>10}", "matmul (dense forward)", "ms", "GFLOP/s");
-    let sizes: &[usize] = if opts.quick { &[64, 128, 256] } else { &[128, 256, 512, 1024, 2048] };
+    let peak = peak_gflops(&describe);
+    println!("backend: {describe}");
+    match peak {
+        Some(p) => println!("f32 peak: {p:.0} GFLOP/s\n"),
+        None => println!("f32 peak: not known for this adapter\n"),
+    }
+    println!("{:<28} {:>10} {:>10} {:>8}", "matmul (dense forward)", "ms", "GFLOP/s", "of peak");
+    let sizes: &[usize] = if opts.quick { &[64, 128, 256] } else { &[256, 1024, 4096] };
     let mut matmuls = Vec::new();
     for &size in sizes {
-        let m = matmul(make, size, &mut rng)?;
-        println!("{:<28} {:>10.3} {:>10.2}", format!("{size}x{size}x{size}"), m.ms, m.gflops);
+        let m = matmul(make, size, peak, &mut rng)?;
+        let of_peak = m.peak_fraction.map_or("-".into(), |f| format!("{:.1}%", f * 100.0));
+        println!("{:<28} {:>10.3} {:>10.2} {:>8}", format!("{size}x{size}x{size}"), m.ms, m.gflops, of_peak);
         matmuls.push(m);
     }
     println!("\n{:<28} {:>6} {:>12} {:>12}", "layer", "batch", "forward ms", "backward ms");
@@ -237,12 +287,24 @@ pub fn run(choice: BackendChoice, opts: &Options) -> Result<Report> {
     );
     let mut timings = Vec::new();
     for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
-        let t = task_timing(make, task, opts.quick)?;
+        let t = task_timing(make, task, opts)?;
         println!(
             "{:<10} {:>6} {:>14.1} {:>10.1} {:>10.3} {:>12.0} {:>14} {:>10.2}",
             t.task, t.batch, t.first_step_ms, t.build_ms, t.step_ms, t.samples_per_s, t.epoch_samples, t.epoch_s
         );
         timings.push(t);
     }
-    Ok(Report { backend: describe, matmul: matmuls, layers: convs, tasks: timings })
+    for t in timings.iter().filter(|t| !t.ops.is_empty()) {
+        println!("\n{} training step, op by op (each run alone)", t.task);
+        for (i, o) in t.ops.iter().enumerate() {
+            println!("{i:>4} {:<28} {:>10.3} ms", o.op, o.ms);
+        }
+        println!(
+            "     {:<28} {:>10.3} ms (the whole step: {:.3} ms)",
+            "sum",
+            t.ops.iter().map(|o| o.ms).sum::<f64>(),
+            t.step_ms
+        );
+    }
+    Ok(Report { backend: describe, peak_gflops: peak, matmul: matmuls, layers: convs, tasks: timings })
 }

@@ -92,6 +92,9 @@ enum Cmd {
         /// Smaller products and 2,000-sample MNIST epochs (for software devices).
         #[arg(long)]
         quick: bool,
+        /// Also time each op of every task's training step on its own.
+        #[arg(long)]
+        ops: bool,
         /// Instead: each task's epoch beside the Keras and PyTorch reference trainers, in turn.
         #[arg(long)]
         compare: bool,
@@ -299,11 +302,13 @@ fn main() {
             print!("{}", gpu_train::reproduce::describe_all());
             Ok(())
         }
-        Some(Cmd::Bench { backend, json, quick: _, compare: true, peers, python, rounds }) => {
+        Some(Cmd::Bench { backend, json, compare: true, peers, python, rounds, .. }) => {
             let o = gpu_train::compare::Options { peers, python, rounds: rounds.max(1), backend };
             gpu_train::compare::compare(&o).and_then(|rows| run::write_json(json.as_deref(), &rows))
         }
-        Some(Cmd::Bench { backend, json, quick, .. }) => run::bench(backend, json.as_deref(), quick),
+        Some(Cmd::Bench { backend, json, quick, ops, .. }) => {
+            run::bench(backend, json.as_deref(), &gpu_train::bench::Options { quick, ops })
+        }
         None => {
             on_ctrl_c();
             let r = match cli.train.resume.clone() {

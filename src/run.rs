@@ -395,8 +395,8 @@ pub fn evaluate(
 }
 
 /// `gpu-train bench`: every benchmark on one backend, printed, and written to `json` if given.
-pub fn bench(choice: BackendChoice, json: Option<&Path>, quick: bool) -> Result<()> {
-    let report = crate::bench::run(choice, &crate::bench::Options { quick })?;
+pub fn bench(choice: BackendChoice, json: Option<&Path>, opts: &crate::bench::Options) -> Result<()> {
+    let report = crate::bench::run(choice, opts)?;
     write_json(json, &report)
 }
 

@@ -1,6 +1,6 @@
 //! Building a plan from a model, a data layout and an optimiser.
 
-use super::op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op};
+use super::op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet};
 use super::{DataBufs, Plan, PlanParam, TrainOps};
 use crate::error::{Error, Result};
 use crate::model::{Act, Layer, Model, Shape};
@@ -43,7 +43,11 @@ struct Builder {
 
 impl Builder {
     fn buf(&mut self, name: impl Into<String>, len: usize, dtype: Dtype) -> BufId {
-        self.buffers.push(BufDesc { name: name.into(), len, dtype });
+        self.buffers.push(BufDesc { name: name.into(), len, dtype, set: None });
+        BufId(self.buffers.len() - 1)
+    }
+    fn param(&mut self, name: String, len: usize, set: ParamSet) -> BufId {
+        self.buffers.push(BufDesc { name, len, dtype: Dtype::F32, set: Some(set) });
         BufId(self.buffers.len() - 1)
     }
     fn act(&mut self, name: String, shape: Shape) -> BufId {
@@ -111,10 +115,10 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     let mut params = Vec::new();
     let specs = model.params()?;
     for spec in &specs {
-        let value = b.buf(format!("param.{}", spec.key), spec.len(), Dtype::F32);
-        let grad = b.buf(format!("grad.{}", spec.key), spec.len(), Dtype::F32);
+        let value = b.param(format!("param.{}", spec.key), spec.len(), ParamSet::Value);
+        let grad = b.param(format!("grad.{}", spec.key), spec.len(), ParamSet::Grad);
         let state = (0..opts.optimizer.state_count())
-            .map(|i| b.buf(format!("state{i}.{}", spec.key), spec.len(), Dtype::F32))
+            .map(|i| b.param(format!("state{i}.{}", spec.key), spec.len(), ParamSet::State(i as u8)))
             .collect();
         params.push(PlanParam { spec: spec.clone(), value, grad, state });
     }

@@ -5,7 +5,7 @@ mod build;
 mod op;
 
 pub use build::{build, DataSpec, PlanOptions, Target};
-pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, Step};
+pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet, Step};
 
 use crate::model::ParamSpec;
 

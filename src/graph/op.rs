@@ -19,6 +19,18 @@ pub struct BufDesc {
     pub name: String,
     pub len: usize,
     pub dtype: Dtype,
+    /// The parameter set the buffer belongs to, if any.
+    pub set: Option<ParamSet>,
+}
+
+/// Parameter values, their gradients, and each optimiser state. A plan adds the buffers of
+/// every set in the same parameter order with the same lengths, so a backend may lay each set
+/// out contiguously, all alike, and update every parameter in one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ParamSet {
+    Value,
+    Grad,
+    State(u8),
 }
 
 /// What changes from one step to the next: batch size, where the batch starts in the index list,

@@ -81,7 +81,7 @@ pub struct Rig {
 
 impl Rig {
     fn buf(&mut self, len: usize, dtype: Dtype) -> BufId {
-        self.descs.push(BufDesc { name: format!("b{}", self.descs.len()), len, dtype });
+        self.descs.push(BufDesc { name: format!("b{}", self.descs.len()), len, dtype, set: None });
         BufId(self.descs.len() - 1)
     }
     pub fn f32(&mut self, data: &[f32]) -> BufId {

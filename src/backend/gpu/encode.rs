@@ -56,8 +56,72 @@ impl Grid {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bind {
     Buf(BufId),
+    /// From the start of the first buffer to the end of the last, of one parameter set.
+    Span(BufId, BufId),
     /// The backend's weight-gradient scratch.
     Scratch,
+}
+
+/// Where a parameter-set buffer lies in its set's storage: (position in the set, byte offset,
+/// bytes).
+pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
+
+/// Merges each run of like optimiser updates (same kernel and settings) over parameters that
+/// lie one after the other, at the same offsets in every set, into one launch over their span.
+/// The gaps between parameters hold zeros in every set, and every update leaves zeros at zero.
+pub fn merge_updates(launches: Vec<Launch>, place: Place) -> Vec<Launch> {
+    let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
+    for next in launches {
+        if let Some(merged) = out.last().and_then(|prev| merge(prev, &next, place)) {
+            *out.last_mut().expect("checked") = merged;
+        } else {
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// (slot, first buffer, last buffer) of each binding of an update launch.
+type Spans = Vec<(u32, BufId, BufId)>;
+
+/// The spans of an update launch's bindings, and their common range: first and last positions
+/// in the set, start and end bytes.
+fn update_span(l: &Launch, place: Place) -> Option<(Spans, [u64; 4])> {
+    if l.kernel.family != Family::Optim || l.kernel.entry == "l2" {
+        return None;
+    }
+    let spans: Spans = l
+        .binds
+        .iter()
+        .map(|&(slot, b)| match b {
+            Bind::Buf(id) => Some((slot, id, id)),
+            Bind::Span(first, last) => Some((slot, first, last)),
+            Bind::Scratch => None,
+        })
+        .collect::<Option<_>>()?;
+    let range = |&(_, first, last): &(u32, BufId, BufId)| -> Option<[u64; 4]> {
+        let ((i, start, _), (j, at, bytes)) = (place(first)?, place(last)?);
+        Some([i as u64, j as u64, start, at + bytes])
+    };
+    let r = range(spans.first()?)?;
+    spans.iter().all(|s| range(s) == Some(r)).then_some((spans, r))
+}
+
+fn merge(a: &Launch, b: &Launch, place: Place) -> Option<Launch> {
+    if a.kernel != b.kernel || a.params[1..] != b.params[1..] {
+        return None;
+    }
+    let ((spans_a, [_, last_a, start, _]), (spans_b, [first_b, _, _, end])) =
+        (update_span(a, place)?, update_span(b, place)?);
+    // b's parameters must be the ones right after a's, in the same slots.
+    if first_b != last_a + 1 || spans_a.iter().map(|s| s.0).ne(spans_b.iter().map(|s| s.0)) {
+        return None;
+    }
+    let binds = spans_a.iter().zip(&spans_b).map(|(&(slot, first, _), &(_, _, last))| (slot, Bind::Span(first, last)));
+    let len = ((end - start) / 4) as usize;
+    let mut params = a.params.clone();
+    params[0] = len as u32;
+    Some(Launch { binds: binds.collect(), params, grid: Grid::Flat(Size::fixed(len)), ..a.clone() })
 }
 
 #[derive(Clone, Debug)]
@@ -86,7 +150,8 @@ const C: u32 = 5;
 const PART: u32 = 6;
 
 /// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 256
-/// terms per slice, at most 64.
+/// terms per slice, at most 64 (more slices made the reduction of the slices slower than the
+/// products they shortened, on an H100).
 fn splits(k_max: usize) -> u32 {
     let s = (k_max / 256).clamp(1, 64) as u32;
     let s = 1 << s.ilog2();
@@ -94,31 +159,39 @@ fn splits(k_max: usize) -> u32 {
     s
 }
 
-/// The tile side for a dimension of at most `len`: 16 for small ones, else 64.
-fn tile(len: usize) -> u32 {
-    if len <= 32 {
-        16
-    } else {
-        64
+/// Tile sides for an `m × n` result, `z` deep: 64 where a dimension is long enough, narrowed to
+/// 16 while the grid would have fewer workgroups than a large GPU has cores.
+fn tiles(m: usize, n: usize, z: usize) -> (u32, u32) {
+    let side = |len: usize| if len <= 32 { 16 } else { 64 };
+    let (mut tm, mut tn) = (side(m), side(n));
+    let groups = |tm: u32, tn: u32| m.div_ceil(tm as usize) * n.div_ceil(tn as usize) * z;
+    while groups(tm, tn) < 128 && tm.max(tn) == 64 {
+        if tm >= tn {
+            tm = 16;
+        } else {
+            tn = 16;
+        }
     }
+    (tm, tn)
 }
 
-/// A plain product `M × N`, `z` deep; `max_m` bounds M when it grows with the batch.
+/// A plain product `M × N`, `z` deep, sized for the tiles at the largest batch `max_n`.
 fn product(
     family: Family,
     mode: u32,
     params: &[u32],
     binds: &[(u32, Bind)],
     (m, n, z): (Size, Size, Size),
-    max_m: usize,
+    max_n: usize,
 ) -> Launch {
-    let (tm, tn) = (tile(max_m), tile(n.fixed as usize));
+    let (tm, tn) = tiles(m.at(max_n) as usize, n.at(max_n) as usize, z.at(max_n) as usize);
     launch(shaders::gemm(family, mode, 0, (tm, tn)), params.to_vec(), binds, Grid::Tiles { m, n, z, tm, tn })
 }
 
 /// Sums over the batch into `out`, in slices, then the slices added in order: the weight
 /// gradient (`b` given: `out[m, n] = Σ_k a[m, k]·b[k, n]`) or the bias gradient (`out[m] =
-/// Σ_k a[m, k]`). `k_max` is the number of terms at the largest batch.
+/// Σ_k a[m, k]`). `k_max` is the number of terms at the largest batch. One slice is written
+/// straight to `out`.
 fn batch_sum(
     family: Family,
     params: &[u32],
@@ -126,21 +199,25 @@ fn batch_sum(
     b: Option<BufId>,
     out: BufId,
     (m, n, k_max): (usize, usize, usize),
-) -> [Launch; 2] {
+) -> Vec<Launch> {
     let s = splits(k_max);
     let z = Size::fixed(s as usize);
+    let dest = if s == 1 { buf(C, out) } else { (PART, Bind::Scratch) };
     let (mut sum, mode) = match b {
         Some(b) => {
-            let (tm, tn) = (tile(m), tile(n));
+            let (tm, tn) = tiles(m, n, s as usize);
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(n), z, tm, tn };
-            let binds = [buf(A, a), buf(B, b), (PART, Bind::Scratch)];
+            let binds = [buf(A, a), buf(B, b), dest];
             (launch(shaders::gemm(family, 2, s, (tm, tn)), params.to_vec(), &binds, grid), 2)
         }
         None => {
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(1), z, tm: 1, tn: 1 };
-            (launch(shaders::row_sums(family, s), params.to_vec(), &[buf(A, a), (PART, Bind::Scratch)], grid), 3)
+            (launch(shaders::row_sums(family, s), params.to_vec(), &[buf(A, a), dest], grid), 3)
         }
     };
+    if s == 1 {
+        return vec![sum];
+    }
     sum.scratch = s as usize * m * n;
     let reduce = launch(
         shaders::reduce(family, mode, s),
@@ -148,7 +225,7 @@ fn batch_sum(
         &[(PART, Bind::Scratch), buf(C, out)],
         Grid::Flat(Size::fixed(m * n)),
     );
-    [sum, reduce]
+    vec![sum, reduce]
 }
 
 fn act_code(act: Act) -> u32 {
@@ -203,14 +280,16 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         Op::Conv2d { x, w, b, y, ref g } => {
             let dims = (Size::fixed(g.c_out), Size::fixed(g.h * g.w), Size::per_n(1));
             let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
-            vec![product(Family::Conv2d, 0, &conv_params(g, true), &binds, dims, g.c_out)]
+            let batch = max_n(x, g.c_in * g.h * g.w);
+            vec![product(Family::Conv2d, 0, &conv_params(g, true), &binds, dims, batch)]
         }
         Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
             let (p, hw, r) = (conv_params(g, true), g.h * g.w, g.k * g.k);
-            let terms = max_n(gy, g.c_out * hw) * hw;
+            let batch = max_n(gy, g.c_out * hw);
+            let terms = batch * hw;
             let data = gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
-                product(Family::Conv2d, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, g.c_in)
+                product(Family::Conv2d, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)
             });
             let mut out: Vec<Launch> = data.into_iter().collect();
             out.extend(batch_sum(Family::Conv2d, &p, gy, Some(x), gw, (g.c_out, g.c_in * r, terms)));
@@ -220,14 +299,15 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         Op::ConvTranspose2d { x, w, b, y, ref g } => {
             let dims = (Size::fixed(g.c_out * 4), Size::fixed(g.h * g.w), Size::per_n(1));
             let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
-            vec![product(Family::ConvTranspose, 0, &conv_params(g, false), &binds, dims, g.c_out * 4)]
+            let batch = max_n(x, g.c_in * g.h * g.w);
+            vec![product(Family::ConvTranspose, 0, &conv_params(g, false), &binds, dims, batch)]
         }
         Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
             let (p, hw) = (conv_params(g, false), g.h * g.w);
             let batch = max_n(gy, g.c_out * 4 * hw);
             let data = gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
-                product(Family::ConvTranspose, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, g.c_in)
+                product(Family::ConvTranspose, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)
             });
             let mut out: Vec<Launch> = data.into_iter().collect();
             out.extend(batch_sum(Family::ConvTranspose, &p, x, Some(gy), gw, (g.c_in, g.c_out * 4, batch * hw)));
@@ -326,4 +406,41 @@ fn loss(
 
 fn update(entry: &'static str, params: [u32; 6], binds: &[(u32, Bind)], len: usize) -> Launch {
     launch(Kernel::new(Family::Optim, entry), params.to_vec(), binds, Grid::Flat(Size::fixed(len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adam(w: usize, lr: f32, len: usize) -> Launch {
+        let ids = [w, w + 10, w + 20, w + 30].map(BufId);
+        let binds: Vec<_> = ids.iter().enumerate().map(|(i, &id)| buf(2 + i as u32, id)).collect();
+        update("adam", [len as u32, lr.to_bits(), 0, 0, 0, 0], &binds, len)
+    }
+
+    /// Buffers 0..4 and their sets' copies (+10, +20, +30): 100, 7, 300, 5 floats, at offsets
+    /// aligned to 256 bytes, alike in every set.
+    fn place(id: BufId) -> Option<(usize, u64, u64)> {
+        let lens = [100u64, 7, 300, 5];
+        let i = id.0 % 10;
+        let offset = lens[..i].iter().map(|l| (l * 4).next_multiple_of(256)).sum();
+        Some((i, offset, lens[i] * 4))
+    }
+
+    #[test]
+    fn consecutive_like_updates_become_one_launch_over_their_span() {
+        let merged = merge_updates(vec![adam(0, 0.1, 100), adam(1, 0.1, 7), adam(2, 0.1, 300)], &place);
+        assert_eq!(merged.len(), 1);
+        // 100 floats (512 bytes with the gap), 7 (256), then 300: 768 bytes + 1200.
+        assert_eq!(merged[0].params[0], (768 + 1200) / 4);
+        assert_eq!(merged[0].binds[0], (2, Bind::Span(BufId(0), BufId(2))));
+        assert_eq!(merged[0].binds[3], (5, Bind::Span(BufId(30), BufId(32))));
+    }
+
+    #[test]
+    fn unlike_or_separated_updates_stay_apart() {
+        assert_eq!(merge_updates(vec![adam(0, 0.1, 100), adam(1, 0.2, 7)], &place).len(), 2);
+        assert_eq!(merge_updates(vec![adam(0, 0.1, 100), adam(2, 0.1, 300)], &place).len(), 2);
+        assert_eq!(merge_updates(vec![adam(1, 0.1, 7), adam(0, 0.1, 100)], &place).len(), 2);
+    }
 }

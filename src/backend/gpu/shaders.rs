@@ -124,8 +124,10 @@ pub fn all_kernels() -> Vec<Kernel> {
         }
         for splits in SPLITS {
             out.push(row_sums(family, splits));
-            out.push(reduce(family, 2, splits));
-            out.push(reduce(family, 3, splits));
+        }
+        for splits in &SPLITS[1..] {
+            out.push(reduce(family, 2, *splits));
+            out.push(reduce(family, 3, *splits));
         }
     }
     out
@@ -134,7 +136,27 @@ pub fn all_kernels() -> Vec<Kernel> {
 /// The tiled product of a family's `mode`, with `splits` slices (0: none) and (rows, columns)
 /// tiles.
 pub fn gemm(family: Family, mode: u32, splits: u32, (tm, tn): (u32, u32)) -> Kernel {
-    Kernel::new(family, "matmul").with("MODE", mode).with("SPLITS", splits).with("TILE_M", tm).with("TILE_N", tn)
+    let (a, b) = k_fast(family, mode);
+    Kernel::new(family, "matmul")
+        .with("MODE", mode)
+        .with("SPLITS", splits)
+        .with("TILE_M", tm)
+        .with("TILE_N", tn)
+        .with("A_K_FAST", a.into())
+        .with("B_K_FAST", b.into())
+}
+
+/// Whether consecutive k are adjacent in memory in A and in B, as the family's index maps for
+/// `mode` lay them out (see each family's `load_a` and `load_b`).
+fn k_fast(family: Family, mode: u32) -> (bool, bool) {
+    match (family, mode) {
+        (Family::Dense, 0) => (true, true),
+        (Family::Dense, 1) => (true, false),
+        (Family::Dense, _) => (false, false),
+        (Family::Conv2d, 2) | (Family::ConvTranspose, 2) => (true, true),
+        (Family::ConvTranspose, 0) => (false, false),
+        _ => (true, false),
+    }
 }
 
 /// Bias gradients: a family's mode 3 as row sums.
