@@ -1,6 +1,5 @@
-// Elementwise activations and dropout over [n, per], forward and backward; the backward passes
-// read the forward output y.
-//   ACT: 0 relu, 1 sigmoid, 2 tanh.
+// Elementwise activations (act.wgsl) and dropout over [n, per], forward and backward; the
+// backward passes read the forward output y.
 //   dropout: mask = 0 where the counter hash of (seed, step t, element) falls below rate, else
 //   1/(1 - rate) (the same hash as the CPU's rng::mask_uniform); y = x·mask.
 // Bindings: a (x, y or mask), b (gy), c (y or gx), d (mask).
@@ -10,8 +9,6 @@ struct P {
     rate: f32,
     seed: u32,
 }
-
-override ACT: u32 = 0u;
 
 @group(0) @binding(1) var<uniform> p: P;
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;
@@ -26,24 +23,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if i >= step.n * p.per {
         return;
     }
-    let x = a[i];
-    switch ACT {
-        case 0u: { c[i] = max(x, 0.0); }
-        case 1u: { c[i] = 1.0 / (1.0 + exp(-x)); }
-        default: { c[i] = precise_tanh(x); }
-    }
-}
-
-// tanh to a few ulp: drivers' tanh may be far coarser (lavapipe's is off by ~1e-5 relative).
-// Near 0 the series avoids the cancellation in 1 - e^(-2|x|).
-fn precise_tanh(x: f32) -> f32 {
-    let ax = abs(x);
-    if ax < 0.125 {
-        let x2 = x * x;
-        return x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))));
-    }
-    let e = exp(-2.0 * ax);
-    return sign(x) * (1.0 - e) / (1.0 + e);
+    c[i] = activate(a[i]);
 }
 
 @compute @workgroup_size(256)

@@ -73,7 +73,7 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
 fn store_c(z: u32, m: u32, n: u32, v: f32) {
     let hw = p.h * p.w;
     switch MODE {
-        case 0u: { c[(z * p.c_out + m) * hw + n] = v + bias[m]; }
+        case 0u: { store_forward((z * p.c_out + m) * hw + n, v + bias[m]); }
         default: { c[(z * p.c_in + m) * hw + n] = v; }
     }
 }

@@ -58,7 +58,7 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
 
 fn store_c(z: u32, m: u32, n: u32, v: f32) {
     switch MODE {
-        case 0u: { c[out_index(z, m / 4u, m % 4u, n)] = v + bias[m / 4u]; }
+        case 0u: { store_forward(out_index(z, m / 4u, m % 4u, n), v + bias[m / 4u]); }
         default: { c[(z * p.c_in + m) * p.h * p.w + n] = v; }
     }
 }

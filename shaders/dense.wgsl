@@ -40,7 +40,7 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
 
 fn store_c(z: u32, m: u32, n: u32, v: f32) {
     switch MODE {
-        case 0u: { c[m * p.n_out + n] = v + bias[n]; }
+        case 0u: { store_forward(m * p.n_out + n, v + bias[n]); }
         default: { c[m * p.n_in + n] = v; }
     }
 }

@@ -1,11 +1,14 @@
 // Losses fused with the output activation, and the metrics they add to the metrics buffer
 // (slots as in graph::slot: 0 loss·n, 1 metric, 2 samples, 3 batches, 4 Σy·p, 5 Σy, 6 Σp).
-// One workgroup of 256 threads: each thread sums a fixed stride of the batch, then a fixed tree
-// adds the threads' sums, so the result never depends on scheduling (no float atomics).
-//   softmax_ce:  probs, grad (p - t)/n when has_grad, loss and correct count.
-//   sigmoid_bce: probs, grad (p - t)/(n·per) when has_grad, loss, the batch Dice and its sums.
+// Sums use fixed strides and fixed trees, so results never depend on scheduling (no float
+// atomics).
+//   softmax_ce:  one workgroup: probs, grad (p - t)/n when has_grad, loss and correct count.
+//   sigmoid_bce: one thread per element: probs, grad (p - t)/(n·per) when has_grad, and each
+//                workgroup's sums of loss, t·p, t and p in part; then sigmoid_bce_total (one
+//                workgroup) adds them in order: loss, the batch Dice and its sums.
 //   confusion:   counts[true·k + predicted] += 1.
-// Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits slot).
+// Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
+// slot), part.
 
 struct P {
     // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
@@ -19,6 +22,7 @@ struct P {
 @group(0) @binding(4) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(7) var<storage, read_write> part: array<vec4<f32>>;
 
 fn argmax_row(row: u32, from_probs: bool) -> u32 {
     var best = 0u;
@@ -70,22 +74,34 @@ fn softmax_ce(@builtin(local_invocation_index) li: u32) {
 }
 
 @compute @workgroup_size(256)
-fn sigmoid_bce(@builtin(local_invocation_index) li: u32) {
+fn sigmoid_bce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+               @builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let len = step.n * p.per;
+    let i = flat(gid, groups);
     var acc = vec4(0.0);
-    for (var i = li; i < len; i += 256u) {
+    if i < len {
         let z = logits[i];
         let t = truth[i];
         let pr = 1.0 / (1.0 + exp(-z));
         probs[i] = pr;
-        // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
-        acc.x += max(z, 0.0) - z * t + log(1.0 + exp(-abs(z)));
         if p.has_grad != 0u {
             grad[i] = (pr - t) / f32(len);
         }
-        acc.y += t * pr;
-        acc.z += t;
-        acc.w += pr;
+        // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
+        acc = vec4(max(z, 0.0) - z * t + log(1.0 + exp(-abs(z))), t * pr, t, pr);
+    }
+    let total = workgroup_sum(li, acc);
+    if li == 0u {
+        part[wg.x + wg.y * groups.x] = total;
+    }
+}
+
+@compute @workgroup_size(256)
+fn sigmoid_bce_total(@builtin(local_invocation_index) li: u32) {
+    let parts = (step.n * p.per + 255u) / 256u;
+    var acc = vec4(0.0);
+    for (var g = li; g < parts; g += 256u) {
+        acc += part[g];
     }
     let total = workgroup_sum(li, acc);
     if li == 0u {

@@ -1,7 +1,8 @@
 // Tiled matrix product, appended to a family that says what the matrices are:
 //   gemm_dims() -> (M, N, K) for this step,
 //   load_a(z, m, k), load_b(z, k, n): the operands (z: the workgroup's third index),
-//   store_c(z, m, n, v): where a result goes (with the bias, if any).
+//   store_c(z, m, n, v): where a result goes (with the bias, if any; forward results through
+//   store_forward, which also stores the activation of the result when FUSE is 1).
 // C[m, n] = Σ_k A[m, k]·B[k, n]. Transposed operands are only different load_a/load_b index
 // maps, so no transpose pass is ever run.
 //
@@ -19,6 +20,18 @@ override MODE: u32 = 0u;
 @group(0) @binding(4) var<storage, read_write> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
+@group(0) @binding(7) var<storage, read_write> act_out: array<f32>;
+
+// 1: the forward product also stores activate(result) into act_out, in place of an activation
+// kernel run after it.
+override FUSE: u32 = 0u;
+
+fn store_forward(i: u32, y: f32) {
+    c[i] = y;
+    if FUSE == 1u {
+        act_out[i] = activate(y);
+    }
+}
 
 override SPLITS: u32 = 0u;
 // Tile rows and columns: 64 (each of the 16x16 threads computes 4 of them) or 16 (one each),

@@ -200,15 +200,20 @@ impl Session {
     /// The session's progress and its tensors: parameters (by checkpoint key), optimiser state
     /// and the running training metrics.
     pub fn progress(&mut self) -> Result<(Progress, BTreeMap<String, Tensor>)> {
-        let mut tensors = self.params()?;
-        for p in self.plan.params.clone() {
+        let params = &self.plan.params;
+        let mut wanted: Vec<(String, Vec<usize>, BufId)> =
+            params.iter().map(|p| (p.spec.key.clone(), p.spec.shape.clone(), p.value)).collect();
+        for p in params {
             for (i, &buf) in p.state.iter().enumerate() {
-                let data = self.backend.download_f32(buf)?;
-                tensors.insert(state_key(&p.spec.key, i), Tensor { shape: p.spec.shape.clone(), data });
+                wanted.push((state_key(&p.spec.key, i), p.spec.shape.clone(), buf));
             }
         }
-        let metrics = self.backend.download_f32(self.plan.train_metrics)?;
-        tensors.insert(TRAIN_METRICS.into(), Tensor { shape: vec![metrics.len()], data: metrics });
+        let metrics = self.plan.train_metrics;
+        wanted.push((TRAIN_METRICS.into(), vec![slot::LEN], metrics));
+        let bufs: Vec<BufId> = wanted.iter().map(|w| w.2).collect();
+        let data = self.backend.download_all(&bufs)?;
+        let tensors =
+            wanted.into_iter().zip(data).map(|((key, shape, _), data)| (key, Tensor { shape, data })).collect();
         let progress =
             Progress { steps: self.steps, batch: self.batch, rng: self.rng.state(), order: self.order.clone() };
         Ok((progress, tensors))
@@ -277,11 +282,14 @@ impl Session {
 
     /// Every parameter by checkpoint key.
     pub fn params(&mut self) -> Result<BTreeMap<String, Tensor>> {
-        let mut out = BTreeMap::new();
-        for p in self.plan.params.clone() {
-            let data = self.backend.download_f32(p.value)?;
-            out.insert(p.spec.key.clone(), Tensor { shape: p.spec.shape.clone(), data });
-        }
-        Ok(out)
+        let bufs: Vec<BufId> = self.plan.params.iter().map(|p| p.value).collect();
+        let data = self.backend.download_all(&bufs)?;
+        Ok(self
+            .plan
+            .params
+            .iter()
+            .zip(data)
+            .map(|(p, data)| (p.spec.key.clone(), Tensor { shape: p.spec.shape.clone(), data }))
+            .collect())
     }
 }

@@ -16,6 +16,10 @@ pub trait Backend {
     fn upload_u8(&mut self, buf: BufId, data: &[u8]) -> Result<()>;
     fn upload_u32(&mut self, buf: BufId, data: &[u32]) -> Result<()>;
     fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>>;
+    /// Several buffers at once (on a GPU: one copy and one wait).
+    fn download_all(&mut self, bufs: &[BufId]) -> Result<Vec<Vec<f32>>> {
+        bufs.iter().map(|&b| self.download_f32(b)).collect()
+    }
     /// Runs `ops` in order for one step.
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()>;
     /// Waits until every queued op has run (for timing).

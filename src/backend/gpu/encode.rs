@@ -66,6 +66,40 @@ pub enum Bind {
 /// bytes).
 pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 
+/// Folds each activation that follows a forward product of its input into that product, which
+/// then stores both its result and the activation of it.
+pub fn fuse_activations(launches: Vec<Launch>) -> Vec<Launch> {
+    let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
+    for next in launches {
+        if let Some(fused) = out.last().and_then(|prev| fuse_activation(prev, &next)) {
+            *out.last_mut().expect("checked") = fused;
+        } else {
+            out.push(next);
+        }
+    }
+    out
+}
+
+fn fuse_activation(product: &Launch, act: &Launch) -> Option<Launch> {
+    let k = &product.kernel;
+    let forward = k.family.is_gemm() && k.entry == "matmul" && k.constant("MODE") == Some(0);
+    let bound = |l: &Launch, slot: u32| l.binds.iter().find(|b| b.0 == slot).map(|b| b.1);
+    if !forward
+        || k.constant("FUSE").is_some()
+        || act.kernel.family != Family::Activation
+        || act.kernel.entry != "forward"
+    {
+        return None;
+    }
+    if bound(act, 2)? != bound(product, C)? {
+        return None;
+    }
+    let mut fused = product.clone();
+    fused.kernel = fused.kernel.with("FUSE", 1).with("ACT", act.kernel.constant("ACT")?);
+    fused.binds.push((ACT_OUT, bound(act, 4)?));
+    Some(fused)
+}
+
 /// Merges each run of like optimiser updates (same kernel and settings) over parameters that
 /// lie one after the other, at the same offsets in every set, into one launch over their span.
 /// The gaps between parameters hold zeros in every set, and every update leaves zeros at zero.
@@ -148,6 +182,8 @@ const B: u32 = 3;
 const BIAS: u32 = 4;
 const C: u32 = 5;
 const PART: u32 = 6;
+const ACT_OUT: u32 = 7;
+const LOSS_PART: u32 = 7;
 
 /// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 256
 /// terms per slice, at most 64 (more slices made the reduction of the slices slower than the
@@ -354,7 +390,13 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             vec![loss("softmax_ce", classes, logits, target, probs, grad, metrics)]
         }
         Op::SigmoidBce { logits, target, probs, grad, metrics, per } => {
-            vec![loss("sigmoid_bce", per, logits, target, probs, grad, metrics)]
+            let mut each = loss("sigmoid_bce", per, logits, target, probs, grad, metrics);
+            each.binds.push((LOSS_PART, Bind::Scratch));
+            each.grid = Grid::Flat(Size::per_n(per));
+            each.scratch = 4 * (max_n(logits, per) * per).div_ceil(256);
+            let mut total = loss("sigmoid_bce_total", per, logits, target, probs, grad, metrics);
+            total.binds = vec![buf(6, metrics), (LOSS_PART, Bind::Scratch)];
+            vec![each, total]
         }
         Op::Confusion { probs, target, counts, classes } => vec![launch(
             Kernel::new(Family::Loss, "confusion"),

@@ -12,7 +12,7 @@ use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{encode, merge_updates, Bind, Grid};
+use encode::{encode, fuse_activations, merge_updates, Bind, Grid};
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ const STEPS_PER_SUBMIT: u64 = 32;
 /// Bytes per per-step uniform slot (the largest dynamic-offset alignment wgpu allows).
 const SLOT: u64 = 256;
 /// Storage bindings 2..2+STORAGE of every kernel.
-const STORAGE: u32 = 5;
+const STORAGE: u32 = 6;
 
 /// Where a plan buffer lives: its own wgpu buffer, or a range of its parameter set's.
 #[derive(Clone)]
@@ -299,7 +299,7 @@ impl GpuBackend {
         let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
         let bufs = &self.bufs;
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
-        for launch in merge_updates(all, &place) {
+        for launch in merge_updates(fuse_activations(all), &place) {
             let pipeline = self.pipeline(&launch.kernel);
             let scratch = self.scratch(launch.scratch);
             let mut params = launch.params.clone();
@@ -409,34 +409,52 @@ impl Backend for GpuBackend {
         self.upload(buf, bytemuck::cast_slice(data))
     }
     fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>> {
+        Ok(self.download_all(&[buf])?.remove(0))
+    }
+    fn download_all(&mut self, bufs: &[BufId]) -> Result<Vec<Vec<f32>>> {
         self.flush()?;
-        let size = byte_len(&self.descs[buf.0]);
-        if self.staging.as_ref().is_none_or(|s| s.size() < size) {
-            self.allocated += size;
+        let sizes: Vec<u64> = bufs.iter().map(|b| byte_len(&self.descs[b.0])).collect();
+        let total = sizes.iter().sum::<u64>().max(4);
+        if self.staging.as_ref().is_none_or(|s| s.size() < total) {
+            self.allocated += total;
             self.staging = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
-                size,
+                size: total,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
         }
         let staging = self.staging.as_ref().expect("made above");
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        let b = &self.bufs[buf.0];
-        enc.copy_buffer_to_buffer(&b.buffer, b.offset, staging, 0, size);
+        let mut at = 0;
+        for (b, &size) in bufs.iter().zip(&sizes) {
+            let b = &self.bufs[b.0];
+            enc.copy_buffer_to_buffer(&b.buffer, b.offset, staging, at, size);
+            at += size;
+        }
         let index = self.gpu.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..size).map_async(wgpu::MapMode::Read, move |r| tx.send(r).unwrap_or(()));
+        staging.slice(..total).map_async(wgpu::MapMode::Read, move |r| tx.send(r).unwrap_or(()));
         self.wait(Some(index))?;
+        let names = || bufs.iter().map(|b| format!("'{}'", self.descs[b.0].name)).collect::<Vec<_>>().join(", ");
         rx.recv()
             .map_err(|e| Error::Gpu(e.to_string()))?
-            .map_err(|e| Error::Gpu(format!("reading '{}' back: {e}", self.descs[buf.0].name)))?;
+            .map_err(|e| Error::Gpu(format!("reading {} back: {e}", names())))?;
         let data = {
-            let view = staging.slice(..size).get_mapped_range().map_err(|e| Error::Gpu(e.to_string()))?;
+            let view = staging.slice(..total).get_mapped_range().map_err(|e| Error::Gpu(e.to_string()))?;
             bytemuck::pod_collect_to_vec::<u8, f32>(&view)
         };
         staging.unmap();
-        Ok(data[..self.descs[buf.0].len].to_vec())
+        let mut at = 0;
+        Ok(bufs
+            .iter()
+            .zip(&sizes)
+            .map(|(b, &size)| {
+                let v = data[at..at + self.descs[b.0].len].to_vec();
+                at += size as usize / 4;
+                v
+            })
+            .collect())
     }
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
         let index = match self.programs.iter().position(|p| p.ops == ops) {

@@ -3,6 +3,7 @@
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const ACT: &str = include_str!("../../../shaders/act.wgsl");
 
 /// Weight-gradient split counts the encoder may choose (see `matmul.wgsl`); 0 is a plain product.
 pub const SPLITS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
@@ -64,9 +65,15 @@ impl Family {
         matches!(self, Family::Dense | Family::Conv2d | Family::ConvTranspose)
     }
 
-    /// The module's full text: the common prelude, the family, and the matrix product if used.
+    /// The module's full text: the common prelude, the activations where used, the family, and
+    /// the matrix product if used.
     pub fn source(self) -> String {
-        let mut s = format!("{COMMON}\n{}", self.own_source());
+        let mut s = format!("{COMMON}\n");
+        if self.is_gemm() || self == Family::Activation {
+            s.push_str(ACT);
+            s.push('\n');
+        }
+        s.push_str(self.own_source());
         if self.is_gemm() {
             s.push('\n');
             s.push_str(MATMUL);
@@ -91,6 +98,9 @@ impl Kernel {
         self.constants.push((name, value));
         self
     }
+    pub fn constant(&self, name: &str) -> Option<u32> {
+        self.constants.iter().find(|c| c.0 == name).map(|c| c.1)
+    }
 }
 
 /// Every specialisation the encoder can ask for.
@@ -104,6 +114,7 @@ pub fn all_kernels() -> Vec<Kernel> {
         Kernel::new(Family::Activation, "dropout_backward"),
         Kernel::new(Family::Loss, "softmax_ce"),
         Kernel::new(Family::Loss, "sigmoid_bce"),
+        Kernel::new(Family::Loss, "sigmoid_bce_total"),
         Kernel::new(Family::Loss, "confusion"),
     ];
     for entry in ["sgd", "momentum", "adam", "l2"] {
@@ -117,6 +128,9 @@ pub fn all_kernels() -> Vec<Kernel> {
         for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
             for mode in 0..2 {
                 out.push(gemm(family, mode, 0, (tm, tn)));
+            }
+            for act in 0..3 {
+                out.push(gemm(family, 0, 0, (tm, tn)).with("FUSE", 1).with("ACT", act));
             }
             for splits in SPLITS {
                 out.push(gemm(family, 2, splits, (tm, tn)));
