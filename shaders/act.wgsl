@@ -12,6 +12,15 @@ fn activate(x: f32) -> f32 {
     }
 }
 
+// The activation's derivative, from its output y.
+fn derivative(y: f32) -> f32 {
+    switch ACT {
+        case 0u: { return select(0.0, 1.0, y > 0.0); }
+        case 1u: { return y * (1.0 - y); }
+        default: { return 1.0 - y * y; }
+    }
+}
+
 // tanh to a few ulp: drivers' tanh may be far coarser (lavapipe's is off by ~1e-5 relative).
 // Near 0 the series avoids the cancellation in 1 - e^(-2|x|).
 fn precise_tanh(x: f32) -> f32 {

@@ -32,12 +32,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if i >= step.n * p.per {
         return;
     }
-    let y = a[i];
-    switch ACT {
-        case 0u: { c[i] = b[i] * select(0.0, 1.0, y > 0.0); }
-        case 1u: { c[i] = b[i] * (y * (1.0 - y)); }
-        default: { c[i] = b[i] * (1.0 - y * y); }
-    }
+    c[i] = b[i] * derivative(a[i]);
 }
 
 // PCG-style integer hash (rng::hash32).

@@ -6,9 +6,10 @@
 //   MODE 1 backward-data (z = sample): gx[z, ci, p] = Σ_(co,r) w[co, ci, flip r]·gy[z, co, p + r]
 //                                 (M c_in, N P, K c_out·R)
 //   MODE 2 backward-weight: gw[co, (ci,r)] = Σ_(s,p) gy[s, co, p]·x[s, ci, p + r]
-//                                 (M c_out, N c_in·R, K n·P), split
-//   MODE 3 backward-bias: gb[co] = Σ_(s,p) gy[s, co, p]       (M c_out, N 1, K n·P), split
-// Bindings: a = w (0, 1) or gy (2, 3); b = x (0, 2) or gy (1); bias = b (0); c = the result.
+//                                 (M c_out, N c_in·R, K n·P), split, with
+//                                 gb[co] = Σ_(s,p) gy[s, co, p] as column c_in·R (BIAS_COL)
+// Bindings: a = w (0, 1) or gy (2); b = x (0, 2) or gy (1); bias = b (0) or gb (2); c = the
+// result.
 
 struct P {
     c_in: u32,
@@ -26,8 +27,7 @@ fn gemm_dims() -> vec3<u32> {
     switch MODE {
         case 0u: { return vec3(p.c_out, hw, p.c_in * r); }
         case 1u: { return vec3(p.c_in, hw, p.c_out * r); }
-        case 2u: { return vec3(p.c_out, p.c_in * r, step.n * hw); }
-        default: { return vec3(p.c_out, 1u, step.n * hw); }
+        default: { return vec3(p.c_out, p.c_in * r, step.n * hw); }
     }
 }
 
@@ -65,8 +65,7 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
     switch MODE {
         case 0u: { return window(z, p.c_in, k / r, k % r, n); }
         case 1u: { return window(z, p.c_out, k / r, k % r, n); }
-        case 2u: { return window(k / hw, p.c_in, n / r, n % r, k % hw); }
-        default: { return 1.0; }
+        default: { return window(k / hw, p.c_in, n / r, n % r, k % hw); }
     }
 }
 
@@ -74,6 +73,6 @@ fn store_c(z: u32, m: u32, n: u32, v: f32) {
     let hw = p.h * p.w;
     switch MODE {
         case 0u: { store_forward((z * p.c_out + m) * hw + n, v + bias[m]); }
-        default: { c[(z * p.c_in + m) * hw + n] = v; }
+        default: { store_backward((z * p.c_in + m) * hw + n, v); }
     }
 }

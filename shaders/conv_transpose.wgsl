@@ -59,6 +59,6 @@ fn load_b(z: u32, k: u32, n: u32) -> f32 {
 fn store_c(z: u32, m: u32, n: u32, v: f32) {
     switch MODE {
         case 0u: { store_forward(out_index(z, m / 4u, m % 4u, n), v + bias[m / 4u]); }
-        default: { c[(z * p.c_in + m) * p.h * p.w + n] = v; }
+        default: { store_backward((z * p.c_in + m) * p.h * p.w + n, v); }
     }
 }

@@ -21,15 +21,44 @@ override MODE: u32 = 0u;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 @group(0) @binding(7) var<storage, read_write> act_out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> act_in: array<f32>;
 
-// 1: the forward product also stores activate(result) into act_out, in place of an activation
-// kernel run after it.
+// The activation kernel that this product does in its last stage, in place of a launch after it:
+// 1, forward: act_out = activate(result); 2, backward-data: act_out = result·activate'(act_in),
+// where act_in is the activation's output.
 override FUSE: u32 = 0u;
 
 fn store_forward(i: u32, y: f32) {
     c[i] = y;
     if FUSE == 1u {
         act_out[i] = activate(y);
+    }
+}
+
+fn store_backward(i: u32, g: f32) {
+    c[i] = g;
+    if FUSE == 2u {
+        act_out[i] = g * derivative(act_in[i]);
+    }
+}
+
+// 1 for weight gradients (MODE 2) whose bias gradient comes with them: B gets a column N of
+// ones, so column N of the product is Σ_k A[m, k], stored into `bias`.
+override BIAS_COL: u32 = 0u;
+
+// (M, N, K) with the bias column counted.
+fn dims() -> vec3<u32> {
+    let d = gemm_dims();
+    return vec3(d.x, d.y + BIAS_COL, d.z);
+}
+
+// A batch sum's element (m, n) of the weight gradient, or of the bias gradient in column N.
+fn store_sum(m: u32, n: u32, v: f32) {
+    let d = gemm_dims();
+    if BIAS_COL == 1u && n == d.y {
+        bias[m] = v;
+    } else {
+        c[m * d.y + n] = v;
     }
 }
 
@@ -62,13 +91,14 @@ fn k_slice(z: u32, k: u32) -> vec2<u32> {
     return vec2(lo, min(lo + chunk, k));
 }
 
-// Where a slice's sum goes: the result itself when there is one slice, else its part.
-fn store_slice(z: u32, i: u32, v: f32) {
+// Where slice z's sum of element (m, n) goes: the result itself when there is one slice, else
+// its part.
+fn store_slice(z: u32, m: u32, n: u32, v: f32) {
     if SPLITS == 1u {
-        c[i] = v;
+        store_sum(m, n, v);
     } else {
-        let d = gemm_dims();
-        part[z * d.x * d.y + i] = v;
+        let d = dims();
+        part[(z * d.x + m) * d.y + n] = v;
     }
 }
 
@@ -83,7 +113,7 @@ fn tile_coords(f: u32, side: u32, k_fast: bool) -> vec2<u32> {
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
-    let d = gemm_dims();
+    let d = dims();
     let z = wg.z;
     let m0 = wg.y * TILE_M;
     let n0 = wg.x * TILE_N;
@@ -101,7 +131,9 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
             let k = k0 + rk.y;
             var v = 0.0;
             if k < ks.y && r < select(d.x, d.y, is_b) {
-                if is_b {
+                if is_b && BIAS_COL == 1u && r == d.y - 1u {
+                    v = 1.0;
+                } else if is_b {
                     v = load_b(z, k, r);
                 } else {
                     v = load_a(z, r, k);
@@ -133,7 +165,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
             let n = n0 + l.x + 16u * j;
             if m < d.x && n < d.y {
                 if SPLITS > 0u {
-                    store_slice(z, m * d.y + n, acc[i * 4u + j]);
+                    store_slice(z, m, n, acc[i * 4u + j]);
                 } else {
                     store_c(z, m, n, acc[i * 4u + j]);
                 }
@@ -155,15 +187,16 @@ fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     }
     let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
     if li == 0u {
-        store_slice(wg.z, m, total.x);
+        store_slice(wg.z, m, 0u, total.x);
     }
 }
 
-// c[i] = Σ_z part[z, i] over the SPLITS slices, in order; i < M·N.
+// Element i of the M·N result (M·(N+1) with the bias column) = Σ_z part[z, i] over the SPLITS
+// slices, in order.
 @compute @workgroup_size(256)
 fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let dims = gemm_dims();
-    let len = dims.x * dims.y;
+    let d = dims();
+    let len = d.x * d.y;
     let i = flat(gid, groups);
     if i >= len {
         return;
@@ -172,5 +205,5 @@ fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var z = 0u; z < SPLITS; z++) {
         s += part[z * len + i];
     }
-    c[i] = s;
+    store_sum(i / d.y, i % d.y, s);
 }

@@ -66,8 +66,8 @@ pub enum Bind {
 /// bytes).
 pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 
-/// Folds each activation that follows a forward product of its input into that product, which
-/// then stores both its result and the activation of it.
+/// Folds each activation that follows a product of its input (forward, or its gradient going
+/// back) into that product, which then stores both its own result and the activation's.
 pub fn fuse_activations(launches: Vec<Launch>) -> Vec<Launch> {
     let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
     for next in launches {
@@ -82,21 +82,26 @@ pub fn fuse_activations(launches: Vec<Launch>) -> Vec<Launch> {
 
 fn fuse_activation(product: &Launch, act: &Launch) -> Option<Launch> {
     let k = &product.kernel;
-    let forward = k.family.is_gemm() && k.entry == "matmul" && k.constant("MODE") == Some(0);
     let bound = |l: &Launch, slot: u32| l.binds.iter().find(|b| b.0 == slot).map(|b| b.1);
-    if !forward
-        || k.constant("FUSE").is_some()
-        || act.kernel.family != Family::Activation
-        || act.kernel.entry != "forward"
-    {
+    let plain = k.family.is_gemm() && k.entry == "matmul" && k.constant("SPLITS") == Some(0);
+    if !plain || k.constant("FUSE").is_some() || act.kernel.family != Family::Activation {
         return None;
     }
-    if bound(act, 2)? != bound(product, C)? {
+    // The activation reads the product's result: as x going forward, as gy going back.
+    let (fuse, input) = match (k.constant("MODE")?, act.kernel.entry) {
+        (0, "forward") => (1, 2),
+        (1, "backward") => (2, 3),
+        _ => return None,
+    };
+    if bound(act, input)? != bound(product, C)? {
         return None;
     }
     let mut fused = product.clone();
-    fused.kernel = fused.kernel.with("FUSE", 1).with("ACT", act.kernel.constant("ACT")?);
+    fused.kernel = fused.kernel.with("FUSE", fuse).with("ACT", act.kernel.constant("ACT")?);
     fused.binds.push((ACT_OUT, bound(act, 4)?));
+    if fuse == 2 {
+        fused.binds.push((ACT_IN, bound(act, 2)?));
+    }
     Some(fused)
 }
 
@@ -183,6 +188,7 @@ const BIAS: u32 = 4;
 const C: u32 = 5;
 const PART: u32 = 6;
 const ACT_OUT: u32 = 7;
+const ACT_IN: u32 = 8;
 const LOSS_PART: u32 = 7;
 
 /// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 256
@@ -225,26 +231,28 @@ fn product(
 }
 
 /// Sums over the batch into `out`, in slices, then the slices added in order: the weight
-/// gradient (`b` given: `out[m, n] = Σ_k a[m, k]·b[k, n]`) or the bias gradient (`out[m] =
-/// Σ_k a[m, k]`). `k_max` is the number of terms at the largest batch. One slice is written
-/// straight to `out`.
+/// gradient (`b` given: `out[m, n] = Σ_k a[m, k]·b[k, n]`, with the bias gradient `Σ_k a[m, k]`
+/// into `bias` as one more column, if given) or the bias gradient (`out[m] = Σ_k a[m, k]`).
+/// `k_max` is the number of terms at the largest batch. One slice is written straight to `out`.
 fn batch_sum(
     family: Family,
     params: &[u32],
-    a: BufId,
-    b: Option<BufId>,
+    (a, b, bias): (BufId, Option<BufId>, Option<BufId>),
     out: BufId,
     (m, n, k_max): (usize, usize, usize),
 ) -> Vec<Launch> {
     let s = splits(k_max);
     let z = Size::fixed(s as usize);
     let dest = if s == 1 { buf(C, out) } else { (PART, Bind::Scratch) };
+    let cols = n + usize::from(bias.is_some());
+    let with_bias = |k: Kernel| if bias.is_some() { k.with("BIAS_COL", 1) } else { k };
     let (mut sum, mode) = match b {
         Some(b) => {
-            let (tm, tn) = tiles(m, n, s as usize);
-            let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(n), z, tm, tn };
-            let binds = [buf(A, a), buf(B, b), dest];
-            (launch(shaders::gemm(family, 2, s, (tm, tn)), params.to_vec(), &binds, grid), 2)
+            let (tm, tn) = tiles(m, cols, s as usize);
+            let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(cols), z, tm, tn };
+            let mut binds = vec![buf(A, a), buf(B, b), dest];
+            binds.extend(bias.filter(|_| s == 1).map(|g| buf(BIAS, g)));
+            (launch(with_bias(shaders::gemm(family, 2, s, (tm, tn))), params.to_vec(), &binds, grid), 2)
         }
         None => {
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(1), z, tm: 1, tn: 1 };
@@ -254,13 +262,11 @@ fn batch_sum(
     if s == 1 {
         return vec![sum];
     }
-    sum.scratch = s as usize * m * n;
-    let reduce = launch(
-        shaders::reduce(family, mode, s),
-        params.to_vec(),
-        &[(PART, Bind::Scratch), buf(C, out)],
-        Grid::Flat(Size::fixed(m * n)),
-    );
+    sum.scratch = s as usize * m * cols;
+    let mut binds = vec![(PART, Bind::Scratch), buf(C, out)];
+    binds.extend(bias.map(|g| buf(BIAS, g)));
+    let reduce =
+        launch(with_bias(shaders::reduce(family, mode, s)), params.to_vec(), &binds, Grid::Flat(Size::fixed(m * cols)));
     vec![sum, reduce]
 }
 
@@ -304,13 +310,11 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         }
         Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
             let (p, batch) = ([n_in as u32, n_out as u32], max_n(gy, n_out));
-            let data = gx.map(|gx| {
+            let mut out = batch_sum(Family::Dense, &p, (gy, Some(x), Some(gb)), gw, (n_out, n_in, batch));
+            out.extend(gx.map(|gx| {
                 let dims = (Size::per_n(1), Size::fixed(n_in), Size::fixed(1));
                 product(Family::Dense, 1, &p, &[buf(A, gy), buf(B, w), buf(C, gx)], dims, batch)
-            });
-            let mut out: Vec<Launch> = data.into_iter().collect();
-            out.extend(batch_sum(Family::Dense, &p, gy, Some(x), gw, (n_out, n_in, batch)));
-            out.extend(batch_sum(Family::Dense, &p, gy, None, gb, (n_out, 1, batch)));
+            }));
             out
         }
         Op::Conv2d { x, w, b, y, ref g } => {
@@ -322,14 +326,12 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
             let (p, hw, r) = (conv_params(g, true), g.h * g.w, g.k * g.k);
             let batch = max_n(gy, g.c_out * hw);
-            let terms = batch * hw;
-            let data = gx.map(|gx| {
+            let sizes = (g.c_out, g.c_in * r, batch * hw);
+            let mut out = batch_sum(Family::Conv2d, &p, (gy, Some(x), Some(gb)), gw, sizes);
+            out.extend(gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
                 product(Family::Conv2d, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)
-            });
-            let mut out: Vec<Launch> = data.into_iter().collect();
-            out.extend(batch_sum(Family::Conv2d, &p, gy, Some(x), gw, (g.c_out, g.c_in * r, terms)));
-            out.extend(batch_sum(Family::Conv2d, &p, gy, None, gb, (g.c_out, 1, terms)));
+            }));
             out
         }
         Op::ConvTranspose2d { x, w, b, y, ref g } => {
@@ -341,13 +343,13 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
             let (p, hw) = (conv_params(g, false), g.h * g.w);
             let batch = max_n(gy, g.c_out * 4 * hw);
-            let data = gx.map(|gx| {
+            let mut out =
+                batch_sum(Family::ConvTranspose, &p, (x, Some(gy), None), gw, (g.c_in, g.c_out * 4, batch * hw));
+            out.extend(batch_sum(Family::ConvTranspose, &p, (gy, None, None), gb, (g.c_out, 1, batch * 4 * hw)));
+            out.extend(gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
                 product(Family::ConvTranspose, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)
-            });
-            let mut out: Vec<Launch> = data.into_iter().collect();
-            out.extend(batch_sum(Family::ConvTranspose, &p, x, Some(gy), gw, (g.c_in, g.c_out * 4, batch * hw)));
-            out.extend(batch_sum(Family::ConvTranspose, &p, gy, None, gb, (g.c_out, 1, batch * 4 * hw)));
+            }));
             out
         }
         Op::MaxPool2d { x, y, argmax, shape } => vec![launch(

@@ -24,7 +24,7 @@ const STEPS_PER_SUBMIT: u64 = 32;
 /// Bytes per per-step uniform slot (the largest dynamic-offset alignment wgpu allows).
 const SLOT: u64 = 256;
 /// Storage bindings 2..2+STORAGE of every kernel.
-const STORAGE: u32 = 6;
+const STORAGE: u32 = 7;
 
 /// Where a plan buffer lives: its own wgpu buffer, or a range of its parameter set's.
 #[derive(Clone)]

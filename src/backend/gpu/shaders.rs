@@ -125,23 +125,29 @@ pub fn all_kernels() -> Vec<Kernel> {
         out.push(Kernel::new(Family::Activation, "backward").with("ACT", act));
     }
     for family in [Family::Dense, Family::Conv2d, Family::ConvTranspose] {
+        // Dense and Conv2d sum the bias gradient as a column of the weight gradient.
+        let bias_col = |k: Kernel| if family == Family::ConvTranspose { k } else { k.with("BIAS_COL", 1) };
         for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
             for mode in 0..2 {
                 out.push(gemm(family, mode, 0, (tm, tn)));
-            }
-            for act in 0..3 {
-                out.push(gemm(family, 0, 0, (tm, tn)).with("FUSE", 1).with("ACT", act));
+                for act in 0..3 {
+                    out.push(gemm(family, mode, 0, (tm, tn)).with("FUSE", mode + 1).with("ACT", act));
+                }
             }
             for splits in SPLITS {
-                out.push(gemm(family, 2, splits, (tm, tn)));
+                out.push(bias_col(gemm(family, 2, splits, (tm, tn))));
             }
         }
-        for splits in SPLITS {
-            out.push(row_sums(family, splits));
-        }
         for splits in &SPLITS[1..] {
-            out.push(reduce(family, 2, *splits));
-            out.push(reduce(family, 3, *splits));
+            out.push(bias_col(reduce(family, 2, *splits)));
+        }
+        if family == Family::ConvTranspose {
+            for splits in SPLITS {
+                out.push(row_sums(family, splits));
+            }
+            for splits in &SPLITS[1..] {
+                out.push(reduce(family, 3, *splits));
+            }
         }
     }
     out
