@@ -192,18 +192,22 @@ fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
 }
 
 // Element i of the M·N result (M·(N+1) with the bias column) = Σ_z part[z, i] over the SPLITS
-// slices, in order.
+// slices by a fixed tree; one workgroup per element.
 @compute @workgroup_size(256)
-fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn reduce_splits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                 @builtin(local_invocation_index) li: u32) {
     let d = dims();
     let len = d.x * d.y;
-    let i = flat(gid, groups);
+    let i = wg.x + wg.y * groups.x;
     if i >= len {
         return;
     }
     var s = 0.0;
-    for (var z = 0u; z < SPLITS; z++) {
+    for (var z = li; z < SPLITS; z += 256u) {
         s += part[z * len + i];
     }
-    store_sum(i / d.y, i % d.y, s);
+    let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
+    if li == 0u {
+        store_sum(i / d.y, i % d.y, total.x);
+    }
 }

@@ -30,6 +30,8 @@ pub enum Grid {
     Flat(Size),
     /// `tm × tn` tiles of an `m × n` product, `z` deep.
     Tiles { m: Size, n: Size, z: Size, tm: u32, tn: u32 },
+    /// One workgroup per element.
+    PerElement(Size),
     /// One workgroup.
     Single,
 }
@@ -38,17 +40,20 @@ impl Grid {
     /// Workgroup counts for a batch of `n`; 1-D dispatches fold into y above 65535 groups.
     pub fn groups(self, n: usize) -> [u32; 3] {
         match self {
-            Grid::Flat(s) => {
-                let g = s.at(n).div_ceil(256).max(1);
-                if g <= 65535 {
-                    [g, 1, 1]
-                } else {
-                    [65535, g.div_ceil(65535), 1]
-                }
-            }
+            Grid::Flat(s) => fold(s.at(n).div_ceil(256).max(1)),
+            Grid::PerElement(s) => fold(s.at(n).max(1)),
             Grid::Tiles { m, n: cols, z, tm, tn } => [cols.at(n).div_ceil(tn), m.at(n).div_ceil(tm), z.at(n)],
             Grid::Single => [1, 1, 1],
         }
+    }
+}
+
+/// `g` workgroups, folded into y above 65535.
+fn fold(g: u32) -> [u32; 3] {
+    if g <= 65535 {
+        [g, 1, 1]
+    } else {
+        [65535, g.div_ceil(65535), 1]
     }
 }
 
@@ -191,11 +196,11 @@ const ACT_OUT: u32 = 7;
 const ACT_IN: u32 = 8;
 const LOSS_PART: u32 = 7;
 
-/// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 256
-/// terms per slice, at most 64 (more slices made the reduction of the slices slower than the
-/// products they shortened, on an H100).
+/// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 128
+/// terms per slice, at most 512, so that long sums spread over many workgroups; the slices are
+/// then added by one workgroup per element.
 fn splits(k_max: usize) -> u32 {
-    let s = (k_max / 256).clamp(1, 64) as u32;
+    let s = (k_max / 128).clamp(1, 512) as u32;
     let s = 1 << s.ilog2();
     debug_assert!(shaders::SPLITS.contains(&s));
     s
@@ -265,8 +270,12 @@ fn batch_sum(
     sum.scratch = s as usize * m * cols;
     let mut binds = vec![(PART, Bind::Scratch), buf(C, out)];
     binds.extend(bias.map(|g| buf(BIAS, g)));
-    let reduce =
-        launch(with_bias(shaders::reduce(family, mode, s)), params.to_vec(), &binds, Grid::Flat(Size::fixed(m * cols)));
+    let reduce = launch(
+        with_bias(shaders::reduce(family, mode, s)),
+        params.to_vec(),
+        &binds,
+        Grid::PerElement(Size::fixed(m * cols)),
+    );
     vec![sum, reduce]
 }
 

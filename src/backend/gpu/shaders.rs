@@ -6,7 +6,7 @@ const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ACT: &str = include_str!("../../../shaders/act.wgsl");
 
 /// Weight-gradient split counts the encoder may choose (see `matmul.wgsl`); 0 is a plain product.
-pub const SPLITS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+pub const SPLITS: [u32; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 /// Tile sides of the matrix product.
 pub const TILES: [u32; 2] = [16, 64];
 
