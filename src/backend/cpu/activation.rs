@@ -20,28 +20,36 @@ fn tanh(x: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
-pub fn forward(act: Act, x: &[f32], y: &mut [f32]) {
-    let f: fn(f32) -> f32 = match act {
-        Act::Relu => |v| v.max(0.0),
-        Act::Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
-        Act::Tanh => tanh,
-        Act::Softmax => unreachable!("softmax is fused with the loss"),
-    };
+/// `y[i] = f(x[i])` in parallel chunks; generic, so that `f` is inlined and vectorised.
+fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x)));
 }
 
-pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
-    let d: fn(f32) -> f32 = match act {
-        Act::Relu => |y| if y > 0.0 { 1.0 } else { 0.0 },
-        Act::Sigmoid => |y| y * (1.0 - y),
-        Act::Tanh => |y| 1.0 - y * y,
-        Act::Softmax => unreachable!("softmax is fused with the loss"),
-    };
+/// `gx[i] = gy[i]·d(y[i])` in parallel chunks.
+fn map_grad(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(f32) -> f32 + Sync) {
     gx.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK))).for_each(|(gx, (y, gy))| {
         gx.iter_mut().zip(y.iter().zip(gy)).for_each(|(gx, (y, gy))| *gx = gy * d(*y));
     });
+}
+
+pub fn forward(act: Act, x: &[f32], y: &mut [f32]) {
+    match act {
+        Act::Relu => map(x, y, |v| v.max(0.0)),
+        Act::Sigmoid => map(x, y, |v| 1.0 / (1.0 + (-v).exp())),
+        Act::Tanh => map(x, y, tanh),
+        Act::Softmax => unreachable!("softmax is fused with the loss"),
+    }
+}
+
+pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
+    match act {
+        Act::Relu => map_grad(y, gy, gx, |y| if y > 0.0 { 1.0 } else { 0.0 }),
+        Act::Sigmoid => map_grad(y, gy, gx, |y| y * (1.0 - y)),
+        Act::Tanh => map_grad(y, gy, gx, |y| 1.0 - y * y),
+        Act::Softmax => unreachable!("softmax is fused with the loss"),
+    }
 }
 
 /// `mask[i]` is 0 where the counter hash of (`seed`, `step`, `i`) falls below `rate`, else

@@ -2,6 +2,10 @@
 //! (slots in [`crate::graph::slot`]). Sums run in f64.
 
 use crate::graph::slot;
+use rayon::prelude::*;
+
+/// Elements per parallel chunk of the sigmoid loss (fixed, so sums do not depend on threads).
+const CHUNK: usize = 1 << 13;
 
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
@@ -46,26 +50,40 @@ pub fn sigmoid_bce(
     logits: &[f32],
     target: &[f32],
     probs: &mut [f32],
-    mut grad: Option<&mut [f32]>,
+    grad: Option<&mut [f32]>,
     metrics: &mut [f32],
     n: usize,
     per: usize,
 ) {
     let len = n * per;
-    let (mut loss, mut yp, mut y, mut p_sum) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for i in 0..len {
-        let (z, t) = (logits[i], target[i]);
-        let p = 1.0 / (1.0 + (-z).exp());
-        probs[i] = p;
-        // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
-        loss += (z.max(0.0) - z * t) as f64 + (-(z.abs() as f64)).exp().ln_1p();
-        if let Some(g) = grad.as_deref_mut() {
-            g[i] = (p - t) / len as f32;
+    // Fixed chunks summed in parallel, then added in order: the same result on any thread count.
+    let sums = |(z, t, p): (&[f32], &[f32], &mut [f32])| {
+        let mut acc = [0.0f64; 4];
+        for ((&z, &t), p) in z.iter().zip(t).zip(p) {
+            // e^-|z| once: the probability and the stable loss max(z, 0) - z·t + ln(1 + e^-|z|).
+            let e = (-z.abs()).exp();
+            *p = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+            acc[0] += (z.max(0.0) - z * t + e.ln_1p()) as f64;
+            acc[1] += (t * *p) as f64;
+            acc[2] += t as f64;
+            acc[3] += *p as f64;
         }
-        yp += (t * p) as f64;
-        y += t as f64;
-        p_sum += p as f64;
+        acc
+    };
+    let (z, t) = (&logits[..len], &target[..len]);
+    let parts: Vec<[f64; 4]> = z
+        .par_chunks(CHUNK)
+        .zip(t.par_chunks(CHUNK))
+        .zip(probs[..len].par_chunks_mut(CHUNK))
+        .map(|((z, t), p)| sums((z, t, p)))
+        .collect();
+    if let Some(g) = grad {
+        g[..len].par_chunks_mut(CHUNK).zip(probs[..len].par_chunks(CHUNK).zip(t.par_chunks(CHUNK))).for_each(
+            |(g, (p, t))| g.iter_mut().zip(p.iter().zip(t)).for_each(|(g, (p, t))| *g = (p - t) / len as f32),
+        );
     }
+    let [loss, yp, y, p_sum] =
+        parts.iter().fold([0.0f64; 4], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]);
     let dice = if y + p_sum > 0.0 { 2.0 * yp / (y + p_sum) } else { 1.0 };
     add_batch(metrics, loss / per as f64, dice, n);
     metrics[slot::YP] += yp as f32;

@@ -4,27 +4,28 @@
 use crate::model::Shape;
 use rayon::prelude::*;
 
-/// `argmax` receives each maximum's index within its sample (`(c·h + iy)·w + ix`).
+/// `argmax` receives each maximum's index within its sample (`(c·h + iy)·w + ix`). Planes
+/// (sample, channel) run in parallel.
 pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape) {
-    let (oh, ow) = (s.h / 2, s.w / 2);
-    let per_out = s.c * oh * ow;
-    let xs = x[..n * s.len()].par_chunks(s.len());
-    let ys = y[..n * per_out].par_chunks_mut(per_out).zip(argmax[..n * per_out].par_chunks_mut(per_out));
-    xs.zip(ys).for_each(|(xs, (ys, am))| {
-        for c in 0..s.c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut best = (c * s.h + 2 * oy) * s.w + 2 * ox;
-                    for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
-                        let i = (c * s.h + 2 * oy + dy) * s.w + 2 * ox + dx;
-                        if xs[i] > xs[best] {
-                            best = i;
-                        }
+    let (oh, ow, plane) = (s.h / 2, s.w / 2, s.h * s.w);
+    let xs = x[..n * s.len()].par_chunks(plane);
+    let ys = y[..n * s.c * oh * ow].par_chunks_mut(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks_mut(oh * ow));
+    xs.zip(ys).enumerate().for_each(|(p, (xs, (ys, am)))| {
+        let base = (p % s.c * plane) as u32;
+        for oy in 0..oh {
+            let rows = [&xs[2 * oy * s.w..][..2 * ow], &xs[(2 * oy + 1) * s.w..][..2 * ow]];
+            let (yr, ar) = (&mut ys[oy * ow..][..ow], &mut am[oy * ow..][..ow]);
+            for ox in 0..ow {
+                // The window in order (0,0), (0,1), (1,0), (1,1); the first maximum wins.
+                let mut best = (rows[0][2 * ox], 0, 2 * ox);
+                for (r, dx) in [(0, 1), (1, 0), (1, 1)] {
+                    let v = rows[r][2 * ox + dx];
+                    if v > best.0 {
+                        best = (v, r, 2 * ox + dx);
                     }
-                    let o = (c * oh + oy) * ow + ox;
-                    ys[o] = xs[best];
-                    am[o] = best as u32;
                 }
+                yr[ox] = best.0;
+                ar[ox] = base + ((2 * oy + best.1) * s.w + best.2) as u32;
             }
         }
     });
