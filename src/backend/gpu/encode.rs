@@ -490,6 +490,33 @@ mod tests {
         assert_eq!(merged[0].binds[3], (5, Bind::Span(BufId(30), BufId(32))));
     }
 
+    fn relu(x: usize, y: usize) -> Launch {
+        encode(&Op::Activation { act: Act::Relu, x: BufId(x), y: BufId(y), per: 64 }, &[])[0].clone()
+    }
+
+    fn dense(x: usize, y: usize) -> Launch {
+        let (w, b) = (BufId(90), BufId(91));
+        product(
+            Family::Dense,
+            0,
+            &[8, 64],
+            &[buf(A, BufId(x)), buf(B, w), buf(BIAS, b), buf(C, BufId(y))],
+            (Size::per_n(1), Size::fixed(64), Size::fixed(1)),
+            100,
+        )
+    }
+
+    #[test]
+    fn an_activation_of_a_product_is_stored_by_the_product() {
+        let fused = fuse_activations(vec![dense(0, 1), relu(1, 2)]);
+        assert_eq!(fused.len(), 1);
+        assert_eq!(fused[0].kernel.constant("FUSE"), Some(1));
+        assert_eq!(fused[0].kernel.constant("ACT"), Some(0));
+        assert!(fused[0].binds.contains(&(ACT_OUT, Bind::Buf(BufId(2)))));
+        // An activation of another buffer stays a launch of its own.
+        assert_eq!(fuse_activations(vec![dense(0, 1), relu(3, 2)]).len(), 2);
+    }
+
     #[test]
     fn unlike_or_separated_updates_stay_apart() {
         assert_eq!(merge_updates(vec![adam(0, 0.1, 100), adam(1, 0.2, 7)], &place).len(), 2);
