@@ -35,10 +35,16 @@ pub struct Row {
     pub ratio: Option<f64>,
 }
 
+/// The middle value, or the mean of the two middle ones.
 fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    (!v.is_empty()).then(|| v[v.len() / 2])
+    let mid = v.len() / 2;
+    match v.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(v[mid]),
+        _ => Some((v[mid - 1] + v[mid]) / 2.0),
+    }
 }
 
 /// Epochs per run: the peers' own choice for these timings (3 for MNIST, 5 for Warwick).
