@@ -1,18 +1,20 @@
 // Tiled matrix product, appended to a family that says what the matrices are:
 //   gemm_dims() -> (M, N, K) for this step,
 //   load_a(z, m, k), load_b(z, k, n): the operands (z: the workgroup's third index),
-//   store_c(z, m, n, v): where a result goes (with the bias, if any; forward results through
-//   store_forward, which also stores the activation of the result when FUSE is 1).
+//   store_c(z, m, n, v): where a result goes (with the bias, if any), through store_forward or
+//   store_backward, which also do the activation that follows the product (FUSE).
 // C[m, n] = Σ_k A[m, k]·B[k, n]. Transposed operands are only different load_a/load_b index
 // maps, so no transpose pass is ever run.
 //
 // With SPLITS > 0 (weight gradients, where K runs over the whole batch), workgroup z sums the
 // z-th of SPLITS fixed slices of K into `part[z, M, N]`, and `reduce_splits` adds the slices in
-// order into `c` (with one slice the sum goes straight to `c`). SPLITS = 0 is a plain product,
+// order into `c` (with one slice the sum goes straight to `c`; with BIAS_COL the bias gradient
+// comes as one more column, stored into `bias`). SPLITS = 0 is a plain product,
 // stored by store_c. The summation order depends on the shapes only, never on timing.
 
-// The family's variant (forward, backward-data, backward-weight, backward-bias) and the
-// operands every family binds: a, b, the bias, the result c, and the weight-gradient slices.
+// The family's variant (forward, backward-data, backward-weight, and for the transposed
+// convolution backward-bias) and the operands every family binds: a, b, the bias, the result c,
+// the weight-gradient slices, and the activation's output and input.
 override MODE: u32 = 0u;
 
 @group(0) @binding(2) var<storage, read_write> a: array<f32>;

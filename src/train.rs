@@ -200,20 +200,14 @@ impl Session {
     /// The session's progress and its tensors: parameters (by checkpoint key), optimiser state
     /// and the running training metrics.
     pub fn progress(&mut self) -> Result<(Progress, BTreeMap<String, Tensor>)> {
-        let params = &self.plan.params;
-        let mut wanted: Vec<(String, Vec<usize>, BufId)> =
-            params.iter().map(|p| (p.spec.key.clone(), p.spec.shape.clone(), p.value)).collect();
-        for p in params {
+        let mut wanted = self.param_values();
+        for p in &self.plan.params {
             for (i, &buf) in p.state.iter().enumerate() {
                 wanted.push((state_key(&p.spec.key, i), p.spec.shape.clone(), buf));
             }
         }
-        let metrics = self.plan.train_metrics;
-        wanted.push((TRAIN_METRICS.into(), vec![slot::LEN], metrics));
-        let bufs: Vec<BufId> = wanted.iter().map(|w| w.2).collect();
-        let data = self.backend.download_all(&bufs)?;
-        let tensors =
-            wanted.into_iter().zip(data).map(|((key, shape, _), data)| (key, Tensor { shape, data })).collect();
+        wanted.push((TRAIN_METRICS.into(), vec![slot::LEN], self.plan.train_metrics));
+        let tensors = self.read(wanted)?;
         let progress =
             Progress { steps: self.steps, batch: self.batch, rng: self.rng.state(), order: self.order.clone() };
         Ok((progress, tensors))
@@ -282,14 +276,19 @@ impl Session {
 
     /// Every parameter by checkpoint key.
     pub fn params(&mut self) -> Result<BTreeMap<String, Tensor>> {
-        let bufs: Vec<BufId> = self.plan.params.iter().map(|p| p.value).collect();
+        let wanted = self.param_values();
+        self.read(wanted)
+    }
+
+    /// (checkpoint key, shape, buffer) of every parameter's value.
+    fn param_values(&self) -> Vec<(String, Vec<usize>, BufId)> {
+        self.plan.params.iter().map(|p| (p.spec.key.clone(), p.spec.shape.clone(), p.value)).collect()
+    }
+
+    /// The `wanted` buffers, read back together, by key.
+    fn read(&mut self, wanted: Vec<(String, Vec<usize>, BufId)>) -> Result<BTreeMap<String, Tensor>> {
+        let bufs: Vec<BufId> = wanted.iter().map(|w| w.2).collect();
         let data = self.backend.download_all(&bufs)?;
-        Ok(self
-            .plan
-            .params
-            .iter()
-            .zip(data)
-            .map(|(p, data)| (p.spec.key.clone(), Tensor { shape: p.spec.shape.clone(), data }))
-            .collect())
+        Ok(wanted.into_iter().zip(data).map(|((key, shape, _), data)| (key, Tensor { shape, data })).collect())
     }
 }

@@ -74,12 +74,17 @@ pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 /// Folds each activation that follows a product of its input (forward, or its gradient going
 /// back) into that product, which then stores both its own result and the activation's.
 pub fn fuse_activations(launches: Vec<Launch>) -> Vec<Launch> {
+    merge_neighbours(launches, fuse_activation)
+}
+
+/// Replaces each launch and the one after it by `merge(prev, next)` where that gives one, again
+/// and again along the list.
+fn merge_neighbours(launches: Vec<Launch>, merge: impl Fn(&Launch, &Launch) -> Option<Launch>) -> Vec<Launch> {
     let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
     for next in launches {
-        if let Some(fused) = out.last().and_then(|prev| fuse_activation(prev, &next)) {
-            *out.last_mut().expect("checked") = fused;
-        } else {
-            out.push(next);
+        match out.last().and_then(|prev| merge(prev, &next)) {
+            Some(merged) => *out.last_mut().expect("merged with the last") = merged,
+            None => out.push(next),
         }
     }
     out
@@ -114,15 +119,7 @@ fn fuse_activation(product: &Launch, act: &Launch) -> Option<Launch> {
 /// lie one after the other, at the same offsets in every set, into one launch over their span.
 /// The gaps between parameters hold zeros in every set, and every update leaves zeros at zero.
 pub fn merge_updates(launches: Vec<Launch>, place: Place) -> Vec<Launch> {
-    let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
-    for next in launches {
-        if let Some(merged) = out.last().and_then(|prev| merge(prev, &next, place)) {
-            *out.last_mut().expect("checked") = merged;
-        } else {
-            out.push(next);
-        }
-    }
-    out
+    merge_neighbours(launches, |a, b| merge_update(a, b, place))
 }
 
 /// (slot, first buffer, last buffer) of each binding of an update launch.
@@ -151,7 +148,7 @@ fn update_span(l: &Launch, place: Place) -> Option<(Spans, [u64; 4])> {
     spans.iter().all(|s| range(s) == Some(r)).then_some((spans, r))
 }
 
-fn merge(a: &Launch, b: &Launch, place: Place) -> Option<Launch> {
+fn merge_update(a: &Launch, b: &Launch, place: Place) -> Option<Launch> {
     if a.kernel != b.kernel || a.params[1..] != b.params[1..] {
         return None;
     }
