@@ -1,7 +1,7 @@
 //! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM per sample.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{gemm, View};
+use super::gemm::{gemm, row_stride, transpose, View};
 use super::{sum_rows, weight_grad};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
@@ -14,13 +14,14 @@ fn valid_cols(kx: usize, p: usize, w: usize) -> (std::ops::Range<usize>, usize) 
     (lo..hi, lo + kx - p.min(lo + kx))
 }
 
-/// `col[(c·k + ky)·k + kx, y·w + x] = x[c, y + ky - k/2, x + kx - k/2]`, zero outside.
+/// `col[(c·k + ky)·k + kx, y·w + x] = x[c, y + ky - k/2, x + kx - k/2]`, zero outside; rows
+/// [`row_stride`] apart.
 fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
-    let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
+    let (h, w, k, p, st) = (g.h, g.w, g.k, g.k / 2, col_stride(g));
     for c in 0..g.c_in {
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut col[((c * k + ky) * k + kx) * h * w..][..h * w];
+                let row = &mut col[((c * k + ky) * k + kx) * st..][..h * w];
                 let (cols, src0) = valid_cols(kx, p, w);
                 for oy in 0..h {
                     let out = &mut row[oy * w..][..w];
@@ -38,7 +39,8 @@ fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col`]: sums each column entry back into the input position it came from.
+/// The adjoint of [`im2col`] for a dense `col` (rows `h·w` apart): sums each column entry back
+/// into the input position it came from.
 fn col2im(col: &[f32], g: &ConvGeom, x: &mut [f32]) {
     let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
     x.fill(0.0);
@@ -65,13 +67,28 @@ pub fn col_len(g: &ConvGeom) -> usize {
     if g.k == 1 {
         0
     } else {
-        g.c_in * g.k * g.k * g.h * g.w
+        g.c_in * g.k * g.k * col_stride(g)
     }
+}
+
+/// The row stride of the im2col matrix (of `x` itself for 1x1 kernels).
+fn col_stride(g: &ConvGeom) -> usize {
+    if g.k == 1 {
+        g.h * g.w
+    } else {
+        row_stride(g.h * g.w)
+    }
+}
+
+/// Backward's scratch floats per sample: the im2col matrix and the transposed output gradient.
+pub fn scratch_len(g: &ConvGeom) -> usize {
+    col_len(g) + g.c_out * g.h * g.w
 }
 
 /// Fills `col` (kept for backward) and `y`.
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], col: &mut [f32], n: usize, g: &ConvGeom) {
     let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
+    let st = col_stride(g);
     let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
     let ys = y[..n * g.c_out * hw].par_chunks_mut(g.c_out * hw);
     let sample = |xs: &[f32], ys: &mut [f32], col: &mut [f32]| {
@@ -84,7 +101,7 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], col: &mut [f32], 
         for (o, row) in ys.chunks_mut(hw).enumerate() {
             row.fill(b[o]);
         }
-        gemm(g.c_out, ckk, hw, View::rows(w, ckk), View::rows(a, hw), 1.0, ys);
+        gemm(g.c_out, ckk, hw, View::rows(w, ckk), View::rows(a, st), 1.0, ys);
     };
     if cl == 0 {
         xs.zip(ys).for_each(|(xs, ys)| sample(xs, ys, &mut []));
@@ -93,8 +110,8 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], col: &mut [f32], 
     }
 }
 
-/// `gw`, `gb` and, when asked, `gx`. `col` holds forward's im2col and is overwritten.
-/// `partial` is scratch for [`weight_grad`].
+/// `gw`, `gb` and, when asked, `gx`. `scratch` starts with forward's im2col (overwritten) and has
+/// [`scratch_len`] floats per sample; `partial` is scratch for [`weight_grad`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -103,16 +120,19 @@ pub fn backward(
     gx: Option<&mut [f32]>,
     gw: &mut [f32],
     gb: &mut [f32],
-    col: &mut [f32],
+    scratch: &mut [f32],
     partial: &mut [f32],
     n: usize,
     g: &ConvGeom,
 ) {
-    let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
+    let (hw, ckk, cl, ol) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g), g.c_out * g.h * g.w);
+    let st = col_stride(g);
     sum_rows(gy, n, g.c_out, hw, gb);
-    weight_grad(partial, gw, n, |s, acc| {
+    let (col, gy_t) = scratch.split_at_mut(n * cl);
+    gy[..n * ol].par_chunks(ol).zip(gy_t[..n * ol].par_chunks_mut(ol)).for_each(|(s, t)| transpose(s, g.c_out, hw, t));
+    weight_grad(partial, gw, n, g.c_out, |s, acc| {
         let a = if g.k == 1 { &x[s * g.c_in * hw..][..g.c_in * hw] } else { &col[s * cl..][..cl] };
-        gemm(g.c_out, hw, ckk, View::rows(&gy[s * g.c_out * hw..], hw), View::t(a, hw), 1.0, acc);
+        gemm(ckk, hw, g.c_out, View::rows(a, st), View::rows(&gy_t[s * ol..], g.c_out), 1.0, acc);
     });
     let Some(gx) = gx else { return };
     let gys = gy[..n * g.c_out * hw].par_chunks(g.c_out * hw);

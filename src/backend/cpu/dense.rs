@@ -1,12 +1,15 @@
 //! Dense layer: `y[n, o] = x[n, i]·w[o, i]ᵀ + b[o]` and its gradients.
 
-use super::gemm::{gemm_par, View};
+use super::gemm::{gemm_par, transpose, View};
 
-pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, n_in: usize, n_out: usize) {
+/// `w_t` is scratch for the transposed weights `[n_in, n_out]`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], w_t: &mut [f32], n: usize, n_in: usize, n_out: usize) {
     for row in y[..n * n_out].chunks_mut(n_out) {
         row.copy_from_slice(b);
     }
-    gemm_par(n, n_in, n_out, View::rows(x, n_in), View::t(w, n_in), 1.0, y);
+    transpose(w, n_out, n_in, w_t);
+    gemm_par(n, n_in, n_out, View::rows(x, n_in), View::rows(w_t, n_out), 1.0, y);
 }
 
 /// `gx = gy·w`, `gw = gyᵀ·x`, `gb = Σ_n gy`.

@@ -1,4 +1,5 @@
-//! Matrix products through `matrixmultiply`, split across threads by rows of the output.
+//! Matrix products: a packing-free AVX-512 kernel when the right operand is row-major, else
+//! `matrixmultiply`; both give the same bits. Split across threads by rows of the output.
 
 use rayon::prelude::*;
 
@@ -23,6 +24,16 @@ impl<'a> View<'a> {
 
 /// `c[m, n] = a[m, k]·b[k, n] + beta·c` on one thread; `c` is row-major.
 pub fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if b.cs == 1 && super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the kernel checks the slice bounds.
+        return unsafe { super::avx512::gemm(m, k, n, a, b, beta, c) };
+    }
+    packed(m, k, n, a, b, beta, c)
+}
+
+/// [`gemm`] through matrixmultiply, which packs both operands.
+pub fn packed(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
@@ -64,4 +75,67 @@ pub fn gemm_par(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &m
         let a_i = View { data: &a.data[r0 * a.rs..], ..a };
         gemm(ci.len() / n, k, n, a_i, b, beta, ci);
     });
+}
+
+/// The row stride for a scratch matrix with rows of `len` floats: rows a multiple of 4 KiB apart
+/// fall in the same L1 cache sets and evict each other when a product reads many of them at
+/// once, so those get 16 floats of padding.
+pub fn row_stride(len: usize) -> usize {
+    if len.is_multiple_of(1024) {
+        len + 16
+    } else {
+        len
+    }
+}
+
+/// `dst[j·rows + i] = src[i·cols + j]` for a row-major `rows x cols` matrix, in 16x16 blocks.
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const B: usize = 16;
+    for i0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for i in i0..(i0 + B).min(rows) {
+                for j in j0..(j0 + B).min(cols) {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The kernel chosen by [`gemm`] and matrixmultiply give the same bits: odd shapes (partial
+    /// tiles and vectors), depths across the 256-term blocks, transposed left operands, strided
+    /// right operands and both `beta`s.
+    #[test]
+    fn gemm_matches_matrixmultiply_bit_for_bit() {
+        let mut rng = Rng::new(3);
+        let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        for (m, k, n) in [(1, 1, 1), (8, 27, 100), (13, 300, 17), (27, 600, 8), (30, 5, 33), (100, 784, 100), (5, 0, 3)]
+        {
+            for (transposed, pad, beta) in [(false, 0, 0.0), (true, 3, 1.0), (false, 5, 1.0), (true, 0, 0.0)] {
+                let a = values(m * k);
+                let a = if transposed { View::t(&a, m) } else { View::rows(&a, k) };
+                let b = values(k * (n + pad) + 1);
+                let b = View { data: &b, rs: n + pad, cs: 1 };
+                let c0 = values(m * n);
+                let (mut fast, mut reference) = (c0.clone(), c0);
+                gemm(m, k, n, a, b, beta, &mut fast);
+                packed(m, k, n, a, b, beta, &mut reference);
+                let same = fast.iter().zip(&reference).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{k}x{n}, transposed {transposed}, beta {beta}");
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_element() {
+        let src: Vec<f32> = (0..37 * 21).map(|v| v as f32).collect();
+        let mut dst = vec![0.0; src.len()];
+        transpose(&src, 37, 21, &mut dst);
+        assert!((0..37).all(|i| (0..21).all(|j| dst[j * 37 + i] == src[i * 21 + j])));
+    }
 }

@@ -2,6 +2,8 @@
 //! scratch are allocated once; a step allocates nothing.
 
 mod activation;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod conv2d;
 mod conv_transpose;
 mod dense;
@@ -29,8 +31,8 @@ enum Buf {
 
 pub struct CpuBackend {
     bufs: Vec<Buf>,
-    /// Per-sample scratch of each convolution, keyed by its input buffer (forward fills it,
-    /// backward reads it).
+    /// Scratch of each convolution, keyed by its input buffer (forward fills it, backward reads
+    /// it), and of each dense layer's transposed weights, keyed by the weights.
     scratch: HashMap<BufId, Vec<f32>>,
     partial: Vec<f32>,
 }
@@ -55,19 +57,21 @@ fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
     });
 }
 
-/// `gw = Σ_s term(s)` over a batch of `n`: `term(s, acc)` adds sample `s`'s part to `acc`. The
-/// batch is cut into [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` in
-/// parallel, and the chunks are then added in order.
-fn weight_grad(partial: &mut [f32], gw: &mut [f32], n: usize, term: impl Fn(usize, &mut [f32]) + Sync) {
+/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`: `term(s, acc)` adds sample `s`'s part to
+/// `acc`, which holds the transpose `[cols, rows]` (so that the products' right operands are
+/// row-major). The batch is cut into [`CHUNKS`] fixed chunks, each summed into its own slice of
+/// `partial` in parallel; the chunks are then added in order and the sum transposed into `gw`.
+fn weight_grad(partial: &mut [f32], gw: &mut [f32], n: usize, rows: usize, term: impl Fn(usize, &mut [f32]) + Sync) {
     let (len, per_chunk) = (gw.len(), n.div_ceil(CHUNKS));
     partial[..CHUNKS * len].par_chunks_mut(len).enumerate().for_each(|(c, part)| {
         part.fill(0.0);
         (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, part));
     });
-    gw.copy_from_slice(&partial[..len]);
+    let (sum, rest) = partial.split_at_mut(len);
     for c in 1..CHUNKS {
-        gw.iter_mut().zip(&partial[c * len..][..len]).for_each(|(o, p)| *o += p);
+        sum.iter_mut().zip(&rest[(c - 1) * len..][..len]).for_each(|(o, p)| *o += p);
     }
+    gemm::transpose(sum, len / rows, rows, gw);
 }
 
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -175,9 +179,11 @@ impl CpuBackend {
                 self.put(out, o);
             }
             Op::Dense { x, w, b, y, n_in, n_out } => {
-                let mut yv = self.take(y);
-                dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, n, n_in, n_out);
+                let (mut yv, mut w_t) = (self.take(y), self.scratch.remove(&w).unwrap_or_default());
+                let w_t_len = n_in * n_out;
+                dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, grown(&mut w_t, w_t_len), n, n_in, n_out);
                 self.put(y, yv);
+                self.scratch.insert(w, w_t);
             }
             Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
                 let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
@@ -211,7 +217,7 @@ impl CpuBackend {
                 self.scratch.insert(x, col);
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                self.conv_backward(x, gx, gw, gb, n * conv2d::col_len(g), |be, gx, gw, gb, col, partial| {
+                self.conv_backward(x, gx, gw, gb, n * conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
                     conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, col, partial, n, g)
                 })
             }
@@ -230,7 +236,7 @@ impl CpuBackend {
                 self.scratch.insert(x, z);
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                self.conv_backward(x, gx, gw, gb, n * conv_transpose::z_len(g), |be, gx, gw, gb, z, partial| {
+                self.conv_backward(x, gx, gw, gb, n * conv_transpose::scratch_len(g), |be, gx, gw, gb, z, partial| {
                     conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, z, partial, n, g)
                 })
             }

@@ -1,0 +1,142 @@
+//! Products whose right operand is row-major, read in place with AVX-512: no packing, which for
+//! the small channel counts of these networks costs as much as the arithmetic.
+//!
+//! Every output element is summed in matrixmultiply's order: one fused multiply-add chain from
+//! zero over each block of [`KC`] terms, each block then added to `c` (or stored, for the first
+//! block when `beta` is 0). The results are therefore bit for bit those of the packed path.
+
+use super::gemm::View;
+use std::arch::x86_64::*;
+
+/// matrixmultiply's depth block for f32 (`S_KC`).
+const KC: usize = 256;
+/// Most rows of a tile: 24 rows of one vector or 12 rows of two keep the sums in registers.
+const ROWS: usize = 24;
+
+/// Calls [`Tile::run`] with the tile's row count `r` as a constant.
+macro_rules! dispatch {
+    ($t:expr, $r:expr, $v:literal, $($n:literal)+) => {
+        match $r {
+            $($n => $t.run::<$n, $v>(),)+
+            _ => unreachable!("tile rows out of range"),
+        }
+    };
+}
+
+/// Whether this CPU runs the kernels here (matrixmultiply's AVX-512 path is then the one they
+/// reproduce).
+pub fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// `c[i·n + j] = Σ_p a(i, p)·b(p, j) + beta·c[i·n + j]` for `i < m`, `j < n`, `p < k`; `b` must be
+/// row-major (`b.cs == 1`).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+    assert!(c.len() >= m * n, "gemm output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+        return;
+    }
+    assert!(
+        a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.data.len() >= (k - 1) * b.rs + n,
+        "gemm input too small"
+    );
+    assert_eq!(b.cs, 1, "the right operand must be row-major");
+    let two = n > 16;
+    let width = if two { 32 } else { 16 };
+    let rows = if two { ROWS / 2 } else { ROWS };
+    for j0 in (0..n).step_by(width) {
+        let lanes = n - j0;
+        let masks = [lane_mask(lanes), lane_mask(lanes.saturating_sub(16))];
+        for i0 in (0..m).step_by(rows) {
+            let r = rows.min(m - i0);
+            let t = Tile {
+                k,
+                a: a.data.as_ptr().add(i0 * a.rs),
+                rs_a: a.rs,
+                cs_a: a.cs,
+                b: b.data.as_ptr().add(j0),
+                rs_b: b.rs,
+                masks,
+                beta,
+                c: c.as_mut_ptr().add(i0 * n + j0),
+                rs_c: n,
+            };
+            if two {
+                dispatch!(t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);
+            } else {
+                dispatch!(t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
+            }
+        }
+    }
+}
+
+/// The first `lanes` of 16 lanes (all of them from 16 up).
+fn lane_mask(lanes: usize) -> u16 {
+    if lanes >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << lanes) - 1
+    }
+}
+
+/// One block of at most `R` rows and `16·V` columns of `c`, with pointers at its first element.
+struct Tile {
+    k: usize,
+    a: *const f32,
+    rs_a: usize,
+    cs_a: usize,
+    b: *const f32,
+    rs_b: usize,
+    /// Live lanes of each of the `V` column vectors.
+    masks: [u16; 2],
+    beta: f32,
+    c: *mut f32,
+    rs_c: usize,
+}
+
+impl Tile {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const R: usize, const V: usize>(&self) {
+        let mut k0 = 0;
+        while k0 < self.k {
+            let kc = KC.min(self.k - k0);
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for p in k0..k0 + kc {
+                let row = self.b.add(p * self.rs_b);
+                let mut bv = [_mm512_setzero_ps(); V];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = _mm512_maskz_loadu_ps(self.masks[v], row.add(16 * v));
+                }
+                let a = self.a.add(p * self.cs_a);
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(i * self.rs_a));
+                    for (acc, bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(av, *bv, *acc);
+                    }
+                }
+            }
+            let store = k0 > 0 || self.beta != 0.0;
+            let beta = _mm512_set1_ps(if k0 > 0 { 1.0 } else { self.beta });
+            for (i, acc) in acc.iter().enumerate() {
+                for (v, &acc) in acc.iter().enumerate() {
+                    let cp = self.c.add(i * self.rs_c + 16 * v);
+                    let sum = if store {
+                        let old = _mm512_mul_ps(_mm512_maskz_loadu_ps(self.masks[v], cp), beta);
+                        _mm512_add_ps(old, acc)
+                    } else {
+                        acc
+                    };
+                    _mm512_mask_storeu_ps(cp, self.masks[v], sum);
+                }
+            }
+            k0 += kc;
+        }
+    }
+}
