@@ -29,18 +29,21 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// `c[i·n + j] = Σ_p a(i, p)·b(p, j) + beta·c[i·n + j]` for `i < m`, `j < n`, `p < k`; `b` must be
-/// row-major (`b.cs == 1`).
+/// `c[i·rs_c + j] = Σ_p a(i, p)·b(p, j) + beta·c[i·rs_c + j]` for `i < m`, `j < n`, `p < k`; `b`
+/// must be row-major (`b.cs == 1`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
-    assert!(c.len() >= m * n, "gemm output too small");
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
     if m == 0 || n == 0 {
         return;
     }
+    assert!(rs_c >= n && c.len() >= (m - 1) * rs_c + n, "gemm output too small");
     if k == 0 {
-        c[..m * n].iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+        for row in c.chunks_mut(rs_c).take(m) {
+            row[..n].iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+        }
         return;
     }
     assert!(
@@ -65,8 +68,8 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
                 rs_b: b.rs,
                 masks,
                 beta,
-                c: c.as_mut_ptr().add(i0 * n + j0),
-                rs_c: n,
+                c: c.as_mut_ptr().add(i0 * rs_c + j0),
+                rs_c,
             };
             if two {
                 dispatch!(t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);

@@ -1,8 +1,8 @@
 //! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM per sample.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{gemm, row_stride, transpose, View};
-use super::{sum_rows, weight_grad};
+use super::gemm::{gemm, gemm_to, row_stride, transpose, View};
+use super::{sum_rows, weight_grad, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
@@ -14,104 +14,127 @@ fn valid_cols(kx: usize, p: usize, w: usize) -> (std::ops::Range<usize>, usize) 
     (lo..hi, lo + kx - p.min(lo + kx))
 }
 
-/// `col[(c·k + ky)·k + kx, y·w + x] = x[c, y + ky - k/2, x + kx - k/2]`, zero outside; rows
-/// [`row_stride`] apart.
-fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
-    let (h, w, k, p, st) = (g.h, g.w, g.k, g.k / 2, col_stride(g));
-    for c in 0..g.c_in {
+/// For kernel tap (`ky`, `kx`) and the output pixels `i` of image rows `rows` (numbered from
+/// the block's start): the input pixel is `start + i`, inside the image for `i` in `inside`.
+/// Within it, pixels whose column crossed the image's left or right edge (outside
+/// [`valid_cols`] in their row) still need zeroing.
+fn tap(g: &ConvGeom, rows: &std::ops::Range<usize>, ky: usize, kx: usize) -> (isize, std::ops::Range<usize>) {
+    let (hw, px, p) = ((g.h * g.w) as isize, (rows.len() * g.w) as isize, g.k / 2);
+    let start = ((rows.start + ky) * g.w + kx) as isize - (p * g.w + p) as isize;
+    let lo = (-start).clamp(0, px);
+    (start, lo as usize..(hw - start).clamp(lo, px) as usize)
+}
+
+/// Zeroes the entries of each `w`-wide row of `out` outside `cols`.
+fn zero_edges(out: &mut [f32], w: usize, cols: &std::ops::Range<usize>) {
+    for row in out.chunks_exact_mut(w) {
+        let (left, rest) = row.split_at_mut(cols.start);
+        left.iter_mut().chain(&mut rest[cols.len()..]).for_each(|v| *v = 0.0);
+    }
+}
+
+/// Image rows `rows` of the im2col matrix: `col[(c·k + ky)·k + kx, (y - rows.start)·w + x] =
+/// x[c, y + ky - k/2, x + kx - k/2]`, zero outside; rows of `col` `stride` apart. Each row is one
+/// shifted copy of the input plane with its edges zeroed.
+fn im2col(x: &[f32], g: &ConvGeom, rows: std::ops::Range<usize>, col: &mut [f32], stride: usize) {
+    let (hw, k, px) = (g.h * g.w, g.k, rows.len() * g.w);
+    for (c, plane) in x[..g.c_in * hw].chunks_exact(hw).enumerate() {
         for ky in 0..k {
             for kx in 0..k {
-                let row = &mut col[((c * k + ky) * k + kx) * st..][..h * w];
-                let (cols, src0) = valid_cols(kx, p, w);
-                for oy in 0..h {
-                    let out = &mut row[oy * w..][..w];
-                    let iy = (oy + ky).wrapping_sub(p);
-                    if iy >= h {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    out[..cols.start].fill(0.0);
-                    out[cols.end..].fill(0.0);
-                    out[cols.clone()].copy_from_slice(&x[(c * h + iy) * w + src0..][..cols.len()]);
-                }
+                let out = &mut col[((c * k + ky) * k + kx) * stride..][..px];
+                let (start, inside) = tap(g, &rows, ky, kx);
+                out[..inside.start].fill(0.0);
+                out[inside.end..].fill(0.0);
+                out[inside.clone()].copy_from_slice(&plane[(start + inside.start as isize) as usize..][..inside.len()]);
+                zero_edges(out, g.w, &valid_cols(kx, k / 2, g.w).0);
             }
         }
     }
 }
 
-/// The adjoint of [`im2col`] for a dense `col` (rows `h·w` apart): sums each column entry back
-/// into the input position it came from.
-fn col2im(col: &[f32], g: &ConvGeom, x: &mut [f32]) {
-    let (h, w, k, p) = (g.h, g.w, g.k, g.k / 2);
-    x.fill(0.0);
-    for c in 0..g.c_in {
+/// The adjoint of a whole-image [`im2col`] with rows `h·w` apart: sums each column entry back
+/// into the input position it came from, taps in order. Zeroes `col`'s entries that fell off an
+/// edge first, so that each tap is one shifted add.
+fn col2im(col: &mut [f32], g: &ConvGeom, x: &mut [f32]) {
+    let (hw, k) = (g.h * g.w, g.k);
+    x[..g.c_in * hw].fill(0.0);
+    for (c, plane) in x[..g.c_in * hw].chunks_exact_mut(hw).enumerate() {
         for ky in 0..k {
             for kx in 0..k {
-                let row = &col[((c * k + ky) * k + kx) * h * w..][..h * w];
-                let (cols, dst0) = valid_cols(kx, p, w);
-                for oy in 0..h {
-                    let iy = (oy + ky).wrapping_sub(p);
-                    if iy >= h {
-                        continue;
-                    }
-                    let dst = &mut x[(c * h + iy) * w + dst0..][..cols.len()];
-                    dst.iter_mut().zip(&row[oy * w + cols.start..oy * w + cols.end]).for_each(|(d, v)| *d += v);
-                }
+                let row = &mut col[((c * k + ky) * k + kx) * hw..][..hw];
+                let (start, inside) = tap(g, &(0..g.h), ky, kx);
+                zero_edges(row, g.w, &valid_cols(kx, k / 2, g.w).0);
+                let dst = &mut plane[(start + inside.start as isize) as usize..][..inside.len()];
+                dst.iter_mut().zip(&row[inside]).for_each(|(d, v)| *d += v);
             }
         }
     }
 }
 
-/// Scratch floats per sample: the im2col matrix (none for 1x1 kernels, which use `x` itself).
-pub fn col_len(g: &ConvGeom) -> usize {
+/// Image rows per block of the im2col matrix: the whole image when its matrix is small, else
+/// as many rows as keep a block within 64 Ki floats (so that it stays in the L2 cache between
+/// being written and being read) with a pixel count that is a multiple of 256, so that the
+/// weight gradient's 256-term sums start where the whole-image product starts them.
+fn block_rows(g: &ConvGeom) -> usize {
+    let ckk = g.c_in * g.k * g.k;
+    if ckk * g.h * g.w <= 1 << 16 {
+        return g.h;
+    }
+    (1..g.h).rev().find(|r| (r * g.w).is_multiple_of(256) && r * g.w * ckk <= 1 << 16).unwrap_or(g.h)
+}
+
+/// Floats of one im2col block (rows [`row_stride`] apart); 1 (unused) for 1x1 kernels, which
+/// read `x` itself.
+pub fn block_len(g: &ConvGeom) -> usize {
     if g.k == 1 {
-        0
+        1
     } else {
-        g.c_in * g.k * g.k * col_stride(g)
+        g.c_in * g.k * g.k * row_stride(block_rows(g) * g.w)
     }
 }
 
-/// The row stride of the im2col matrix (of `x` itself for 1x1 kernels).
-fn col_stride(g: &ConvGeom) -> usize {
-    if g.k == 1 {
-        g.h * g.w
-    } else {
-        row_stride(g.h * g.w)
-    }
+/// Scratch floats of a batch of `n`: one im2col block per group of samples in forward; in
+/// backward the transposed output gradient and, for the input gradient, one whole-image im2col
+/// matrix per group. (Backward's im2col blocks live in the weight-gradient partials.)
+pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
+    let hw = g.h * g.w;
+    let col = if g.k == 1 { 0 } else { g.c_in * g.k * g.k * hw };
+    (CHUNKS * block_len(g)).max(n * g.c_out * hw + CHUNKS * col)
 }
 
-/// Backward's scratch floats per sample: the im2col matrix and the transposed output gradient.
-pub fn scratch_len(g: &ConvGeom) -> usize {
-    col_len(g) + g.c_out * g.h * g.w
+/// Samples per group: the batch is cut into at most [`CHUNKS`] groups that share a buffer.
+fn group(n: usize) -> usize {
+    n.div_ceil(CHUNKS).max(1)
 }
 
-/// Fills `col` (kept for backward) and `y`.
-pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], col: &mut [f32], n: usize, g: &ConvGeom) {
-    let (hw, ckk, cl) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g));
-    let st = col_stride(g);
-    let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
-    let ys = y[..n * g.c_out * hw].par_chunks_mut(g.c_out * hw);
-    let sample = |xs: &[f32], ys: &mut [f32], col: &mut [f32]| {
-        let a = if g.k == 1 {
-            xs
-        } else {
-            im2col(xs, g, col);
-            col
-        };
-        for (o, row) in ys.chunks_mut(hw).enumerate() {
-            row.fill(b[o]);
+/// `y = conv(x, w) + b`, im2col block by block into `scratch` ([`scratch_len`]).
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f32], n: usize, g: &ConvGeom) {
+    let (hw, ckk, per) = (g.h * g.w, g.c_in * g.k * g.k, group(n));
+    let (xl, yl, br, bl) = (g.c_in * hw, g.c_out * hw, block_rows(g), block_len(g));
+    let xs = x[..n * xl].par_chunks(per * xl);
+    let ys = y[..n * yl].par_chunks_mut(per * yl);
+    let bufs = scratch[..CHUNKS * bl].par_chunks_mut(bl);
+    xs.zip(ys).zip(bufs).for_each(|((xs, ys), buf)| {
+        for (xs, ys) in xs.chunks(xl).zip(ys.chunks_mut(yl)) {
+            for (o, row) in ys.chunks_mut(hw).enumerate() {
+                row.fill(b[o]);
+            }
+            if g.k == 1 {
+                gemm(g.c_out, ckk, hw, View::rows(w, ckk), View::rows(xs, hw), 1.0, ys);
+                continue;
+            }
+            for y0 in (0..g.h).step_by(br) {
+                let rows = y0..(y0 + br).min(g.h);
+                let (px, st) = (rows.len() * g.w, row_stride(br * g.w));
+                im2col(xs, g, rows, buf, st);
+                gemm_to(g.c_out, ckk, px, View::rows(w, ckk), View::rows(buf, st), 1.0, &mut ys[y0 * g.w..], hw);
+            }
         }
-        gemm(g.c_out, ckk, hw, View::rows(w, ckk), View::rows(a, st), 1.0, ys);
-    };
-    if cl == 0 {
-        xs.zip(ys).for_each(|(xs, ys)| sample(xs, ys, &mut []));
-    } else {
-        xs.zip(ys).zip(col[..n * cl].par_chunks_mut(cl)).for_each(|((xs, ys), col)| sample(xs, ys, col));
-    }
+    });
 }
 
-/// `gw`, `gb` and, when asked, `gx`. `scratch` starts with forward's im2col (overwritten) and has
-/// [`scratch_len`] floats per sample; `partial` is scratch for [`weight_grad`].
+/// `gw`, `gb` and, when asked, `gx`. `scratch` holds [`scratch_len`] floats; `partial` is scratch
+/// for [`weight_grad`] with [`block_len`] floats per chunk.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -125,24 +148,92 @@ pub fn backward(
     n: usize,
     g: &ConvGeom,
 ) {
-    let (hw, ckk, cl, ol) = (g.h * g.w, g.c_in * g.k * g.k, col_len(g), g.c_out * g.h * g.w);
-    let st = col_stride(g);
+    let (hw, ckk, ol, br) = (g.h * g.w, g.c_in * g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
     sum_rows(gy, n, g.c_out, hw, gb);
-    let (col, gy_t) = scratch.split_at_mut(n * cl);
-    gy[..n * ol].par_chunks(ol).zip(gy_t[..n * ol].par_chunks_mut(ol)).for_each(|(s, t)| transpose(s, g.c_out, hw, t));
-    weight_grad(partial, gw, n, g.c_out, |s, acc| {
-        let a = if g.k == 1 { &x[s * g.c_in * hw..][..g.c_in * hw] } else { &col[s * cl..][..cl] };
-        gemm(ckk, hw, g.c_out, View::rows(a, st), View::rows(&gy_t[s * ol..], g.c_out), 1.0, acc);
+    let (gy_t, cols) = scratch.split_at_mut(n * ol);
+    gy[..n * ol].par_chunks(ol).zip(gy_t.par_chunks_mut(ol)).for_each(|(s, t)| transpose(s, g.c_out, hw, t));
+    weight_grad(partial, gw, n, block_len(g), Some(g.c_out), |s, acc, buf| {
+        let (xs, gy_t) = (&x[s * g.c_in * hw..][..g.c_in * hw], &gy_t[s * ol..][..ol]);
+        if g.k == 1 {
+            return gemm(ckk, hw, g.c_out, View::rows(xs, hw), View::rows(gy_t, g.c_out), 1.0, acc);
+        }
+        for y0 in (0..g.h).step_by(br) {
+            let rows = y0..(y0 + br).min(g.h);
+            let (px, st) = (rows.len() * g.w, row_stride(br * g.w));
+            im2col(xs, g, rows, buf, st);
+            gemm(ckk, px, g.c_out, View::rows(buf, st), View::rows(&gy_t[y0 * g.w * g.c_out..], g.c_out), 1.0, acc);
+        }
     });
     let Some(gx) = gx else { return };
-    let gys = gy[..n * g.c_out * hw].par_chunks(g.c_out * hw);
-    let gxs = gx[..n * g.c_in * hw].par_chunks_mut(g.c_in * hw);
-    if cl == 0 {
-        gys.zip(gxs).for_each(|(gys, gxs)| gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, gxs));
-    } else {
-        gys.zip(gxs).zip(col[..n * cl].par_chunks_mut(cl)).for_each(|((gys, gxs), col)| {
+    let (per, xl) = (group(n), g.c_in * hw);
+    let gys = gy[..n * ol].par_chunks(per * ol);
+    let gxs = gx[..n * xl].par_chunks_mut(per * xl);
+    if g.k == 1 {
+        return gys.zip(gxs).for_each(|(gys, gxs)| {
+            for (gys, gxs) in gys.chunks(ol).zip(gxs.chunks_mut(xl)) {
+                gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, gxs);
+            }
+        });
+    }
+    gys.zip(gxs).zip(cols[..CHUNKS * ckk * hw].par_chunks_mut(ckk * hw)).for_each(|((gys, gxs), col)| {
+        for (gys, gxs) in gys.chunks(ol).zip(gxs.chunks_mut(xl)) {
             gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, col);
             col2im(col, g, gxs);
-        });
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// A shape large enough to be cut into im2col blocks (36 + 4 rows), against direct sums in
+    /// f64. Each result may differ by the f32 rounding of its sum: at most 1e-5 of the sum of
+    /// its terms' magnitudes (about 100 roundings of 6e-8 each for these few-thousand-term sums).
+    #[test]
+    fn blocked_im2col_matches_direct_sums() {
+        let (n, g) = (3, ConvGeom { c_in: 3, c_out: 5, h: 40, w: 64, k: 3 });
+        assert!(block_rows(&g) < g.h);
+        let mut rng = Rng::new(11);
+        let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        let (x, w, b, gy) = (values(n * 3 * 2560), values(5 * 27), values(5), values(n * 5 * 2560));
+        let (mut y, mut gx, mut gw, mut gb) =
+            (vec![0.0; n * 5 * 2560], vec![0.0; n * 3 * 2560], vec![0.0; 135], vec![0.0; 5]);
+        let mut scratch = vec![0.0; scratch_len(&g, n)];
+        let mut partial = vec![0.0; CHUNKS * (135 + block_len(&g))];
+        forward(&x, &w, &b, &mut y, &mut scratch, n, &g);
+        backward(&x, &w, &gy, Some(&mut gx), &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);
+        // The input pixel under tap (ky, kx) of output pixel (oy, ox), if inside.
+        let at = |oy: usize, ox: usize, ky: usize, kx: usize| {
+            let (iy, ix) = ((oy + ky).checked_sub(1)?, (ox + kx).checked_sub(1)?);
+            (iy < 40 && ix < 64).then_some(iy * 64 + ix)
+        };
+        let (mut y_ref, mut gx_ref, mut gw_ref) =
+            (vec![(0.0f64, 0.0f64); y.len()], vec![(0.0, 0.0); gx.len()], vec![(0.0, 0.0); 135]);
+        let add = |acc: &mut (f64, f64), a: f32, b: f32| {
+            *acc = (acc.0 + a as f64 * b as f64, acc.1 + (a as f64 * b as f64).abs())
+        };
+        for s in 0..n {
+            for (o, &bias) in b.iter().enumerate() {
+                for (oy, ox) in (0..40).flat_map(|oy| (0..64).map(move |ox| (oy, ox))) {
+                    let yi = (s * 5 + o) * 2560 + oy * 64 + ox;
+                    add(&mut y_ref[yi], bias, 1.0);
+                    for (c, ky, kx) in (0..3).flat_map(|c| (0..3).flat_map(move |ky| (0..3).map(move |kx| (c, ky, kx))))
+                    {
+                        let Some(xi) = at(oy, ox, ky, kx) else { continue };
+                        let (wi, xi) = (o * 27 + (c * 3 + ky) * 3 + kx, (s * 3 + c) * 2560 + xi);
+                        add(&mut y_ref[yi], w[wi], x[xi]);
+                        add(&mut gw_ref[wi], gy[yi], x[xi]);
+                        add(&mut gx_ref[xi], gy[yi], w[wi]);
+                    }
+                }
+            }
+        }
+        for (name, got, want) in [("y", &y, &y_ref), ("gx", &gx, &gx_ref), ("gw", &gw, &gw_ref)] {
+            for (i, (&v, &(sum, mag))) in got.iter().zip(want.iter()).enumerate() {
+                assert!((v as f64 - sum).abs() <= 1e-5 * mag + 1e-6, "{name}[{i}]: {v} vs {sum}");
+            }
+        }
     }
 }

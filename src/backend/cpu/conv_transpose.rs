@@ -72,7 +72,7 @@ pub fn backward(
     let gys = gy[..n * o4 * hw].par_chunks(o4 * hw);
     gys.zip(z[..n * zl].par_chunks_mut(zl)).for_each(|(gys, z)| blocks(g, st, |zi, yi| z[zi] = gys[yi]));
     x[..n * xl].par_chunks(xl).zip(x_t[..n * xl].par_chunks_mut(xl)).for_each(|(s, t)| transpose(s, g.c_in, hw, t));
-    weight_grad(partial, gw, n, g.c_in, |s, acc| {
+    weight_grad(partial, gw, n, 0, Some(g.c_in), |s, acc, _| {
         gemm(o4, hw, g.c_in, View::rows(&z[s * zl..], st), View::rows(&x_t[s * xl..], g.c_in), 1.0, acc);
     });
     if let Some(gx) = gx {

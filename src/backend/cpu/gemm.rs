@@ -24,20 +24,27 @@ impl<'a> View<'a> {
 
 /// `c[m, n] = a[m, k]·b[k, n] + beta·c` on one thread; `c` is row-major.
 pub fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+    gemm_to(m, k, n, a, b, beta, c, n)
+}
+
+/// As [`gemm`], with the rows of `c` `rs_c` apart.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_to(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
     #[cfg(target_arch = "x86_64")]
     if b.cs == 1 && super::avx512::available() {
         // SAFETY: the CPU has AVX-512F; the kernel checks the slice bounds.
-        return unsafe { super::avx512::gemm(m, k, n, a, b, beta, c) };
+        return unsafe { super::avx512::gemm(m, k, n, a, b, beta, c, rs_c) };
     }
-    packed(m, k, n, a, b, beta, c)
+    packed(m, k, n, a, b, beta, c, rs_c)
 }
 
-/// [`gemm`] through matrixmultiply, which packs both operands.
-pub fn packed(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+/// [`gemm_to`] through matrixmultiply, which packs both operands.
+#[allow(clippy::too_many_arguments)]
+pub fn packed(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= m * n, "gemm output too small");
+    assert!(rs_c >= n && c.len() >= (m - 1) * rs_c + n, "gemm output too small");
     assert!(
         k == 0 || (a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs),
         "gemm input too small"
@@ -57,7 +64,7 @@ pub fn packed(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut
             b.cs as isize,
             beta,
             c.as_mut_ptr(),
-            n as isize,
+            rs_c as isize,
             1,
         );
     }
@@ -109,7 +116,7 @@ mod tests {
 
     /// The kernel chosen by [`gemm`] and matrixmultiply give the same bits: odd shapes (partial
     /// tiles and vectors), depths across the 256-term blocks, transposed left operands, strided
-    /// right operands and both `beta`s.
+    /// right operands and outputs, and both `beta`s.
     #[test]
     fn gemm_matches_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::new(3);
@@ -121,10 +128,10 @@ mod tests {
                 let a = if transposed { View::t(&a, m) } else { View::rows(&a, k) };
                 let b = values(k * (n + pad) + 1);
                 let b = View { data: &b, rs: n + pad, cs: 1 };
-                let c0 = values(m * n);
+                let c0 = values(m * (n + pad));
                 let (mut fast, mut reference) = (c0.clone(), c0);
-                gemm(m, k, n, a, b, beta, &mut fast);
-                packed(m, k, n, a, b, beta, &mut reference);
+                gemm_to(m, k, n, a, b, beta, &mut fast, n + pad);
+                packed(m, k, n, a, b, beta, &mut reference, n + pad);
                 let same = fast.iter().zip(&reference).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m}x{k}x{n}, transposed {transposed}, beta {beta}");
             }

@@ -57,21 +57,33 @@ fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
     });
 }
 
-/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`: `term(s, acc)` adds sample `s`'s part to
-/// `acc`, which holds the transpose `[cols, rows]` (so that the products' right operands are
+/// `gw = Σ_s term(s)` over a batch of `n`: `term(s, acc, buf)` adds sample `s`'s part to `acc`,
+/// with `buf` (`per` floats) to work in. With `transposed = Some(rows)`, `acc` holds the
+/// transpose `[cols, rows]` of `gw[rows, cols]` (so that the products' right operands are
 /// row-major). The batch is cut into [`CHUNKS`] fixed chunks, each summed into its own slice of
-/// `partial` in parallel; the chunks are then added in order and the sum transposed into `gw`.
-fn weight_grad(partial: &mut [f32], gw: &mut [f32], n: usize, rows: usize, term: impl Fn(usize, &mut [f32]) + Sync) {
+/// `partial` (`CHUNKS·(gw.len() + per)` floats) in parallel; the chunks are then added in order.
+fn weight_grad(
+    partial: &mut [f32],
+    gw: &mut [f32],
+    n: usize,
+    per: usize,
+    transposed: Option<usize>,
+    term: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
     let (len, per_chunk) = (gw.len(), n.div_ceil(CHUNKS));
-    partial[..CHUNKS * len].par_chunks_mut(len).enumerate().for_each(|(c, part)| {
+    partial[..CHUNKS * (len + per)].par_chunks_mut(len + per).enumerate().for_each(|(c, part)| {
+        let (part, buf) = part.split_at_mut(len);
         part.fill(0.0);
-        (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, part));
+        (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, part, buf));
     });
     let (sum, rest) = partial.split_at_mut(len);
     for c in 1..CHUNKS {
-        sum.iter_mut().zip(&rest[(c - 1) * len..][..len]).for_each(|(o, p)| *o += p);
+        sum.iter_mut().zip(&rest[c * (len + per) - len..][..len]).for_each(|(o, p)| *o += p);
     }
-    gemm::transpose(sum, len / rows, rows, gw);
+    match transposed {
+        Some(rows) => gemm::transpose(sum, len / rows, rows, gw),
+        None => gw.copy_from_slice(sum),
+    }
 }
 
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -132,7 +144,8 @@ impl CpuBackend {
     }
 
     /// Runs a convolution's backward `f` with its outputs moved out, its scratch (keyed by the
-    /// input `x`, grown to `scratch_len`) and the weight-gradient partials.
+    /// input `x`, grown to `scratch_len`) and the weight-gradient partials with `per` floats of
+    /// work space per chunk.
     #[allow(clippy::type_complexity)]
     fn conv_backward(
         &mut self,
@@ -140,13 +153,13 @@ impl CpuBackend {
         gx: Option<BufId>,
         gw: BufId,
         gb: BufId,
-        scratch_len: usize,
+        (scratch_len, per): (usize, usize),
         f: impl FnOnce(&Self, Option<&mut [f32]>, &mut [f32], &mut [f32], &mut [f32], &mut [f32]),
     ) {
         let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
         let mut partial = std::mem::take(&mut self.partial);
-        let pl = CHUNKS * gwv.len();
+        let pl = CHUNKS * (gwv.len() + per);
         f(self, gxv.as_deref_mut(), &mut gwv, &mut gbv, grown(&mut scratch, scratch_len), grown(&mut partial, pl));
         self.partial = partial;
         self.scratch.insert(x, scratch);
@@ -209,7 +222,7 @@ impl CpuBackend {
                     self.f(w),
                     self.f(b),
                     &mut yv,
-                    grown(&mut col, n * conv2d::col_len(g)),
+                    grown(&mut col, conv2d::scratch_len(g, n)),
                     n,
                     g,
                 );
@@ -217,7 +230,8 @@ impl CpuBackend {
                 self.scratch.insert(x, col);
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                self.conv_backward(x, gx, gw, gb, n * conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
+                let lens = (conv2d::scratch_len(g, n), conv2d::block_len(g));
+                self.conv_backward(x, gx, gw, gb, lens, |be, gx, gw, gb, col, partial| {
                     conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, col, partial, n, g)
                 })
             }
@@ -236,7 +250,8 @@ impl CpuBackend {
                 self.scratch.insert(x, z);
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                self.conv_backward(x, gx, gw, gb, n * conv_transpose::scratch_len(g), |be, gx, gw, gb, z, partial| {
+                let lens = (n * conv_transpose::scratch_len(g), 0);
+                self.conv_backward(x, gx, gw, gb, lens, |be, gx, gw, gb, z, partial| {
                     conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, z, partial, n, g)
                 })
             }
@@ -360,9 +375,9 @@ impl Backend for CpuBackend {
         Ok(self.f(buf).to_vec())
     }
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
-        for op in ops {
-            self.run_op(op, step);
-        }
+        // On a worker of the thread pool: the ops' parallel loops then start from inside the
+        // pool, instead of waking it and sleeping until it is done once per loop.
+        rayon::scope(|_| ops.iter().for_each(|op| self.run_op(op, step)));
         Ok(())
     }
 }
