@@ -95,18 +95,24 @@ pub fn row_stride(len: usize) -> usize {
     }
 }
 
-/// `dst[j·rows + i] = src[i·cols + j]` for a row-major `rows x cols` matrix, in 16x16 blocks.
+/// `dst[j·rows + i] = src[i·cols + j]` for a row-major `rows x cols` matrix.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const B: usize = 16;
-    for i0 in (0..rows).step_by(B) {
-        for j0 in (0..cols).step_by(B) {
-            for i in i0..(i0 + B).min(rows) {
-                for j in j0..(j0 + B).min(cols) {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
+    let (mut tiled_rows, mut tiled_cols) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
+        unsafe { super::avx512::transpose_tiles(src, rows, cols, dst) };
+        (tiled_rows, tiled_cols) = (rows - rows % 8, cols - cols % 8);
+    }
+    let mut scalar = |i_range: std::ops::Range<usize>, j_range: std::ops::Range<usize>| {
+        for i in i_range {
+            for j in j_range.clone() {
+                dst[j * rows + i] = src[i * cols + j];
             }
         }
-    }
+    };
+    scalar(0..tiled_rows, tiled_cols..cols);
+    scalar(tiled_rows..rows, 0..cols);
 }
 
 #[cfg(test)]
@@ -138,11 +144,14 @@ mod tests {
         }
     }
 
+    /// Whole 8x8 tiles, partial ones at both edges, and matrices smaller than a tile.
     #[test]
     fn transpose_moves_every_element() {
-        let src: Vec<f32> = (0..37 * 21).map(|v| v as f32).collect();
-        let mut dst = vec![0.0; src.len()];
-        transpose(&src, 37, 21, &mut dst);
-        assert!((0..37).all(|i| (0..21).all(|j| dst[j * 37 + i] == src[i * 21 + j])));
+        for (rows, cols) in [(37, 21), (8, 784), (32, 49), (3, 5), (16, 16)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; src.len()];
+            transpose(&src, rows, cols, &mut dst);
+            assert!((0..rows).all(|i| (0..cols).all(|j| dst[j * rows + i] == src[i * cols + j])), "{rows}x{cols}");
+        }
     }
 }
