@@ -33,16 +33,17 @@ pub fn available() -> bool {
 /// must be row-major (`b.cs == 1`).
 ///
 /// # Safety
-/// The CPU must support AVX-512F ([`available`]).
+/// The CPU must support AVX-512F ([`available`]); `c` must be valid for reads and writes at
+/// those places, and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(rs_c >= n && c.len() >= (m - 1) * rs_c + n, "gemm output too small");
     if k == 0 {
-        for row in c.chunks_mut(rs_c).take(m) {
-            row[..n].iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+        for i in 0..m {
+            let row = std::slice::from_raw_parts_mut(c.add(i * rs_c), n);
+            row.iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
         }
         return;
     }
@@ -68,7 +69,7 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
                 rs_b: b.rs,
                 masks,
                 beta,
-                c: c.as_mut_ptr().add(i0 * rs_c + j0),
+                c: c.add(i0 * rs_c + j0),
                 rs_c,
             };
             if two {

@@ -1,70 +1,72 @@
 //! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM per sample.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{gemm, gemm_to, row_stride, transpose, View};
-use super::{sum_rows, weight_grad, CHUNKS};
+use super::gemm::{gemm, row_stride, transpose, Shared, View};
+use super::{for_units, parts, sum_rows, weight_grad, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
 /// `ox + kx - p` lies inside the image, and that input column for the first of them.
-fn valid_cols(kx: usize, p: usize, w: usize) -> (std::ops::Range<usize>, usize) {
+fn valid_cols(kx: usize, p: usize, w: usize) -> (Range<usize>, usize) {
     let lo = p.saturating_sub(kx).min(w);
     let hi = (w + p).saturating_sub(kx).min(w).max(lo);
     (lo..hi, lo + kx - p.min(lo + kx))
 }
 
 /// For kernel tap (`ky`, `kx`) and the output pixels `i` of image rows `rows` (numbered from
-/// the block's start): the input pixel is `start + i`, inside the image for `i` in `inside`.
-/// Within it, pixels whose column crossed the image's left or right edge (outside
-/// [`valid_cols`] in their row) still need zeroing.
-fn tap(g: &ConvGeom, rows: &std::ops::Range<usize>, ky: usize, kx: usize) -> (isize, std::ops::Range<usize>) {
+/// the block's start): the input pixel is `src + i - inside.start`, inside the image for `i` in
+/// `inside`; `None` if no pixel is. Within `inside`, pixels whose column crossed the image's left
+/// or right edge (outside [`valid_cols`] in their row) still need zeroing.
+fn tap(g: &ConvGeom, rows: &Range<usize>, ky: usize, kx: usize) -> Option<(usize, Range<usize>)> {
     let (hw, px, p) = ((g.h * g.w) as isize, (rows.len() * g.w) as isize, g.k / 2);
     let start = ((rows.start + ky) * g.w + kx) as isize - (p * g.w + p) as isize;
-    let lo = (-start).clamp(0, px);
-    (start, lo as usize..(hw - start).clamp(lo, px) as usize)
+    let (lo, hi) = ((-start).clamp(0, px), (hw - start).clamp(0, px));
+    (lo < hi).then(|| ((start + lo) as usize, lo as usize..hi as usize))
 }
 
 /// Zeroes the entries of each `w`-wide row of `out` outside `cols`.
-fn zero_edges(out: &mut [f32], w: usize, cols: &std::ops::Range<usize>) {
+fn zero_edges(out: &mut [f32], w: usize, cols: &Range<usize>) {
     for row in out.chunks_exact_mut(w) {
         let (left, rest) = row.split_at_mut(cols.start);
         left.iter_mut().chain(&mut rest[cols.len()..]).for_each(|v| *v = 0.0);
     }
 }
 
-/// Image rows `rows` of the im2col matrix: `col[(c·k + ky)·k + kx, (y - rows.start)·w + x] =
-/// x[c, y + ky - k/2, x + kx - k/2]`, zero outside; rows of `col` `stride` apart. Each row is one
-/// shifted copy of the input plane with its edges zeroed.
-fn im2col(x: &[f32], g: &ConvGeom, rows: std::ops::Range<usize>, col: &mut [f32], stride: usize) {
+/// Rows `taps` (numbered from `taps.start`) and image rows `rows` of the im2col matrix:
+/// `col[(c·k + ky)·k + kx, (y - rows.start)·w + x] = x[c, y + ky - k/2, x + kx - k/2]`, zero
+/// outside; rows of `col` `stride` apart. Each row is one shifted copy of an input plane with its
+/// edges zeroed.
+fn im2col(x: &[f32], g: &ConvGeom, rows: Range<usize>, taps: Range<usize>, col: &mut [f32], stride: usize) {
     let (hw, k, px) = (g.h * g.w, g.k, rows.len() * g.w);
-    for (c, plane) in x[..g.c_in * hw].chunks_exact(hw).enumerate() {
-        for ky in 0..k {
-            for kx in 0..k {
-                let out = &mut col[((c * k + ky) * k + kx) * stride..][..px];
-                let (start, inside) = tap(g, &rows, ky, kx);
-                out[..inside.start].fill(0.0);
-                out[inside.end..].fill(0.0);
-                out[inside.clone()].copy_from_slice(&plane[(start + inside.start as isize) as usize..][..inside.len()]);
-                zero_edges(out, g.w, &valid_cols(kx, k / 2, g.w).0);
-            }
-        }
+    for (r, t) in taps.enumerate() {
+        let (plane, ky, kx) = (&x[t / (k * k) * hw..][..hw], t / k % k, t % k);
+        let out = &mut col[r * stride..][..px];
+        let Some((src, inside)) = tap(g, &rows, ky, kx) else {
+            out.fill(0.0);
+            continue;
+        };
+        out[..inside.start].fill(0.0);
+        out[inside.end..].fill(0.0);
+        out[inside.clone()].copy_from_slice(&plane[src..][..inside.len()]);
+        zero_edges(out, g.w, &valid_cols(kx, k / 2, g.w).0);
     }
 }
 
-/// The adjoint of a whole-image [`im2col`] with rows `h·w` apart: sums each column entry back
-/// into the input position it came from, taps in order. Zeroes `col`'s entries that fell off an
-/// edge first, so that each tap is one shifted add.
+/// The adjoint of a whole-image [`im2col`] for `x`'s channels (rows of `col` `h·w` apart): sums
+/// each column entry back into the input position it came from, taps in order. Zeroes `col`'s
+/// entries that fell off an edge first, so that each tap is one shifted add.
 fn col2im(col: &mut [f32], g: &ConvGeom, x: &mut [f32]) {
     let (hw, k) = (g.h * g.w, g.k);
-    x[..g.c_in * hw].fill(0.0);
-    for (c, plane) in x[..g.c_in * hw].chunks_exact_mut(hw).enumerate() {
+    x.fill(0.0);
+    for (c, plane) in x.chunks_exact_mut(hw).enumerate() {
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut col[((c * k + ky) * k + kx) * hw..][..hw];
-                let (start, inside) = tap(g, &(0..g.h), ky, kx);
+                let Some((dst, inside)) = tap(g, &(0..g.h), ky, kx) else { continue };
                 zero_edges(row, g.w, &valid_cols(kx, k / 2, g.w).0);
-                let dst = &mut plane[(start + inside.start as isize) as usize..][..inside.len()];
+                let dst = &mut plane[dst..][..inside.len()];
                 dst.iter_mut().zip(&row[inside]).for_each(|(d, v)| *d += v);
             }
         }
@@ -93,48 +95,42 @@ pub fn block_len(g: &ConvGeom) -> usize {
     }
 }
 
-/// Scratch floats of a batch of `n`: one im2col block per group of samples in forward; in
-/// backward the transposed output gradient and, for the input gradient, one whole-image im2col
-/// matrix per group. (Backward's im2col blocks live in the weight-gradient partials.)
+/// Scratch floats of a batch of `n`: one im2col block per chunk of work in forward; in backward
+/// the transposed output gradient and, for the input gradient, up to one whole-image im2col
+/// matrix per chunk. (Backward's im2col blocks live in the weight-gradient partials.)
 pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
     let hw = g.h * g.w;
-    let col = if g.k == 1 { 0 } else { g.c_in * g.k * g.k * hw };
+    let col = if g.k == 1 { 1 } else { g.c_in * g.k * g.k * hw };
     (CHUNKS * block_len(g)).max(n * g.c_out * hw + CHUNKS * col)
 }
 
-/// Samples per group: the batch is cut into at most [`CHUNKS`] groups that share a buffer.
-fn group(n: usize) -> usize {
-    n.div_ceil(CHUNKS).max(1)
-}
-
-/// `y = conv(x, w) + b`, im2col block by block into `scratch` ([`scratch_len`]).
+/// `y = conv(x, w) + b`, in units of one block of image rows of one sample, im2col'd into
+/// `scratch` ([`scratch_len`]).
 pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f32], n: usize, g: &ConvGeom) {
-    let (hw, ckk, per) = (g.h * g.w, g.c_in * g.k * g.k, group(n));
-    let (xl, yl, br, bl) = (g.c_in * hw, g.c_out * hw, block_rows(g), block_len(g));
-    let xs = x[..n * xl].par_chunks(per * xl);
-    let ys = y[..n * yl].par_chunks_mut(per * yl);
-    let bufs = scratch[..CHUNKS * bl].par_chunks_mut(bl);
-    xs.zip(ys).zip(bufs).for_each(|((xs, ys), buf)| {
-        for (xs, ys) in xs.chunks(xl).zip(ys.chunks_mut(yl)) {
-            for (o, row) in ys.chunks_mut(hw).enumerate() {
-                row.fill(b[o]);
-            }
-            if g.k == 1 {
-                gemm(g.c_out, ckk, hw, View::rows(w, ckk), View::rows(xs, hw), 1.0, ys);
-                continue;
-            }
-            for y0 in (0..g.h).step_by(br) {
-                let rows = y0..(y0 + br).min(g.h);
-                let (px, st) = (rows.len() * g.w, row_stride(br * g.w));
-                im2col(xs, g, rows, buf, st);
-                gemm_to(g.c_out, ckk, px, View::rows(w, ckk), View::rows(buf, st), 1.0, &mut ys[y0 * g.w..], hw);
-            }
+    let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
+    let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));
+    let out = Shared::new(&mut y[..n * yl]);
+    for_units(n * blocks, scratch, block_len(g), |u, buf| {
+        let (s, y0) = (u / blocks, u % blocks * br);
+        let rows = y0..(y0 + br).min(g.h);
+        let (xs, px, at) = (&x[s * xl..][..xl], rows.len() * g.w, s * yl + y0 * g.w);
+        let b_op = if g.k == 1 {
+            View::rows(&xs[y0 * g.w..], hw)
+        } else {
+            let st = row_stride(br * g.w);
+            im2col(xs, g, rows, 0..ckk, buf, st);
+            View::rows(buf, st)
+        };
+        // SAFETY: unit `u` alone writes these columns of sample `s`'s output rows.
+        unsafe {
+            out.fill(g.c_out, px, at, hw, |o| b[o]);
+            out.gemm(g.c_out, ckk, px, View::rows(w, ckk), b_op, 1.0, at, hw);
         }
     });
 }
 
-/// `gw`, `gb` and, when asked, `gx`. `scratch` holds [`scratch_len`] floats; `partial` is scratch
-/// for [`weight_grad`] with [`block_len`] floats per chunk.
+/// `gw`, `gb` and, when asked, `gx`. `scratch` holds [`scratch_len`] floats; `partial` is the
+/// weight-gradient partials' space.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -144,42 +140,48 @@ pub fn backward(
     gw: &mut [f32],
     gb: &mut [f32],
     scratch: &mut [f32],
-    partial: &mut [f32],
+    partial: &mut Vec<f32>,
     n: usize,
     g: &ConvGeom,
 ) {
-    let (hw, ckk, ol, br) = (g.h * g.w, g.c_in * g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
+    let (hw, kk, ol, br) = (g.h * g.w, g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
+    let xl = g.c_in * hw;
     sum_rows(gy, n, g.c_out, hw, gb);
     let (gy_t, cols) = scratch.split_at_mut(n * ol);
     gy[..n * ol].par_chunks(ol).zip(gy_t.par_chunks_mut(ol)).for_each(|(s, t)| transpose(s, g.c_out, hw, t));
-    weight_grad(partial, gw, n, block_len(g), Some(g.c_out), |s, acc, buf| {
-        let (xs, gy_t) = (&x[s * g.c_in * hw..][..g.c_in * hw], &gy_t[s * ol..][..ol]);
+    weight_grad(partial, gw, n, g.c_out, block_len(g), |s, acc, taps, buf| {
+        let (xs, gy_t) = (&x[s * xl..][..xl], &gy_t[s * ol..][..ol]);
         if g.k == 1 {
-            return gemm(ckk, hw, g.c_out, View::rows(xs, hw), View::rows(gy_t, g.c_out), 1.0, acc);
+            let a = View::rows(&xs[taps.start * hw..], hw);
+            return gemm(taps.len(), hw, g.c_out, a, View::rows(gy_t, g.c_out), 1.0, acc);
         }
         for y0 in (0..g.h).step_by(br) {
             let rows = y0..(y0 + br).min(g.h);
             let (px, st) = (rows.len() * g.w, row_stride(br * g.w));
-            im2col(xs, g, rows, buf, st);
-            gemm(ckk, px, g.c_out, View::rows(buf, st), View::rows(&gy_t[y0 * g.w * g.c_out..], g.c_out), 1.0, acc);
+            im2col(xs, g, rows, taps.clone(), buf, st);
+            let b_op = View::rows(&gy_t[y0 * g.w * g.c_out..], g.c_out);
+            gemm(taps.len(), px, g.c_out, View::rows(buf, st), b_op, 1.0, acc);
         }
     });
     let Some(gx) = gx else { return };
-    let (per, xl) = (group(n), g.c_in * hw);
-    let gys = gy[..n * ol].par_chunks(per * ol);
-    let gxs = gx[..n * xl].par_chunks_mut(per * xl);
-    if g.k == 1 {
-        return gys.zip(gxs).for_each(|(gys, gxs)| {
-            for (gys, gxs) in gys.chunks(ol).zip(gxs.chunks_mut(xl)) {
-                gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, gxs);
-            }
-        });
-    }
-    gys.zip(gxs).zip(cols[..CHUNKS * ckk * hw].par_chunks_mut(ckk * hw)).for_each(|((gys, gxs), col)| {
-        for (gys, gxs) in gys.chunks(ol).zip(gxs.chunks_mut(xl)) {
-            gemm(ckk, g.c_out, hw, View::t(w, ckk), View::rows(gys, hw), 0.0, col);
-            col2im(col, g, gxs);
+    // Units of one sample's channels `chans`: their taps' rows of the im2col gradient, then
+    // those channels of `gx`.
+    let per = g.c_in.div_ceil(parts(n));
+    let cparts = g.c_in.div_ceil(per);
+    let col_len = if g.k == 1 { 1 } else { per * kk * hw };
+    let out = Shared::new(&mut gx[..n * xl]);
+    for_units(n * cparts, &mut cols[..CHUNKS * col_len], col_len, |u, col| {
+        let (s, c0) = (u / cparts, u % cparts * per);
+        let chans = c0..(c0 + per).min(g.c_in);
+        let wt = View { data: &w[c0 * kk..], rs: 1, cs: g.c_in * kk };
+        let gys = View::rows(&gy[s * ol..][..ol], hw);
+        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
+        let gxs = unsafe { out.slice(s * xl + c0 * hw, chans.len() * hw) };
+        if g.k == 1 {
+            return gemm(chans.len(), g.c_out, hw, wt, gys, 0.0, gxs);
         }
+        gemm(chans.len() * kk, g.c_out, hw, wt, gys, 0.0, col);
+        col2im(col, g, gxs);
     });
 }
 
@@ -201,7 +203,7 @@ mod tests {
         let (mut y, mut gx, mut gw, mut gb) =
             (vec![0.0; n * 5 * 2560], vec![0.0; n * 3 * 2560], vec![0.0; 135], vec![0.0; 5]);
         let mut scratch = vec![0.0; scratch_len(&g, n)];
-        let mut partial = vec![0.0; CHUNKS * (135 + block_len(&g))];
+        let mut partial = Vec::new();
         forward(&x, &w, &b, &mut y, &mut scratch, n, &g);
         backward(&x, &w, &gy, Some(&mut gx), &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);
         // The input pixel under tap (ky, kx) of output pixel (oy, ox), if inside.

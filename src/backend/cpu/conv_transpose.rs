@@ -2,26 +2,28 @@
 //! op is one GEMM per sample plus a scatter. Shapes: `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`,
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
-use super::gemm::{gemm, row_stride, transpose, View};
-use super::{sum_rows, weight_grad};
+use super::gemm::{gemm, row_stride, transpose, Shared, View};
+use super::{for_units, parts, sum_rows, weight_grad, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
-/// Scratch floats per sample.
-pub fn z_len(g: &ConvGeom) -> usize {
+/// `z`'s floats per sample (rows [`row_stride`] apart).
+fn z_len(g: &ConvGeom) -> usize {
     g.c_out * 4 * row_stride(g.h * g.w)
 }
 
-/// Backward's scratch floats per sample: `z` and the transposed input.
-pub fn scratch_len(g: &ConvGeom) -> usize {
-    z_len(g) + g.c_in * g.h * g.w
+/// Scratch floats of a batch of `n`: in forward, up to one sample's `z` per chunk of work; in
+/// backward every sample's `z` and transposed input.
+pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
+    let hw = g.h * g.w;
+    (CHUNKS * g.c_out * 4 * hw).max(n * (z_len(g) + g.c_in * hw))
 }
 
-/// Calls `f(z index, y index)` for every output element: `y[o, 2i + a, 2j + b]` is
-/// `z[(o·2 + a)·2 + b, i·w + j]`, with `z`'s rows `stride` apart.
-fn blocks(g: &ConvGeom, stride: usize, mut f: impl FnMut(usize, usize)) {
+/// Calls `f(z index, y index)` for every output element of `c_out` channels: `y[o, 2i + a,
+/// 2j + b]` is `z[(o·2 + a)·2 + b, i·w + j]`, with `z`'s rows `stride` apart.
+fn blocks(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, usize)) {
     let (h, w) = (g.h, g.w);
-    for o in 0..g.c_out {
+    for o in 0..c_out {
         for a in 0..2 {
             for b in 0..2 {
                 let z0 = ((o * 2 + a) * 2 + b) * stride;
@@ -36,21 +38,27 @@ fn blocks(g: &ConvGeom, stride: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], z: &mut [f32], n: usize, g: &ConvGeom) {
-    let (hw, o4, zl) = (g.h * g.w, g.c_out * 4, z_len(g));
-    let xs = x[..n * g.c_in * hw].par_chunks(g.c_in * hw);
-    let ys = y[..n * o4 * hw].par_chunks_mut(o4 * hw);
-    xs.zip(ys).zip(z[..n * zl].par_chunks_mut(zl)).for_each(|((xs, ys), z)| {
-        gemm(o4, g.c_in, hw, View::t(w, o4), View::rows(xs, hw), 0.0, z);
-        blocks(g, hw, |zi, yi| ys[yi] = z[zi]);
-        for (o, plane) in ys.chunks_mut(4 * hw).enumerate() {
+/// `y = convT(x, w) + b`, in units of some output channels of one sample.
+pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f32], n: usize, g: &ConvGeom) {
+    let (hw, o4, xl, yl) = (g.h * g.w, g.c_out * 4, g.c_in * g.h * g.w, g.c_out * 4 * g.h * g.w);
+    let per = g.c_out.div_ceil(parts(n));
+    let oparts = g.c_out.div_ceil(per);
+    let out = Shared::new(&mut y[..n * yl]);
+    for_units(n * oparts, scratch, per * 4 * hw, |u, z| {
+        let (s, o0) = (u / oparts, u % oparts * per);
+        let chans = o0..(o0 + per).min(g.c_out);
+        let wt = View { data: &w[o0 * 4..], rs: 1, cs: o4 };
+        gemm(chans.len() * 4, g.c_in, hw, wt, View::rows(&x[s * xl..][..xl], hw), 0.0, z);
+        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
+        let ys = unsafe { out.slice(s * yl + o0 * 4 * hw, chans.len() * 4 * hw) };
+        blocks(g, chans.len(), hw, |zi, yi| ys[yi] = z[zi]);
+        for (o, plane) in chans.zip(ys.chunks_mut(4 * hw)) {
             plane.iter_mut().for_each(|v| *v += b[o]);
         }
     });
 }
 
-/// `gw`, `gb` and, when asked, `gx`; `scratch` ([`scratch_len`] floats per sample) and `partial`
-/// are scratch.
+/// `gw`, `gb` and, when asked, `gx`; `scratch` ([`scratch_len`]) and `partial` are scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -60,7 +68,7 @@ pub fn backward(
     gw: &mut [f32],
     gb: &mut [f32],
     scratch: &mut [f32],
-    partial: &mut [f32],
+    partial: &mut Vec<f32>,
     n: usize,
     g: &ConvGeom,
 ) {
@@ -70,14 +78,21 @@ pub fn backward(
     sum_rows(gy, n, g.c_out, 4 * hw, gb);
     // z <- gy in block-major order.
     let gys = gy[..n * o4 * hw].par_chunks(o4 * hw);
-    gys.zip(z[..n * zl].par_chunks_mut(zl)).for_each(|(gys, z)| blocks(g, st, |zi, yi| z[zi] = gys[yi]));
+    gys.zip(z.par_chunks_mut(zl)).for_each(|(gys, z)| blocks(g, g.c_out, st, |zi, yi| z[zi] = gys[yi]));
     x[..n * xl].par_chunks(xl).zip(x_t[..n * xl].par_chunks_mut(xl)).for_each(|(s, t)| transpose(s, g.c_in, hw, t));
-    weight_grad(partial, gw, n, 0, Some(g.c_in), |s, acc, _| {
-        gemm(o4, hw, g.c_in, View::rows(&z[s * zl..], st), View::rows(&x_t[s * xl..], g.c_in), 1.0, acc);
+    weight_grad(partial, gw, n, g.c_in, 0, |s, acc, rows, _| {
+        let a = View::rows(&z[s * zl + rows.start * st..], st);
+        gemm(rows.len(), hw, g.c_in, a, View::rows(&x_t[s * xl..][..xl], g.c_in), 1.0, acc);
     });
-    if let Some(gx) = gx {
-        let gxs = gx[..n * g.c_in * hw].par_chunks_mut(g.c_in * hw);
-        gxs.zip(z[..n * zl].par_chunks(zl))
-            .for_each(|(gxs, z)| gemm(g.c_in, o4, hw, View::rows(w, o4), View::rows(z, st), 0.0, gxs));
-    }
+    let Some(gx) = gx else { return };
+    let per = g.c_in.div_ceil(parts(n));
+    let cparts = g.c_in.div_ceil(per);
+    let out = Shared::new(&mut gx[..n * xl]);
+    for_units(n * cparts, &mut [], 0, |u, _| {
+        let (s, c0) = (u / cparts, u % cparts * per);
+        let chans = c0..(c0 + per).min(g.c_in);
+        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
+        let gxs = unsafe { out.slice(s * xl + c0 * hw, chans.len() * hw) };
+        gemm(chans.len(), o4, hw, View::rows(&w[c0 * o4..], o4), View::rows(&z[s * zl..], st), 0.0, gxs);
+    });
 }

@@ -30,43 +30,117 @@ pub fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [
 /// As [`gemm`], with the rows of `c` `rs_c` apart.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_to(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
+    check_out(m, n, c.len(), rs_c);
+    // SAFETY: `c` holds the output block and is borrowed mutably.
+    unsafe { gemm_raw(m, k, n, a, b, beta, c.as_mut_ptr(), rs_c) }
+}
+
+fn check_out(m: usize, n: usize, len: usize, rs_c: usize) {
+    assert!(m == 0 || n == 0 || (rs_c >= n && len >= (m - 1) * rs_c + n), "gemm output too small");
+}
+
+/// [`gemm_to`] into a raw output.
+///
+/// # Safety
+/// `c` must be valid for reads and writes at `i·rs_c + j` for `i < m`, `j < n`, and nothing else
+/// may access those elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
     #[cfg(target_arch = "x86_64")]
     if b.cs == 1 && super::avx512::available() {
-        // SAFETY: the CPU has AVX-512F; the kernel checks the slice bounds.
-        return unsafe { super::avx512::gemm(m, k, n, a, b, beta, c, rs_c) };
+        // SAFETY: the CPU has AVX-512F; the kernel checks the inputs' bounds, the caller `c`'s.
+        return super::avx512::gemm(m, k, n, a, b, beta, c, rs_c);
     }
-    packed(m, k, n, a, b, beta, c, rs_c)
+    packed_raw(m, k, n, a, b, beta, c, rs_c)
 }
 
 /// [`gemm_to`] through matrixmultiply, which packs both operands.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-pub fn packed(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
+fn packed(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
+    check_out(m, n, c.len(), rs_c);
+    // SAFETY: `c` holds the output block and is borrowed mutably.
+    unsafe { packed_raw(m, k, n, a, b, beta, c.as_mut_ptr(), rs_c) }
+}
+
+/// # Safety
+/// As [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(rs_c >= n && c.len() >= (m - 1) * rs_c + n, "gemm output too small");
     assert!(
         k == 0 || (a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs),
         "gemm input too small"
     );
-    // SAFETY: the asserts above keep every index that sgemm touches inside the slices.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            c.as_mut_ptr(),
-            rs_c as isize,
-            1,
-        );
+    // SAFETY: the assert keeps every input index inside the slices; the caller vouches for `c`.
+    matrixmultiply::sgemm(
+        m,
+        k,
+        n,
+        1.0,
+        a.data.as_ptr(),
+        a.rs as isize,
+        a.cs as isize,
+        b.data.as_ptr(),
+        b.rs as isize,
+        b.cs as isize,
+        beta,
+        c,
+        rs_c as isize,
+        1,
+    );
+}
+
+/// A matrix that parallel tasks write at places no slice borrow can separate, such as one
+/// column block of every row; each task must touch only its own elements.
+#[derive(Clone, Copy)]
+pub struct Shared {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `Shared` only hands out writes through its unsafe methods, whose callers guarantee
+// that tasks touch disjoint elements.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    pub fn new(data: &mut [f32]) -> Self {
+        Shared { ptr: data.as_mut_ptr(), len: data.len() }
+    }
+
+    /// [`gemm_to`] into the `m x n` block that starts at `at`, rows `rs_c` apart.
+    ///
+    /// # Safety
+    /// Nothing else may access that block meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm(&self, m: usize, k: usize, n: usize, a: View, b: View, beta: f32, at: usize, rs_c: usize) {
+        check_out(m, n, self.len.saturating_sub(at), rs_c);
+        gemm_raw(m, k, n, a, b, beta, self.ptr.add(at), rs_c)
+    }
+
+    /// The `len` floats from `at`.
+    ///
+    /// # Safety
+    /// As [`Shared::gemm`], for those floats; the slice must be dropped before another task may
+    /// touch them.
+    #[allow(clippy::mut_from_ref)] // disjoint places of one matrix, as the type is for
+    pub unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.len, "shared slice out of range");
+        std::slice::from_raw_parts_mut(self.ptr.add(at), len)
+    }
+
+    /// Sets row `i` of the `m x n` block that starts at `at` (rows `rs` apart) to `v(i)`.
+    ///
+    /// # Safety
+    /// As [`Shared::gemm`].
+    pub unsafe fn fill(&self, m: usize, n: usize, at: usize, rs: usize, v: impl Fn(usize) -> f32) {
+        check_out(m, n, self.len.saturating_sub(at), rs);
+        for i in 0..m {
+            std::slice::from_raw_parts_mut(self.ptr.add(at + i * rs), n).fill(v(i));
+        }
     }
 }
 

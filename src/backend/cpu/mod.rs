@@ -57,33 +57,55 @@ fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
     });
 }
 
-/// `gw = Σ_s term(s)` over a batch of `n`: `term(s, acc, buf)` adds sample `s`'s part to `acc`,
-/// with `buf` (`per` floats) to work in. With `transposed = Some(rows)`, `acc` holds the
-/// transpose `[cols, rows]` of `gw[rows, cols]` (so that the products' right operands are
-/// row-major). The batch is cut into [`CHUNKS`] fixed chunks, each summed into its own slice of
-/// `partial` (`CHUNKS·(gw.len() + per)` floats) in parallel; the chunks are then added in order.
+/// Parts that a sample's work is cut into (whole rows of a product's output each, so the
+/// results do not depend on it) when the batch alone has too few samples to keep the threads
+/// busy: 5 Warwick samples on 2 threads would otherwise leave one idle a sixth of the time.
+fn parts(n: usize) -> usize {
+    (4 * rayon::current_num_threads()).div_ceil(n.max(1))
+}
+
+/// Runs `f(unit, buf)` for units `0..units`, cut into [`CHUNKS`] fixed runs of consecutive
+/// units that run in parallel, each with its own `per` floats of `bufs`.
+fn for_units(units: usize, bufs: &mut [f32], per: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let run = units.div_ceil(CHUNKS);
+    let chunk = |c: usize, buf: &mut [f32]| (c * run..((c + 1) * run).min(units)).for_each(|u| f(u, buf));
+    if per == 0 {
+        (0..CHUNKS).into_par_iter().for_each(|c| chunk(c, &mut []));
+    } else {
+        bufs[..CHUNKS * per].par_chunks_mut(per).enumerate().for_each(|(c, buf)| chunk(c, buf));
+    }
+}
+
+/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`. `term(s, acc, part, buf)` adds sample
+/// `s`'s part to rows `part` of `acc`, the transpose `[cols, rows]` (so that the products' right
+/// operands are row-major), with `buf` (`per` floats) to work in. The batch is cut into
+/// [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` (grown as needed), the
+/// rows of `acc` into [`parts`]; they all run in parallel, and the chunks are then added in order.
 fn weight_grad(
-    partial: &mut [f32],
+    partial: &mut Vec<f32>,
     gw: &mut [f32],
     n: usize,
+    rows: usize,
     per: usize,
-    transposed: Option<usize>,
-    term: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+    term: impl Fn(usize, &mut [f32], std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
-    let (len, per_chunk) = (gw.len(), n.div_ceil(CHUNKS));
-    partial[..CHUNKS * (len + per)].par_chunks_mut(len + per).enumerate().for_each(|(c, part)| {
-        let (part, buf) = part.split_at_mut(len);
-        part.fill(0.0);
-        (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, part, buf));
+    let (len, per_chunk, per) = (gw.len(), n.div_ceil(CHUNKS), per.max(1));
+    let part_rows = (len / rows).div_ceil(parts(n));
+    let parts = (len / rows).div_ceil(part_rows);
+    let (sums, bufs) = grown(partial, CHUNKS * (len + parts * per)).split_at_mut(CHUNKS * len);
+    let tasks = sums.par_chunks_mut(len).zip(bufs.par_chunks_mut(parts * per)).enumerate();
+    tasks.for_each(|(c, (sum, bufs))| {
+        sum.par_chunks_mut(part_rows * rows).zip(bufs.par_chunks_mut(per)).enumerate().for_each(|(p, (acc, buf))| {
+            acc.fill(0.0);
+            let part = p * part_rows..p * part_rows + acc.len() / rows;
+            (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, acc, part.clone(), buf));
+        });
     });
-    let (sum, rest) = partial.split_at_mut(len);
+    let (sum, rest) = sums.split_at_mut(len);
     for c in 1..CHUNKS {
-        sum.iter_mut().zip(&rest[c * (len + per) - len..][..len]).for_each(|(o, p)| *o += p);
+        sum.iter_mut().zip(&rest[(c - 1) * len..][..len]).for_each(|(o, p)| *o += p);
     }
-    match transposed {
-        Some(rows) => gemm::transpose(sum, len / rows, rows, gw),
-        None => gw.copy_from_slice(sum),
-    }
+    gemm::transpose(sum, len / rows, rows, gw);
 }
 
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -144,8 +166,7 @@ impl CpuBackend {
     }
 
     /// Runs a convolution's backward `f` with its outputs moved out, its scratch (keyed by the
-    /// input `x`, grown to `scratch_len`) and the weight-gradient partials with `per` floats of
-    /// work space per chunk.
+    /// input `x`, grown to `scratch_len`) and the weight-gradient partials.
     #[allow(clippy::type_complexity)]
     fn conv_backward(
         &mut self,
@@ -153,14 +174,13 @@ impl CpuBackend {
         gx: Option<BufId>,
         gw: BufId,
         gb: BufId,
-        (scratch_len, per): (usize, usize),
-        f: impl FnOnce(&Self, Option<&mut [f32]>, &mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+        scratch_len: usize,
+        f: impl FnOnce(&Self, Option<&mut [f32]>, &mut [f32], &mut [f32], &mut [f32], &mut Vec<f32>),
     ) {
         let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
         let mut partial = std::mem::take(&mut self.partial);
-        let pl = CHUNKS * (gwv.len() + per);
-        f(self, gxv.as_deref_mut(), &mut gwv, &mut gbv, grown(&mut scratch, scratch_len), grown(&mut partial, pl));
+        f(self, gxv.as_deref_mut(), &mut gwv, &mut gbv, grown(&mut scratch, scratch_len), &mut partial);
         self.partial = partial;
         self.scratch.insert(x, scratch);
         self.put_opt(gx, gxv);
@@ -230,8 +250,7 @@ impl CpuBackend {
                 self.scratch.insert(x, col);
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                let lens = (conv2d::scratch_len(g, n), conv2d::block_len(g));
-                self.conv_backward(x, gx, gw, gb, lens, |be, gx, gw, gb, col, partial| {
+                self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g, n), |be, gx, gw, gb, col, partial| {
                     conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, col, partial, n, g)
                 })
             }
@@ -242,7 +261,7 @@ impl CpuBackend {
                     self.f(w),
                     self.f(b),
                     &mut yv,
-                    grown(&mut z, n * conv_transpose::z_len(g)),
+                    grown(&mut z, conv_transpose::scratch_len(g, n)),
                     n,
                     g,
                 );
@@ -250,8 +269,7 @@ impl CpuBackend {
                 self.scratch.insert(x, z);
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                let lens = (n * conv_transpose::scratch_len(g), 0);
-                self.conv_backward(x, gx, gw, gb, lens, |be, gx, gw, gb, z, partial| {
+                self.conv_backward(x, gx, gw, gb, conv_transpose::scratch_len(g, n), |be, gx, gw, gb, z, partial| {
                     conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, z, partial, n, g)
                 })
             }
