@@ -183,3 +183,69 @@ pub unsafe fn transpose_tiles(src: &[f32], rows: usize, cols: usize, dst: &mut [
         }
     }
 }
+
+/// One output row of 2x2 max pooling from input rows `r0`, `r1` (at least `2·y.len()` floats):
+/// `y[ox]` is its window's maximum, the first in order (0,0), (0,1), (1,0), (1,1) when tied
+/// (a NaN wins only in the first place), and `argmax[ox]` its index, `first + 2·ox` plus 1 for
+/// the right column and `w` for the lower row.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
+    let ow = y.len();
+    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let even = _mm512_add_epi32(lanes, lanes);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for o0 in (0..ow).step_by(16) {
+        let n = (ow - o0).min(16);
+        let (lo, hi) = (lane_mask(2 * n), lane_mask((2 * n).saturating_sub(16)));
+        // The row's even and odd columns under these 16 windows.
+        let columns = |r: &[f32]| {
+            let (a, b) = (
+                _mm512_maskz_loadu_ps(lo, r.as_ptr().add(2 * o0)),
+                _mm512_maskz_loadu_ps(hi, r.as_ptr().add(2 * o0 + 16)),
+            );
+            (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
+        };
+        let ((v00, v01), (v10, v11)) = (columns(r0), columns(r1));
+        let (mut best, mut off) = (v00, _mm512_setzero_si512());
+        for (v, o) in [(v01, 1), (v10, w), (v11, w + 1)] {
+            let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
+            best = _mm512_mask_blend_ps(m, best, v);
+            off = _mm512_mask_blend_epi32(m, off, _mm512_set1_epi32(o as i32));
+        }
+        let index = _mm512_add_epi32(_mm512_set1_epi32((first as usize + 2 * o0) as i32), _mm512_add_epi32(even, off));
+        _mm512_mask_storeu_ps(y.as_mut_ptr().add(o0), lane_mask(n), best);
+        _mm512_mask_storeu_epi32(argmax.as_mut_ptr().add(o0).cast(), lane_mask(n), index);
+    }
+}
+
+/// The adjoint of [`max_pool_row`]: writes the first `2·gy.len()` floats of input-gradient rows
+/// `g0`, `g1`, each window's gradient at its maximum and 0 elsewhere.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
+    let ow = gy.len();
+    assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let even = _mm512_add_epi32(lanes, lanes);
+    // Lanes 0..8 and 8..16 of two vectors, interleaved.
+    let pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let pairs_hi = _mm512_add_epi32(pairs, _mm512_set1_epi32(8));
+    for o0 in (0..ow).step_by(16) {
+        let n = (ow - o0).min(16);
+        let g = _mm512_maskz_loadu_ps(lane_mask(n), gy.as_ptr().add(o0));
+        let am = _mm512_maskz_loadu_epi32(lane_mask(n), argmax.as_ptr().add(o0).cast());
+        let off = _mm512_sub_epi32(am, _mm512_add_epi32(_mm512_set1_epi32((first as usize + 2 * o0) as i32), even));
+        let at = |o: usize| _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(off, _mm512_set1_epi32(o as i32)), g);
+        let (lo, hi) = (lane_mask(2 * n), lane_mask((2 * n).saturating_sub(16)));
+        for (row, (left, right)) in [(&mut *g0, (at(0), at(1))), (&mut *g1, (at(w), at(w + 1)))] {
+            _mm512_mask_storeu_ps(row.as_mut_ptr().add(2 * o0), lo, _mm512_permutex2var_ps(left, pairs, right));
+            _mm512_mask_storeu_ps(row.as_mut_ptr().add(2 * o0 + 16), hi, _mm512_permutex2var_ps(left, pairs_hi, right));
+        }
+    }
+}

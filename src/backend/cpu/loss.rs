@@ -7,6 +7,17 @@ use rayon::prelude::*;
 /// Elements per parallel chunk of the sigmoid loss (fixed, so sums do not depend on threads).
 const CHUNK: usize = 1 << 13;
 
+/// `ln(1 + e)` for `e` in [0, 1] as `2·atanh(s)`, `s = e/(2 + e) ≤ 1/3`, by its series to `s¹⁷`
+/// in f64 (relative error below 1e-10, far under f32's 6e-8): straight-line arithmetic that
+/// costs a third of a libm `log1pf` call, which took half of the FCN's loss.
+fn ln_1p(e: f32) -> f32 {
+    let e = e as f64;
+    let s = e / (2.0 + e);
+    let s2 = s * s;
+    let series = [1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0, 1.0 / 11.0, 1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0];
+    (2.0 * s * series.iter().fold(0.0, |acc, c| acc * s2 + c)) as f32
+}
+
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
@@ -63,7 +74,7 @@ pub fn sigmoid_bce(
             // e^-|z| once: the probability and the stable loss max(z, 0) - z·t + ln(1 + e^-|z|).
             let e = (-z.abs()).exp();
             *p = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-            acc[0] += (z.max(0.0) - z * t + e.ln_1p()) as f64;
+            acc[0] += (z.max(0.0) - z * t + ln_1p(e)) as f64;
             acc[1] += (t * *p) as f64;
             acc[2] += t as f64;
             acc[3] += *p as f64;
@@ -103,5 +114,23 @@ fn add_batch(metrics: &mut [f32], loss_sum: f64, metric: f64, n: usize) {
 pub fn confusion(probs: &[f32], target: &[f32], counts: &mut [f32], n: usize, k: usize) {
     for s in 0..n {
         counts[argmax(&target[s * k..][..k]) * k + argmax(&probs[s * k..][..k])] += 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Against f64's `ln_1p` over [0, 1]: within one f32 rounding (half an ulp of the result,
+    /// plus the series' 1e-10).
+    #[test]
+    fn ln_1p_is_f32_accurate() {
+        for i in 0..=100_000 {
+            let e = i as f32 / 100_000.0;
+            let (got, want) = (super::ln_1p(e) as f64, (e as f64).ln_1p());
+            assert!(
+                (got - want).abs() <= want * (0.5 * f32::EPSILON as f64 + 1e-10),
+                "ln_1p({e}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(super::ln_1p(0.0), 0.0);
     }
 }

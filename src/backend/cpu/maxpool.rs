@@ -4,6 +4,41 @@
 use crate::model::Shape;
 use rayon::prelude::*;
 
+/// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
+/// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
+fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
+        return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) };
+    }
+    for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate() {
+        let mut best = (r0[2 * ox], 0);
+        for (v, o) in [(r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)] {
+            if v > best.0 {
+                best = (v, o);
+            }
+        }
+        *y = best.0;
+        *am = first + (2 * ox + best.1) as u32;
+    }
+}
+
+/// The adjoint of [`pool_row`]: the first `2·gy.len()` floats of input-gradient rows `g0`, `g1`
+/// get each window's gradient at its maximum and 0 elsewhere.
+fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
+        return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) };
+    }
+    for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate() {
+        let off = (am - first) as usize - 2 * ox;
+        let at = |o: usize| if off == o { g } else { 0.0 };
+        (g0[2 * ox], g0[2 * ox + 1], g1[2 * ox], g1[2 * ox + 1]) = (at(0), at(1), at(w), at(w + 1));
+    }
+}
+
 /// `argmax` receives each maximum's index within its sample (`(c·h + iy)·w + ix`). Planes
 /// (sample, channel) run in parallel.
 pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape) {
@@ -11,36 +46,73 @@ pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape
     let xs = x[..n * s.len()].par_chunks(plane);
     let ys = y[..n * s.c * oh * ow].par_chunks_mut(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks_mut(oh * ow));
     xs.zip(ys).enumerate().for_each(|(p, (xs, (ys, am)))| {
-        let base = (p % s.c * plane) as u32;
-        for oy in 0..oh {
-            let rows = [&xs[2 * oy * s.w..][..2 * ow], &xs[(2 * oy + 1) * s.w..][..2 * ow]];
-            let (yr, ar) = (&mut ys[oy * ow..][..ow], &mut am[oy * ow..][..ow]);
-            for ox in 0..ow {
-                // The window in order (0,0), (0,1), (1,0), (1,1); the first maximum wins.
-                let mut best = (rows[0][2 * ox], 0, 2 * ox);
-                for (r, dx) in [(0, 1), (1, 0), (1, 1)] {
-                    let v = rows[r][2 * ox + dx];
-                    if v > best.0 {
-                        best = (v, r, 2 * ox + dx);
-                    }
-                }
-                yr[ox] = best.0;
-                ar[ox] = base + ((2 * oy + best.1) * s.w + best.2) as u32;
-            }
+        let base = p % s.c * plane;
+        for (oy, (ys, am)) in ys.chunks_exact_mut(ow).zip(am.chunks_exact_mut(ow)).enumerate() {
+            let (r0, r1) = (&xs[2 * oy * s.w..][..2 * ow], &xs[(2 * oy + 1) * s.w..][..2 * ow]);
+            pool_row(r0, r1, s.w, (base + 2 * oy * s.w) as u32, ys, am);
         }
     });
 }
 
-/// Routes each output gradient to its window's maximum; every other input gets 0.
+/// Routes each output gradient to its window's maximum; every other input gets 0. Planes run
+/// in parallel.
 pub fn backward(gy: &[f32], argmax: &[u32], gx: &mut [f32], n: usize, s: &Shape) {
-    let per_out = s.c * (s.h / 2) * (s.w / 2);
-    let gxs = gx[..n * s.len()].par_chunks_mut(s.len());
-    gxs.zip(gy[..n * per_out].par_chunks(per_out)).zip(argmax[..n * per_out].par_chunks(per_out)).for_each(
-        |((gxs, gys), am)| {
-            gxs.fill(0.0);
-            for (g, &i) in gys.iter().zip(am) {
-                gxs[i as usize] = *g;
+    let (oh, ow, plane) = (s.h / 2, s.w / 2, s.h * s.w);
+    let gxs = gx[..n * s.len()].par_chunks_mut(plane);
+    let outs = gy[..n * s.c * oh * ow].par_chunks(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks(oh * ow));
+    gxs.zip(outs).enumerate().for_each(|(p, (gxs, (gys, am)))| {
+        let base = p % s.c * plane;
+        for (oy, rows) in gxs.chunks_exact_mut(2 * s.w).enumerate() {
+            let (g0, g1) = rows.split_at_mut(s.w);
+            let (gys, am) = (&gys[oy * ow..][..ow], &am[oy * ow..][..ow]);
+            grad_row(gys, am, s.w, (base + 2 * oy * s.w) as u32, g0, g1);
+            g0[2 * ow..].fill(0.0);
+            g1[2 * ow..].fill(0.0);
+        }
+        gxs[2 * oh * s.w..].fill(0.0);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The vector rows (where the CPU has them) against the element-by-element rule, on values
+    /// drawn from a few levels so that windows tie, with NaNs, odd widths and partial vectors.
+    #[test]
+    fn rows_follow_first_maximum_rule() {
+        let mut rng = Rng::new(5);
+        for w in [2, 7, 31, 32, 33, 70] {
+            let ow = w / 2;
+            let level = |rng: &mut Rng| match rng.next_u32() % 5 {
+                0 => f32::NAN,
+                v => v as f32,
+            };
+            let rows: Vec<f32> = (0..2 * w).map(|_| level(&mut rng)).collect();
+            let (r0, r1) = rows.split_at(w);
+            let (mut y, mut am) = (vec![0.0; ow], vec![0; ow]);
+            pool_row(r0, r1, w, 100, &mut y, &mut am);
+            for ox in 0..ow {
+                let window = [(r0[2 * ox], 0), (r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)];
+                let best = window[1..].iter().fold(window[0], |b, &v| if v.0 > b.0 { v } else { b });
+                assert_eq!(
+                    (y[ox].to_bits(), am[ox]),
+                    (best.0.to_bits(), 100 + (2 * ox + best.1) as u32),
+                    "w {w}, ox {ox}"
+                );
             }
-        },
-    );
+            let gy: Vec<f32> = (0..ow).map(|i| i as f32 + 1.0).collect();
+            let (mut g0, mut g1) = (vec![-1.0; w], vec![-1.0; w]);
+            grad_row(&gy, &am, w, 100, &mut g0, &mut g1);
+            for ox in 0..ow {
+                let off = am[ox] as usize - 100 - 2 * ox;
+                let want = |o: usize| if o == off { gy[ox] } else { 0.0 };
+                assert_eq!(
+                    [g0[2 * ox], g0[2 * ox + 1], g1[2 * ox], g1[2 * ox + 1]],
+                    [want(0), want(1), want(w), want(w + 1)]
+                );
+            }
+        }
+    }
 }
