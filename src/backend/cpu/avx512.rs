@@ -52,12 +52,14 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
         "gemm input too small"
     );
     assert_eq!(b.cs, 1, "the right operand must be row-major");
-    let two = n > 16;
-    let width = if two { 32 } else { 16 };
-    let rows = if two { ROWS / 2 } else { ROWS };
-    for j0 in (0..n).step_by(width) {
+    // Column blocks of two vectors, the last of one when 16 lanes hold it; row blocks of even
+    // height, so that no thin last block reloads the right operand for few sums.
+    for j0 in (0..n).step_by(32) {
         let lanes = n - j0;
+        let two = lanes > 16;
         let masks = [lane_mask(lanes), lane_mask(lanes.saturating_sub(16))];
+        let most = if two { ROWS / 2 } else { ROWS };
+        let rows = m.div_ceil(m.div_ceil(most));
         for i0 in (0..m).step_by(rows) {
             let r = rows.min(m - i0);
             let t = Tile {
