@@ -21,10 +21,8 @@ fn tanh(x: f32) -> f32 {
 }
 
 /// `y[i] = f(x[i])` in parallel chunks; generic, so that `f` is inlined and vectorised.
-fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x)));
+fn map(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| f(x, y));
 }
 
 /// `gx[i] = gy[i]·d(y[i])` in parallel chunks.
@@ -34,13 +32,22 @@ fn map_grad(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(f32) -> f32 + Sync
     });
 }
 
-pub fn forward(act: Act, x: &[f32], y: &mut [f32]) {
+/// `y = act(x)` on this thread (a product's output block, while it is in cache).
+pub fn apply(act: Act, x: &[f32], y: &mut [f32]) {
+    /// Generic in `f`, so that it is inlined and vectorised.
+    fn each(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
+        y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x));
+    }
     match act {
-        Act::Relu => map(x, y, |v| v.max(0.0)),
-        Act::Sigmoid => map(x, y, |v| 1.0 / (1.0 + (-v).exp())),
-        Act::Tanh => map(x, y, tanh),
+        Act::Relu => each(x, y, |v| v.max(0.0)),
+        Act::Sigmoid => each(x, y, |v| 1.0 / (1.0 + (-v).exp())),
+        Act::Tanh => each(x, y, tanh),
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     }
+}
+
+pub fn forward(act: Act, x: &[f32], y: &mut [f32]) {
+    map(x, y, |x, y| apply(act, x, y));
 }
 
 pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {

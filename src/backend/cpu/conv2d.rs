@@ -2,7 +2,7 @@
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{for_units, parts, sum_rows, weight_grad, CHUNKS};
+use super::{activation, for_units, parts, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -105,11 +105,13 @@ pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
 }
 
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample, im2col'd into
-/// `scratch` ([`scratch_len`]).
-pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f32], n: usize, g: &ConvGeom) {
+/// `scratch` ([`scratch_len`]); with an activation, each block is activated while in cache.
+pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
+    let ForwardIo { x, w, b, y, act } = io;
     let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
     let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));
     let out = Shared::new(&mut y[..n * yl]);
+    let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
     for_units(n * blocks, scratch, block_len(g), |u, buf| {
         let (s, y0) = (u / blocks, u % blocks * br);
         let rows = y0..(y0 + br).min(g.h);
@@ -121,10 +123,15 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f3
             im2col(xs, g, rows, 0..ckk, buf, st);
             View::rows(buf, st)
         };
-        // SAFETY: unit `u` alone writes these columns of sample `s`'s output rows.
+        // SAFETY: unit `u` alone touches these columns of sample `s`'s rows of `y` and `act`.
         unsafe {
             out.fill(g.c_out, px, at, hw, |o| b[o]);
             out.gemm(g.c_out, ckk, px, View::rows(w, ckk), b_op, 1.0, at, hw);
+            if let Some((f, a)) = &act {
+                for at in (0..g.c_out).map(|o| at + o * hw) {
+                    activation::apply(*f, out.slice(at, px), a.slice(at, px));
+                }
+            }
         }
     });
 }
@@ -204,7 +211,7 @@ mod tests {
             (vec![0.0; n * 5 * 2560], vec![0.0; n * 3 * 2560], vec![0.0; 135], vec![0.0; 5]);
         let mut scratch = vec![0.0; scratch_len(&g, n)];
         let mut partial = Vec::new();
-        forward(&x, &w, &b, &mut y, &mut scratch, n, &g);
+        forward(ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: None }, &mut scratch, n, &g);
         backward(&x, &w, &gy, Some(&mut gx), &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);
         // The input pixel under tap (ky, kx) of output pixel (oy, ox), if inside.
         let at = |oy: usize, ox: usize, ky: usize, kx: usize| {

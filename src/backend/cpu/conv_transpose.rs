@@ -3,7 +3,7 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{for_units, parts, sum_rows, weight_grad, CHUNKS};
+use super::{activation, for_units, parts, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
@@ -38,22 +38,30 @@ fn blocks(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, us
     }
 }
 
-/// `y = convT(x, w) + b`, in units of some output channels of one sample.
-pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f32], n: usize, g: &ConvGeom) {
+/// `y = convT(x, w) + b`, in units of some output channels of one sample; with an activation,
+/// each unit is activated while in cache.
+pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
+    let ForwardIo { x, w, b, y, act } = io;
     let (hw, o4, xl, yl) = (g.h * g.w, g.c_out * 4, g.c_in * g.h * g.w, g.c_out * 4 * g.h * g.w);
     let per = g.c_out.div_ceil(parts(n));
     let oparts = g.c_out.div_ceil(per);
     let out = Shared::new(&mut y[..n * yl]);
+    let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
     for_units(n * oparts, scratch, per * 4 * hw, |u, z| {
         let (s, o0) = (u / oparts, u % oparts * per);
         let chans = o0..(o0 + per).min(g.c_out);
         let wt = View { data: &w[o0 * 4..], rs: 1, cs: o4 };
         gemm(chans.len() * 4, g.c_in, hw, wt, View::rows(&x[s * xl..][..xl], hw), 0.0, z);
-        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
-        let ys = unsafe { out.slice(s * yl + o0 * 4 * hw, chans.len() * 4 * hw) };
+        let (at, len) = (s * yl + o0 * 4 * hw, chans.len() * 4 * hw);
+        // SAFETY: unit `u` alone touches channels `chans` of sample `s` in `y` and `act`.
+        let ys = unsafe { out.slice(at, len) };
         blocks(g, chans.len(), hw, |zi, yi| ys[yi] = z[zi]);
         for (o, plane) in chans.zip(ys.chunks_mut(4 * hw)) {
             plane.iter_mut().for_each(|v| *v += b[o]);
+        }
+        if let Some((f, a)) = &act {
+            // SAFETY: as above.
+            activation::apply(*f, ys, unsafe { a.slice(at, len) });
         }
     });
 }

@@ -16,6 +16,7 @@ mod optim;
 use super::Backend;
 use crate::error::Result;
 use crate::graph::{BufDesc, BufId, Dtype, Op, Step};
+use crate::model::Act;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -108,6 +109,16 @@ fn weight_grad(
     gemm::transpose(sum, len / rows, rows, gw);
 }
 
+/// A convolution forward's buffers: input, weights, bias, output, and the activation fused into
+/// it with its output (`out = act(y)`).
+pub struct ForwardIo<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    b: &'a [f32],
+    y: &'a mut [f32],
+    act: Option<(Act, &'a mut [f32])>,
+}
+
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);
@@ -165,6 +176,27 @@ impl CpuBackend {
         }
     }
 
+    /// Runs a convolution's forward `f` with its output (and that of the activation `act` fused
+    /// into it) moved out and its scratch, keyed by the input `x`, grown to `scratch_len`.
+    #[allow(clippy::type_complexity)]
+    fn conv_forward(
+        &mut self,
+        x: BufId,
+        y: BufId,
+        act: Option<(Act, BufId)>,
+        scratch_len: usize,
+        f: impl FnOnce(&Self, &mut [f32], Option<(Act, &mut [f32])>, &mut [f32]),
+    ) {
+        let (mut yv, mut av) = (self.take(y), act.map(|(f, id)| (f, self.take(id))));
+        let mut scratch = self.scratch.remove(&x).unwrap_or_default();
+        f(self, &mut yv, av.as_mut().map(|(f, v)| (*f, &mut v[..])), grown(&mut scratch, scratch_len));
+        self.scratch.insert(x, scratch);
+        self.put(y, yv);
+        if let (Some((_, id)), Some((_, v))) = (act, av) {
+            self.put(id, v);
+        }
+    }
+
     /// Runs a convolution's backward `f` with its outputs moved out, its scratch (keyed by the
     /// input `x`, grown to `scratch_len`) and the weight-gradient partials.
     #[allow(clippy::type_complexity)]
@@ -188,7 +220,9 @@ impl CpuBackend {
         self.put(gb, gbv);
     }
 
-    fn run_op(&mut self, op: &Op, step: Step) {
+    /// Runs `op`; a convolution also computes `act`, the activation of its output into the
+    /// given buffer.
+    fn run_op(&mut self, op: &Op, step: Step, act: Option<(Act, BufId)>) {
         let n = step.n;
         match *op {
             Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
@@ -236,18 +270,9 @@ impl CpuBackend {
                 self.put(gb, gbv);
             }
             Op::Conv2d { x, w, b, y, ref g } => {
-                let (mut yv, mut col) = (self.take(y), self.scratch.remove(&x).unwrap_or_default());
-                conv2d::forward(
-                    self.f(x),
-                    self.f(w),
-                    self.f(b),
-                    &mut yv,
-                    grown(&mut col, conv2d::scratch_len(g, n)),
-                    n,
-                    g,
-                );
-                self.put(y, yv);
-                self.scratch.insert(x, col);
+                self.conv_forward(x, y, act, conv2d::scratch_len(g, n), |be, y, act, scratch| {
+                    conv2d::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, scratch, n, g)
+                })
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
                 self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g, n), |be, gx, gw, gb, col, partial| {
@@ -255,18 +280,9 @@ impl CpuBackend {
                 })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
-                let (mut yv, mut z) = (self.take(y), self.scratch.remove(&x).unwrap_or_default());
-                conv_transpose::forward(
-                    self.f(x),
-                    self.f(w),
-                    self.f(b),
-                    &mut yv,
-                    grown(&mut z, conv_transpose::scratch_len(g, n)),
-                    n,
-                    g,
-                );
-                self.put(y, yv);
-                self.scratch.insert(x, z);
+                self.conv_forward(x, y, act, conv_transpose::scratch_len(g, n), |be, y, act, scratch| {
+                    conv_transpose::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, scratch, n, g)
+                })
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
                 self.conv_backward(x, gx, gw, gb, conv_transpose::scratch_len(g, n), |be, gx, gw, gb, z, partial| {
@@ -395,7 +411,23 @@ impl Backend for CpuBackend {
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
         // pool, instead of waking it and sleeping until it is done once per loop.
-        rayon::scope(|_| ops.iter().for_each(|op| self.run_op(op, step)));
+        rayon::scope(|_| {
+            let mut ops = ops.iter().peekable();
+            while let Some(op) = ops.next() {
+                // The activation of a convolution's output runs inside it, block by block.
+                let act = match (op, ops.peek()) {
+                    (
+                        Op::Conv2d { y, .. } | Op::ConvTranspose2d { y, .. },
+                        Some(&&Op::Activation { act, x, y: out, .. }),
+                    ) if x == *y && act != Act::Softmax => {
+                        ops.next();
+                        Some((act, out))
+                    }
+                    _ => None,
+                };
+                self.run_op(op, step, act);
+            }
+        });
         Ok(())
     }
 }
