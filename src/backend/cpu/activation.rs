@@ -26,10 +26,8 @@ fn map(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
 }
 
 /// `gx[i] = gy[i]·d(y[i])` in parallel chunks.
-fn map_grad(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(f32) -> f32 + Sync) {
-    gx.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK))).for_each(|(gx, (y, gy))| {
-        gx.iter_mut().zip(y.iter().zip(gy)).for_each(|(gx, (y, gy))| *gx = gy * d(*y));
-    });
+fn map_grad(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) {
+    gx.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK))).for_each(|(gx, (y, gy))| d(y, gy, gx));
 }
 
 /// `y = act(x)` on this thread (a product's output block, while it is in cache).
@@ -50,13 +48,22 @@ pub fn forward(act: Act, x: &[f32], y: &mut [f32]) {
     map(x, y, |x, y| apply(act, x, y));
 }
 
-pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
+/// `gx = gy·act'(y)` on this thread, from the forward output `y`.
+pub fn apply_grad(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
+    /// Generic in `d`, so that it is inlined and vectorised.
+    fn each(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(f32) -> f32) {
+        gx.iter_mut().zip(y.iter().zip(gy)).for_each(|(gx, (y, gy))| *gx = gy * d(*y));
+    }
     match act {
-        Act::Relu => map_grad(y, gy, gx, |y| if y > 0.0 { 1.0 } else { 0.0 }),
-        Act::Sigmoid => map_grad(y, gy, gx, |y| y * (1.0 - y)),
-        Act::Tanh => map_grad(y, gy, gx, |y| 1.0 - y * y),
+        Act::Relu => each(y, gy, gx, |y| if y > 0.0 { 1.0 } else { 0.0 }),
+        Act::Sigmoid => each(y, gy, gx, |y| y * (1.0 - y)),
+        Act::Tanh => each(y, gy, gx, |y| 1.0 - y * y),
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     }
+}
+
+pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
+    map_grad(y, gy, gx, |y, gy, gx| apply_grad(act, y, gy, gx));
 }
 
 /// `mask[i]` is 0 where the counter hash of (`seed`, `step`, `i`) falls below `rate`, else

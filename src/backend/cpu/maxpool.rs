@@ -1,7 +1,9 @@
 //! MaxPool2D 2x2, stride 2, 'valid': `x[n, c, h, w] -> y[n, c, h/2, w/2]`; an odd last row or
 //! column is dropped. The running maximum starts at the window's first element, never at 0.
 
-use crate::model::Shape;
+use super::activation;
+use super::gemm::Shared;
+use crate::model::{Act, Shape};
 use rayon::prelude::*;
 
 /// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
@@ -55,9 +57,18 @@ pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape
 }
 
 /// Routes each output gradient to its window's maximum; every other input gets 0. Planes run
-/// in parallel.
-pub fn backward(gy: &[f32], argmax: &[u32], gx: &mut [f32], n: usize, s: &Shape) {
+/// in parallel. With `act = (f, y, out)`, also `out = gx·f'(y)`, plane by plane while in cache.
+#[allow(clippy::type_complexity)]
+pub fn backward(
+    gy: &[f32],
+    argmax: &[u32],
+    gx: &mut [f32],
+    act: Option<(Act, &[f32], &mut [f32])>,
+    n: usize,
+    s: &Shape,
+) {
     let (oh, ow, plane) = (s.h / 2, s.w / 2, s.h * s.w);
+    let act = act.map(|(f, y, out)| (f, y, Shared::new(&mut out[..n * s.len()])));
     let gxs = gx[..n * s.len()].par_chunks_mut(plane);
     let outs = gy[..n * s.c * oh * ow].par_chunks(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks(oh * ow));
     gxs.zip(outs).enumerate().for_each(|(p, (gxs, (gys, am)))| {
@@ -70,6 +81,11 @@ pub fn backward(gy: &[f32], argmax: &[u32], gx: &mut [f32], n: usize, s: &Shape)
             g1[2 * ow..].fill(0.0);
         }
         gxs[2 * oh * s.w..].fill(0.0);
+        if let Some((f, y, out)) = &act {
+            let at = p * plane;
+            // SAFETY: plane `p` alone touches these floats of `out`.
+            activation::apply_grad(*f, &y[at..][..plane], gxs, unsafe { out.slice(at, plane) });
+        }
     });
 }
 

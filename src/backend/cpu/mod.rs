@@ -220,9 +220,13 @@ impl CpuBackend {
         self.put(gb, gbv);
     }
 
-    /// Runs `op`; a convolution also computes `act`, the activation of its output into the
-    /// given buffer.
-    fn run_op(&mut self, op: &Op, step: Step, act: Option<(Act, BufId)>) {
+    /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
+    /// convolution, backward after max pooling's backward.
+    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>) {
+        let act = match fused {
+            Some(&Op::Activation { act, y, .. }) => Some((act, y)),
+            _ => None,
+        };
         let n = step.n;
         match *op {
             Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
@@ -300,9 +304,15 @@ impl CpuBackend {
                 self.bufs[argmax.0] = Buf::U32(am);
             }
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
-                let mut gxv = self.take(gx);
-                maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, n, shape);
+                let fused = match fused {
+                    Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
+                    _ => None,
+                };
+                let (mut gxv, mut outv) = (self.take(gx), fused.map(|(_, _, out)| self.take(out)));
+                let act = fused.zip(outv.as_deref_mut()).map(|((f, y, _), out)| (f, self.f(y), out));
+                maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, act, n, shape);
                 self.put(gx, gxv);
+                self.put_opt(fused.map(|(_, _, out)| out), outv);
             }
             Op::Activation { act, x, y, per } => {
                 let mut yv = self.take(y);
@@ -414,18 +424,22 @@ impl Backend for CpuBackend {
         rayon::scope(|_| {
             let mut ops = ops.iter().peekable();
             while let Some(op) = ops.next() {
-                // The activation of a convolution's output runs inside it, block by block.
-                let act = match (op, ops.peek()) {
+                // An activation runs inside the op before it when it reads that op's output.
+                let fused = match (op, ops.peek()) {
                     (
                         Op::Conv2d { y, .. } | Op::ConvTranspose2d { y, .. },
-                        Some(&&Op::Activation { act, x, y: out, .. }),
-                    ) if x == *y && act != Act::Softmax => {
-                        ops.next();
-                        Some((act, out))
-                    }
+                        Some(&next @ &Op::Activation { act, x, y: out, .. }),
+                    ) if x == *y && out != *y && act != Act::Softmax => Some(next),
+                    (
+                        Op::MaxPool2dBackward { gx, .. },
+                        Some(&next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
+                    ) if gy == *gx && out != *gx && act != Act::Softmax => Some(next),
                     _ => None,
                 };
-                self.run_op(op, step, act);
+                if fused.is_some() {
+                    ops.next();
+                }
+                self.run_op(op, step, fused);
             }
         });
         Ok(())
