@@ -1,9 +1,11 @@
 //! Building a batch from a split's u8 samples by its index list.
 
 use crate::model::Shape;
+use rayon::prelude::*;
 
 /// `out[s] = f(data[j])`, `j = index[offset + s]`; `j ≥ mirrored > 0` takes sample
-/// `j - mirrored` flipped left to right. `f(v) = v·scale`, or `v > 0` when `binarize`.
+/// `j - mirrored` flipped left to right. `f(v) = v·scale`, or `v > 0` when `binarize`. Samples
+/// run in parallel.
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     data: &[u8],
@@ -24,7 +26,7 @@ pub fn gather(
             v as f32 * scale
         }
     };
-    for (s, dst) in out[..n * per].chunks_mut(per).enumerate() {
+    out[..n * per].par_chunks_mut(per).enumerate().for_each(|(s, dst)| {
         let j = index[offset + s] as usize;
         if mirrored > 0 && j >= mirrored {
             let src = &data[(j - mirrored) * per..][..per];
@@ -34,7 +36,7 @@ pub fn gather(
         } else {
             dst.iter_mut().zip(&data[j * per..][..per]).for_each(|(d, v)| *d = f(*v));
         }
-    }
+    });
 }
 
 /// One-hot rows `out[s, labels[index[offset + s]]] = 1`.
