@@ -10,6 +10,7 @@ const CHUNK: usize = 1 << 13;
 /// `ln(1 + e)` for `e` in [0, 1] as `2·atanh(s)`, `s = e/(2 + e) ≤ 1/3`, by its series to `s¹⁷`
 /// in f64 (relative error below 1e-10, far under f32's 6e-8): straight-line arithmetic that
 /// costs a third of a libm `log1pf` call, which took half of the FCN's loss.
+#[inline(always)]
 fn ln_1p(e: f32) -> f32 {
     let e = e as f64;
     let s = e / (2.0 + e);
@@ -69,15 +70,22 @@ pub fn sigmoid_bce(
     let len = n * per;
     // Fixed chunks summed in parallel, then added in order: the same result on any thread count.
     let sums = |(z, t, p): (&[f32], &[f32], &mut [f32])| {
+        // e^-|z| (a libm call, element by element) into `p`; then, in a loop the compiler
+        // vectorises, the probability and the stable loss max(z, 0) - z·t + ln(1 + e^-|z|);
+        // then the sums, in order.
+        p.iter_mut().zip(z).for_each(|(p, z)| *p = (-z.abs()).exp());
+        let mut loss = [0.0f32; CHUNK];
+        for (((l, p), &z), &t) in loss.iter_mut().zip(p.iter_mut()).zip(z).zip(t) {
+            let e = *p;
+            *p = if z >= 0.0 { 1.0 } else { e } / (1.0 + e);
+            *l = z.max(0.0) - z * t + ln_1p(e);
+        }
         let mut acc = [0.0f64; 4];
-        for ((&z, &t), p) in z.iter().zip(t).zip(p) {
-            // e^-|z| once: the probability and the stable loss max(z, 0) - z·t + ln(1 + e^-|z|).
-            let e = (-z.abs()).exp();
-            *p = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-            acc[0] += (z.max(0.0) - z * t + ln_1p(e)) as f64;
-            acc[1] += (t * *p) as f64;
+        for ((&l, &p), &t) in loss.iter().zip(p.iter()).zip(t) {
+            acc[0] += l as f64;
+            acc[1] += (t * p) as f64;
             acc[2] += t as f64;
-            acc[3] += *p as f64;
+            acc[3] += p as f64;
         }
         acc
     };
