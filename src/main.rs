@@ -277,6 +277,9 @@ impl TrainArgs {
 }
 
 fn main() {
+    // The main thread is one of the pool's workers, so that the CPU backend's parallel loops
+    // start without handing work to another thread and sleeping until it is done.
+    let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Summary { net }) => {

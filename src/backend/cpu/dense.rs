@@ -1,6 +1,6 @@
 //! Dense layer: `y[n, o] = x[n, i]·w[o, i]ᵀ + b[o]` and its gradients.
 
-use super::gemm::{gemm_par, transpose, View};
+use super::gemm::{gemm_par, in_place, par_rows, transpose, View};
 
 /// `w_t` is scratch for the transposed weights `[n_in, n_out]`.
 #[allow(clippy::too_many_arguments)]
@@ -8,8 +8,15 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], w_t: &mut [f32], 
     for row in y[..n * n_out].chunks_mut(n_out) {
         row.copy_from_slice(b);
     }
-    transpose(w, n_out, n_in, w_t);
-    gemm_par(n, n_in, n_out, View::rows(x, n_in), View::rows(w_t, n_out), 1.0, y);
+    // The in-place product wants the weights row-major along the outputs; the packed one takes
+    // them as they are.
+    let w_op = if in_place(par_rows(n, n_in, n_out), n_in, n_out) {
+        transpose(w, n_out, n_in, w_t);
+        View::rows(w_t, n_out)
+    } else {
+        View::t(w, n_in)
+    };
+    gemm_par(n, n_in, n_out, View::rows(x, n_in), w_op, 1.0, y);
 }
 
 /// `gx = gy·w`, `gw = gyᵀ·x`, `gb = Σ_n gy`.

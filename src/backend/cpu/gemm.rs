@@ -1,5 +1,6 @@
-//! Matrix products: a packing-free AVX-512 kernel when the right operand is row-major, else
-//! `matrixmultiply`; both give the same bits. Split across threads by rows of the output.
+//! Matrix products: a packing-free AVX-512 kernel when the right operand is row-major and some
+//! dimension is small, else `matrixmultiply`; both give the same bits. Split across threads by
+//! rows of the output.
 
 use rayon::prelude::*;
 
@@ -47,7 +48,7 @@ fn check_out(m: usize, n: usize, len: usize, rs_c: usize) {
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
     #[cfg(target_arch = "x86_64")]
-    if b.cs == 1 && super::avx512::available() {
+    if b.cs == 1 && in_place(m, k, n) {
         // SAFETY: the CPU has AVX-512F; the kernel checks the inputs' bounds, the caller `c`'s.
         return super::avx512::gemm(m, k, n, a, b, beta, c, rs_c);
     }
@@ -144,13 +145,32 @@ impl Shared {
     }
 }
 
-/// As [`gemm`], with the rows of `c` split across the thread pool when the product is large.
-pub fn gemm_par(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+/// Rows of `c` per task of [`gemm_par`]: all of them for small products.
+pub fn par_rows(m: usize, k: usize, n: usize) -> usize {
     let threads = rayon::current_num_threads();
     if threads == 1 || m * k * n < 1 << 18 || m < 2 * threads {
+        m
+    } else {
+        m.div_ceil(threads)
+    }
+}
+
+/// Whether [`gemm`] reads a row-major right operand in place rather than packing it: where
+/// the CPU has AVX-512 and some dimension is small. Packing pays for itself once every
+/// dimension is large (and the packed path blocks for the caches).
+pub fn in_place(m: usize, k: usize, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return m.min(n).min(k) <= 64 && super::avx512::available();
+    #[allow(unreachable_code)]
+    false
+}
+
+/// As [`gemm`], with the rows of `c` split across the thread pool when the product is large.
+pub fn gemm_par(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
+    let rows = par_rows(m, k, n);
+    if rows == m {
         return gemm(m, k, n, a, b, beta, c);
     }
-    let rows = m.div_ceil(threads);
     c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, ci)| {
         let r0 = i * rows;
         let a_i = View { data: &a.data[r0 * a.rs..], ..a };
@@ -201,7 +221,7 @@ mod tests {
     fn gemm_matches_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::new(3);
         let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
-        for (m, k, n) in [(1, 1, 1), (8, 27, 100), (13, 300, 17), (27, 600, 8), (30, 5, 33), (100, 784, 100), (5, 0, 3)]
+        for (m, k, n) in [(1, 1, 1), (8, 27, 100), (13, 300, 17), (27, 600, 8), (30, 5, 33), (100, 784, 50), (5, 0, 3)]
         {
             for (transposed, pad, beta) in [(false, 0, 0.0), (true, 3, 1.0), (false, 5, 1.0), (true, 0, 0.0)] {
                 let a = values(m * k);
