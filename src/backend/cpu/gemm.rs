@@ -191,6 +191,9 @@ pub fn row_stride(len: usize) -> usize {
 
 /// `dst[j·rows + i] = src[i·cols + j]` for a row-major `rows x cols` matrix.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    if rows == 1 || cols == 1 {
+        return dst[..rows * cols].copy_from_slice(&src[..rows * cols]);
+    }
     let (mut tiled_rows, mut tiled_cols) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
@@ -238,10 +241,10 @@ mod tests {
         }
     }
 
-    /// Whole 8x8 tiles, partial ones at both edges, and matrices smaller than a tile.
+    /// Whole 8x8 tiles, partial ones at both edges, matrices smaller than a tile, and vectors.
     #[test]
     fn transpose_moves_every_element() {
-        for (rows, cols) in [(37, 21), (8, 784), (32, 49), (3, 5), (16, 16)] {
+        for (rows, cols) in [(37, 21), (8, 784), (32, 49), (3, 5), (16, 16), (1, 40), (40, 1)] {
             let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
             let mut dst = vec![-1.0; src.len()];
             transpose(&src, rows, cols, &mut dst);
