@@ -2,7 +2,7 @@
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{activation, for_units, parts, sum_rows, weight_grad, ForwardIo, CHUNKS};
+use super::{activation, cut, for_units, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -173,8 +173,7 @@ pub fn backward(
     let Some(gx) = gx else { return };
     // Units of one sample's channels `chans`: their taps' rows of the im2col gradient, then
     // those channels of `gx`.
-    let per = g.c_in.div_ceil(parts(n));
-    let cparts = g.c_in.div_ceil(per);
+    let (per, cparts) = cut(g.c_in, n);
     let col_len = if g.k == 1 { 1 } else { per * kk * hw };
     let out = Shared::new(&mut gx[..n * xl]);
     for_units(n * cparts, &mut cols[..CHUNKS * col_len], col_len, |u, col| {

@@ -3,7 +3,7 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{activation, for_units, parts, sum_rows, weight_grad, ForwardIo, CHUNKS};
+use super::{activation, cut, for_units, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
@@ -43,8 +43,7 @@ fn blocks(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, us
 pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     let ForwardIo { x, w, b, y, act } = io;
     let (hw, o4, xl, yl) = (g.h * g.w, g.c_out * 4, g.c_in * g.h * g.w, g.c_out * 4 * g.h * g.w);
-    let per = g.c_out.div_ceil(parts(n));
-    let oparts = g.c_out.div_ceil(per);
+    let (per, oparts) = cut(g.c_out, n);
     let out = Shared::new(&mut y[..n * yl]);
     let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
     for_units(n * oparts, scratch, per * 4 * hw, |u, z| {
@@ -93,8 +92,7 @@ pub fn backward(
         gemm(rows.len(), hw, g.c_in, a, View::rows(&x_t[s * xl..][..xl], g.c_in), 1.0, acc);
     });
     let Some(gx) = gx else { return };
-    let per = g.c_in.div_ceil(parts(n));
-    let cparts = g.c_in.div_ceil(per);
+    let (per, cparts) = cut(g.c_in, n);
     let out = Shared::new(&mut gx[..n * xl]);
     for_units(n * cparts, &mut [], 0, |u, _| {
         let (s, c0) = (u / cparts, u % cparts * per);

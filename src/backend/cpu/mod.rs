@@ -58,11 +58,13 @@ fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
     });
 }
 
-/// Parts that a sample's work is cut into (whole rows of a product's output each, so the
-/// results do not depend on it) when the batch alone has too few samples to keep the threads
-/// busy: 5 Warwick samples on 2 threads would otherwise leave one idle a sixth of the time.
-fn parts(n: usize) -> usize {
-    (4 * rayon::current_num_threads()).div_ceil(n.max(1))
+/// `(per, parts)`: a sample's `rows` (whole rows of a product's output, so the results do not
+/// depend on the cut) cut into `parts` of `per` rows, more parts when the batch of `n` alone has
+/// too few samples to keep the threads busy: 5 Warwick samples on 2 threads would otherwise
+/// leave one idle a sixth of the time.
+fn cut(rows: usize, n: usize) -> (usize, usize) {
+    let per = rows.div_ceil((4 * rayon::current_num_threads()).div_ceil(n.max(1)));
+    (per, rows.div_ceil(per))
 }
 
 /// Runs `f(unit, buf)` for units `0..units`, cut into [`CHUNKS`] fixed runs of consecutive
@@ -81,7 +83,8 @@ fn for_units(units: usize, bufs: &mut [f32], per: usize, f: impl Fn(usize, &mut 
 /// `s`'s part to rows `part` of `acc`, the transpose `[cols, rows]` (so that the products' right
 /// operands are row-major), with `buf` (`per` floats) to work in. The batch is cut into
 /// [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` (grown as needed), the
-/// rows of `acc` into [`parts`]; they all run in parallel, and the chunks are then added in order.
+/// rows of `acc` into parts ([`cut`]); they all run in parallel, and the chunks are then added in
+/// order.
 fn weight_grad(
     partial: &mut Vec<f32>,
     gw: &mut [f32],
@@ -91,8 +94,7 @@ fn weight_grad(
     term: impl Fn(usize, &mut [f32], std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
     let (len, per_chunk, per) = (gw.len(), n.div_ceil(CHUNKS), per.max(1));
-    let part_rows = (len / rows).div_ceil(parts(n));
-    let parts = (len / rows).div_ceil(part_rows);
+    let (part_rows, parts) = cut(len / rows, n);
     let (sums, bufs) = grown(partial, CHUNKS * (len + parts * per)).split_at_mut(CHUNKS * len);
     let tasks = sums.par_chunks_mut(len).zip(bufs.par_chunks_mut(parts * per)).enumerate();
     tasks.for_each(|(c, (sum, bufs))| {
@@ -251,8 +253,7 @@ impl CpuBackend {
             }
             Op::Dense { x, w, b, y, n_in, n_out } => {
                 let (mut yv, mut w_t) = (self.take(y), self.scratch.remove(&w).unwrap_or_default());
-                let w_t_len = n_in * n_out;
-                dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, grown(&mut w_t, w_t_len), n, n_in, n_out);
+                dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, &mut w_t, n, n_in, n_out);
                 self.put(y, yv);
                 self.scratch.insert(w, w_t);
             }
