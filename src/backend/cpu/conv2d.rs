@@ -1,4 +1,5 @@
-//! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM per sample.
+//! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM, a cache-sized block of image rows
+//! of one sample at a time.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};

@@ -3,6 +3,7 @@
 //! rows of the output.
 
 use rayon::prelude::*;
+use std::marker::PhantomData;
 
 /// A row-major or transposed view of a matrix: element (i, j) sits at `i·rs + j·cs`.
 #[derive(Clone, Copy)]
@@ -97,19 +98,21 @@ unsafe fn packed_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, 
 /// A matrix that parallel tasks write at places no slice borrow can separate, such as one
 /// column block of every row; each task must touch only its own elements.
 #[derive(Clone, Copy)]
-pub struct Shared {
+pub struct Shared<'a> {
     ptr: *mut f32,
     len: usize,
+    /// Holds the matrix's mutable borrow for as long as `Shared` lives.
+    borrow: PhantomData<&'a mut [f32]>,
 }
 
 // SAFETY: `Shared` only hands out writes through its unsafe methods, whose callers guarantee
 // that tasks touch disjoint elements.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
+unsafe impl Send for Shared<'_> {}
+unsafe impl Sync for Shared<'_> {}
 
-impl Shared {
-    pub fn new(data: &mut [f32]) -> Self {
-        Shared { ptr: data.as_mut_ptr(), len: data.len() }
+impl<'a> Shared<'a> {
+    pub fn new(data: &'a mut [f32]) -> Self {
+        Shared { ptr: data.as_mut_ptr(), len: data.len(), borrow: PhantomData }
     }
 
     /// [`gemm_to`] into the `m x n` block that starts at `at`, rows `rs_c` apart.

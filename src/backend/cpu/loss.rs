@@ -57,13 +57,16 @@ pub fn softmax_cross_entropy(
 }
 
 /// Sigmoid + binary cross-entropy on `logits[n, per]`, mean over every element, and the batch's
-/// Dice `2Σ(t·p)/(Σt + Σp)`.
+/// Dice `2Σ(t·p)/(Σt + Σp)`. `parts` holds each chunk's sums (kept between calls, so that a step
+/// allocates nothing).
+#[allow(clippy::too_many_arguments)]
 pub fn sigmoid_bce(
     logits: &[f32],
     target: &[f32],
     probs: &mut [f32],
     grad: Option<&mut [f32]>,
     metrics: &mut [f32],
+    parts: &mut Vec<[f64; 4]>,
     n: usize,
     per: usize,
 ) {
@@ -90,12 +93,8 @@ pub fn sigmoid_bce(
         acc
     };
     let (z, t) = (&logits[..len], &target[..len]);
-    let parts: Vec<[f64; 4]> = z
-        .par_chunks(CHUNK)
-        .zip(t.par_chunks(CHUNK))
-        .zip(probs[..len].par_chunks_mut(CHUNK))
-        .map(|((z, t), p)| sums((z, t, p)))
-        .collect();
+    let chunks = z.par_chunks(CHUNK).zip(t.par_chunks(CHUNK)).zip(probs[..len].par_chunks_mut(CHUNK));
+    chunks.map(|((z, t), p)| sums((z, t, p))).collect_into_vec(parts);
     if let Some(g) = grad {
         g[..len].par_chunks_mut(CHUNK).zip(probs[..len].par_chunks(CHUNK).zip(t.par_chunks(CHUNK))).for_each(
             |(g, (p, t))| g.iter_mut().zip(p.iter().zip(t)).for_each(|(g, (p, t))| *g = (p - t) / len as f32),

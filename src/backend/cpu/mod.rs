@@ -36,6 +36,8 @@ pub struct CpuBackend {
     /// it), and of each dense layer's transposed weights, keyed by the weights.
     scratch: HashMap<BufId, Vec<f32>>,
     partial: Vec<f32>,
+    /// The sigmoid loss's per-chunk sums.
+    loss_parts: Vec<[f64; 4]>,
 }
 
 /// `out[i] = Σ_s Σ_j x[s, i, j]` for `x[n, rows, cols]`, rows in parallel. Each row of `cols`
@@ -138,7 +140,7 @@ impl CpuBackend {
                 Dtype::U32 => Buf::U32(vec![0; d.len]),
             })
             .collect();
-        CpuBackend { bufs, scratch: HashMap::new(), partial: Vec::new() }
+        CpuBackend { bufs, scratch: HashMap::new(), partial: Vec::new(), loss_parts: Vec::new() }
     }
 
     fn f(&self, id: BufId) -> &[f32] {
@@ -353,7 +355,10 @@ impl CpuBackend {
             }
             Op::SigmoidBce { logits, target, probs, grad, metrics, per } => {
                 let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
-                loss::sigmoid_bce(self.f(logits), self.f(target), &mut p, g.as_deref_mut(), &mut m, n, per);
+                let mut parts = std::mem::take(&mut self.loss_parts);
+                let (z, t) = (self.f(logits), self.f(target));
+                loss::sigmoid_bce(z, t, &mut p, g.as_deref_mut(), &mut m, &mut parts, n, per);
+                self.loss_parts = parts;
                 self.put(probs, p);
                 self.put_opt(grad, g);
                 self.put(metrics, m);
