@@ -382,15 +382,13 @@ impl GpuBackend {
             let name = &self.descs[buf.0].name;
             return Err(Error::Gpu(format!("{} bytes do not fit buffer '{name}' ({size} bytes)", bytes.len())));
         }
-        if bytes.len().is_multiple_of(4) {
-            let b = &self.bufs[buf.0];
-            self.gpu.queue.write_buffer(&b.buffer, b.offset, bytes);
-        } else {
-            let mut padded = bytes.to_vec();
-            padded.resize(bytes.len().next_multiple_of(4), 0);
-            let b = &self.bufs[buf.0];
-            self.gpu.queue.write_buffer(&b.buffer, b.offset, &padded);
+        // Writes are whole 4-byte words: u8 data gets zero padding.
+        let mut padded = std::borrow::Cow::Borrowed(bytes);
+        if !bytes.len().is_multiple_of(4) {
+            padded.to_mut().resize(bytes.len().next_multiple_of(4), 0);
         }
+        let b = &self.bufs[buf.0];
+        self.gpu.queue.write_buffer(&b.buffer, b.offset, &padded);
         Ok(())
     }
 }
