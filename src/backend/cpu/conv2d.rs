@@ -3,7 +3,7 @@
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{activation, cut, for_units, sum_rows, weight_grad, ForwardIo, CHUNKS};
+use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -86,6 +86,13 @@ fn block_rows(g: &ConvGeom) -> usize {
     (1..g.h).rev().find(|r| (r * g.w).is_multiple_of(256) && r * g.w * ckk <= 1 << 16).unwrap_or(g.h)
 }
 
+/// Whether max pooling can run inside [`forward`], on each block of rows as it is done: when
+/// every block starts at an even row.
+pub fn pools_in_blocks(g: &ConvGeom) -> bool {
+    let br = block_rows(g);
+    br == g.h || br.is_multiple_of(2)
+}
+
 /// Floats of one im2col block (rows [`row_stride`] apart); 1 (unused) for 1x1 kernels, which
 /// read `x` itself.
 pub fn block_len(g: &ConvGeom) -> usize {
@@ -106,13 +113,18 @@ pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
 }
 
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample, im2col'd into
-/// `scratch` ([`scratch_len`]); with an activation, each block is activated while in cache.
-pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
+/// `scratch` ([`scratch_len`]); with an activation, each block is activated while in cache, and
+/// with `pool` (output and argmax of a max pooling of the result, [`pools_in_blocks`]), pooled.
+pub fn forward(io: ForwardIo, pool: Option<(&mut [f32], &mut [u32])>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     let ForwardIo { x, w, b, y, act } = io;
     let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
     let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));
+    let (ow, pl) = (g.w / 2, g.h / 2 * (g.w / 2));
+    assert!(pool.is_none() || pools_in_blocks(g), "pooling blocks must start at even rows");
     let out = Shared::new(&mut y[..n * yl]);
     let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
+    let pool =
+        pool.map(|(py, pa)| (Shared::new(&mut py[..n * g.c_out * pl]), Shared::new(&mut pa[..n * g.c_out * pl])));
     for_units(n * blocks, scratch, block_len(g), |u, buf| {
         let (s, y0) = (u / blocks, u % blocks * br);
         let rows = y0..(y0 + br).min(g.h);
@@ -121,7 +133,7 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
             View::rows(&xs[y0 * g.w..], hw)
         } else {
             let st = row_stride(br * g.w);
-            im2col(xs, g, rows, 0..ckk, buf, st);
+            im2col(xs, g, rows.clone(), 0..ckk, buf, st);
             View::rows(buf, st)
         };
         // SAFETY: unit `u` alone touches these columns of sample `s`'s rows of `y` and `act`.
@@ -131,6 +143,14 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
             if let Some((f, a)) = &act {
                 for at in (0..g.c_out).map(|o| at + o * hw) {
                     activation::apply(*f, out.slice(at, px), a.slice(at, px));
+                }
+            }
+            if let Some((py, pa)) = &pool {
+                let (pooled, orows) = (act.as_ref().map_or(&out, |(_, a)| a), rows.len() / 2 * ow);
+                for o in 0..g.c_out {
+                    let p_at = s * g.c_out * pl + o * pl + y0 / 2 * ow;
+                    let (ys, first) = (pooled.slice(at + o * hw, px), o * hw + y0 * g.w);
+                    maxpool::pool_rows(ys, g.w, first, py.slice(p_at, orows), pa.slice(p_at, orows));
                 }
             }
         }
@@ -195,7 +215,37 @@ pub fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Act, Shape};
     use crate::rng::Rng;
+
+    /// Max pooling inside the blocks gives the bits of pooling the activated output afterwards:
+    /// blocks of 36 + 4 rows, and a whole odd-sized image whose last row and column are dropped.
+    #[test]
+    fn pooling_inside_blocks_matches_pooling_after() {
+        let mut rng = Rng::new(12);
+        for (n, g) in [
+            (2, ConvGeom { c_in: 3, c_out: 4, h: 40, w: 64, k: 3 }),
+            (3, ConvGeom { c_in: 2, c_out: 5, h: 7, w: 9, k: 3 }),
+        ] {
+            assert!(pools_in_blocks(&g));
+            let (hw, pl) = (g.h * g.w, g.h / 2 * (g.w / 2));
+            let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+            let (x, w, b) = (values(n * g.c_in * hw), values(g.c_out * g.c_in * 9), values(g.c_out));
+            let mut scratch = vec![0.0; scratch_len(&g, n)];
+            let mut run = |fused: bool| {
+                let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
+                let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
+                let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, &mut a)) };
+                forward(io, fused.then_some((&mut py[..], &mut pa[..])), &mut scratch, n, &g);
+                if !fused {
+                    let shape = Shape { c: g.c_out, h: g.h, w: g.w };
+                    maxpool::forward(&a, &mut py, &mut pa, n, &shape);
+                }
+                (py.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), pa)
+            };
+            assert_eq!(run(true), run(false), "{g:?}");
+        }
+    }
 
     /// A shape large enough to be cut into im2col blocks (36 + 4 rows), against direct sums in
     /// f64. Each result may differ by the f32 rounding of its sum: at most 1e-5 of the sum of
@@ -211,7 +261,7 @@ mod tests {
             (vec![0.0; n * 5 * 2560], vec![0.0; n * 3 * 2560], vec![0.0; 135], vec![0.0; 5]);
         let mut scratch = vec![0.0; scratch_len(&g, n)];
         let mut partial = Vec::new();
-        forward(ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: None }, &mut scratch, n, &g);
+        forward(ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: None }, None, &mut scratch, n, &g);
         backward(&x, &w, &gy, Some(&mut gx), &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);
         // The input pixel under tap (ky, kx) of output pixel (oy, ox), if inside.
         let at = |oy: usize, ox: usize, ky: usize, kx: usize| {

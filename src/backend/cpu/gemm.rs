@@ -97,24 +97,42 @@ unsafe fn packed_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, 
 
 /// A matrix that parallel tasks write at places no slice borrow can separate, such as one
 /// column block of every row; each task must touch only its own elements.
-#[derive(Clone, Copy)]
-pub struct Shared<'a> {
-    ptr: *mut f32,
+pub struct Shared<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
     /// Holds the matrix's mutable borrow for as long as `Shared` lives.
-    borrow: PhantomData<&'a mut [f32]>,
+    borrow: PhantomData<&'a mut [T]>,
 }
+
+impl<T> Clone for Shared<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<'_, T> {}
 
 // SAFETY: `Shared` only hands out writes through its unsafe methods, whose callers guarantee
 // that tasks touch disjoint elements.
-unsafe impl Send for Shared<'_> {}
-unsafe impl Sync for Shared<'_> {}
+unsafe impl<T: Send> Send for Shared<'_, T> {}
+unsafe impl<T: Send> Sync for Shared<'_, T> {}
 
-impl<'a> Shared<'a> {
-    pub fn new(data: &'a mut [f32]) -> Self {
+impl<'a, T> Shared<'a, T> {
+    pub fn new(data: &'a mut [T]) -> Self {
         Shared { ptr: data.as_mut_ptr(), len: data.len(), borrow: PhantomData }
     }
 
+    /// The `len` elements from `at`.
+    ///
+    /// # Safety
+    /// Nothing else may access them while the slice lives.
+    #[allow(clippy::mut_from_ref)] // disjoint places of one matrix, as the type is for
+    pub unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
+        assert!(at + len <= self.len, "shared slice out of range");
+        std::slice::from_raw_parts_mut(self.ptr.add(at), len)
+    }
+}
+
+impl Shared<'_, f32> {
     /// [`gemm_to`] into the `m x n` block that starts at `at`, rows `rs_c` apart.
     ///
     /// # Safety
@@ -123,17 +141,6 @@ impl<'a> Shared<'a> {
     pub unsafe fn gemm(&self, m: usize, k: usize, n: usize, a: View, b: View, beta: f32, at: usize, rs_c: usize) {
         check_out(m, n, self.len.saturating_sub(at), rs_c);
         gemm_raw(m, k, n, a, b, beta, self.ptr.add(at), rs_c)
-    }
-
-    /// The `len` floats from `at`.
-    ///
-    /// # Safety
-    /// As [`Shared::gemm`], for those floats; the slice must be dropped before another task may
-    /// touch them.
-    #[allow(clippy::mut_from_ref)] // disjoint places of one matrix, as the type is for
-    pub unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
-        assert!(at + len <= self.len, "shared slice out of range");
-        std::slice::from_raw_parts_mut(self.ptr.add(at), len)
     }
 
     /// Sets row `i` of the `m x n` block that starts at `at` (rows `rs` apart) to `v(i)`.

@@ -47,13 +47,17 @@ pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape
     let (oh, ow, plane) = (s.h / 2, s.w / 2, s.h * s.w);
     let xs = x[..n * s.len()].par_chunks(plane);
     let ys = y[..n * s.c * oh * ow].par_chunks_mut(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks_mut(oh * ow));
-    xs.zip(ys).enumerate().for_each(|(p, (xs, (ys, am)))| {
-        let base = p % s.c * plane;
-        for (oy, (ys, am)) in ys.chunks_exact_mut(ow).zip(am.chunks_exact_mut(ow)).enumerate() {
-            let (r0, r1) = (&xs[2 * oy * s.w..][..2 * ow], &xs[(2 * oy + 1) * s.w..][..2 * ow]);
-            pool_row(r0, r1, s.w, (base + 2 * oy * s.w) as u32, ys, am);
-        }
-    });
+    xs.zip(ys).enumerate().for_each(|(p, (xs, (ys, am)))| pool_rows(xs, s.w, p % s.c * plane, ys, am));
+}
+
+/// The output rows `y` (and `argmax`) of one plane `w` wide from its input rows `x`, which start
+/// at an even row, `first` floats into the sample.
+pub fn pool_rows(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut [u32]) {
+    let ow = w / 2;
+    for (oy, (ys, am)) in y.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow)).enumerate() {
+        let (r0, r1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
+        pool_row(r0, r1, w, (first + 2 * oy * w) as u32, ys, am);
+    }
 }
 
 /// Routes each output gradient to its window's maximum; every other input gets 0. Planes run

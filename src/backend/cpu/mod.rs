@@ -171,6 +171,12 @@ impl CpuBackend {
     fn put(&mut self, id: BufId, v: Vec<f32>) {
         self.bufs[id.0] = Buf::F32(v);
     }
+    fn take_u32(&mut self, id: BufId) -> Vec<u32> {
+        match &mut self.bufs[id.0] {
+            Buf::U32(v) => std::mem::take(v),
+            _ => panic!("buffer {} is not u32", id.0),
+        }
+    }
     fn take_opt(&mut self, id: Option<BufId>) -> Option<Vec<f32>> {
         id.map(|id| self.take(id))
     }
@@ -180,24 +186,33 @@ impl CpuBackend {
         }
     }
 
-    /// Runs a convolution's forward `f` with its output (and that of the activation `act` fused
-    /// into it) moved out and its scratch, keyed by the input `x`, grown to `scratch_len`.
+    /// Runs a convolution's forward `f` with its output (and those of the activation `act` and
+    /// the max pooling `pool` (output, argmax) fused into it) moved out and its scratch, keyed by
+    /// the input `x`, grown to `scratch_len`.
     #[allow(clippy::type_complexity)]
     fn conv_forward(
         &mut self,
         x: BufId,
         y: BufId,
         act: Option<(Act, BufId)>,
+        pool: Option<(BufId, BufId)>,
         scratch_len: usize,
-        f: impl FnOnce(&Self, &mut [f32], Option<(Act, &mut [f32])>, &mut [f32]),
+        f: impl FnOnce(&Self, &mut [f32], Option<(Act, &mut [f32])>, Option<(&mut [f32], &mut [u32])>, &mut [f32]),
     ) {
         let (mut yv, mut av) = (self.take(y), act.map(|(f, id)| (f, self.take(id))));
+        let mut pv = pool.map(|(py, pa)| (self.take(py), self.take_u32(pa)));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
-        f(self, &mut yv, av.as_mut().map(|(f, v)| (*f, &mut v[..])), grown(&mut scratch, scratch_len));
+        let (a, p) =
+            (av.as_mut().map(|(f, v)| (*f, &mut v[..])), pv.as_mut().map(|(py, pa)| (&mut py[..], &mut pa[..])));
+        f(self, &mut yv, a, p, grown(&mut scratch, scratch_len));
         self.scratch.insert(x, scratch);
         self.put(y, yv);
         if let (Some((_, id)), Some((_, v))) = (act, av) {
             self.put(id, v);
+        }
+        if let (Some((py, pa)), Some((pyv, pav))) = (pool, pv) {
+            self.put(py, pyv);
+            self.bufs[pa.0] = Buf::U32(pav);
         }
     }
 
@@ -225,10 +240,15 @@ impl CpuBackend {
     }
 
     /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
-    /// convolution, backward after max pooling's backward.
-    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>) {
+    /// convolution, backward after max pooling's backward; and `pool`, a max pooling after a
+    /// convolution (and its activation).
+    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, pool: Option<&Op>) {
         let act = match fused {
             Some(&Op::Activation { act, y, .. }) => Some((act, y)),
+            _ => None,
+        };
+        let pool = match pool {
+            Some(&Op::MaxPool2d { y, argmax, .. }) => Some((y, argmax)),
             _ => None,
         };
         let n = step.n;
@@ -277,8 +297,8 @@ impl CpuBackend {
                 self.put(gb, gbv);
             }
             Op::Conv2d { x, w, b, y, ref g } => {
-                self.conv_forward(x, y, act, conv2d::scratch_len(g, n), |be, y, act, scratch| {
-                    conv2d::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, scratch, n, g)
+                self.conv_forward(x, y, act, pool, conv2d::scratch_len(g, n), |be, y, act, pool, scratch| {
+                    conv2d::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, pool, scratch, n, g)
                 })
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
@@ -287,7 +307,7 @@ impl CpuBackend {
                 })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
-                self.conv_forward(x, y, act, conv_transpose::scratch_len(g, n), |be, y, act, scratch| {
+                self.conv_forward(x, y, act, None, conv_transpose::scratch_len(g, n), |be, y, act, _, scratch| {
                     conv_transpose::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, scratch, n, g)
                 })
             }
@@ -297,11 +317,7 @@ impl CpuBackend {
                 })
             }
             Op::MaxPool2d { x, y, argmax, ref shape } => {
-                let mut yv = self.take(y);
-                let mut am = match &mut self.bufs[argmax.0] {
-                    Buf::U32(v) => std::mem::take(v),
-                    _ => panic!("argmax buffer is not u32"),
-                };
+                let (mut yv, mut am) = (self.take(y), self.take_u32(argmax));
                 maxpool::forward(self.f(x), &mut yv, &mut am, n, shape);
                 self.put(y, yv);
                 self.bufs[argmax.0] = Buf::U32(am);
@@ -445,7 +461,24 @@ impl Backend for CpuBackend {
                 if fused.is_some() {
                     ops.next();
                 }
-                self.run_op(op, step, fused);
+                // Max pooling runs inside a convolution (and its activation) whose output it reads.
+                let pooled = match (op, fused) {
+                    (_, Some(&Op::Activation { y, .. })) => Some(y),
+                    (&Op::Conv2d { y, .. }, None) => Some(y),
+                    _ => None,
+                };
+                let pool = match (op, ops.peek()) {
+                    (Op::Conv2d { g, .. }, Some(&next @ &Op::MaxPool2d { x, .. }))
+                        if Some(x) == pooled && conv2d::pools_in_blocks(g) =>
+                    {
+                        Some(next)
+                    }
+                    _ => None,
+                };
+                if pool.is_some() {
+                    ops.next();
+                }
+                self.run_op(op, step, fused, pool);
             }
         });
         Ok(())
