@@ -186,6 +186,26 @@ pub unsafe fn transpose_tiles(src: &[f32], rows: usize, cols: usize, dst: &mut [
     }
 }
 
+/// `dst[r·ds + j] = src[r·ss + j]` for `r < rows`, `j < len`, in masked vectors (rows of a few
+/// floats would cost a call each through `memcpy`).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows: usize, len: usize) {
+    if rows == 0 || len == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * ss + len && dst.len() >= (rows - 1) * ds + len, "copy_rows slices too small");
+    for r in 0..rows {
+        let (s, d) = (src.as_ptr().add(r * ss), dst.as_mut_ptr().add(r * ds));
+        for j in (0..len).step_by(16) {
+            let m = lane_mask(len - j);
+            _mm512_mask_storeu_ps(d.add(j), m, _mm512_maskz_loadu_ps(m, s.add(j)));
+        }
+    }
+}
+
 /// One output row of 2x2 max pooling from input rows `r0`, `r1` (at least `2·y.len()` floats):
 /// `y[ox]` is its window's maximum, the first in order (0,0), (0,1), (1,0), (1,1) when tied
 /// (a NaN wins only in the first place), and `argmax[ox]` its index, `first + 2·ox` plus 1 for

@@ -2,7 +2,7 @@
 //! of one sample at a time.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{gemm, row_stride, transpose, Shared, View};
+use super::gemm::{copy_rows, gemm, row_stride, transpose, Shared, View};
 use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
@@ -55,25 +55,6 @@ fn im2col(x: &[f32], g: &ConvGeom, rows: Range<usize>, taps: Range<usize>, col: 
     }
 }
 
-/// The adjoint of a whole-image [`im2col`] for `x`'s channels (rows of `col` `h·w` apart): sums
-/// each column entry back into the input position it came from, taps in order. Zeroes `col`'s
-/// entries that fell off an edge first, so that each tap is one shifted add.
-fn col2im(col: &mut [f32], g: &ConvGeom, x: &mut [f32]) {
-    let (hw, k) = (g.h * g.w, g.k);
-    x.fill(0.0);
-    for (c, plane) in x.chunks_exact_mut(hw).enumerate() {
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut col[((c * k + ky) * k + kx) * hw..][..hw];
-                let Some((dst, inside)) = tap(g, &(0..g.h), ky, kx) else { continue };
-                zero_edges(row, g.w, &valid_cols(kx, k / 2, g.w).0);
-                let dst = &mut plane[dst..][..inside.len()];
-                dst.iter_mut().zip(&row[inside]).for_each(|(d, v)| *d += v);
-            }
-        }
-    }
-}
-
 /// Image rows per block of the im2col matrix: the whole image when its matrix is small, else
 /// as many rows as keep a block within 64 Ki floats (so that it stays in the L2 cache between
 /// being written and being read) with a pixel count that is a multiple of 256, so that the
@@ -103,13 +84,22 @@ pub fn block_len(g: &ConvGeom) -> usize {
     }
 }
 
+/// Floats of one unit of the input gradient of `chans` channels: the padded output gradient
+/// and those channels of the padded input gradient (0 for 1x1 kernels, which need neither).
+fn gx_unit_len(g: &ConvGeom, chans: usize) -> usize {
+    let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
+    if g.k == 1 {
+        0
+    } else {
+        g.c_out * (g.h + 2 * p) * wp + 2 * p + chans * g.h * wp
+    }
+}
+
 /// Scratch floats of a batch of `n`: one im2col block per chunk of work in forward; in backward
-/// the transposed output gradient and, for the input gradient, up to one whole-image im2col
-/// matrix per chunk. (Backward's im2col blocks live in the weight-gradient partials.)
+/// the transposed output gradient and, for the input gradient, up to one unit's padded
+/// gradients per chunk. (Backward's im2col blocks live in the weight-gradient partials.)
 pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
-    let hw = g.h * g.w;
-    let col = if g.k == 1 { 1 } else { g.c_in * g.k * g.k * hw };
-    (CHUNKS * block_len(g)).max(n * g.c_out * hw + CHUNKS * col)
+    (CHUNKS * block_len(g)).max(n * g.c_out * g.h * g.w + CHUNKS * gx_unit_len(g, g.c_in))
 }
 
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample, im2col'd into
@@ -192,23 +182,37 @@ pub fn backward(
         }
     });
     let Some(gx) = gx else { return };
-    // Units of one sample's channels `chans`: their taps' rows of the im2col gradient, then
-    // those channels of `gx`.
+    // Units of one sample's channels `chans`: the output gradient with a zero border of `k/2`
+    // (each plane `h + 2p` rows of `w + 2p`), then per tap a product that adds that tap's
+    // share to the input gradient, also `w + 2p` wide, whose first `w` columns are `gx`.
     let (per, cparts) = cut(g.c_in, n);
-    let col_len = if g.k == 1 { 1 } else { per * kk * hw };
+    let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
+    let (plane, q, unit_len) = ((g.h + 2 * p) * wp, g.h * wp, gx_unit_len(g, per));
     let out = Shared::new(&mut gx[..n * xl]);
-    for_units(n * cparts, &mut cols[..CHUNKS * col_len], col_len, |u, col| {
+    for_units(n * cparts, &mut cols[..CHUNKS * unit_len], unit_len, |u, buf| {
         let (s, c0) = (u / cparts, u % cparts * per);
         let chans = c0..(c0 + per).min(g.c_in);
-        let wt = View { data: &w[c0 * kk..], rs: 1, cs: g.c_in * kk };
-        let gys = View::rows(&gy[s * ol..][..ol], hw);
+        let gys = &gy[s * ol..][..ol];
         // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
         let gxs = unsafe { out.slice(s * xl + c0 * hw, chans.len() * hw) };
         if g.k == 1 {
-            return gemm(chans.len(), g.c_out, hw, wt, gys, 0.0, gxs);
+            let wt = View { data: &w[c0..], rs: 1, cs: g.c_in };
+            return gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
         }
-        gemm(chans.len() * kk, g.c_out, hw, wt, gys, 0.0, col);
-        col2im(col, g, gxs);
+        let (gy_pad, gx_pad) = buf.split_at_mut(g.c_out * plane + 2 * p);
+        gy_pad.fill(0.0);
+        for o in 0..g.c_out {
+            copy_rows(&gys[o * hw..], g.w, &mut gy_pad[o * plane + p * wp + p..], wp, g.h, g.w);
+        }
+        // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to `gx[c, iy, ix]`,
+        // taps in order; past the image it reads the border's zeros.
+        for t in 0..kk {
+            let shift = (2 * p - t / g.k) * wp + 2 * p - t % g.k;
+            let wt = View { data: &w[c0 * kk + t..], rs: kk, cs: g.c_in * kk };
+            let b_op = View { data: &gy_pad[shift..], rs: plane, cs: 1 };
+            gemm(chans.len(), g.c_out, q, wt, b_op, if t == 0 { 0.0 } else { 1.0 }, gx_pad);
+        }
+        copy_rows(gx_pad, wp, gxs, g.w, chans.len() * g.h, g.w);
     });
 }
 

@@ -199,6 +199,19 @@ pub fn row_stride(len: usize) -> usize {
     }
 }
 
+/// `dst[r·ds + j] = src[r·ss + j]` for `r < rows`, `j < len`: rows of one matrix into another
+/// with a different row stride.
+pub fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
+        return unsafe { super::avx512::copy_rows(src, ss, dst, ds, rows, len) };
+    }
+    for r in 0..rows {
+        dst[r * ds..][..len].copy_from_slice(&src[r * ss..][..len]);
+    }
+}
+
 /// `dst[j·rows + i] = src[i·cols + j]` for a row-major `rows x cols` matrix.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     if rows == 1 || cols == 1 {
