@@ -175,11 +175,22 @@ pub fn in_place(m: usize, k: usize, n: usize) -> bool {
     false
 }
 
-/// As [`gemm`], with the rows of `c` split across the thread pool when the product is large.
+/// As [`gemm`], with `c` split across the thread pool when the product is large: into column
+/// blocks when it is wider than tall (so that each thread reads only its part of `b`), else
+/// into rows.
 pub fn gemm_par(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
     let rows = par_rows(m, k, n);
     if rows == m {
         return gemm(m, k, n, a, b, beta, c);
+    }
+    if n > m {
+        let cols = n.div_ceil(rayon::current_num_threads()).next_multiple_of(32);
+        let out = Shared::new(&mut c[..m * n]);
+        return (0..n.div_ceil(cols)).into_par_iter().for_each(|j| {
+            let (j0, b_j) = (j * cols, View { data: &b.data[j * cols * b.cs..], ..b });
+            // SAFETY: task `j` alone writes columns `j0..j0 + cols` of `c`.
+            unsafe { out.gemm(m, k, cols.min(n - j0), a, b_j, beta, j0, n) }
+        });
     }
     c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, ci)| {
         let r0 = i * rows;
@@ -261,6 +272,21 @@ mod tests {
                 let same = fast.iter().zip(&reference).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m}x{k}x{n}, transposed {transposed}, beta {beta}");
             }
+        }
+    }
+
+    /// Split across threads by columns (wide products) or rows (tall ones), the same bits as on
+    /// one thread.
+    #[test]
+    fn split_products_match_one_thread() {
+        let mut rng = Rng::new(4);
+        let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        for (m, k, n) in [(10, 100, 1568), (100, 10, 1570), (300, 40, 70), (100, 100, 784)] {
+            let (a, b) = (values(m * k), values(k * n));
+            let (mut split, mut one) = (vec![0.0; m * n], vec![0.0; m * n]);
+            gemm_par(m, k, n, View::rows(&a, k), View::rows(&b, n), 0.0, &mut split);
+            gemm(m, k, n, View::rows(&a, k), View::rows(&b, n), 0.0, &mut one);
+            assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n}");
         }
     }
 
