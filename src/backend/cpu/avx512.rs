@@ -5,7 +5,7 @@
 //! zero over each block of [`KC`] terms, each block then added to `c` (or stored, for the first
 //! block when `beta` is 0). The results are therefore bit for bit those of the packed path.
 
-use super::gemm::View;
+use super::gemm::{Rows, View};
 use std::arch::x86_64::*;
 
 /// matrixmultiply's depth block for f32 (`S_KC`).
@@ -13,11 +13,13 @@ const KC: usize = 256;
 /// Most rows of a tile: 24 rows of one vector or 12 rows of two keep the sums in registers.
 const ROWS: usize = 24;
 
-/// Calls [`Tile::run`] with the tile's row count `r` as a constant.
+/// Calls [`Tile::run`] with the tile's row count `r` and whether its right operand's rows are
+/// kernel taps as constants.
 macro_rules! dispatch {
     ($t:expr, $r:expr, $v:literal, $($n:literal)+) => {
-        match $r {
-            $($n => $t.run::<$n, $v>(),)+
+        match ($r, $t.rows.k > 1) {
+            $(($n, false) => $t.run::<$n, $v, false>(),)+
+            $(($n, true) => $t.run::<$n, $v, true>(),)+
             _ => unreachable!("tile rows out of range"),
         }
     };
@@ -29,14 +31,14 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// `c[i·rs_c + j] = Σ_p a(i, p)·b(p, j) + beta·c[i·rs_c + j]` for `i < m`, `j < n`, `p < k`; `b`
-/// must be row-major (`b.cs == 1`).
+/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
+/// `p < k`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]); `c` must be valid for reads and writes at
 /// those places, and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: *mut f32, rs_c: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -47,11 +49,11 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
         }
         return;
     }
+    assert!(rows.k == 1 || (rows.wp >= rows.k && rows.plane >= rows.k * rows.wp), "taps out of order");
     assert!(
-        a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.data.len() >= (k - 1) * b.rs + n,
+        a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.len() >= rows.offset(k - 1) + n,
         "gemm input too small"
     );
-    assert_eq!(b.cs, 1, "the right operand must be row-major");
     // Column blocks of two vectors, the last of one when 16 lanes hold it; row blocks of even
     // height, so that no thin last block reloads the right operand for few sums.
     for j0 in (0..n).step_by(32) {
@@ -59,16 +61,16 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
         let two = lanes > 16;
         let masks = [lane_mask(lanes), lane_mask(lanes.saturating_sub(16))];
         let most = if two { ROWS / 2 } else { ROWS };
-        let rows = m.div_ceil(m.div_ceil(most));
-        for i0 in (0..m).step_by(rows) {
-            let r = rows.min(m - i0);
+        let height = m.div_ceil(m.div_ceil(most));
+        for i0 in (0..m).step_by(height) {
+            let r = height.min(m - i0);
             let t = Tile {
                 k,
                 a: a.data.as_ptr().add(i0 * a.rs),
                 rs_a: a.rs,
                 cs_a: a.cs,
-                b: b.data.as_ptr().add(j0),
-                rs_b: b.rs,
+                b: b.as_ptr().add(j0),
+                rows,
                 masks,
                 beta,
                 c: c.add(i0 * rs_c + j0),
@@ -99,7 +101,7 @@ struct Tile {
     rs_a: usize,
     cs_a: usize,
     b: *const f32,
-    rs_b: usize,
+    rows: Rows,
     /// Live lanes of each of the `V` column vectors.
     masks: [u16; 2],
     beta: f32,
@@ -109,13 +111,28 @@ struct Tile {
 
 impl Tile {
     #[target_feature(enable = "avx512f")]
-    unsafe fn run<const R: usize, const V: usize>(&self) {
+    unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(&self) {
+        let Rows { k, wp, plane } = self.rows;
         let mut k0 = 0;
         while k0 < self.k {
             let kc = KC.min(self.k - k0);
             let mut acc = [[_mm512_setzero_ps(); V]; R];
+            // Row `p`'s offset, kept up to date tap by tap.
+            let (mut off, mut kx, mut ky) =
+                if TAPS { (self.rows.offset(k0), k0 % k, k0 / k % k) } else { (k0 * plane, 0, 0) };
             for p in k0..k0 + kc {
-                let row = self.b.add(p * self.rs_b);
+                let row = self.b.add(off);
+                if TAPS {
+                    (off, kx) = (off + 1, kx + 1);
+                    if kx == k {
+                        (off, kx, ky) = (off + wp - k, 0, ky + 1);
+                        if ky == k {
+                            (off, ky) = (off + plane - k * wp, 0);
+                        }
+                    }
+                } else {
+                    off += plane;
+                }
                 let mut bv = [_mm512_setzero_ps(); V];
                 for (v, bv) in bv.iter_mut().enumerate() {
                     *bv = _mm512_maskz_loadu_ps(self.masks[v], row.add(16 * v));

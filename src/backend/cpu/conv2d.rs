@@ -2,7 +2,7 @@
 //! of one sample at a time.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{copy_rows, gemm, row_stride, transpose, Shared, View};
+use super::gemm::{copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, Rows, Shared, View};
 use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
@@ -84,52 +84,110 @@ pub fn block_len(g: &ConvGeom) -> usize {
     }
 }
 
-/// Floats of one unit of the input gradient of `chans` channels: the padded output gradient
-/// and those channels of the padded input gradient (0 for 1x1 kernels, which need neither).
-fn gx_unit_len(g: &ConvGeom, chans: usize) -> usize {
-    let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
-    if g.k == 1 {
-        0
-    } else {
-        g.c_out * (g.h + 2 * p) * wp + 2 * p + chans * g.h * wp
+/// Floats of `planes` bands of `rows` image rows of `g`'s size with a zero border of `k/2`
+/// ([`pad`]).
+fn padded_len(g: &ConvGeom, planes: usize, rows: usize) -> usize {
+    let p = g.k / 2;
+    planes * (rows + 2 * p) * (g.w + 2 * p) + 2 * p
+}
+
+/// `dst` = image rows `rows` of the `planes` planes `h x w` of `src`, with a zero border
+/// `p = k/2` wide (the image's own rows where it has them, zeros past its edges): bands
+/// `(rows.len() + 2p)·(w + 2p)` floats apart, then `2p` zeros (where the last band's last taps
+/// read past its end).
+fn pad(src: &[f32], g: &ConvGeom, planes: usize, rows: Range<usize>, dst: &mut [f32]) {
+    let (p, wp, hw) = (g.k / 2, g.w + g.k / 2 * 2, g.h * g.w);
+    let (band, first) = ((rows.len() + 2 * p) * wp, rows.start.saturating_sub(p));
+    let last = (rows.end + p).min(g.h);
+    dst[..padded_len(g, planes, rows.len())].fill(0.0);
+    for c in 0..planes {
+        let at = c * band + (first + p - rows.start) * wp + p;
+        copy_rows(&src[c * hw + first * g.w..], g.w, &mut dst[at..], wp, last - first, g.w);
     }
 }
 
-/// Scratch floats of a batch of `n`: one im2col block per chunk of work in forward; in backward
+/// Floats of one unit of the input gradient of `chans` channels: the padded output gradient
+/// and those channels of the padded input gradient (0 for 1x1 kernels, which need neither).
+fn gx_unit_len(g: &ConvGeom, chans: usize) -> usize {
+    if g.k == 1 {
+        0
+    } else {
+        padded_len(g, g.c_out, g.h) + chans * g.h * (g.w + g.k / 2 * 2)
+    }
+}
+
+/// Scratch floats of a batch of `n`: in forward, one im2col block per chunk of work, or a block's
+/// zero-bordered input and output; in backward
 /// the transposed output gradient and, for the input gradient, up to one unit's padded
 /// gradients per chunk. (Backward's im2col blocks live in the weight-gradient partials.)
 pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
-    (CHUNKS * block_len(g)).max(n * g.c_out * g.h * g.w + CHUNKS * gx_unit_len(g, g.c_in))
+    let br = block_rows(g);
+    let taps = CHUNKS * (padded_len(g, g.c_in, br) + g.c_out * br * (g.w + g.k / 2 * 2));
+    let backward = n * g.c_out * g.h * g.w + CHUNKS * gx_unit_len(g, g.c_in);
+    (CHUNKS * block_len(g)).max(taps).max(backward)
 }
 
-/// `y = conv(x, w) + b`, in units of one block of image rows of one sample, im2col'd into
-/// `scratch` ([`scratch_len`]); with an activation, each block is activated while in cache, and
-/// with `pool` (output and argmax of a max pooling of the result, [`pools_in_blocks`]), pooled.
+/// `y = conv(x, w) + b`, in units of one block of image rows of one sample; with an activation,
+/// each block is activated while in cache, and with `pool` (output and argmax of a max pooling of
+/// the result, [`pools_in_blocks`]), pooled. `scratch` holds [`scratch_len`] floats.
 pub fn forward(io: ForwardIo, pool: Option<(&mut [f32], &mut [u32])>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
+    // Reading the taps in place costs a bordered copy of the input, a bias fill and a copy of
+    // the output instead of im2col's k² copies of the input: a gain when those are fewer floats.
+    let taps = g.k > 1 && taps_in_place() && g.k * g.k * g.c_in > g.c_in + 2 * g.c_out;
+    forward_in(io, pool, scratch, n, g, taps)
+}
+
+/// [`forward`] through products that read the kernel's taps in place from zero-bordered copies of
+/// the input (`taps`), or through im2col blocks. The same sums in the same order either way.
+fn forward_in(
+    io: ForwardIo,
+    pool: Option<(&mut [f32], &mut [u32])>,
+    scratch: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+    taps: bool,
+) {
     let ForwardIo { x, w, b, y, act } = io;
     let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
     let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));
     let (ow, pl) = (g.w / 2, g.h / 2 * (g.w / 2));
+    let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
     assert!(pool.is_none() || pools_in_blocks(g), "pooling blocks must start at even rows");
     let out = Shared::new(&mut y[..n * yl]);
     let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
     let pool =
         pool.map(|(py, pa)| (Shared::new(&mut py[..n * g.c_out * pl]), Shared::new(&mut pa[..n * g.c_out * pl])));
-    for_units(n * blocks, scratch, block_len(g), |u, buf| {
+    let unit_len = if taps { padded_len(g, g.c_in, br) + g.c_out * br * wp } else { block_len(g) };
+    for_units(n * blocks, scratch, unit_len, |u, buf| {
         let (s, y0) = (u / blocks, u % blocks * br);
         let rows = y0..(y0 + br).min(g.h);
         let (xs, px, at) = (&x[s * xl..][..xl], rows.len() * g.w, s * yl + y0 * g.w);
-        let b_op = if g.k == 1 {
-            View::rows(&xs[y0 * g.w..], hw)
-        } else {
-            let st = row_stride(br * g.w);
-            im2col(xs, g, rows.clone(), 0..ckk, buf, st);
-            View::rows(buf, st)
-        };
         // SAFETY: unit `u` alone touches these columns of sample `s`'s rows of `y` and `act`.
         unsafe {
-            out.fill(g.c_out, px, at, hw, |o| b[o]);
-            out.gemm(g.c_out, ckk, px, View::rows(w, ckk), b_op, 1.0, at, hw);
+            if taps {
+                // The block's input rows with their border, then output rows `w + 2p` wide (the
+                // last 2p columns unused), then the first `w` of each.
+                let (x_pad, buf) = buf.split_at_mut(padded_len(g, g.c_in, rows.len()));
+                pad(xs, g, g.c_in, rows.clone(), x_pad);
+                let q = rows.len() * wp;
+                let buf = &mut buf[..g.c_out * q];
+                buf.chunks_exact_mut(q).zip(b).for_each(|(row, &bias)| row.fill(bias));
+                let taps_at = Rows { k: g.k, wp, plane: (rows.len() + 2 * p) * wp };
+                gemm_taps(g.c_out, ckk, q, View::rows(w, ckk), x_pad, taps_at, 1.0, buf);
+                for (o, plane) in buf.chunks_exact(q).enumerate() {
+                    copy_rows(plane, wp, out.slice(at + o * hw, px), g.w, rows.len(), g.w);
+                }
+            } else {
+                let b_op = if g.k == 1 {
+                    View::rows(&xs[y0 * g.w..], hw)
+                } else {
+                    let st = row_stride(br * g.w);
+                    im2col(xs, g, rows.clone(), 0..ckk, buf, st);
+                    View::rows(buf, st)
+                };
+                out.fill(g.c_out, px, at, hw, |o| b[o]);
+                out.gemm(g.c_out, ckk, px, View::rows(w, ckk), b_op, 1.0, at, hw);
+            }
             if let Some((f, a)) = &act {
                 for at in (0..g.c_out).map(|o| at + o * hw) {
                     activation::apply(*f, out.slice(at, px), a.slice(at, px));
@@ -199,11 +257,8 @@ pub fn backward(
             let wt = View { data: &w[c0..], rs: 1, cs: g.c_in };
             return gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
         }
-        let (gy_pad, gx_pad) = buf.split_at_mut(g.c_out * plane + 2 * p);
-        gy_pad.fill(0.0);
-        for o in 0..g.c_out {
-            copy_rows(&gys[o * hw..], g.w, &mut gy_pad[o * plane + p * wp + p..], wp, g.h, g.w);
-        }
+        let (gy_pad, gx_pad) = buf.split_at_mut(padded_len(g, g.c_out, g.h));
+        pad(gys, g, g.c_out, 0..g.h, gy_pad);
         // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to `gx[c, iy, ix]`,
         // taps in order; past the image it reads the border's zeros.
         for t in 0..kk {
@@ -221,6 +276,37 @@ mod tests {
     use super::*;
     use crate::model::{Act, Shape};
     use crate::rng::Rng;
+
+    /// Reading the taps in place from bordered copies gives im2col's bits: blocks of 36 + 4 rows,
+    /// a whole odd-sized image, a 5x5 kernel, and an image smaller than the kernel.
+    #[test]
+    fn taps_in_place_match_im2col() {
+        if !taps_in_place() {
+            return eprintln!("skipped: products over taps need AVX-512, which this CPU lacks");
+        }
+        let mut rng = Rng::new(13);
+        for (n, g) in [
+            (2, ConvGeom { c_in: 3, c_out: 4, h: 40, w: 64, k: 3 }),
+            (3, ConvGeom { c_in: 2, c_out: 5, h: 7, w: 9, k: 3 }),
+            (2, ConvGeom { c_in: 2, c_out: 3, h: 9, w: 11, k: 5 }),
+            (2, ConvGeom { c_in: 2, c_out: 2, h: 2, w: 3, k: 5 }),
+        ] {
+            let (hw, pl) = (g.h * g.w, g.h / 2 * (g.w / 2));
+            let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+            let (x, w, b) = (values(n * g.c_in * hw), values(g.c_out * g.c_in * g.k * g.k), values(g.c_out));
+            let mut scratch = vec![0.0; scratch_len(&g, n)];
+            let mut run = |taps: bool| {
+                let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
+                let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
+                let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, &mut a)) };
+                let pool = pools_in_blocks(&g).then_some((&mut py[..], &mut pa[..]));
+                forward_in(io, pool, &mut scratch, n, &g, taps);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                (bits(&y), bits(&a), bits(&py), pa)
+            };
+            assert!(run(true) == run(false), "{g:?}");
+        }
+    }
 
     /// Max pooling inside the blocks gives the bits of pooling the activated output afterwards:
     /// blocks of 36 + 4 rows, and a whole odd-sized image whose last row and column are dropped.

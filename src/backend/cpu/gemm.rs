@@ -51,9 +51,31 @@ unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
     #[cfg(target_arch = "x86_64")]
     if b.cs == 1 && in_place(m, k, n) {
         // SAFETY: the CPU has AVX-512F; the kernel checks the inputs' bounds, the caller `c`'s.
-        return super::avx512::gemm(m, k, n, a, b, beta, c, rs_c);
+        return super::avx512::gemm(m, k, n, a, b.data, Rows::strided(b.rs), beta, c, rs_c);
     }
     packed_raw(m, k, n, a, b, beta, c, rs_c)
+}
+
+/// `c[m, n] = a[m, k]·B + beta·c` with row `p` of `B` the `n` floats of `b` from
+/// `rows.offset(p)`: a convolution's taps read in place from zero-bordered planes. Needs
+/// AVX-512 ([`taps_in_place`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: &mut [f32]) {
+    assert!(taps_in_place(), "products over taps need AVX-512");
+    check_out(m, n, c.len(), n);
+    // SAFETY: the CPU has AVX-512F; the kernel checks the inputs' bounds, `c` is borrowed.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        super::avx512::gemm(m, k, n, a, b, rows, beta, c.as_mut_ptr(), n)
+    }
+}
+
+/// Whether [`gemm_taps`] runs here.
+pub fn taps_in_place() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::avx512::available();
+    #[allow(unreachable_code)]
+    false
 }
 
 /// [`gemm_to`] through matrixmultiply, which packs both operands.
@@ -93,6 +115,28 @@ unsafe fn packed_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, 
         rs_c as isize,
         1,
     );
+}
+
+/// Where the rows of a product's right operand start: row `p` at `(p / k²)·plane + (p / k % k)·wp
+/// + p % k`, the tap `p` of a `k x k` kernel (channel-major, then kernel row, then column) over
+/// zero-bordered planes `plane` floats apart whose image rows are `wp` wide. With `k = 1`, a
+/// row-major matrix whose rows are `plane` apart.
+#[derive(Clone, Copy)]
+pub struct Rows {
+    pub k: usize,
+    pub wp: usize,
+    pub plane: usize,
+}
+
+impl Rows {
+    pub fn strided(rs: usize) -> Self {
+        Rows { k: 1, wp: 0, plane: rs }
+    }
+
+    pub fn offset(&self, p: usize) -> usize {
+        let k = self.k;
+        p / (k * k) * self.plane + p / k % k * self.wp + p % k
+    }
 }
 
 /// A matrix that parallel tasks write at places no slice borrow can separate, such as one
