@@ -164,18 +164,21 @@ impl Tile {
     }
 }
 
-/// `dst[j·rows + i] = src[i·cols + j]`: 8x8 tiles transposed in registers; the caller handles
+/// `dst[j·rows + i] = src[i·rs + j]`: 8x8 tiles transposed in registers; the caller handles
 /// the rows and columns past the last whole tile.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn transpose_tiles(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose slices too small");
+pub unsafe fn transpose_tiles(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(
+        rows == 0 || (src.len() >= (rows - 1) * rs + cols && dst.len() >= rows * cols),
+        "transpose slices too small"
+    );
     for i0 in (0..rows - rows % 8).step_by(8) {
         for j0 in (0..cols - cols % 8).step_by(8) {
-            let s = src.as_ptr().add(i0 * cols + j0);
-            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(s.add(i * cols)));
+            let s = src.as_ptr().add(i0 * rs + j0);
+            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(s.add(i * rs)));
             // Pairs, then quads, then halves: the standard three-stage 8x8 shuffle.
             let t: [__m256; 8] = std::array::from_fn(|i| {
                 let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);

@@ -2,10 +2,11 @@
 //! of one sample at a time.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, Rows, Shared, View};
+use super::gemm::{
+    copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
+};
 use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
@@ -106,6 +107,16 @@ fn pad(src: &[f32], g: &ConvGeom, planes: usize, rows: Range<usize>, dst: &mut [
     }
 }
 
+/// Floats of one weight-gradient term: an im2col block and the output gradient's block,
+/// transposed (for 1x1 kernels, the whole transposed output gradient).
+fn wgrad_unit_len(g: &ConvGeom) -> usize {
+    if g.k == 1 {
+        g.c_out * g.h * g.w
+    } else {
+        block_len(g) + block_rows(g) * g.w * g.c_out
+    }
+}
+
 /// Floats of one unit of the input gradient of `chans` channels: the padded output gradient
 /// and those channels of the padded input gradient (0 for 1x1 kernels, which need neither).
 fn gx_unit_len(g: &ConvGeom, chans: usize) -> usize {
@@ -116,14 +127,13 @@ fn gx_unit_len(g: &ConvGeom, chans: usize) -> usize {
     }
 }
 
-/// Scratch floats of a batch of `n`: in forward, one im2col block per chunk of work, or a block's
-/// zero-bordered input and output; in backward
-/// the transposed output gradient and, for the input gradient, up to one unit's padded
-/// gradients per chunk. (Backward's im2col blocks live in the weight-gradient partials.)
-pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
+/// Scratch floats: per chunk of work, in forward one im2col block, or a block's zero-bordered
+/// input and output; in backward one unit's padded gradients for the input gradient. (The
+/// weight gradient's blocks live beside its partials.)
+pub fn scratch_len(g: &ConvGeom) -> usize {
     let br = block_rows(g);
     let taps = CHUNKS * (padded_len(g, g.c_in, br) + g.c_out * br * (g.w + g.k / 2 * 2));
-    let backward = n * g.c_out * g.h * g.w + CHUNKS * gx_unit_len(g, g.c_in);
+    let backward = CHUNKS * gx_unit_len(g, g.c_in);
     (CHUNKS * block_len(g)).max(taps).max(backward)
 }
 
@@ -223,20 +233,21 @@ pub fn backward(
     let (hw, kk, ol, br) = (g.h * g.w, g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
     let xl = g.c_in * hw;
     sum_rows(gy, n, g.c_out, hw, gb);
-    let (gy_t, cols) = scratch.split_at_mut(n * ol);
-    gy[..n * ol].par_chunks(ol).zip(gy_t.par_chunks_mut(ol)).for_each(|(s, t)| transpose(s, g.c_out, hw, t));
-    weight_grad(partial, gw, n, g.c_out, block_len(g), |s, acc, taps, buf| {
-        let (xs, gy_t) = (&x[s * xl..][..xl], &gy_t[s * ol..][..ol]);
+    // Each term transposes the output gradient's block it needs, while in cache.
+    weight_grad(partial, gw, n, g.c_out, wgrad_unit_len(g), |s, acc, taps, buf| {
+        let (xs, gys) = (&x[s * xl..][..xl], &gy[s * ol..][..ol]);
         if g.k == 1 {
+            transpose(gys, g.c_out, hw, buf);
             let a = View::rows(&xs[taps.start * hw..], hw);
-            return gemm(taps.len(), hw, g.c_out, a, View::rows(gy_t, g.c_out), 1.0, acc);
+            return gemm(taps.len(), hw, g.c_out, a, View::rows(&buf[..ol], g.c_out), 1.0, acc);
         }
+        let (col, gy_t) = buf.split_at_mut(block_len(g));
         for y0 in (0..g.h).step_by(br) {
             let rows = y0..(y0 + br).min(g.h);
             let (px, st) = (rows.len() * g.w, row_stride(br * g.w));
-            im2col(xs, g, rows, taps.clone(), buf, st);
-            let b_op = View::rows(&gy_t[y0 * g.w * g.c_out..], g.c_out);
-            gemm(taps.len(), px, g.c_out, View::rows(buf, st), b_op, 1.0, acc);
+            im2col(xs, g, rows, taps.clone(), col, st);
+            transpose_rows(&gys[y0 * g.w..], hw, g.c_out, px, gy_t);
+            gemm(taps.len(), px, g.c_out, View::rows(col, st), View::rows(gy_t, g.c_out), 1.0, acc);
         }
     });
     let Some(gx) = gx else { return };
@@ -247,7 +258,7 @@ pub fn backward(
     let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
     let (plane, q, unit_len) = ((g.h + 2 * p) * wp, g.h * wp, gx_unit_len(g, per));
     let out = Shared::new(&mut gx[..n * xl]);
-    for_units(n * cparts, &mut cols[..CHUNKS * unit_len], unit_len, |u, buf| {
+    for_units(n * cparts, scratch, unit_len, |u, buf| {
         let (s, c0) = (u / cparts, u % cparts * per);
         let chans = c0..(c0 + per).min(g.c_in);
         let gys = &gy[s * ol..][..ol];
@@ -294,7 +305,7 @@ mod tests {
             let (hw, pl) = (g.h * g.w, g.h / 2 * (g.w / 2));
             let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
             let (x, w, b) = (values(n * g.c_in * hw), values(g.c_out * g.c_in * g.k * g.k), values(g.c_out));
-            let mut scratch = vec![0.0; scratch_len(&g, n)];
+            let mut scratch = vec![0.0; scratch_len(&g)];
             let mut run = |taps: bool| {
                 let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
@@ -321,7 +332,7 @@ mod tests {
             let (hw, pl) = (g.h * g.w, g.h / 2 * (g.w / 2));
             let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
             let (x, w, b) = (values(n * g.c_in * hw), values(g.c_out * g.c_in * 9), values(g.c_out));
-            let mut scratch = vec![0.0; scratch_len(&g, n)];
+            let mut scratch = vec![0.0; scratch_len(&g)];
             let mut run = |fused: bool| {
                 let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
@@ -349,7 +360,7 @@ mod tests {
         let (x, w, b, gy) = (values(n * 3 * 2560), values(5 * 27), values(5), values(n * 5 * 2560));
         let (mut y, mut gx, mut gw, mut gb) =
             (vec![0.0; n * 5 * 2560], vec![0.0; n * 3 * 2560], vec![0.0; 135], vec![0.0; 5]);
-        let mut scratch = vec![0.0; scratch_len(&g, n)];
+        let mut scratch = vec![0.0; scratch_len(&g)];
         let mut partial = Vec::new();
         forward(ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: None }, None, &mut scratch, n, &g);
         backward(&x, &w, &gy, Some(&mut gx), &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);

@@ -269,20 +269,26 @@ pub fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows: usize
 
 /// `dst[j·rows + i] = src[i·cols + j]` for a row-major `rows x cols` matrix.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    if rows == 1 || cols == 1 {
-        return dst[..rows * cols].copy_from_slice(&src[..rows * cols]);
+    transpose_rows(src, cols, rows, cols, dst)
+}
+
+/// `dst[j·rows + i] = src[i·rs + j]`: the transpose of a `rows x cols` matrix whose rows are
+/// `rs` apart.
+pub fn transpose_rows(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+    if rows == 1 {
+        return dst[..cols].copy_from_slice(&src[..cols]);
     }
     let (mut tiled_rows, mut tiled_cols) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if super::avx512::available() {
         // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
-        unsafe { super::avx512::transpose_tiles(src, rows, cols, dst) };
+        unsafe { super::avx512::transpose_tiles(src, rs, rows, cols, dst) };
         (tiled_rows, tiled_cols) = (rows - rows % 8, cols - cols % 8);
     }
     let mut scalar = |i_range: std::ops::Range<usize>, j_range: std::ops::Range<usize>| {
         for i in i_range {
             for j in j_range.clone() {
-                dst[j * rows + i] = src[i * cols + j];
+                dst[j * rows + i] = src[i * rs + j];
             }
         }
     };
@@ -342,6 +348,13 @@ mod tests {
             let mut dst = vec![-1.0; src.len()];
             transpose(&src, rows, cols, &mut dst);
             assert!((0..rows).all(|i| (0..cols).all(|j| dst[j * rows + i] == src[i * cols + j])), "{rows}x{cols}");
+            // The first `cols - 3` columns alone, as a matrix with rows `cols` apart.
+            let part = cols.saturating_sub(3);
+            transpose_rows(&src, cols, rows, part, &mut dst);
+            assert!(
+                (0..rows).all(|i| (0..part).all(|j| dst[j * rows + i] == src[i * cols + j])),
+                "{rows}x{part} of {cols}"
+            );
         }
     }
 }

@@ -297,12 +297,12 @@ impl CpuBackend {
                 self.put(gb, gbv);
             }
             Op::Conv2d { x, w, b, y, ref g } => {
-                self.conv_forward(x, y, act, pool, conv2d::scratch_len(g, n), |be, y, act, pool, scratch| {
+                self.conv_forward(x, y, act, pool, conv2d::scratch_len(g), |be, y, act, pool, scratch| {
                     conv2d::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, pool, scratch, n, g)
                 })
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-                self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g, n), |be, gx, gw, gb, col, partial| {
+                self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
                     conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, col, partial, n, g)
                 })
             }
