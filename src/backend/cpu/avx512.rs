@@ -226,6 +226,59 @@ pub unsafe fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows
     }
 }
 
+/// The even and odd elements of the `2·pairs` floats from `p` (`pairs` ≤ 16; lanes past them 0).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn split_pairs(p: *const f32, pairs: usize) -> (__m512, __m512) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let a = _mm512_maskz_loadu_ps(lane_mask(2 * pairs), p);
+    let b = _mm512_maskz_loadu_ps(lane_mask((2 * pairs).saturating_sub(16)), p.add(16));
+    (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
+}
+
+/// Stores the first `pairs` (≤ 16) lanes of `even` and `odd` interleaved from `p`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn join_pairs(p: *mut f32, pairs: usize, even: __m512, odd: __m512) {
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    _mm512_mask_storeu_ps(p, lane_mask(2 * pairs), _mm512_permutex2var_ps(even, lo, odd));
+    _mm512_mask_storeu_ps(p.add(16), lane_mask((2 * pairs).saturating_sub(16)), _mm512_permutex2var_ps(even, hi, odd));
+}
+
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for `j < even.len()`.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    assert!(odd.len() >= n && src.len() >= 2 * n, "deinterleave slices too small");
+    for j0 in (0..n).step_by(16) {
+        let (e, o) = split_pairs(src.as_ptr().add(2 * j0), (n - j0).min(16));
+        _mm512_mask_storeu_ps(even.as_mut_ptr().add(j0), lane_mask(n - j0), e);
+        _mm512_mask_storeu_ps(odd.as_mut_ptr().add(j0), lane_mask(n - j0), o);
+    }
+}
+
+/// `out[2j] = even[j] + add`, `out[2j + 1] = odd[j] + add` for `j < even.len()`.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
+    let n = even.len();
+    assert!(odd.len() >= n && out.len() >= 2 * n, "interleave slices too small");
+    let add = _mm512_set1_ps(add);
+    for j0 in (0..n).step_by(16) {
+        let m = lane_mask(n - j0);
+        let e = _mm512_add_ps(_mm512_maskz_loadu_ps(m, even.as_ptr().add(j0)), add);
+        let o = _mm512_add_ps(_mm512_maskz_loadu_ps(m, odd.as_ptr().add(j0)), add);
+        join_pairs(out.as_mut_ptr().add(2 * j0), (n - j0).min(16), e, o);
+    }
+}
+
 /// One output row of 2x2 max pooling from input rows `r0`, `r1` (at least `2·y.len()` floats):
 /// `y[ox]` is its window's maximum, the first in order (0,0), (0,1), (1,0), (1,1) when tied
 /// (a NaN wins only in the first place), and `argmax[ox]` its index, `first + 2·ox` plus 1 for
@@ -239,19 +292,11 @@ pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut
     assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let even = _mm512_add_epi32(lanes, lanes);
-    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for o0 in (0..ow).step_by(16) {
         let n = (ow - o0).min(16);
-        let (lo, hi) = (lane_mask(2 * n), lane_mask((2 * n).saturating_sub(16)));
-        // The row's even and odd columns under these 16 windows.
-        let columns = |r: &[f32]| {
-            let (a, b) = (
-                _mm512_maskz_loadu_ps(lo, r.as_ptr().add(2 * o0)),
-                _mm512_maskz_loadu_ps(hi, r.as_ptr().add(2 * o0 + 16)),
-            );
-            (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
-        };
-        let ((v00, v01), (v10, v11)) = (columns(r0), columns(r1));
+        // The rows' even and odd columns under these 16 windows.
+        let ((v00, v01), (v10, v11)) =
+            (split_pairs(r0.as_ptr().add(2 * o0), n), split_pairs(r1.as_ptr().add(2 * o0), n));
         let (mut best, mut off) = (v00, _mm512_setzero_si512());
         for (v, o) in [(v01, 1), (v10, w), (v11, w + 1)] {
             let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best);
@@ -275,19 +320,13 @@ pub unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32
     assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let even = _mm512_add_epi32(lanes, lanes);
-    // Lanes 0..8 and 8..16 of two vectors, interleaved.
-    let pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let pairs_hi = _mm512_add_epi32(pairs, _mm512_set1_epi32(8));
     for o0 in (0..ow).step_by(16) {
         let n = (ow - o0).min(16);
         let g = _mm512_maskz_loadu_ps(lane_mask(n), gy.as_ptr().add(o0));
         let am = _mm512_maskz_loadu_epi32(lane_mask(n), argmax.as_ptr().add(o0).cast());
         let off = _mm512_sub_epi32(am, _mm512_add_epi32(_mm512_set1_epi32((first as usize + 2 * o0) as i32), even));
         let at = |o: usize| _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(off, _mm512_set1_epi32(o as i32)), g);
-        let (lo, hi) = (lane_mask(2 * n), lane_mask((2 * n).saturating_sub(16)));
-        for (row, (left, right)) in [(&mut *g0, (at(0), at(1))), (&mut *g1, (at(w), at(w + 1)))] {
-            _mm512_mask_storeu_ps(row.as_mut_ptr().add(2 * o0), lo, _mm512_permutex2var_ps(left, pairs, right));
-            _mm512_mask_storeu_ps(row.as_mut_ptr().add(2 * o0 + 16), hi, _mm512_permutex2var_ps(left, pairs_hi, right));
-        }
+        join_pairs(g0.as_mut_ptr().add(2 * o0), n, at(0), at(1));
+        join_pairs(g1.as_mut_ptr().add(2 * o0), n, at(w), at(w + 1));
     }
 }

@@ -19,22 +19,40 @@ pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
     (CHUNKS * g.c_out * 4 * hw).max(n * (z_len(g) + g.c_in * hw))
 }
 
-/// Calls `f(z index, y index)` for every output element of `c_out` channels: `y[o, 2i + a,
-/// 2j + b]` is `z[(o·2 + a)·2 + b, i·w + j]`, with `z`'s rows `stride` apart.
-fn blocks(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, usize)) {
-    let (h, w) = (g.h, g.w);
+/// Calls `f(z0, y0)` for every output row of `c_out` channels: `y[o, 2i + a, 2j + b]` is
+/// `z[(o·2 + a)·2 + b, i·w + j]` (`z`'s rows `stride` apart), so the `2w` floats of `y` from
+/// `y0` interleave the `w` floats of `z` from `z0` (b = 0) and from `z0 + stride` (b = 1).
+fn rows(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, usize)) {
     for o in 0..c_out {
         for a in 0..2 {
-            for b in 0..2 {
-                let z0 = ((o * 2 + a) * 2 + b) * stride;
-                for i in 0..h {
-                    let y0 = (o * 2 * h + 2 * i + a) * 2 * w + b;
-                    for j in 0..w {
-                        f(z0 + i * w + j, y0 + 2 * j);
-                    }
-                }
+            for i in 0..g.h {
+                f((o * 2 + a) * 2 * stride + i * g.w, (o * 2 * g.h + 2 * i + a) * 2 * g.w);
             }
         }
+    }
+}
+
+/// `out[2j] = even[j] + add`, `out[2j + 1] = odd[j] + add` for `j < even.len()`.
+fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
+        return unsafe { super::avx512::interleave(even, odd, add, out) };
+    }
+    for (pair, (e, o)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+        (pair[0], pair[1]) = (e + add, o + add);
+    }
+}
+
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for `j < even.len()`.
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
+        return unsafe { super::avx512::deinterleave(src, even, odd) };
+    }
+    for (pair, (e, o)) in src.chunks_exact(2).zip(even.iter_mut().zip(odd)) {
+        (*e, *o) = (pair[0], pair[1]);
     }
 }
 
@@ -54,10 +72,10 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
         let (at, len) = (s * yl + o0 * 4 * hw, chans.len() * 4 * hw);
         // SAFETY: unit `u` alone touches channels `chans` of sample `s` in `y` and `act`.
         let ys = unsafe { out.slice(at, len) };
-        blocks(g, chans.len(), hw, |zi, yi| ys[yi] = z[zi]);
-        for (o, plane) in chans.zip(ys.chunks_mut(4 * hw)) {
-            plane.iter_mut().for_each(|v| *v += b[o]);
-        }
+        rows(g, chans.len(), hw, |z0, y0| {
+            let bias = b[o0 + y0 / (4 * hw)];
+            interleave(&z[z0..][..g.w], &z[z0 + hw..][..g.w], bias, &mut ys[y0..][..2 * g.w]);
+        });
         if let Some((f, a)) = &act {
             // SAFETY: as above.
             activation::apply(*f, ys, unsafe { a.slice(at, len) });
@@ -85,7 +103,12 @@ pub fn backward(
     sum_rows(gy, n, g.c_out, 4 * hw, gb);
     // z <- gy in block-major order.
     let gys = gy[..n * o4 * hw].par_chunks(o4 * hw);
-    gys.zip(z.par_chunks_mut(zl)).for_each(|(gys, z)| blocks(g, g.c_out, st, |zi, yi| z[zi] = gys[yi]));
+    gys.zip(z.par_chunks_mut(zl)).for_each(|(gys, z)| {
+        rows(g, g.c_out, st, |z0, y0| {
+            let (even, odd) = z[z0..].split_at_mut(st);
+            deinterleave(&gys[y0..][..2 * g.w], &mut even[..g.w], &mut odd[..g.w]);
+        })
+    });
     x[..n * xl].par_chunks(xl).zip(x_t[..n * xl].par_chunks_mut(xl)).for_each(|(s, t)| transpose(s, g.c_in, hw, t));
     weight_grad(partial, gw, n, g.c_in, 0, |s, acc, rows, _| {
         let a = View::rows(&z[s * zl + rows.start * st..], st);
@@ -101,4 +124,25 @@ pub fn backward(
         let gxs = unsafe { out.slice(s * xl + c0 * hw, chans.len() * hw) };
         gemm(chans.len(), o4, hw, View::rows(&w[c0 * o4..], o4), View::rows(&z[s * zl..], st), 0.0, gxs);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole and partial vectors against the element rule.
+    #[test]
+    fn rows_interleave_and_split() {
+        for n in [1, 7, 16, 17, 40] {
+            let (even, odd): (Vec<f32>, Vec<f32>) = (0..n).map(|j| (j as f32, -(j as f32) - 0.5)).unzip();
+            let mut out = vec![f32::NAN; 2 * n + 1];
+            interleave(&even, &odd, 0.25, &mut out);
+            assert!((0..n).all(|j| out[2 * j] == even[j] + 0.25 && out[2 * j + 1] == odd[j] + 0.25), "{n}");
+            assert!(out[2 * n].is_nan(), "{n}: wrote past the row");
+            let (mut e, mut o) = (vec![0.0; n], vec![0.0; n]);
+            let src: Vec<f32> = (0..2 * n).map(|i| i as f32).collect();
+            deinterleave(&src, &mut e, &mut o);
+            assert!((0..n).all(|j| e[j] == src[2 * j] && o[j] == src[2 * j + 1]), "{n}");
+        }
+    }
 }
