@@ -248,3 +248,30 @@ pub enum Op {
         len: usize,
     },
 }
+
+impl Op {
+    /// Whether the op reads buffer `id`: as an input, or as an output it adds to.
+    pub fn reads(&self, id: BufId) -> bool {
+        match *self {
+            Op::Gather { data, index, .. } => [data, index].contains(&id),
+            Op::GatherOneHot { labels, index, .. } => [labels, index].contains(&id),
+            Op::Dense { x, w, b, .. } | Op::Conv2d { x, w, b, .. } | Op::ConvTranspose2d { x, w, b, .. } => {
+                [x, w, b].contains(&id)
+            }
+            Op::DenseBackward { x, w, gy, .. }
+            | Op::Conv2dBackward { x, w, gy, .. }
+            | Op::ConvTranspose2dBackward { x, w, gy, .. } => [x, w, gy].contains(&id),
+            Op::MaxPool2d { x, .. } | Op::Activation { x, .. } | Op::Dropout { x, .. } => x == id,
+            Op::MaxPool2dBackward { gy, argmax, .. } => [gy, argmax].contains(&id),
+            Op::ActivationBackward { y, gy, .. } => [y, gy].contains(&id),
+            Op::DropoutBackward { gy, mask, .. } => [gy, mask].contains(&id),
+            Op::SoftmaxCrossEntropy { logits, target, metrics, .. }
+            | Op::SigmoidBce { logits, target, metrics, .. } => [logits, target, metrics].contains(&id),
+            Op::L2 { w, grad, metrics, .. } => [w, metrics].contains(&id) || grad == Some(id),
+            Op::Confusion { probs, target, counts, .. } => [probs, target, counts].contains(&id),
+            Op::Sgd { w, g, .. } => [w, g].contains(&id),
+            Op::Momentum { w, g, v, .. } => [w, g, v].contains(&id),
+            Op::Adam { w, g, m, v, .. } => [w, g, m, v].contains(&id),
+        }
+    }
+}

@@ -21,50 +21,48 @@ fn tanh(x: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
-/// `y[i] = f(x[i])` in parallel chunks; generic, so that `f` is inlined and vectorised.
-fn map(x: &[f32], y: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| f(x, y));
-}
-
-/// `gx[i] = gy[i]·d(y[i])` in parallel chunks.
-fn map_grad(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) {
-    gx.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK))).for_each(|(gx, (y, gy))| d(y, gy, gx));
-}
-
-/// `y = act(x)` on this thread (a product's output block, while it is in cache).
-pub fn apply(act: Act, x: &[f32], y: &mut [f32]) {
-    /// Generic in `f`, so that it is inlined and vectorised.
-    fn each(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
-        y.iter_mut().zip(x).for_each(|(y, x)| *y = f(*x));
-    }
-    match act {
-        Act::Relu => each(x, y, |v| v.max(0.0)),
-        Act::Sigmoid => each(x, y, |v| 1.0 / (1.0 + (-v).exp())),
-        Act::Tanh => each(x, y, tanh),
-        Act::Softmax => unreachable!("softmax is fused with the loss"),
-    }
-}
-
+/// `y = act(x)` in parallel chunks.
 pub fn forward(act: Act, x: &[f32], y: &mut [f32]) {
-    map(x, y, |x, y| apply(act, x, y));
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
+        y.copy_from_slice(x);
+        apply(act, y);
+    });
 }
 
-/// `gx = gy·act'(y)` on this thread, from the forward output `y`.
-pub fn apply_grad(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
-    /// Generic in `d`, so that it is inlined and vectorised.
-    fn each(y: &[f32], gy: &[f32], gx: &mut [f32], d: impl Fn(f32) -> f32) {
-        gx.iter_mut().zip(y.iter().zip(gy)).for_each(|(gx, (y, gy))| *gx = gy * d(*y));
+/// `gx = gy·act'(y)` in parallel chunks, from the forward output `y`.
+pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
+    gx.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(gy.par_chunks(CHUNK))).for_each(|(gx, (y, gy))| {
+        gx.copy_from_slice(gy);
+        apply_grad(act, y, gx);
+    });
+}
+
+/// `v = act(v)` on this thread (a product's output block, while it is in cache).
+pub fn apply(act: Act, v: &mut [f32]) {
+    /// Generic in `f`, so that it is inlined and vectorised.
+    fn each(v: &mut [f32], f: impl Fn(f32) -> f32) {
+        v.iter_mut().for_each(|v| *v = f(*v));
     }
     match act {
-        Act::Relu => each(y, gy, gx, |y| if y > 0.0 { 1.0 } else { 0.0 }),
-        Act::Sigmoid => each(y, gy, gx, |y| y * (1.0 - y)),
-        Act::Tanh => each(y, gy, gx, |y| 1.0 - y * y),
+        Act::Relu => each(v, |v| v.max(0.0)),
+        Act::Sigmoid => each(v, |v| 1.0 / (1.0 + (-v).exp())),
+        Act::Tanh => each(v, tanh),
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     }
 }
 
-pub fn backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
-    map_grad(y, gy, gx, |y, gy, gx| apply_grad(act, y, gy, gx));
+/// `g = g·act'(y)` on this thread, from the forward output `y`.
+pub fn apply_grad(act: Act, y: &[f32], g: &mut [f32]) {
+    /// Generic in `d`, so that it is inlined and vectorised.
+    fn each(y: &[f32], g: &mut [f32], d: impl Fn(f32) -> f32) {
+        g.iter_mut().zip(y).for_each(|(g, y)| *g *= d(*y));
+    }
+    match act {
+        Act::Relu => each(y, g, |y| if y > 0.0 { 1.0 } else { 0.0 }),
+        Act::Sigmoid => each(y, g, |y| y * (1.0 - y)),
+        Act::Tanh => each(y, g, |y| 1.0 - y * y),
+        Act::Softmax => unreachable!("softmax is fused with the loss"),
+    }
 }
 
 /// `mask[i]` is 0 where the counter hash of (`seed`, `step`, `i`) falls below `rate`, else

@@ -5,7 +5,7 @@
 use super::gemm::{
     copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
 };
-use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, ForwardIo, CHUNKS};
+use super::{cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use std::ops::Range;
 
@@ -164,7 +164,7 @@ fn forward_in(
     let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
     assert!(pool.is_none() || pools_in_blocks(g), "pooling blocks must start at even rows");
     let out = Shared::new(&mut y[..n * yl]);
-    let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
+    let act = act.map(|(f, a)| Activate::new((f, a.map(|a| &mut a[..n * yl]))));
     let pool =
         pool.map(|(py, pa)| (Shared::new(&mut py[..n * g.c_out * pl]), Shared::new(&mut pa[..n * g.c_out * pl])));
     let unit_len = if taps { padded_len(g, g.c_in, br) + g.c_out * br * wp } else { block_len(g) };
@@ -198,13 +198,13 @@ fn forward_in(
                 out.fill(g.c_out, px, at, hw, |o| b[o]);
                 out.gemm(g.c_out, ckk, px, View::rows(w, ckk), b_op, 1.0, at, hw);
             }
-            if let Some((f, a)) = &act {
+            if let Some(act) = &act {
                 for at in (0..g.c_out).map(|o| at + o * hw) {
-                    activation::apply(*f, out.slice(at, px), a.slice(at, px));
+                    act.apply(&out, at, px);
                 }
             }
             if let Some((py, pa)) = &pool {
-                let (pooled, orows) = (act.as_ref().map_or(&out, |(_, a)| a), rows.len() / 2 * ow);
+                let (pooled, orows) = (act.as_ref().map_or(&out, |a| a.result(&out)), rows.len() / 2 * ow);
                 for o in 0..g.c_out {
                     let p_at = s * g.c_out * pl + o * pl + y0 / 2 * ow;
                     let (ys, first) = (pooled.slice(at + o * hw, px), o * hw + y0 * g.w);
@@ -309,7 +309,7 @@ mod tests {
             let mut run = |taps: bool| {
                 let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
-                let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, &mut a)) };
+                let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, Some(&mut a))) };
                 let pool = pools_in_blocks(&g).then_some((&mut py[..], &mut pa[..]));
                 forward_in(io, pool, &mut scratch, n, &g, taps);
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -336,7 +336,7 @@ mod tests {
             let mut run = |fused: bool| {
                 let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
-                let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, &mut a)) };
+                let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, Some(&mut a))) };
                 forward(io, fused.then_some((&mut py[..], &mut pa[..])), &mut scratch, n, &g);
                 if !fused {
                     let shape = Shape { c: g.c_out, h: g.h, w: g.w };

@@ -3,7 +3,7 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{activation, cut, for_units, sum_rows, weight_grad, ForwardIo, CHUNKS};
+use super::{cut, for_units, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use rayon::prelude::*;
 
@@ -63,7 +63,7 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     let (hw, o4, xl, yl) = (g.h * g.w, g.c_out * 4, g.c_in * g.h * g.w, g.c_out * 4 * g.h * g.w);
     let (per, oparts) = cut(g.c_out, n);
     let out = Shared::new(&mut y[..n * yl]);
-    let act = act.map(|(f, a)| (f, Shared::new(&mut a[..n * yl])));
+    let act = act.map(|(f, a)| Activate::new((f, a.map(|a| &mut a[..n * yl]))));
     for_units(n * oparts, scratch, per * 4 * hw, |u, z| {
         let (s, o0) = (u / oparts, u % oparts * per);
         let chans = o0..(o0 + per).min(g.c_out);
@@ -76,9 +76,9 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
             let bias = b[o0 + y0 / (4 * hw)];
             interleave(&z[z0..][..g.w], &z[z0 + hw..][..g.w], bias, &mut ys[y0..][..2 * g.w]);
         });
-        if let Some((f, a)) = &act {
+        if let Some(act) = &act {
             // SAFETY: as above.
-            activation::apply(*f, ys, unsafe { a.slice(at, len) });
+            unsafe { act.apply(&out, at, len) };
         }
     });
 }

@@ -61,18 +61,20 @@ pub fn pool_rows(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut 
 }
 
 /// Routes each output gradient to its window's maximum; every other input gets 0. Planes run
-/// in parallel. With `act = (f, y, out)`, also `out = gx·f'(y)`, plane by plane while in cache.
+/// in parallel. With `act = (f, y, out)`, then applies `f`'s backward plane by plane while in
+/// cache: into `out` (`out = gx·f'(y)`), or in place in `gx` when `out` is `None` (when nothing
+/// reads the pooling's own gradient).
 #[allow(clippy::type_complexity)]
 pub fn backward(
     gy: &[f32],
     argmax: &[u32],
     gx: &mut [f32],
-    act: Option<(Act, &[f32], &mut [f32])>,
+    act: Option<(Act, &[f32], Option<&mut [f32]>)>,
     n: usize,
     s: &Shape,
 ) {
     let (oh, ow, plane) = (s.h / 2, s.w / 2, s.h * s.w);
-    let act = act.map(|(f, y, out)| (f, y, Shared::new(&mut out[..n * s.len()])));
+    let act = act.map(|(f, y, out)| (f, y, out.map(|out| Shared::new(&mut out[..n * s.len()]))));
     let gxs = gx[..n * s.len()].par_chunks_mut(plane);
     let outs = gy[..n * s.c * oh * ow].par_chunks(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks(oh * ow));
     gxs.zip(outs).enumerate().for_each(|(p, (gxs, (gys, am)))| {
@@ -87,8 +89,16 @@ pub fn backward(
         gxs[2 * oh * s.w..].fill(0.0);
         if let Some((f, y, out)) = &act {
             let at = p * plane;
-            // SAFETY: plane `p` alone touches these floats of `out`.
-            activation::apply_grad(*f, &y[at..][..plane], gxs, unsafe { out.slice(at, plane) });
+            let g = match out {
+                Some(out) => {
+                    // SAFETY: plane `p` alone touches these floats of `out`.
+                    let out = unsafe { out.slice(at, plane) };
+                    out.copy_from_slice(gxs);
+                    out
+                }
+                None => gxs,
+            };
+            activation::apply_grad(*f, &y[at..][..plane], g);
         }
     });
 }

@@ -17,6 +17,7 @@ use super::Backend;
 use crate::error::Result;
 use crate::graph::{BufDesc, BufId, Dtype, Op, Step};
 use crate::model::Act;
+use gemm::Shared;
 use rayon::prelude::*;
 use std::collections::HashMap;
 
@@ -114,13 +115,46 @@ fn weight_grad(
 }
 
 /// A convolution forward's buffers: input, weights, bias, output, and the activation fused into
-/// it with its output (`out = act(y)`).
+/// it: applied to `y` in place, or with its own output (`out = act(y)`) when `y` is still needed.
 pub struct ForwardIo<'a> {
     x: &'a [f32],
     w: &'a [f32],
     b: &'a [f32],
     y: &'a mut [f32],
-    act: Option<(Act, &'a mut [f32])>,
+    act: Option<(Act, Option<&'a mut [f32]>)>,
+}
+
+/// [`ForwardIo`]'s activation, shared by the units of the op.
+struct Activate<'a> {
+    act: Act,
+    out: Option<Shared<'a>>,
+}
+
+impl<'a> Activate<'a> {
+    fn new((act, out): (Act, Option<&'a mut [f32]>)) -> Self {
+        Activate { act, out: out.map(Shared::new) }
+    }
+
+    /// Activates the `len` values of `y` from `at`.
+    ///
+    /// # Safety
+    /// Nothing else may access those elements of `y` or the output meanwhile.
+    unsafe fn apply(&self, y: &Shared, at: usize, len: usize) {
+        let ys = y.slice(at, len);
+        match &self.out {
+            Some(out) => {
+                let out = out.slice(at, len);
+                out.copy_from_slice(ys);
+                activation::apply(self.act, out);
+            }
+            None => activation::apply(self.act, ys),
+        }
+    }
+
+    /// The buffer that holds the activated values: the output, or `y`.
+    fn result<'b>(&'b self, y: &'b Shared<'a>) -> &'b Shared<'a> {
+        self.out.as_ref().unwrap_or(y)
+    }
 }
 
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -188,28 +222,32 @@ impl CpuBackend {
 
     /// Runs a convolution's forward `f` with its output (and those of the activation `act` and
     /// the max pooling `pool` (output, argmax) fused into it) moved out and its scratch, keyed by
-    /// the input `x`, grown to `scratch_len`.
-    #[allow(clippy::type_complexity)]
+    /// the input `x`, grown to `scratch_len`. With `keep` false, nothing reads `y` but the
+    /// activation: `f` gets the activation's output to work in and leaves `y` alone.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn conv_forward(
         &mut self,
         x: BufId,
         y: BufId,
         act: Option<(Act, BufId)>,
+        keep: bool,
         pool: Option<(BufId, BufId)>,
         scratch_len: usize,
-        f: impl FnOnce(&Self, &mut [f32], Option<(Act, &mut [f32])>, Option<(&mut [f32], &mut [u32])>, &mut [f32]),
+        f: impl FnOnce(&Self, &mut [f32], Option<(Act, Option<&mut [f32]>)>, Option<(&mut [f32], &mut [u32])>, &mut [f32]),
     ) {
-        let (mut yv, mut av) = (self.take(y), act.map(|(f, id)| (f, self.take(id))));
+        let (y, out) = match act {
+            Some((_, out)) if !keep => (out, None),
+            _ => (y, act.map(|(_, out)| out)),
+        };
+        let (mut yv, mut outv) = (self.take(y), out.map(|id| self.take(id)));
         let mut pv = pool.map(|(py, pa)| (self.take(py), self.take_u32(pa)));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
-        let (a, p) =
-            (av.as_mut().map(|(f, v)| (*f, &mut v[..])), pv.as_mut().map(|(py, pa)| (&mut py[..], &mut pa[..])));
+        let a = act.map(|(f, _)| (f, outv.as_deref_mut()));
+        let p = pv.as_mut().map(|(py, pa)| (&mut py[..], &mut pa[..]));
         f(self, &mut yv, a, p, grown(&mut scratch, scratch_len));
         self.scratch.insert(x, scratch);
         self.put(y, yv);
-        if let (Some((_, id)), Some((_, v))) = (act, av) {
-            self.put(id, v);
-        }
+        self.put_opt(out, outv);
         if let (Some((py, pa)), Some((pyv, pav))) = (pool, pv) {
             self.put(py, pyv);
             self.bufs[pa.0] = Buf::U32(pav);
@@ -241,8 +279,9 @@ impl CpuBackend {
 
     /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
     /// convolution, backward after max pooling's backward; and `pool`, a max pooling after a
-    /// convolution (and its activation).
-    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, pool: Option<&Op>) {
+    /// convolution (and its activation). With `keep` false, no later op reads the output of
+    /// `op` that `fused` reads, and it is not written.
+    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
         let act = match fused {
             Some(&Op::Activation { act, y, .. }) => Some((act, y)),
             _ => None,
@@ -297,7 +336,7 @@ impl CpuBackend {
                 self.put(gb, gbv);
             }
             Op::Conv2d { x, w, b, y, ref g } => {
-                self.conv_forward(x, y, act, pool, conv2d::scratch_len(g), |be, y, act, pool, scratch| {
+                self.conv_forward(x, y, act, keep, pool, conv2d::scratch_len(g), |be, y, act, pool, scratch| {
                     conv2d::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, pool, scratch, n, g)
                 })
             }
@@ -307,7 +346,8 @@ impl CpuBackend {
                 })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
-                self.conv_forward(x, y, act, None, conv_transpose::scratch_len(g, n), |be, y, act, _, scratch| {
+                let len = conv_transpose::scratch_len(g, n);
+                self.conv_forward(x, y, act, keep, None, len, |be, y, act, _, scratch| {
                     conv_transpose::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, scratch, n, g)
                 })
             }
@@ -327,11 +367,16 @@ impl CpuBackend {
                     Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
                     _ => None,
                 };
-                let (mut gxv, mut outv) = (self.take(gx), fused.map(|(_, _, out)| self.take(out)));
-                let act = fused.zip(outv.as_deref_mut()).map(|((f, y, _), out)| (f, self.f(y), out));
+                // Without `keep`, the pooling's gradient goes straight into the activation's.
+                let (gx, out) = match fused {
+                    Some((_, _, out)) if !keep => (out, None),
+                    _ => (gx, fused.map(|(_, _, out)| out)),
+                };
+                let (mut gxv, mut outv) = (self.take(gx), out.map(|id| self.take(id)));
+                let act = fused.map(|(f, y, _)| (f, self.f(y), outv.as_deref_mut()));
                 maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, act, n, shape);
                 self.put(gx, gxv);
-                self.put_opt(fused.map(|(_, _, out)| out), outv);
+                self.put_opt(out, outv);
             }
             Op::Activation { act, x, y, per } => {
                 let mut yv = self.take(y);
@@ -444,43 +489,108 @@ impl Backend for CpuBackend {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
         // pool, instead of waking it and sleeping until it is done once per loop.
         rayon::scope(|_| {
-            let mut ops = ops.iter().peekable();
-            while let Some(op) = ops.next() {
+            let mut i = 0;
+            while i < ops.len() {
+                let (op, next) = (&ops[i], |k: usize| ops.get(i + k));
                 // An activation runs inside the op before it when it reads that op's output.
-                let fused = match (op, ops.peek()) {
+                let fused = match (op, next(1)) {
                     (
                         Op::Conv2d { y, .. } | Op::ConvTranspose2d { y, .. },
-                        Some(&next @ &Op::Activation { act, x, y: out, .. }),
+                        Some(next @ &Op::Activation { act, x, y: out, .. }),
                     ) if x == *y && out != *y && act != Act::Softmax => Some(next),
                     (
                         Op::MaxPool2dBackward { gx, .. },
-                        Some(&next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
+                        Some(next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
                     ) if gy == *gx && out != *gx && act != Act::Softmax => Some(next),
                     _ => None,
                 };
-                if fused.is_some() {
-                    ops.next();
-                }
                 // Max pooling runs inside a convolution (and its activation) whose output it reads.
                 let pooled = match (op, fused) {
                     (_, Some(&Op::Activation { y, .. })) => Some(y),
                     (&Op::Conv2d { y, .. }, None) => Some(y),
                     _ => None,
                 };
-                let pool = match (op, ops.peek()) {
-                    (Op::Conv2d { g, .. }, Some(&next @ &Op::MaxPool2d { x, .. }))
+                let pool = match (op, next(1 + fused.is_some() as usize)) {
+                    (Op::Conv2d { g, .. }, Some(next @ &Op::MaxPool2d { x, .. }))
                         if Some(x) == pooled && conv2d::pools_in_blocks(g) =>
                     {
                         Some(next)
                     }
                     _ => None,
                 };
-                if pool.is_some() {
-                    ops.next();
-                }
-                self.run_op(op, step, fused, pool);
+                let done = i + 1 + fused.is_some() as usize + pool.is_some() as usize;
+                // The output between `op` and `fused` is written only if a later op reads it.
+                let between = match fused {
+                    Some(&Op::Activation { x, .. }) => Some(x),
+                    Some(&Op::ActivationBackward { gy, .. }) => Some(gy),
+                    _ => None,
+                };
+                let keep = between.is_some_and(|id| ops[done..].iter().any(|o| o.reads(id)));
+                self.run_op(op, step, fused, keep, pool);
+                i = done;
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::ConvGeom;
+    use crate::model::Shape;
+    use crate::rng::Rng;
+
+    /// A convolution with its activation and pooling, and pooling's backward with the
+    /// activation's, run fused in one call: the same bits as op by op (one call each, which
+    /// fuses nothing), whether or not a later op reads the buffers between the fused ops.
+    #[test]
+    fn fused_ops_match_op_by_op() {
+        let (n, g) = (3, ConvGeom { c_in: 2, c_out: 4, h: 6, w: 6, k: 3 });
+        let (xl, yl, pl) = (2 * 36, 4 * 36, 4 * 9);
+        let lens = [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl, n * yl, n * yl];
+        let descs: Vec<BufDesc> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| BufDesc {
+                name: format!("b{i}"),
+                len,
+                dtype: if i == 6 { Dtype::U32 } else { Dtype::F32 },
+                set: None,
+            })
+            .collect();
+        let [x, w, b, y, a, py, pa, gpy, gpool, ga, r1, r2] = std::array::from_fn(BufId);
+        let (shape, relu) = (Shape { c: 4, h: 6, w: 6 }, Act::Relu);
+        let ops = [
+            Op::Conv2d { x, w, b, y, g },
+            Op::Activation { act: relu, x: y, y: a, per: yl },
+            Op::MaxPool2d { x: a, y: py, argmax: pa, shape },
+            Op::MaxPool2dBackward { gy: gpy, argmax: pa, gx: gpool, shape },
+            Op::ActivationBackward { act: relu, y: a, gy: gpool, gx: ga, per: yl },
+            // Readers of the buffers between the fused ops, so that they must be written.
+            Op::Activation { act: Act::Tanh, x: y, y: r1, per: yl },
+            Op::Activation { act: Act::Tanh, x: gpool, y: r2, per: yl },
+        ];
+        let mut rng = Rng::new(14);
+        let inputs: Vec<(BufId, Vec<f32>)> =
+            [x, w, b, gpy].into_iter().map(|id| (id, (0..lens[id.0]).map(|_| rng.normal()).collect())).collect();
+        let run = |ops: &[Op], together: bool| {
+            let mut be = CpuBackend::new(&descs);
+            for (id, v) in &inputs {
+                be.upload_f32(*id, v).unwrap();
+            }
+            let step = Step { n, offset: 0, t: 1 };
+            if together {
+                be.run(ops, step).unwrap();
+            } else {
+                ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
+            }
+            let bits = |id: BufId| be.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            ([a, py, ga, r1, r2].map(bits), be.u32(pa).to_vec())
+        };
+        let (alone, fused) = (run(&ops, false), run(&ops, true));
+        assert!(alone == fused, "with readers");
+        let (alone, fused) = (run(&ops[..5], false), run(&ops[..5], true));
+        assert!(alone.0[..3] == fused.0[..3] && alone.1 == fused.1, "without readers");
     }
 }
