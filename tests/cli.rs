@@ -208,8 +208,9 @@ fn missing_data_and_bad_init_are_explained() {
     ] {
         assert!(t.contains(want), "{want}: {t}");
     }
-    std::fs::write(out.with_extension("bad"), b"garbage").unwrap();
-    let r = init_mlp(&out.with_extension("bad"));
+    let bad = tmp("bad-init");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let r = init_mlp(&bad);
     assert!(text(&r).contains("not a valid safetensors file"), "{}", text(&r));
 }
 

@@ -2,11 +2,12 @@
 
 mod common;
 
+use common::TempPath;
 use flate2::write::GzEncoder;
 use gpu_train::data::mnist::{self, FILES};
 use gpu_train::model::Shape;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn gz(path: &Path, bytes: &[u8]) {
     let mut e = GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
@@ -22,9 +23,8 @@ fn idx(magic: u32, dims: &[u32], payload: usize) -> Vec<u8> {
 }
 
 /// A data folder with small valid files: 6 training and 4 test images.
-fn folder(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpu-train-mnist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn folder(name: &str) -> TempPath {
+    let dir = TempPath::new(&format!("mnist-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     for (file, n) in [(FILES[0], 6), (FILES[2], 4)] {
         gz(&dir.join(file), &idx(2051, &[n, 28, 28], n as usize * 784));
@@ -125,7 +125,7 @@ fn missing_files_are_listed_with_their_source() {
     assert!(!e.contains(&dir.join(FILES[0]).display().to_string()), "only missing files are listed: {e}");
     assert!(e.contains("yann.lecun.com"), "{e}");
     // An empty root: the files are expected in its mnist/ folder.
-    let empty = std::env::temp_dir().join(format!("gpu-train-empty-{}", std::process::id()));
+    let empty = TempPath::new("mnist-empty-root");
     std::fs::create_dir_all(&empty).unwrap();
     let e = load_err(&empty);
     assert!(e.contains(&empty.join("mnist").join(FILES[0]).display().to_string()), "{e}");

@@ -2,14 +2,14 @@
 
 mod common;
 
+use common::TempPath;
 use gpu_train::data::warwick;
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A data folder with `n` valid pairs in Train/ and Test/.
-fn folder(name: &str, n: usize) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpu-train-warwick-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn folder(name: &str, n: usize) -> TempPath {
+    let dir = TempPath::new(&format!("warwick-{name}"));
     for split in ["Train", "Test"] {
         std::fs::create_dir_all(dir.join(split)).unwrap();
         for i in 1..=n {
@@ -109,7 +109,7 @@ fn empty_or_wrong_layout_is_explained() {
     let dir = folder("empty", 0);
     let e = load_err(&dir);
     assert!(e.contains("Train") && e.contains("no image_NN.png") && e.contains("expected layout"), "{e}");
-    let bare = std::env::temp_dir().join(format!("gpu-train-warwick-bare-{}", std::process::id()));
+    let bare = TempPath::new("warwick-bare");
     std::fs::create_dir_all(&bare).unwrap();
     let e = load_err(&bare);
     assert!(e.contains(&bare.join("warwick").join("Train").display().to_string()) && e.contains("Source:"), "{e}");

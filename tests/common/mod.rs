@@ -8,7 +8,7 @@ use gpu_train::backend::Backend;
 use gpu_train::checkpoint::{load, Tensor};
 use gpu_train::graph::{BufDesc, BufId, Dtype, Op, Step};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// `GPU_TRAIN_GOLDEN`, else `../shared/golden` beside the repository.
@@ -154,9 +154,49 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// A fresh (removed) path in the temporary folder, unique to this test process.
-pub fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpu-train-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh (removed) path in the temporary folder, unique to this test process; whatever the
+/// test puts there is removed when the value is dropped.
+pub struct TempPath(PathBuf);
+
+impl TempPath {
+    /// `gpu-train-{name}-{process id}` in the temporary folder.
+    pub fn new(name: &str) -> Self {
+        let path = TempPath(std::env::temp_dir().join(format!("gpu-train-{name}-{}", std::process::id())));
+        path.remove();
+        path
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.0).or_else(|_| std::fs::remove_file(&self.0));
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempPath {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+/// A [`TempPath`] for a test of the command line or a run.
+pub fn tmp(name: &str) -> TempPath {
+    TempPath::new(&format!("test-{name}"))
 }
