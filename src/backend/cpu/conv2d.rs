@@ -5,8 +5,9 @@
 use super::gemm::{
     copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
 };
-use super::{cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
+use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
+use crate::model::Act;
 use std::ops::Range;
 
 /// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
@@ -215,7 +216,8 @@ fn forward_in(
     });
 }
 
-/// `gw`, `gb` and, when asked, `gx`. `scratch` holds [`scratch_len`] floats; `partial` is the
+/// `gw`, `gb` and, when asked, `gx`, then in place `gx·f'(y)` for a fused activation
+/// `act = (f, y)`, unit by unit. `scratch` holds [`scratch_len`] floats; `partial` is the
 /// weight-gradient partials' space.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -223,6 +225,7 @@ pub fn backward(
     w: &[f32],
     gy: &[f32],
     gx: Option<&mut [f32]>,
+    act: Option<(Act, &[f32])>,
     gw: &mut [f32],
     gb: &mut [f32],
     scratch: &mut [f32],
@@ -261,24 +264,28 @@ pub fn backward(
     for_units(n * cparts, scratch, unit_len, |u, buf| {
         let (s, c0) = (u / cparts, u % cparts * per);
         let chans = c0..(c0 + per).min(g.c_in);
-        let gys = &gy[s * ol..][..ol];
+        let (gys, at) = (&gy[s * ol..][..ol], s * xl + c0 * hw);
         // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
-        let gxs = unsafe { out.slice(s * xl + c0 * hw, chans.len() * hw) };
+        let gxs = unsafe { out.slice(at, chans.len() * hw) };
         if g.k == 1 {
             let wt = View { data: &w[c0..], rs: 1, cs: g.c_in };
-            return gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
+            gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
+        } else {
+            let (gy_pad, gx_pad) = buf.split_at_mut(padded_len(g, g.c_out, g.h));
+            pad(gys, g, g.c_out, 0..g.h, gy_pad);
+            // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to
+            // `gx[c, iy, ix]`, taps in order; past the image it reads the border's zeros.
+            for t in 0..kk {
+                let shift = (2 * p - t / g.k) * wp + 2 * p - t % g.k;
+                let wt = View { data: &w[c0 * kk + t..], rs: kk, cs: g.c_in * kk };
+                let b_op = View { data: &gy_pad[shift..], rs: plane, cs: 1 };
+                gemm(chans.len(), g.c_out, q, wt, b_op, if t == 0 { 0.0 } else { 1.0 }, gx_pad);
+            }
+            copy_rows(gx_pad, wp, gxs, g.w, chans.len() * g.h, g.w);
         }
-        let (gy_pad, gx_pad) = buf.split_at_mut(padded_len(g, g.c_out, g.h));
-        pad(gys, g, g.c_out, 0..g.h, gy_pad);
-        // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to `gx[c, iy, ix]`,
-        // taps in order; past the image it reads the border's zeros.
-        for t in 0..kk {
-            let shift = (2 * p - t / g.k) * wp + 2 * p - t % g.k;
-            let wt = View { data: &w[c0 * kk + t..], rs: kk, cs: g.c_in * kk };
-            let b_op = View { data: &gy_pad[shift..], rs: plane, cs: 1 };
-            gemm(chans.len(), g.c_out, q, wt, b_op, if t == 0 { 0.0 } else { 1.0 }, gx_pad);
+        if let Some((f, y)) = act {
+            activation::apply_grad(f, &y[at..][..gxs.len()], gxs);
         }
-        copy_rows(gx_pad, wp, gxs, g.w, chans.len() * g.h, g.w);
     });
 }
 
@@ -363,7 +370,7 @@ mod tests {
         let mut scratch = vec![0.0; scratch_len(&g)];
         let mut partial = Vec::new();
         forward(ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: None }, None, &mut scratch, n, &g);
-        backward(&x, &w, &gy, Some(&mut gx), &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);
+        backward(&x, &w, &gy, Some(&mut gx), None, &mut gw, &mut gb, &mut scratch, &mut partial, n, &g);
         // The input pixel under tap (ky, kx) of output pixel (oy, ox), if inside.
         let at = |oy: usize, ox: usize, ky: usize, kx: usize| {
             let (iy, ix) = ((oy + ky).checked_sub(1)?, (ox + kx).checked_sub(1)?);

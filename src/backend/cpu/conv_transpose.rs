@@ -3,8 +3,9 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{cut, for_units, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
+use super::{activation, cut, for_units, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
+use crate::model::Act;
 use rayon::prelude::*;
 
 /// `z`'s floats per sample (rows [`row_stride`] apart).
@@ -83,13 +84,15 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     });
 }
 
-/// `gw`, `gb` and, when asked, `gx`; `scratch` ([`scratch_len`]) and `partial` are scratch.
+/// `gw`, `gb` and, when asked, `gx`, then in place `gx·f'(y)` for a fused activation
+/// `act = (f, y)`, unit by unit; `scratch` ([`scratch_len`]) and `partial` are scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     w: &[f32],
     gy: &[f32],
     gx: Option<&mut [f32]>,
+    act: Option<(Act, &[f32])>,
     gw: &mut [f32],
     gb: &mut [f32],
     scratch: &mut [f32],
@@ -120,9 +123,13 @@ pub fn backward(
     for_units(n * cparts, &mut [], 0, |u, _| {
         let (s, c0) = (u / cparts, u % cparts * per);
         let chans = c0..(c0 + per).min(g.c_in);
+        let at = s * xl + c0 * hw;
         // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
-        let gxs = unsafe { out.slice(s * xl + c0 * hw, chans.len() * hw) };
+        let gxs = unsafe { out.slice(at, chans.len() * hw) };
         gemm(chans.len(), o4, hw, View::rows(&w[c0 * o4..], o4), View::rows(&z[s * zl..], st), 0.0, gxs);
+        if let Some((f, y)) = act {
+            activation::apply_grad(f, &y[at..][..gxs.len()], gxs);
+        }
     });
 }
 

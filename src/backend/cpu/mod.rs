@@ -157,6 +157,16 @@ impl<'a> Activate<'a> {
     }
 }
 
+/// A convolution's input gradient `gx` and the activation backward fused into it: that
+/// activation's output takes `gx`'s place (nothing else reads `gx`), and the activation (its
+/// function and forward output) runs there in place.
+fn grad_in_place(gx: Option<BufId>, act: Option<(Act, BufId, BufId)>) -> (Option<BufId>, Option<(Act, BufId)>) {
+    match act {
+        Some((f, y, out)) => (Some(out), Some((f, y))),
+        None => (gx, None),
+    }
+}
+
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);
@@ -278,12 +288,16 @@ impl CpuBackend {
     }
 
     /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
-    /// convolution, backward after max pooling's backward; and `pool`, a max pooling after a
+    /// convolution, backward after a convolution's or max pooling's backward; and `pool`, a max pooling after a
     /// convolution (and its activation). With `keep` false, no later op reads the output of
     /// `op` that `fused` reads, and it is not written.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
         let act = match fused {
             Some(&Op::Activation { act, y, .. }) => Some((act, y)),
+            _ => None,
+        };
+        let act_grad = match fused {
+            Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
             _ => None,
         };
         let pool = match pool {
@@ -341,8 +355,10 @@ impl CpuBackend {
                 })
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
+                let (gx, act) = grad_in_place(gx, act_grad);
                 self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
-                    conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, col, partial, n, g)
+                    let act = act.map(|(f, y)| (f, be.f(y)));
+                    conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, act, gw, gb, col, partial, n, g)
                 })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
@@ -352,8 +368,10 @@ impl CpuBackend {
                 })
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
+                let (gx, act) = grad_in_place(gx, act_grad);
                 self.conv_backward(x, gx, gw, gb, conv_transpose::scratch_len(g, n), |be, gx, gw, gb, z, partial| {
-                    conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, gw, gb, z, partial, n, g)
+                    let act = act.map(|(f, y)| (f, be.f(y)));
+                    conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, act, gw, gb, z, partial, n, g)
                 })
             }
             Op::MaxPool2d { x, y, argmax, ref shape } => {
@@ -363,17 +381,13 @@ impl CpuBackend {
                 self.bufs[argmax.0] = Buf::U32(am);
             }
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
-                let fused = match fused {
-                    Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
-                    _ => None,
-                };
                 // Without `keep`, the pooling's gradient goes straight into the activation's.
-                let (gx, out) = match fused {
+                let (gx, out) = match act_grad {
                     Some((_, _, out)) if !keep => (out, None),
-                    _ => (gx, fused.map(|(_, _, out)| out)),
+                    _ => (gx, act_grad.map(|(_, _, out)| out)),
                 };
                 let (mut gxv, mut outv) = (self.take(gx), out.map(|id| self.take(id)));
-                let act = fused.map(|(f, y, _)| (f, self.f(y), outv.as_deref_mut()));
+                let act = act_grad.map(|(f, y, _)| (f, self.f(y), outv.as_deref_mut()));
                 maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, act, n, shape);
                 self.put(gx, gxv);
                 self.put_opt(out, outv);
@@ -502,6 +516,17 @@ impl Backend for CpuBackend {
                         Op::MaxPool2dBackward { gx, .. },
                         Some(next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
                     ) if gy == *gx && out != *gx && act != Act::Softmax => Some(next),
+                    // After a convolution's backward only when nothing later reads its gradient.
+                    (
+                        Op::Conv2dBackward { gx: Some(gx), .. } | Op::ConvTranspose2dBackward { gx: Some(gx), .. },
+                        Some(next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
+                    ) if gy == *gx
+                        && out != *gx
+                        && act != Act::Softmax
+                        && !ops[i + 2..].iter().any(|o| o.reads(*gx)) =>
+                    {
+                        Some(next)
+                    }
                     _ => None,
                 };
                 // Max pooling runs inside a convolution (and its activation) whose output it reads.
@@ -541,14 +566,18 @@ mod tests {
     use crate::model::Shape;
     use crate::rng::Rng;
 
-    /// A convolution with its activation and pooling, and pooling's backward with the
-    /// activation's, run fused in one call: the same bits as op by op (one call each, which
-    /// fuses nothing), whether or not a later op reads the buffers between the fused ops.
+    /// A convolution with its activation and pooling, pooling's backward with the activation's,
+    /// and a convolution's backward with an activation's, run fused in one call: the same bits
+    /// as op by op (one call each, which fuses nothing), whether or not a later op reads the
+    /// buffers between the fused ops.
     #[test]
     fn fused_ops_match_op_by_op() {
         let (n, g) = (3, ConvGeom { c_in: 2, c_out: 4, h: 6, w: 6, k: 3 });
         let (xl, yl, pl) = (2 * 36, 4 * 36, 4 * 9);
-        let lens = [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl, n * yl, n * yl];
+        let lens = [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl]
+            .into_iter()
+            .chain([n * yl, n * yl, 4 * 18, 4, n * xl, n * xl, n * xl])
+            .collect::<Vec<_>>();
         let descs: Vec<BufDesc> = lens
             .iter()
             .enumerate()
@@ -559,7 +588,7 @@ mod tests {
                 set: None,
             })
             .collect();
-        let [x, w, b, y, a, py, pa, gpy, gpool, ga, r1, r2] = std::array::from_fn(BufId);
+        let [x, w, b, y, a, py, pa, gpy, gpool, ga, r1, r2, gw, gb, gx, gxa, r3] = std::array::from_fn(BufId);
         let (shape, relu) = (Shape { c: 4, h: 6, w: 6 }, Act::Relu);
         let ops = [
             Op::Conv2d { x, w, b, y, g },
@@ -567,9 +596,12 @@ mod tests {
             Op::MaxPool2d { x: a, y: py, argmax: pa, shape },
             Op::MaxPool2dBackward { gy: gpy, argmax: pa, gx: gpool, shape },
             Op::ActivationBackward { act: relu, y: a, gy: gpool, gx: ga, per: yl },
+            Op::Conv2dBackward { x, w, gy: ga, gx: Some(gx), gw, gb, g },
+            Op::ActivationBackward { act: Act::Sigmoid, y: x, gy: gx, gx: gxa, per: xl },
             // Readers of the buffers between the fused ops, so that they must be written.
             Op::Activation { act: Act::Tanh, x: y, y: r1, per: yl },
             Op::Activation { act: Act::Tanh, x: gpool, y: r2, per: yl },
+            Op::Activation { act: Act::Tanh, x: gx, y: r3, per: xl },
         ];
         let mut rng = Rng::new(14);
         let inputs: Vec<(BufId, Vec<f32>)> =
@@ -586,11 +618,11 @@ mod tests {
                 ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
             }
             let bits = |id: BufId| be.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            ([a, py, ga, r1, r2].map(bits), be.u32(pa).to_vec())
+            ([a, py, ga, gw, gb, gxa, r1, r2, r3].map(bits), be.u32(pa).to_vec())
         };
         let (alone, fused) = (run(&ops, false), run(&ops, true));
         assert!(alone == fused, "with readers");
-        let (alone, fused) = (run(&ops[..5], false), run(&ops[..5], true));
-        assert!(alone.0[..3] == fused.0[..3] && alone.1 == fused.1, "without readers");
+        let (alone, fused) = (run(&ops[..7], false), run(&ops[..7], true));
+        assert!(alone.0[..6] == fused.0[..6] && alone.1 == fused.1, "without readers");
     }
 }
