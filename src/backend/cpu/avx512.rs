@@ -1,5 +1,6 @@
-//! Products whose right operand is row-major, read in place with AVX-512: no packing, which for
-//! the small channel counts of these networks costs as much as the arithmetic.
+//! Products whose right operand is read in place with AVX-512 (row-major, or rows at a
+//! convolution's tap offsets): no packing, which for the small channel counts of these networks
+//! costs as much as the arithmetic. Also the vector rows of pooling, transposes and copies.
 //!
 //! Every output element is summed in matrixmultiply's order: one fused multiply-add chain from
 //! zero over each block of [`KC`] terms, each block then added to `c` (or stored, for the first

@@ -1,21 +1,22 @@
-//! Conv2D, stride 1, 'same' zero padding, as im2col + GEMM, a cache-sized block of image rows
-//! of one sample at a time.
+//! Conv2D, stride 1, 'same' zero padding, as products over a cache-sized block of image rows of
+//! one sample at a time: the forward reads the kernel's taps in place from a zero-bordered copy
+//! of the block (or from its im2col matrix), the weight gradient from im2col blocks, and the
+//! input gradient is one product per tap over the zero-bordered output gradient.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{
     copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
 };
-use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
+use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS};
 use crate::graph::ConvGeom;
 use crate::model::Act;
 use std::ops::Range;
 
 /// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
-/// `ox + kx - p` lies inside the image, and that input column for the first of them.
-fn valid_cols(kx: usize, p: usize, w: usize) -> (Range<usize>, usize) {
+/// `ox + kx - p` lies inside the image.
+fn valid_cols(kx: usize, p: usize, w: usize) -> Range<usize> {
     let lo = p.saturating_sub(kx).min(w);
-    let hi = (w + p).saturating_sub(kx).min(w).max(lo);
-    (lo..hi, lo + kx - p.min(lo + kx))
+    lo..(w + p).saturating_sub(kx).min(w).max(lo)
 }
 
 /// For kernel tap (`ky`, `kx`) and the output pixels `i` of image rows `rows` (numbered from
@@ -53,7 +54,7 @@ fn im2col(x: &[f32], g: &ConvGeom, rows: Range<usize>, taps: Range<usize>, col: 
         out[..inside.start].fill(0.0);
         out[inside.end..].fill(0.0);
         out[inside.clone()].copy_from_slice(&plane[src..][..inside.len()]);
-        zero_edges(out, g.w, &valid_cols(kx, k / 2, g.w).0);
+        zero_edges(out, g.w, &valid_cols(kx, k / 2, g.w));
     }
 }
 
@@ -141,7 +142,7 @@ pub fn scratch_len(g: &ConvGeom) -> usize {
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample; with an activation,
 /// each block is activated while in cache, and with `pool` (output and argmax of a max pooling of
 /// the result, [`pools_in_blocks`]), pooled. `scratch` holds [`scratch_len`] floats.
-pub fn forward(io: ForwardIo, pool: Option<(&mut [f32], &mut [u32])>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
+pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     // Reading the taps in place costs a bordered copy of the input, a bias fill and a copy of
     // the output instead of im2col's k² copies of the input: a gain when those are fewer floats.
     let taps = g.k > 1 && taps_in_place() && g.k * g.k * g.c_in > g.c_in + 2 * g.c_out;
@@ -150,14 +151,7 @@ pub fn forward(io: ForwardIo, pool: Option<(&mut [f32], &mut [u32])>, scratch: &
 
 /// [`forward`] through products that read the kernel's taps in place from zero-bordered copies of
 /// the input (`taps`), or through im2col blocks. The same sums in the same order either way.
-fn forward_in(
-    io: ForwardIo,
-    pool: Option<(&mut [f32], &mut [u32])>,
-    scratch: &mut [f32],
-    n: usize,
-    g: &ConvGeom,
-    taps: bool,
-) {
+fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize, g: &ConvGeom, taps: bool) {
     let ForwardIo { x, w, b, y, act } = io;
     let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
     let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));

@@ -1,5 +1,5 @@
 //! Conv2DTranspose, kernel 2, stride 2: each input pixel writes its own 2x2 output block, so the
-//! op is one GEMM per sample plus a scatter. Shapes: `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`,
+//! op is one GEMM per sample plus an interleave of its rows. Shapes: `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`,
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};

@@ -1,6 +1,7 @@
 //! Matrix products: a packing-free AVX-512 kernel when the right operand is row-major and some
-//! dimension is small, else `matrixmultiply`; both give the same bits. Split across threads by
-//! rows of the output.
+//! dimension is small (or its rows are a convolution's taps), else `matrixmultiply`; both give
+//! the same bits. Split across threads by rows or column blocks of the output. Also the copies
+//! and transposes that arrange their operands.
 
 use rayon::prelude::*;
 use std::marker::PhantomData;

@@ -124,6 +124,9 @@ pub struct ForwardIo<'a> {
     act: Option<(Act, Option<&'a mut [f32]>)>,
 }
 
+/// The output and argmax of a max pooling fused into the convolution before it.
+pub type Pooled<'a> = (&'a mut [f32], &'a mut [u32]);
+
 /// [`ForwardIo`]'s activation, shared by the units of the op.
 struct Activate<'a> {
     act: Act,
@@ -243,7 +246,7 @@ impl CpuBackend {
         keep: bool,
         pool: Option<(BufId, BufId)>,
         scratch_len: usize,
-        f: impl FnOnce(&Self, &mut [f32], Option<(Act, Option<&mut [f32]>)>, Option<(&mut [f32], &mut [u32])>, &mut [f32]),
+        f: impl FnOnce(&Self, &mut [f32], Option<(Act, Option<&mut [f32]>)>, Option<Pooled>, &mut [f32]),
     ) {
         let (y, out) = match act {
             Some((_, out)) if !keep => (out, None),
@@ -288,9 +291,9 @@ impl CpuBackend {
     }
 
     /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
-    /// convolution, backward after a convolution's or max pooling's backward; and `pool`, a max pooling after a
-    /// convolution (and its activation). With `keep` false, no later op reads the output of
-    /// `op` that `fused` reads, and it is not written.
+    /// convolution, backward after a convolution's or max pooling's backward; and `pool`, a max
+    /// pooling after a convolution (and its activation). With `keep` false, no later op reads
+    /// the output of `op` that `fused` reads, and it is not written.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
         let act = match fused {
             Some(&Op::Activation { act, y, .. }) => Some((act, y)),
