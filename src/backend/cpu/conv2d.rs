@@ -7,7 +7,7 @@
 use super::gemm::{
     copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
 };
-use super::{activation, cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS};
+use super::{for_units, input_grad, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS};
 use crate::graph::ConvGeom;
 use crate::model::Act;
 use std::ops::Range;
@@ -248,38 +248,29 @@ pub fn backward(
         }
     });
     let Some(gx) = gx else { return };
-    // Units of one sample's channels `chans`: the output gradient with a zero border of `k/2`
-    // (each plane `h + 2p` rows of `w + 2p`), then per tap a product that adds that tap's
-    // share to the input gradient, also `w + 2p` wide, whose first `w` columns are `gx`.
-    let (per, cparts) = cut(g.c_in, n);
+    // Per unit: the output gradient with a zero border of `k/2` (each plane `h + 2p` rows of
+    // `w + 2p`), then per tap a product that adds that tap's share to the input gradient, also
+    // `w + 2p` wide, whose first `w` columns are `gx`.
     let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
-    let (plane, q, unit_len) = ((g.h + 2 * p) * wp, g.h * wp, gx_unit_len(g, per));
-    let out = Shared::new(&mut gx[..n * xl]);
-    for_units(n * cparts, scratch, unit_len, |u, buf| {
-        let (s, c0) = (u / cparts, u % cparts * per);
-        let chans = c0..(c0 + per).min(g.c_in);
-        let (gys, at) = (&gy[s * ol..][..ol], s * xl + c0 * hw);
-        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
-        let gxs = unsafe { out.slice(at, chans.len() * hw) };
+    let (plane, q) = ((g.h + 2 * p) * wp, g.h * wp);
+    let unit_len = |chans| gx_unit_len(g, chans);
+    input_grad(gx, act, n, g.c_in, hw, scratch, unit_len, |s, chans, gxs, buf| {
+        let (gys, c0) = (&gy[s * ol..][..ol], chans.start);
         if g.k == 1 {
             let wt = View { data: &w[c0..], rs: 1, cs: g.c_in };
-            gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
-        } else {
-            let (gy_pad, gx_pad) = buf.split_at_mut(padded_len(g, g.c_out, g.h));
-            pad(gys, g, g.c_out, 0..g.h, gy_pad);
-            // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to
-            // `gx[c, iy, ix]`, taps in order; past the image it reads the border's zeros.
-            for t in 0..kk {
-                let shift = (2 * p - t / g.k) * wp + 2 * p - t % g.k;
-                let wt = View { data: &w[c0 * kk + t..], rs: kk, cs: g.c_in * kk };
-                let b_op = View { data: &gy_pad[shift..], rs: plane, cs: 1 };
-                gemm(chans.len(), g.c_out, q, wt, b_op, if t == 0 { 0.0 } else { 1.0 }, gx_pad);
-            }
-            copy_rows(gx_pad, wp, gxs, g.w, chans.len() * g.h, g.w);
+            return gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
         }
-        if let Some((f, y)) = act {
-            activation::apply_grad(f, &y[at..][..gxs.len()], gxs);
+        let (gy_pad, gx_pad) = buf.split_at_mut(padded_len(g, g.c_out, g.h));
+        pad(gys, g, g.c_out, 0..g.h, gy_pad);
+        // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to `gx[c, iy, ix]`,
+        // taps in order; past the image it reads the border's zeros.
+        for t in 0..kk {
+            let shift = (2 * p - t / g.k) * wp + 2 * p - t % g.k;
+            let wt = View { data: &w[c0 * kk + t..], rs: kk, cs: g.c_in * kk };
+            let b_op = View { data: &gy_pad[shift..], rs: plane, cs: 1 };
+            gemm(chans.len(), g.c_out, q, wt, b_op, if t == 0 { 0.0 } else { 1.0 }, gx_pad);
         }
+        copy_rows(gx_pad, wp, gxs, g.w, chans.len() * g.h, g.w);
     });
 }
 

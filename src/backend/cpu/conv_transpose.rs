@@ -3,7 +3,7 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{activation, cut, for_units, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
+use super::{cut, for_units, input_grad, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use crate::model::Act;
 use rayon::prelude::*;
@@ -118,19 +118,19 @@ pub fn backward(
         gemm(rows.len(), hw, g.c_in, a, View::rows(&x_t[s * xl..][..xl], g.c_in), 1.0, acc);
     });
     let Some(gx) = gx else { return };
-    let (per, cparts) = cut(g.c_in, n);
-    let out = Shared::new(&mut gx[..n * xl]);
-    for_units(n * cparts, &mut [], 0, |u, _| {
-        let (s, c0) = (u / cparts, u % cparts * per);
-        let chans = c0..(c0 + per).min(g.c_in);
-        let at = s * xl + c0 * hw;
-        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
-        let gxs = unsafe { out.slice(at, chans.len() * hw) };
-        gemm(chans.len(), o4, hw, View::rows(&w[c0 * o4..], o4), View::rows(&z[s * zl..], st), 0.0, gxs);
-        if let Some((f, y)) = act {
-            activation::apply_grad(f, &y[at..][..gxs.len()], gxs);
-        }
-    });
+    input_grad(
+        gx,
+        act,
+        n,
+        g.c_in,
+        hw,
+        &mut [],
+        |_| 0,
+        |s, chans, gxs, _| {
+            let (wt, zs) = (View::rows(&w[chans.start * o4..], o4), View::rows(&z[s * zl..], st));
+            gemm(chans.len(), o4, hw, wt, zs, 0.0, gxs);
+        },
+    );
 }
 
 #[cfg(test)]

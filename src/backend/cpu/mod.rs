@@ -82,6 +82,35 @@ fn for_units(units: usize, bufs: &mut [f32], per: usize, f: impl Fn(usize, &mut 
     }
 }
 
+/// The input gradient `gx[n, c_in, hw]` in units of one sample's channels (as many per unit as
+/// [`cut`] gives for `per_buf` floats of `bufs` each): `f(s, chans, gx, buf)` writes channels
+/// `chans` of sample `s`, then a fused activation's backward `act = (f, y)` runs on them in
+/// place.
+#[allow(clippy::too_many_arguments)]
+fn input_grad(
+    gx: &mut [f32],
+    act: Option<(Act, &[f32])>,
+    n: usize,
+    c_in: usize,
+    hw: usize,
+    bufs: &mut [f32],
+    per_buf: impl Fn(usize) -> usize,
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [f32], &mut [f32]) + Sync,
+) {
+    let (per, parts) = cut(c_in, n);
+    let out = Shared::new(&mut gx[..n * c_in * hw]);
+    for_units(n * parts, bufs, per_buf(per), |u, buf| {
+        let (s, c0) = (u / parts, u % parts * per);
+        let (chans, at) = (c0..(c0 + per).min(c_in), (s * c_in + c0) * hw);
+        // SAFETY: unit `u` alone writes channels `chans` of sample `s`.
+        let gxs = unsafe { out.slice(at, chans.len() * hw) };
+        f(s, chans, gxs, buf);
+        if let Some((f, y)) = act {
+            activation::apply_grad(f, &y[at..][..gxs.len()], gxs);
+        }
+    });
+}
+
 /// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`. `term(s, acc, part, buf)` adds sample
 /// `s`'s part to rows `part` of `acc`, the transpose `[cols, rows]` (so that the products' right
 /// operands are row-major), with `buf` (`per` floats) to work in. The batch is cut into
