@@ -189,9 +189,19 @@ impl<'a> Activate<'a> {
     }
 }
 
-/// A convolution's input gradient `gx` and the activation backward fused into it: that
-/// activation's output takes `gx`'s place (nothing else reads `gx`), and the activation (its
-/// function and forward output) runs there in place.
+/// The buffers an op and the activation fused after it write: the op's own output `mid` and
+/// the activation's `out`, or, when no later op reads `mid` (`keep` false), `out` alone, the
+/// activation then running in place there.
+fn fused_outputs(mid: BufId, out: Option<BufId>, keep: bool) -> (BufId, Option<BufId>) {
+    match out {
+        Some(out) if !keep => (out, None),
+        _ => (mid, out),
+    }
+}
+
+/// A convolution's input gradient `gx` and the activation backward fused into it, which is only
+/// done when nothing else reads `gx`: the activation's output takes `gx`'s place, and the
+/// activation (its function and forward output) runs there in place.
 fn grad_in_place(gx: Option<BufId>, act: Option<(Act, BufId, BufId)>) -> (Option<BufId>, Option<(Act, BufId)>) {
     match act {
         Some((f, y, out)) => (Some(out), Some((f, y))),
@@ -277,10 +287,7 @@ impl CpuBackend {
         scratch_len: usize,
         f: impl FnOnce(&Self, &mut [f32], Option<(Act, Option<&mut [f32]>)>, Option<Pooled>, &mut [f32]),
     ) {
-        let (y, out) = match act {
-            Some((_, out)) if !keep => (out, None),
-            _ => (y, act.map(|(_, out)| out)),
-        };
+        let (y, out) = fused_outputs(y, act.map(|(_, out)| out), keep);
         let (mut yv, mut outv) = (self.take(y), out.map(|id| self.take(id)));
         let mut pv = pool.map(|(py, pa)| (self.take(py), self.take_u32(pa)));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
@@ -413,11 +420,7 @@ impl CpuBackend {
                 self.bufs[argmax.0] = Buf::U32(am);
             }
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
-                // Without `keep`, the pooling's gradient goes straight into the activation's.
-                let (gx, out) = match act_grad {
-                    Some((_, _, out)) if !keep => (out, None),
-                    _ => (gx, act_grad.map(|(_, _, out)| out)),
-                };
+                let (gx, out) = fused_outputs(gx, act_grad.map(|(_, _, out)| out), keep);
                 let (mut gxv, mut outv) = (self.take(gx), out.map(|id| self.take(id)));
                 let act = act_grad.map(|(f, y, _)| (f, self.f(y), outv.as_deref_mut()));
                 maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, act, n, shape);
