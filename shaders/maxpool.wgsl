@@ -3,8 +3,10 @@
 // maxima are kept), and a later element wins only when strictly greater, as on the CPU.
 //   forward:  y and argmax (the maximum's flat index within its sample).
 //   backward: gx[i] = gy[o] where argmax[o] == i for i's window o, else 0; one thread per
-//             input element, so no two threads write one place.
-// Bindings: src (x or gy), argmax (u32), dst (y or gx).
+//             input element, so no two threads write one place. With FUSE = 1 it also runs
+//             the backward of the activation before the pooling (act.wgsl, from that
+//             activation's output act_in): act_out[i] = gx[i]·activate'(act_in[i]).
+// Bindings: src (x or gy), argmax (u32), dst (y or gx), act_in, act_out.
 
 struct P {
     c: u32,
@@ -16,6 +18,10 @@ struct P {
 @group(0) @binding(2) var<storage, read_write> src: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(5) var<storage, read_write> act_in: array<f32>;
+@group(0) @binding(6) var<storage, read_write> act_out: array<f32>;
+
+override FUSE: u32 = 0u;
 
 @compute @workgroup_size(256)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -64,4 +70,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         }
     }
     dst[i] = g;
+    if FUSE == 1u {
+        act_out[i] = g * derivative(act_in[i]);
+    }
 }

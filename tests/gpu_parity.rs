@@ -132,6 +132,31 @@ fn maxpool_odd_sizes_and_negative_maxima() {
     }
 }
 
+/// An activation, pooling, and their backward passes in the order of a training step; the GPU
+/// runs the two backward passes as one launch. The pooling's gradient is read once more at the
+/// end: the CPU writes an intermediate gradient only when a later op reads it.
+#[test]
+fn activation_then_pooling_and_back() {
+    let mut rng = Rng::new(12);
+    for (n, shape, act) in [(2, Shape::new(3, 7, 6), Act::Relu), (1, Shape::new(2, 5, 9), Act::Tanh)] {
+        let (len, per_out) = (n * shape.len(), shape.c * (shape.h / 2) * (shape.w / 2));
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, len));
+        let gy = r.f32(&normal(&mut rng, n * per_out));
+        let (a, y, ga, gx, again) = (r.zeros(len), r.zeros(n * per_out), r.zeros(len), r.zeros(len), r.zeros(len));
+        let argmax = r.u32(&vec![0; n * per_out]);
+        let per = shape.len();
+        let ops = [
+            Op::Activation { act, x, y: a, per },
+            Op::MaxPool2d { x: a, y, argmax, shape },
+            Op::MaxPool2dBackward { gy, argmax, gx: ga, shape },
+            Op::ActivationBackward { act, y: a, gy: ga, gx, per },
+            Op::Activation { act, x: ga, y: again, per },
+        ];
+        parity(&format!("{} then pooling {shape:?} n {n}", act.name()), &r, &ops, n, 1);
+    }
+}
+
 #[test]
 fn activations_and_dropout() {
     let mut rng = Rng::new(6);

@@ -72,7 +72,8 @@ pub enum Bind {
 pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 
 /// Folds each activation that follows a product of its input (forward, or its gradient going
-/// back) into that product, which then stores both its own result and the activation's.
+/// back) into that product, and each activation's backward that follows a pooling's backward
+/// into the pooling; the producer then stores both its own result and the activation's.
 pub fn fuse_activations(launches: Vec<Launch>) -> Vec<Launch> {
     merge_neighbours(launches, fuse_activation)
 }
@@ -90,11 +91,19 @@ fn merge_neighbours(launches: Vec<Launch>, merge: impl Fn(&Launch, &Launch) -> O
     out
 }
 
-fn fuse_activation(product: &Launch, act: &Launch) -> Option<Launch> {
-    let k = &product.kernel;
-    let bound = |l: &Launch, slot: u32| l.binds.iter().find(|b| b.0 == slot).map(|b| b.1);
-    let plain = k.family.is_gemm() && k.entry == "matmul" && k.constant("SPLITS") == Some(0);
-    if !plain || k.constant("FUSE").is_some() || act.kernel.family != Family::Activation {
+fn bound(l: &Launch, slot: u32) -> Option<Bind> {
+    l.binds.iter().find(|b| b.0 == slot).map(|b| b.1)
+}
+
+fn fuse_activation(producer: &Launch, act: &Launch) -> Option<Launch> {
+    let k = &producer.kernel;
+    if k.constant("FUSE").is_some() || act.kernel.family != Family::Activation {
+        return None;
+    }
+    if k.family == Family::MaxPool {
+        return fuse_pool_activation(producer, act);
+    }
+    if !(k.family.is_gemm() && k.entry == "matmul" && k.constant("SPLITS") == Some(0)) {
         return None;
     }
     // The activation reads the product's result: as x going forward, as gy going back.
@@ -103,15 +112,27 @@ fn fuse_activation(product: &Launch, act: &Launch) -> Option<Launch> {
         (1, "backward") => (2, 3),
         _ => return None,
     };
-    if bound(act, input)? != bound(product, C)? {
+    if bound(act, input)? != bound(producer, C)? {
         return None;
     }
-    let mut fused = product.clone();
+    let mut fused = producer.clone();
     fused.kernel = fused.kernel.with("FUSE", fuse).with("ACT", act.kernel.constant("ACT")?);
     fused.binds.push((ACT_OUT, bound(act, 4)?));
     if fuse == 2 {
         fused.binds.push((ACT_IN, bound(act, 2)?));
     }
+    Some(fused)
+}
+
+/// A pooling's backward and the backward of the activation that fed the pooling (its gy is
+/// the pooling's gx).
+fn fuse_pool_activation(pool: &Launch, act: &Launch) -> Option<Launch> {
+    if pool.kernel.entry != "backward" || act.kernel.entry != "backward" || bound(act, 3)? != bound(pool, 4)? {
+        return None;
+    }
+    let mut fused = pool.clone();
+    fused.kernel = fused.kernel.with("FUSE", 1).with("ACT", act.kernel.constant("ACT")?);
+    fused.binds.extend([(POOL_ACT_IN, bound(act, 2)?), (POOL_ACT_OUT, bound(act, 4)?)]);
     Some(fused)
 }
 
@@ -192,6 +213,8 @@ const PART: u32 = 6;
 const ACT_OUT: u32 = 7;
 const ACT_IN: u32 = 8;
 const LOSS_PART: u32 = 7;
+const POOL_ACT_IN: u32 = 5;
+const POOL_ACT_OUT: u32 = 6;
 
 /// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 128
 /// terms per slice, at most 512, so that long sums spread over many workgroups; the slices are
@@ -512,6 +535,25 @@ mod tests {
         assert!(fused[0].binds.contains(&(ACT_OUT, Bind::Buf(BufId(2)))));
         // An activation of another buffer stays a launch of its own.
         assert_eq!(fuse_activations(vec![dense(0, 1), relu(3, 2)]).len(), 2);
+    }
+
+    #[test]
+    fn an_activation_backward_after_pooling_backward_is_run_by_the_pooling() {
+        let shape = crate::model::Shape::new(2, 4, 4);
+        let pool = |gx: usize| {
+            let op = Op::MaxPool2dBackward { gy: BufId(0), argmax: BufId(1), gx: BufId(gx), shape };
+            encode(&op, &[])[0].clone()
+        };
+        let act =
+            encode(&Op::ActivationBackward { act: Act::Tanh, y: BufId(3), gy: BufId(2), gx: BufId(4), per: 32 }, &[])
+                [0]
+            .clone();
+        let fused = fuse_activations(vec![pool(2), act.clone()]);
+        assert_eq!(fused.len(), 1);
+        assert_eq!(fused[0].kernel.constant("ACT"), Some(2));
+        assert!(fused[0].binds.contains(&(POOL_ACT_IN, Bind::Buf(BufId(3)))));
+        assert!(fused[0].binds.contains(&(POOL_ACT_OUT, Bind::Buf(BufId(4)))));
+        assert_eq!(fuse_activations(vec![pool(5), act]).len(), 2);
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Family {
     /// the matrix product if used.
     pub fn source(self) -> String {
         let mut s = format!("{COMMON}\n");
-        if self.is_gemm() || self == Family::Activation {
+        if self.is_gemm() || matches!(self, Family::Activation | Family::MaxPool) {
             s.push_str(ACT);
             s.push('\n');
         }
@@ -121,6 +121,7 @@ pub fn all_kernels() -> Vec<Kernel> {
         out.push(Kernel::new(Family::Optim, entry));
     }
     for act in 0..3 {
+        out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act));
         out.push(Kernel::new(Family::Activation, "forward").with("ACT", act));
         out.push(Kernel::new(Family::Activation, "backward").with("ACT", act));
     }
