@@ -7,7 +7,7 @@
 // maps, so no transpose pass is ever run.
 //
 // With SPLITS > 0 (weight gradients, where K runs over the whole batch), workgroup z sums the
-// z-th of SPLITS fixed slices of K into `part[z, M, N]`, and `reduce_splits` adds the slices in
+// z-th of SPLITS fixed slices of K into `part[z, M, N]`, and `reduce.wgsl` adds the slices in
 // order into `c` (with one slice the sum goes straight to `c`; with BIAS_COL the bias gradient
 // comes as one more column, stored into `bias`). SPLITS = 0 is a plain product,
 // stored by store_c. The summation order depends on the shapes only, never on timing.
@@ -190,26 +190,5 @@ fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
     if li == 0u {
         store_slice(wg.z, m, 0u, total.x);
-    }
-}
-
-// Element i of the M·N result (M·(N+1) with the bias column) = Σ_z part[z, i] over the SPLITS
-// slices by a fixed tree; one workgroup per element.
-@compute @workgroup_size(256)
-fn reduce_splits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-                 @builtin(local_invocation_index) li: u32) {
-    let d = dims();
-    let len = d.x * d.y;
-    let i = wg.x + wg.y * groups.x;
-    if i >= len {
-        return;
-    }
-    var s = 0.0;
-    for (var z = li; z < SPLITS; z += 256u) {
-        s += part[z * len + i];
-    }
-    let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
-    if li == 0u {
-        store_sum(i / d.y, i % d.y, total.x);
     }
 }

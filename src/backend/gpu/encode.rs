@@ -2,7 +2,7 @@
 //! Pure data, built once per op list; `n` (the batch) is applied when a step is recorded.
 
 use super::shaders::{self, Family, Kernel};
-use crate::graph::{BufDesc, BufId, ConvGeom, Op};
+use crate::graph::{BufDesc, BufId, ConvGeom, Op, ParamSet};
 use crate::model::Act;
 
 /// A count that may grow with the batch: `per_n·n + fixed`.
@@ -186,6 +186,120 @@ fn merge_update(a: &Launch, b: &Launch, place: Place) -> Option<Launch> {
     Some(Launch { binds: binds.collect(), params, grid: Grid::Flat(Size::fixed(len)), ..a.clone() })
 }
 
+/// Gives every launch that needs scratch a region of its own (at a 256-byte boundary, as
+/// storage bindings need); a launch that binds scratch without needing any reads what the
+/// launch before it wrote (a loss's total, a sum of slices). Returns the launches and the
+/// scratch floats they need in all.
+pub fn place_scratch(mut launches: Vec<Launch>) -> (Vec<Launch>, usize) {
+    let mut end = 0;
+    for i in 0..launches.len() {
+        if launches[i].scratch > 0 {
+            launches[i].scratch_at = end;
+            end += launches[i].scratch.next_multiple_of(64);
+        } else if i > 0 && launches[i].binds.iter().any(|b| b.1 == Bind::Scratch) {
+            let at = launches[i - 1].scratch_at;
+            launches[i].scratch_at = at;
+            for slices in &mut launches[i].sums {
+                slices.at = at;
+            }
+        }
+    }
+    (launches, end)
+}
+
+/// Outputs of one sum-of-slices launch (bindings o0..o5 of `reduce.wgsl`).
+const SUM_OUTPUTS: usize = 6;
+/// Segments of one sum-of-slices launch (`MAX_SEGMENTS` in `reduce.wgsl`).
+const SUM_SEGMENTS: usize = 16;
+
+/// Merges the step's sums of slices into as few launches as bindings allow, each placed before
+/// the first launch that reads what it writes (the optimiser's, or an L2 penalty's), so that a
+/// step adds all its weight gradients' slices in one launch. Gradients of one parameter set
+/// share a binding; `set` says which set a buffer belongs to, `place` where it lies in it.
+pub fn combine_sums(launches: Vec<Launch>, set: &dyn Fn(BufId) -> Option<ParamSet>, place: Place) -> Vec<Launch> {
+    let mut out = Vec::with_capacity(launches.len());
+    let mut pending: Vec<Slices> = Vec::new();
+    for l in launches {
+        if !l.sums.is_empty() {
+            let mut more = pending.clone();
+            more.extend(&l.sums);
+            if sum_launch(&more, set, place).is_none() {
+                out.extend(sum_launch(&pending, set, place));
+                more = l.sums.clone();
+            }
+            pending = more;
+            continue;
+        }
+        let writes = |id: BufId| pending.iter().any(|p| p.w == id || p.bias == Some(id));
+        let reads = l.binds.iter().any(|&(_, b)| match b {
+            Bind::Buf(id) => writes(id),
+            Bind::Span(..) => true,
+            Bind::Scratch => false,
+        });
+        if reads || l.kernel.family == Family::Optim {
+            out.extend(sum_launch(&pending, set, place));
+            pending.clear();
+        }
+        out.push(l);
+    }
+    out.extend(sum_launch(&pending, set, place));
+    out
+}
+
+/// One launch adding the slices of `sums`, or `None` when there are none or they need more
+/// bindings or segments than one launch has.
+fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: Place) -> Option<Launch> {
+    if sums.is_empty() || sums.len() > SUM_SEGMENTS {
+        return None;
+    }
+    // Each output's binding: its parameter set's span, or the buffer itself.
+    let outputs: Vec<BufId> = sums.iter().flat_map(|s| std::iter::once(s.w).chain(s.bias)).collect();
+    let mut binds: Vec<(Option<ParamSet>, BufId, BufId)> = Vec::new();
+    for &id in &outputs {
+        let start = |id: BufId| place(id).map_or(0, |p| p.1);
+        match binds.iter_mut().find(|b| b.0.is_some() && b.0 == set(id)) {
+            Some(b) if start(id) < start(b.1) => b.1 = id,
+            Some(b) if start(id) > start(b.2) => b.2 = id,
+            Some(_) => {}
+            None => binds.push((set(id), id, id)),
+        }
+    }
+    if binds.len() > SUM_OUTPUTS {
+        return None;
+    }
+    // (binding, offset in floats) of an output.
+    let locate = |id: BufId| -> [u32; 2] {
+        let b = binds.iter().position(|b| b.1 == id || (b.0.is_some() && b.0 == set(id))).expect("bound above");
+        let offset = match (place(id), place(binds[b].1)) {
+            (Some(p), Some(first)) if binds[b].0.is_some() => (p.1 - first.1) / 4,
+            _ => 0,
+        };
+        [b as u32, offset as u32]
+    };
+    let mut params = vec![sums.len() as u32, 0, 0, 0];
+    let mut first = 0;
+    for s in sums {
+        let [w_out, w_at] = locate(s.w);
+        let [b_out, b_at] = s.bias.map_or([0, 0], locate);
+        params.extend([first, s.len as u32, s.splits, s.at as u32]);
+        params.extend([s.cols as u32, s.bias.is_some().into(), w_at, b_at]);
+        params.extend([w_out, b_out, 0, 0]);
+        first += s.len as u32;
+    }
+    params.resize(4 + 12 * SUM_SEGMENTS, 0);
+    let mut bound = vec![(2, Bind::Scratch)];
+    for (i, &(in_set, first, last)) in binds.iter().enumerate() {
+        let bind = if in_set.is_some() { Bind::Span(first, last) } else { Bind::Buf(first) };
+        bound.push((3 + i as u32, bind));
+    }
+    Some(launch(
+        Kernel::new(Family::Reduce, "sum_slices"),
+        params,
+        &bound,
+        Grid::PerElement(Size::fixed(first as usize)),
+    ))
+}
+
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub kernel: Kernel,
@@ -193,12 +307,30 @@ pub struct Launch {
     pub params: Vec<u32>,
     pub binds: Vec<(u32, Bind)>,
     pub grid: Grid,
-    /// Scratch floats this launch needs.
+    /// Scratch floats this launch needs, and where they start in the scratch buffer.
     pub scratch: usize,
+    pub scratch_at: usize,
+    /// For a sum of slices: the products whose slices it adds.
+    pub sums: Vec<Slices>,
+}
+
+/// One product's weight-gradient slices (see `reduce.wgsl`), to be added into `w` (and the
+/// bias column into `bias`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slices {
+    /// Elements of the result, bias column included.
+    len: usize,
+    splits: u32,
+    /// Columns of the weight gradient (the bias column not counted).
+    cols: usize,
+    w: BufId,
+    bias: Option<BufId>,
+    /// Where the slices start in the scratch buffer.
+    at: usize,
 }
 
 fn launch(kernel: Kernel, params: Vec<u32>, binds: &[(u32, Bind)], grid: Grid) -> Launch {
-    Launch { kernel, params, binds: binds.to_vec(), grid, scratch: 0 }
+    Launch { kernel, params, binds: binds.to_vec(), grid, scratch: 0, scratch_at: 0, sums: Vec::new() }
 }
 
 fn buf(slot: u32, id: BufId) -> (u32, Bind) {
@@ -255,7 +387,8 @@ fn product(
     launch(shaders::gemm(family, mode, 0, (tm, tn)), params.to_vec(), binds, Grid::Tiles { m, n, z, tm, tn })
 }
 
-/// Sums over the batch into `out`, in slices, then the slices added in order: the weight
+/// Sums over the batch into `out`, in slices, then the slices added in order by a launch that
+/// [`combine_sums`] merges with the step's other such launches: the weight
 /// gradient (`b` given: `out[m, n] = Σ_k a[m, k]·b[k, n]`, with the bias gradient `Σ_k a[m, k]`
 /// into `bias` as one more column, if given) or the bias gradient (`out[m] = Σ_k a[m, k]`).
 /// `k_max` is the number of terms at the largest batch. One slice is written straight to `out`.
@@ -271,31 +404,25 @@ fn batch_sum(
     let dest = if s == 1 { buf(C, out) } else { (PART, Bind::Scratch) };
     let cols = n + usize::from(bias.is_some());
     let with_bias = |k: Kernel| if bias.is_some() { k.with("BIAS_COL", 1) } else { k };
-    let (mut sum, mode) = match b {
+    let mut sum = match b {
         Some(b) => {
             let (tm, tn) = tiles(m, cols, s as usize);
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(cols), z, tm, tn };
             let mut binds = vec![buf(A, a), buf(B, b), dest];
             binds.extend(bias.filter(|_| s == 1).map(|g| buf(BIAS, g)));
-            (launch(with_bias(shaders::gemm(family, 2, s, (tm, tn))), params.to_vec(), &binds, grid), 2)
+            launch(with_bias(shaders::gemm(family, 2, s, (tm, tn))), params.to_vec(), &binds, grid)
         }
         None => {
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(1), z, tm: 1, tn: 1 };
-            (launch(shaders::row_sums(family, s), params.to_vec(), &[buf(A, a), dest], grid), 3)
+            launch(shaders::row_sums(family, s), params.to_vec(), &[buf(A, a), dest], grid)
         }
     };
     if s == 1 {
         return vec![sum];
     }
     sum.scratch = s as usize * m * cols;
-    let mut binds = vec![(PART, Bind::Scratch), buf(C, out)];
-    binds.extend(bias.map(|g| buf(BIAS, g)));
-    let reduce = launch(
-        with_bias(shaders::reduce(family, mode, s)),
-        params.to_vec(),
-        &binds,
-        Grid::PerElement(Size::fixed(m * cols)),
-    );
+    let mut reduce = launch(Kernel::new(Family::Reduce, "sum_slices"), Vec::new(), &[(2, Bind::Scratch)], Grid::Single);
+    reduce.sums = vec![Slices { len: m * cols, splits: s, cols: n, w: out, bias, at: 0 }];
     vec![sum, reduce]
 }
 
@@ -492,10 +619,13 @@ mod tests {
     }
 
     /// Buffers 0..4 and their sets' copies (+10, +20, +30): 100, 7, 300, 5 floats, at offsets
-    /// aligned to 256 bytes, alike in every set.
+    /// aligned to 256 bytes, alike in every set; buffers from 40 on are in no set.
     fn place(id: BufId) -> Option<(usize, u64, u64)> {
         let lens = [100u64, 7, 300, 5];
         let i = id.0 % 10;
+        if id.0 >= 40 || i >= lens.len() {
+            return None;
+        }
         let offset = lens[..i].iter().map(|l| (l * 4).next_multiple_of(256)).sum();
         Some((i, offset, lens[i] * 4))
     }
@@ -554,6 +684,55 @@ mod tests {
         assert!(fused[0].binds.contains(&(POOL_ACT_IN, Bind::Buf(BufId(3)))));
         assert!(fused[0].binds.contains(&(POOL_ACT_OUT, Bind::Buf(BufId(4)))));
         assert_eq!(fuse_activations(vec![pool(5), act]).len(), 2);
+    }
+
+    /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.
+    fn wgrad(w: usize, bias: usize) -> Vec<Launch> {
+        let io = (BufId(98), Some(BufId(99)), Some(BufId(bias)));
+        batch_sum(Family::Conv2d, &[1, 4, 10, 10, 3], io, BufId(w), (4, 9, 100_000))
+    }
+
+    /// Buffers 10..19 are gradients, in one set laid out as `place` says.
+    fn set(id: BufId) -> Option<ParamSet> {
+        (10..20).contains(&id.0).then_some(ParamSet::Grad)
+    }
+
+    fn sums(launches: Vec<Launch>) -> Vec<Launch> {
+        combine_sums(place_scratch(launches).0, &set, &place)
+    }
+
+    #[test]
+    fn a_step_adds_its_gradient_slices_in_one_launch_before_the_update() {
+        let mut step = wgrad(10, 11);
+        step.extend(wgrad(12, 13));
+        step.push(adam(10, 0.1, 100));
+        let out = sums(step);
+        let kinds: Vec<_> = out.iter().map(|l| l.kernel.entry).collect();
+        assert_eq!(kinds, ["matmul", "matmul", "sum_slices", "adam"]);
+        let sum = &out[2];
+        assert_eq!(sum.binds, [(2, Bind::Scratch), (3, Bind::Span(BufId(10), BufId(13)))]);
+        // 40 elements each (4 rows of 9 + the bias column); the second product's slices start
+        // after the first's 512·40 floats; outputs at 0, 512, 768 and 2048 bytes in the set.
+        assert_eq!(sum.params[..4], [2, 0, 0, 0]);
+        assert_eq!(sum.params[4..16], [0, 40, 512, 0, 9, 1, 0, 128, 0, 0, 0, 0]);
+        assert_eq!(sum.params[16..28], [40, 40, 512, 512 * 40, 9, 1, 192, 512, 0, 0, 0, 0]);
+        assert_eq!(out[1].scratch_at, 512 * 40);
+        assert_eq!(sum.grid.groups(1), [80, 1, 1]);
+    }
+
+    #[test]
+    fn sums_come_before_a_reader_of_their_outputs_and_split_when_bindings_run_out() {
+        let mut step = wgrad(10, 11);
+        step.push(relu(11, 50));
+        step.extend(wgrad(12, 13));
+        let kinds: Vec<_> = sums(step).iter().map(|l| l.kernel.entry).collect();
+        assert_eq!(kinds, ["matmul", "sum_slices", "forward", "matmul", "sum_slices"]);
+        // Outside a set, each output takes one of the six bindings: four products, two launches.
+        let step: Vec<_> = (0..4).flat_map(|i| wgrad(60 + 2 * i, 61 + 2 * i)).collect();
+        let out = sums(step);
+        let counts: Vec<_> = out.iter().filter(|l| l.kernel.entry == "sum_slices").map(|l| l.params[0]).collect();
+        assert_eq!(counts, [3, 1]);
+        assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 4);
     }
 
     #[test]

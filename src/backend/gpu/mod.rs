@@ -12,7 +12,7 @@ use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{encode, fuse_activations, merge_updates, Bind, Grid};
+use encode::{combine_sums, encode, fuse_activations, merge_updates, place_scratch, Bind, Grid};
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -299,9 +299,12 @@ impl GpuBackend {
         let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
         let bufs = &self.bufs;
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
-        for launch in merge_updates(fuse_activations(all), &place) {
+        let (placed, scratch_len) = place_scratch(merge_updates(fuse_activations(all), &place));
+        let set = |id: BufId| self.descs[id.0].set;
+        let all = combine_sums(placed, &set, &place);
+        let scratch = self.scratch(scratch_len);
+        for launch in all {
             let pipeline = self.pipeline(&launch.kernel);
-            let scratch = self.scratch(launch.scratch);
             let mut params = launch.params.clone();
             params.resize(params.len().next_multiple_of(4), 0);
             self.allocated += params.len() as u64 * 4;
@@ -319,7 +322,11 @@ impl GpuBackend {
                         let size = last.offset + last.size - first.offset;
                         Slice { size, ..first.clone() }
                     }
-                    Some((_, Bind::Scratch)) => Slice::whole(scratch.clone()),
+                    Some((_, Bind::Scratch)) => {
+                        let (at, len) = (launch.scratch_at, launch.scratch);
+                        let len = if len > 0 { len } else { scratch_len.max(1) - at };
+                        Slice { buffer: scratch.clone(), offset: at as u64 * 4, size: len as u64 * 4, member: None }
+                    }
                     None => Slice::whole(self.dummies[i as usize].clone()),
                 })
                 .collect();

@@ -20,10 +20,11 @@ pub enum Family {
     Activation,
     Loss,
     Optim,
+    Reduce,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Gather,
         Family::Dense,
         Family::Conv2d,
@@ -32,6 +33,7 @@ impl Family {
         Family::Activation,
         Family::Loss,
         Family::Optim,
+        Family::Reduce,
     ];
 
     pub fn file(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Family {
             Family::Activation => "activation.wgsl",
             Family::Loss => "loss.wgsl",
             Family::Optim => "optim.wgsl",
+            Family::Reduce => "reduce.wgsl",
         }
     }
 
@@ -57,6 +60,7 @@ impl Family {
             Family::Activation => include_str!("../../../shaders/activation.wgsl"),
             Family::Loss => include_str!("../../../shaders/loss.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
+            Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
         }
     }
 
@@ -116,6 +120,7 @@ pub fn all_kernels() -> Vec<Kernel> {
         Kernel::new(Family::Loss, "sigmoid_bce"),
         Kernel::new(Family::Loss, "sigmoid_bce_total"),
         Kernel::new(Family::Loss, "confusion"),
+        Kernel::new(Family::Reduce, "sum_slices"),
     ];
     for entry in ["sgd", "momentum", "adam", "l2"] {
         out.push(Kernel::new(Family::Optim, entry));
@@ -139,15 +144,9 @@ pub fn all_kernels() -> Vec<Kernel> {
                 out.push(bias_col(gemm(family, 2, splits, (tm, tn))));
             }
         }
-        for splits in &SPLITS[1..] {
-            out.push(bias_col(reduce(family, 2, *splits)));
-        }
         if family == Family::ConvTranspose {
             for splits in SPLITS {
                 out.push(row_sums(family, splits));
-            }
-            for splits in &SPLITS[1..] {
-                out.push(reduce(family, 3, *splits));
             }
         }
     }
@@ -183,8 +182,4 @@ fn k_fast(family: Family, mode: u32) -> (bool, bool) {
 /// Bias gradients: a family's mode 3 as row sums.
 pub fn row_sums(family: Family, splits: u32) -> Kernel {
     Kernel::new(family, "row_sums").with("MODE", 3).with("SPLITS", splits)
-}
-
-pub fn reduce(family: Family, mode: u32, splits: u32) -> Kernel {
-    Kernel::new(family, "reduce_splits").with("MODE", mode).with("SPLITS", splits)
 }
