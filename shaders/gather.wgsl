@@ -1,56 +1,75 @@
 // Building a batch on the device from a split's u8 samples (packed four to a u32 word) by its
-// index list: `j = index[offset + s]`.
-//   gather:  out[s, e] = data[j, e]·scale, or (data[j, e] > 0) when binarize; indices
-//            j ≥ mirrored > 0 take sample j - mirrored flipped left to right.
-//   one_hot: out[s, c] = (labels[j] == c).
-// Bindings: data (u8 words), index (u32), out (f32).
+// index list, `j = index[offset + s]`: the inputs and the targets of a batch in one launch, as
+// two parts, the threads of part 1 after those of part 0 (a part with `per` 0 is unused).
+//   values:    out[s, e] = data[j, e]·scale, or (data[j, e] > 0) when binarized; indices
+//              j ≥ mirrored > 0 take sample j - mirrored flipped left to right.
+//   one-hot:   out[s, c] = (data[j] == c).
+// Bindings: index (u32), then per part its data (u8 words) and its output (f32).
 
-struct P {
-    // Elements per sample: c·h·w (gather) or classes (one_hot).
+struct Part {
+    // Elements per sample: c·h·w, or classes for one-hot rows.
     per: u32,
     w: u32,
     scale: f32,
-    binarize: u32,
+    // 0: values, 1: binarized values, 2: one-hot rows.
+    kind: u32,
     mirrored: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+struct P {
+    parts: array<Part, 2>,
 }
 
 @group(0) @binding(1) var<uniform> p: P;
-@group(0) @binding(2) var<storage, read_write> data: array<u32>;
+@group(0) @binding(2) var<storage, read_write> data0: array<u32>;
 @group(0) @binding(3) var<storage, read_write> index: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> data1: array<u32>;
+@group(0) @binding(6) var<storage, read_write> out1: array<f32>;
 
-fn byte_at(i: u32) -> u32 {
-    return (data[i / 4u] >> (8u * (i % 4u))) & 255u;
+fn byte_at(part: u32, i: u32) -> u32 {
+    var word: u32;
+    if part == 0u {
+        word = data0[i / 4u];
+    } else {
+        word = data1[i / 4u];
+    }
+    return (word >> (8u * (i % 4u))) & 255u;
 }
 
 @compute @workgroup_size(256)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat(gid, groups);
-    if i >= step.n * p.per {
+    var i = flat(gid, groups);
+    var k = 0u;
+    if i >= step.n * p.parts[0].per {
+        i -= step.n * p.parts[0].per;
+        k = 1u;
+    }
+    let q = p.parts[k];
+    if i >= step.n * q.per {
         return;
     }
-    let s = i / p.per;
-    var e = i % p.per;
+    let s = i / q.per;
+    var e = i % q.per;
     var j = index[step.offset + s];
-    if p.mirrored > 0u && j >= p.mirrored {
-        j -= p.mirrored;
-        let x = e % p.w;
-        e = e - x + (p.w - 1u - x);
-    }
-    let v = byte_at(j * p.per + e);
-    if p.binarize != 0u {
-        out[i] = select(0.0, 1.0, v > 0u);
+    var v: f32;
+    if q.kind == 2u {
+        v = select(0.0, 1.0, byte_at(k, j) == e);
     } else {
-        out[i] = f32(v) * p.scale;
+        if q.mirrored > 0u && j >= q.mirrored {
+            j -= q.mirrored;
+            let x = e % q.w;
+            e = e - x + (q.w - 1u - x);
+        }
+        let b = byte_at(k, j * q.per + e);
+        v = select(f32(b) * q.scale, select(0.0, 1.0, b > 0u), q.kind == 1u);
     }
-}
-
-@compute @workgroup_size(256)
-fn one_hot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat(gid, groups);
-    if i >= step.n * p.per {
-        return;
+    if k == 0u {
+        out0[i] = v;
+    } else {
+        out1[i] = v;
     }
-    let label = byte_at(index[step.offset + i / p.per]);
-    out[i] = select(0.0, 1.0, label == i % p.per);
 }

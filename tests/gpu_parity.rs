@@ -244,16 +244,22 @@ fn gather_with_mirroring_and_one_hot() {
         let mut r = Rig::default();
         let index = index.map(|j| if mirrored == 0 { j % samples as u32 } else { j });
         let (d, l, idx) = (r.u8(&data[..samples * shape.len()]), r.u8(&labels), r.u32(&index));
-        let (out, onehot) = (r.zeros(index.len() * shape.len()), r.zeros(index.len() * 10));
+        let (out, target) = (r.zeros(index.len() * shape.len()), r.zeros(index.len() * 10));
         let mut ops = vec![Op::Gather { data: d, index: idx, out, shape, scale: 1.0 / 255.0, binarize, mirrored }];
-        if mirrored == 0 {
-            ops.push(Op::GatherOneHot { labels: l, index: idx, out: onehot, classes: 10 });
-        }
+        // The targets, gathered by the same index list (the GPU does both in one launch):
+        // one-hot labels, or binary maps (mirrored alike) of the first two rows of each image.
+        ops.push(if mirrored == 0 {
+            Op::GatherOneHot { labels: l, index: idx, out: target, classes: 10 }
+        } else {
+            let maps = r.u8(&data[..samples * 10]);
+            let shape = Shape::new(1, 2, 5);
+            Op::Gather { data: maps, index: idx, out: target, shape, scale: 1.0, binarize: true, mirrored }
+        });
         let mut be = [r.on(Kind::Cpu), r.on(Kind::Gpu)];
         for be in &mut be {
             be.run(&ops, Step { n, offset: 2, t: 1 }).unwrap();
         }
-        for id in [out, onehot] {
+        for id in [out, target] {
             let (c, g) = (be[0].download_f32(id).unwrap(), be[1].download_f32(id).unwrap());
             assert_eq!(c, g, "gather binarize {binarize} mirrored {mirrored}");
         }

@@ -426,6 +426,33 @@ fn batch_sum(
     vec![sum, reduce]
 }
 
+/// Settings of one part of a gather launch (`Part` in `gather.wgsl`), padded to 8 words.
+const GATHER_PART: usize = 8;
+
+/// A gather launch with one part: `part` = (per, w, scale, kind, mirrored).
+fn gather(part: [u32; 5], data: BufId, index: BufId, out: BufId) -> Launch {
+    let mut params = part.to_vec();
+    params.resize(2 * GATHER_PART, 0);
+    let binds = [buf(2, data), buf(3, index), buf(4, out)];
+    launch(Kernel::new(Family::Gather, "gather"), params, &binds, Grid::Flat(Size::per_n(part[0] as usize)))
+}
+
+/// Gathers of one batch (its inputs and its targets, by one index list), each with one part,
+/// become one launch of two parts.
+pub fn pair_gathers(launches: Vec<Launch>) -> Vec<Launch> {
+    merge_neighbours(launches, |a, b| {
+        let one_part = |l: &Launch| l.kernel.family == Family::Gather && l.params[GATHER_PART] == 0;
+        if !one_part(a) || !one_part(b) || bound(a, 3) != bound(b, 3) {
+            return None;
+        }
+        let mut both = a.clone();
+        both.params[GATHER_PART..].copy_from_slice(&b.params[..GATHER_PART]);
+        both.binds.extend([(5, bound(b, 2)?), (6, bound(b, 4)?)]);
+        both.grid = Grid::Flat(Size::per_n((a.params[0] + b.params[0]) as usize));
+        Some(both)
+    })
+}
+
 fn act_code(act: Act) -> u32 {
     match act {
         Act::Relu => 0,
@@ -447,18 +474,13 @@ fn conv_params(g: &ConvGeom, with_k: bool) -> Vec<u32> {
 pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
     let max_n = |id: BufId, per: usize| descs[id.0].len / per;
     match *op {
-        Op::Gather { data, index, out, shape, scale, binarize, mirrored } => vec![launch(
-            Kernel::new(Family::Gather, "gather"),
-            vec![shape.len() as u32, shape.w as u32, scale.to_bits(), binarize.into(), mirrored as u32],
-            &[buf(2, data), buf(3, index), buf(4, out)],
-            Grid::Flat(Size::per_n(shape.len())),
-        )],
-        Op::GatherOneHot { labels, index, out, classes } => vec![launch(
-            Kernel::new(Family::Gather, "one_hot"),
-            vec![classes as u32, 0, 0, 0, 0],
-            &[buf(2, labels), buf(3, index), buf(4, out)],
-            Grid::Flat(Size::per_n(classes)),
-        )],
+        Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
+            let part = [shape.len() as u32, shape.w as u32, scale.to_bits(), binarize.into(), mirrored as u32];
+            vec![gather(part, data, index, out)]
+        }
+        Op::GatherOneHot { labels, index, out, classes } => {
+            vec![gather([classes as u32, 0, 0, 2, 0], labels, index, out)]
+        }
         Op::Dense { x, w, b, y, n_in, n_out } => {
             let dims = (Size::per_n(1), Size::fixed(n_out), Size::fixed(1));
             let binds = [buf(A, x), buf(B, w), buf(BIAS, b), buf(C, y)];
@@ -733,6 +755,30 @@ mod tests {
         let counts: Vec<_> = out.iter().filter(|l| l.kernel.entry == "sum_slices").map(|l| l.params[0]).collect();
         assert_eq!(counts, [3, 1]);
         assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 4);
+    }
+
+    #[test]
+    fn a_batch_and_its_targets_are_gathered_in_one_launch() {
+        let shape = crate::model::Shape::new(1, 28, 28);
+        let image = Op::Gather {
+            data: BufId(0),
+            index: BufId(1),
+            out: BufId(2),
+            shape,
+            scale: 1.0 / 255.0,
+            binarize: false,
+            mirrored: 0,
+        };
+        let labels =
+            |index: usize| Op::GatherOneHot { labels: BufId(3), index: BufId(index), out: BufId(4), classes: 10 };
+        let both = pair_gathers([image.clone(), labels(1)].iter().flat_map(|op| encode(op, &[])).collect());
+        assert_eq!(both.len(), 1);
+        assert_eq!(both[0].params[..GATHER_PART], [784, 28, (1.0f32 / 255.0).to_bits(), 0, 0, 0, 0, 0]);
+        assert_eq!(both[0].params[GATHER_PART..], [10, 0, 0, 2, 0, 0, 0, 0]);
+        assert_eq!(both[0].grid.groups(100), [(794 * 100u32).div_ceil(256), 1, 1]);
+        assert!(both[0].binds.contains(&(5, Bind::Buf(BufId(3)))) && both[0].binds.contains(&(6, Bind::Buf(BufId(4)))));
+        // By another index list: two launches.
+        assert_eq!(pair_gathers([image, labels(5)].iter().flat_map(|op| encode(op, &[])).collect()).len(), 2);
     }
 
     #[test]

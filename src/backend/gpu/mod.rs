@@ -12,7 +12,7 @@ use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{combine_sums, encode, fuse_activations, merge_updates, place_scratch, Bind, Grid};
+use encode::{combine_sums, encode, fuse_activations, merge_updates, pair_gathers, place_scratch, Bind, Grid};
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -299,7 +299,7 @@ impl GpuBackend {
         let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
         let bufs = &self.bufs;
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
-        let (placed, scratch_len) = place_scratch(merge_updates(fuse_activations(all), &place));
+        let (placed, scratch_len) = place_scratch(merge_updates(fuse_activations(pair_gathers(all)), &place));
         let set = |id: BufId| self.descs[id.0].set;
         let all = combine_sums(placed, &set, &place);
         let scratch = self.scratch(scratch_len);

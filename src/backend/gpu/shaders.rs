@@ -111,7 +111,6 @@ impl Kernel {
 pub fn all_kernels() -> Vec<Kernel> {
     let mut out = vec![
         Kernel::new(Family::Gather, "gather"),
-        Kernel::new(Family::Gather, "one_hot"),
         Kernel::new(Family::MaxPool, "forward"),
         Kernel::new(Family::MaxPool, "backward"),
         Kernel::new(Family::Activation, "dropout"),
