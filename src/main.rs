@@ -220,9 +220,10 @@ struct TrainArgs {
     /// Warwick: pictures of the N test images with the lowest Dice.
     #[arg(long, default_value_t = 3)]
     show_worst: usize,
-    /// Write the checkpoint (weights, optimiser state, progress) every N epochs and after the last.
-    #[arg(long, default_value_t = 1)]
-    checkpoint_every: usize,
+    /// Write the checkpoint (weights, optimiser state, progress, history) every N epochs and
+    /// after the last [default: after each epoch that ends 10 s or more after the last checkpoint]
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
     /// Continue the run in this folder from its checkpoint, with its settings (only --data and
     /// --backend may be given with it).
     #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",

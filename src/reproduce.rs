@@ -171,7 +171,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
         test_limit,
         image_size,
         show_worst: 3,
-        checkpoint_every: 1,
+        checkpoint_every: None,
         init: None,
         data: o.data.clone(),
         backend: o.backend,

@@ -39,9 +39,10 @@ pub struct TrainConfig {
     /// Warwick: pictures of this many test images with the lowest Dice.
     #[serde(default = "default_show_worst")]
     pub show_worst: usize,
-    /// Write the checkpoint every this many epochs (and after the last).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: usize,
+    /// Write the checkpoint every this many epochs (and after the last); `None`: after an epoch
+    /// that ends [`CHECKPOINT_INTERVAL`] or more after the last checkpoint.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
     pub init: Option<PathBuf>,
     pub data: Option<PathBuf>,
     pub backend: BackendChoice,
@@ -50,10 +51,6 @@ pub struct TrainConfig {
 
 fn default_show_worst() -> usize {
     3
-}
-
-fn default_checkpoint_every() -> usize {
-    1
 }
 
 impl TrainConfig {
@@ -65,7 +62,7 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return Err(Error::Config("--batch-size must be at least 1".into()));
         }
-        if self.checkpoint_every == 0 {
+        if self.checkpoint_every == Some(0) {
             return Err(Error::Config("--checkpoint-every must be at least 1".into()));
         }
         let v = &self.variant;
@@ -181,6 +178,9 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The run folder's checkpoint: parameters, optimiser state, progress and history.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// Without `--checkpoint-every`, the shortest time between two checkpoints written after epochs
+/// (short epochs would otherwise spend more time writing checkpoints than training).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Trains from the start.
 pub fn train(cfg: &TrainConfig) -> Result<RunResult> {
@@ -250,7 +250,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
         save_checkpoint(cfg, &mut session, &history, 0)?;
     }
-    let mut probs = Vec::new();
+    let (mut probs, mut saved_at) = (Vec::new(), Instant::now());
     for epoch in done + 1..=cfg.epochs {
         let start = Instant::now();
         let bar = progress(session.train_batches(), epoch, cfg.epochs);
@@ -291,9 +291,9 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             test_dice_whole: test.dice_whole,
             seconds,
         });
-        history.write(&cfg.out)?;
-        if epoch % cfg.checkpoint_every == 0 || epoch == cfg.epochs {
+        if checkpoint_due(cfg.checkpoint_every, (epoch, cfg.epochs), saved_at.elapsed()) {
             save_checkpoint(cfg, &mut session, &history, epoch)?;
+            saved_at = Instant::now();
         }
         if INTERRUPTED.load(Ordering::Relaxed) && epoch < cfg.epochs {
             return Err(interrupted(cfg, &mut session, &history, epoch));
@@ -316,9 +316,20 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     Ok(RunResult { history, out: cfg.out.clone(), backend: session.backend_name() })
 }
 
-/// Writes the run's checkpoint after `epochs_done` epochs (and any steps of the next), and
-/// `model.safetensors`, the parameters alone.
+/// Whether the checkpoint is written after epoch `epoch` of `epochs`, `since` the last one, with
+/// `--checkpoint-every` at `every`.
+fn checkpoint_due(every: Option<usize>, (epoch, epochs): (usize, usize), since: std::time::Duration) -> bool {
+    epoch == epochs
+        || match every {
+            Some(every) => epoch.is_multiple_of(every),
+            None => since >= CHECKPOINT_INTERVAL,
+        }
+}
+
+/// Writes the run's checkpoint after `epochs_done` epochs (and any steps of the next),
+/// `model.safetensors` (the parameters alone) and the history files, which then agree.
 fn save_checkpoint(cfg: &TrainConfig, session: &mut Session, history: &History, epochs_done: usize) -> Result<()> {
+    history.write(&cfg.out)?;
     let (progress, tensors) = session.progress()?;
     let state = RunState { epochs_done, progress, history: history.clone() };
     checkpoint::save_run(&cfg.out.join(CHECKPOINT), &tensors, &state)?;
@@ -364,8 +375,8 @@ fn diverged(cfg: &TrainConfig, session: &mut Session, epoch: usize, loss: f64) -
         _ => format!("in epoch {epoch}"),
     };
     Error::Diverged(format!(
-        "training diverged {at}: the loss became {loss}. The checkpoint in {} keeps the last good epoch; try a \
-         smaller --lr",
+        "training diverged {at}: the loss became {loss}. The checkpoint in {}, from before the divergence, is \
+         left as it was; try a smaller --lr",
         cfg.out.display()
     ))
 }
@@ -407,4 +418,18 @@ pub fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<
         println!("\nwrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn checkpoints_follow_the_flag_or_the_clock_and_always_end_the_run() {
+        let (soon, late) = (Duration::from_millis(50), CHECKPOINT_INTERVAL);
+        let due = |every, epoch, since| checkpoint_due(every, (epoch, 250), since);
+        assert!(!due(None, 3, soon) && due(None, 3, late) && due(None, 250, soon));
+        assert!(due(Some(1), 3, soon) && !due(Some(5), 3, late) && due(Some(5), 10, soon) && due(Some(7), 250, soon));
+    }
 }

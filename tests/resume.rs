@@ -1,5 +1,5 @@
 //! Checkpoints and resuming: a run stopped by SIGKILL or Ctrl-C and resumed ends exactly where
-//! an uninterrupted run ends; divergence names its step and keeps the last good checkpoint.
+//! an uninterrupted run ends; divergence names its step and leaves the checkpoint from before it.
 
 mod common;
 
@@ -15,17 +15,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gpu-train"))
 }
 
-/// A CNN run long enough to be stopped mid-epoch, with dropout so that the generator matters.
+/// A CNN run long enough to be stopped mid-epoch, with dropout so that the generator matters,
+/// and a checkpoint after every epoch.
 fn args(data: &Path, out: &Path, backend: &str) -> Vec<String> {
     let task: &[&str] = match backend {
         "cpu" => &["--task", "mnist-cnn", "--train-limit", "3000", "--epochs", "4"],
         _ => &["--task", "mnist-mlp", "--train-limit", "1000", "--epochs", "4"],
     };
-    let rest = ["--test-limit", "200", "--dropout", "0.3", "--seed", "3", "--backend", backend, "--data"];
+    let rest = ["--test-limit", "200", "--dropout", "0.3", "--seed", "3", "--checkpoint-every", "1"];
     task.iter()
         .chain(&rest)
+        .chain(&["--backend", backend])
         .map(|s| s.to_string())
-        .chain([data.display().to_string(), "--out".into(), out.display().to_string()])
+        .chain(["--data".into(), data.display().to_string(), "--out".into(), out.display().to_string()])
         .collect()
 }
 
