@@ -1,11 +1,13 @@
 // Losses fused with the output activation, and the metrics they add to the metrics buffer
 // (slots as in graph::slot: 0 loss·n, 1 metric, 2 samples, 3 batches, 4 Σy·p, 5 Σy, 6 Σp).
-// Sums use fixed strides and fixed trees, so results never depend on scheduling (no float
-// atomics).
+// A step of more than `batch` samples (a test pass in large steps) adds its metrics as steps of
+// `batch` samples would, batch after batch. Sums use fixed strides and fixed trees, so results
+// never depend on scheduling (no float atomics).
 //   softmax_ce:  one workgroup: probs, grad (p - t)/n when has_grad, loss and correct count.
-//   sigmoid_bce: one thread per element: probs, grad (p - t)/(n·per) when has_grad, and each
-//                workgroup's sums of loss, t·p, t and p in part; then sigmoid_bce_total (one
-//                workgroup) adds them in order: loss, the batch Dice and its sums.
+//   sigmoid_bce: one thread per element, the workgroups of each batch apart: probs, grad
+//                (p - t)/(n·per) when has_grad, and each workgroup's sums of loss, t·p, t and p
+//                in part; then sigmoid_bce_total (one workgroup) adds them in order, batch by
+//                batch: loss, the batch's Dice and its sums.
 //   confusion:   counts[true·k + predicted] += 1.
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
 // slot), part.
@@ -14,6 +16,7 @@ struct P {
     // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
     per: u32,
     has_grad: u32,
+    batch: u32,
 }
 
 @group(0) @binding(1) var<uniform> p: P;
@@ -38,84 +41,112 @@ fn argmax_row(row: u32, from_probs: bool) -> u32 {
     return best;
 }
 
+// Batches of `p.batch` samples in this step; the first sample and the size of batch b.
+fn batch_count() -> u32 {
+    return (step.n + p.batch - 1u) / p.batch;
+}
+
+fn batch_at(b: u32) -> vec2<u32> {
+    return vec2(b * p.batch, min(p.batch, step.n - b * p.batch));
+}
+
+// Workgroups of sigmoid_bce per batch.
+fn batch_groups() -> u32 {
+    return (p.batch * p.per + 255u) / 256u;
+}
+
 @compute @workgroup_size(256)
 fn softmax_ce(@builtin(local_invocation_index) li: u32) {
     let k = p.per;
-    var loss = 0.0;
-    var correct = 0.0;
-    for (var s = li; s < step.n; s += 256u) {
-        var m = logits[s * k];
-        for (var i = 1u; i < k; i++) {
-            m = max(m, logits[s * k + i]);
-        }
-        var sum = 0.0;
-        for (var i = 0u; i < k; i++) {
-            sum += exp(logits[s * k + i] - m);
-        }
-        let log_sum = log(sum);
-        for (var i = 0u; i < k; i++) {
-            let log_p = logits[s * k + i] - m - log_sum;
-            let pr = exp(log_p);
-            probs[s * k + i] = pr;
-            loss -= truth[s * k + i] * log_p;
-            if p.has_grad != 0u {
-                grad[s * k + i] = (pr - truth[s * k + i]) / f32(step.n);
+    for (var b = 0u; b < batch_count(); b++) {
+        let at = batch_at(b);
+        var loss = 0.0;
+        var correct = 0.0;
+        for (var s = at.x + li; s < at.x + at.y; s += 256u) {
+            var m = logits[s * k];
+            for (var i = 1u; i < k; i++) {
+                m = max(m, logits[s * k + i]);
             }
+            var sum = 0.0;
+            for (var i = 0u; i < k; i++) {
+                sum += exp(logits[s * k + i] - m);
+            }
+            let log_sum = log(sum);
+            for (var i = 0u; i < k; i++) {
+                let log_p = logits[s * k + i] - m - log_sum;
+                let pr = exp(log_p);
+                probs[s * k + i] = pr;
+                loss -= truth[s * k + i] * log_p;
+                if p.has_grad != 0u {
+                    grad[s * k + i] = (pr - truth[s * k + i]) / f32(at.y);
+                }
+            }
+            correct += select(0.0, 1.0, argmax_row(s, true) == argmax_row(s, false));
         }
-        correct += select(0.0, 1.0, argmax_row(s, true) == argmax_row(s, false));
-    }
-    let total = workgroup_sum(li, vec4(loss, correct, 0.0, 0.0));
-    if li == 0u {
-        metrics[0] += total.x;
-        metrics[1] += total.y;
-        metrics[2] += f32(step.n);
-        metrics[3] += 1.0;
+        let total = workgroup_sum(li, vec4(loss, correct, 0.0, 0.0));
+        if li == 0u {
+            metrics[0] += total.x;
+            metrics[1] += total.y;
+            metrics[2] += f32(at.y);
+            metrics[3] += 1.0;
+        }
+        // Every thread has read the tree before the next batch writes it.
+        workgroupBarrier();
     }
 }
 
 @compute @workgroup_size(256)
-fn sigmoid_bce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-               @builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let len = step.n * p.per;
-    let i = flat(gid, groups);
+fn sigmoid_bce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let w = wg.x + wg.y * groups.x;
+    let b = w / batch_groups();
     var acc = vec4(0.0);
-    if i < len {
-        let z = logits[i];
-        let t = truth[i];
-        let pr = 1.0 / (1.0 + exp(-z));
-        probs[i] = pr;
-        if p.has_grad != 0u {
-            grad[i] = (pr - t) / f32(len);
+    if b < batch_count() {
+        let at = batch_at(b);
+        let e = (w % batch_groups()) * 256u + li;
+        if e < at.y * p.per {
+            let i = at.x * p.per + e;
+            let z = logits[i];
+            let t = truth[i];
+            let pr = 1.0 / (1.0 + exp(-z));
+            probs[i] = pr;
+            if p.has_grad != 0u {
+                grad[i] = (pr - t) / f32(at.y * p.per);
+            }
+            // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
+            acc = vec4(max(z, 0.0) - z * t + log(1.0 + exp(-abs(z))), t * pr, t, pr);
         }
-        // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
-        acc = vec4(max(z, 0.0) - z * t + log(1.0 + exp(-abs(z))), t * pr, t, pr);
     }
     let total = workgroup_sum(li, acc);
     if li == 0u {
-        part[wg.x + wg.y * groups.x] = total;
+        part[w] = total;
     }
 }
 
 @compute @workgroup_size(256)
 fn sigmoid_bce_total(@builtin(local_invocation_index) li: u32) {
-    let parts = (step.n * p.per + 255u) / 256u;
-    var acc = vec4(0.0);
-    for (var g = li; g < parts; g += 256u) {
-        acc += part[g];
-    }
-    let total = workgroup_sum(li, acc);
-    if li == 0u {
-        var dice = 1.0;
-        if total.z + total.w > 0.0 {
-            dice = 2.0 * total.y / (total.z + total.w);
+    for (var b = 0u; b < batch_count(); b++) {
+        let at = batch_at(b);
+        let first = b * batch_groups();
+        var acc = vec4(0.0);
+        for (var g = li; g < (at.y * p.per + 255u) / 256u; g += 256u) {
+            acc += part[first + g];
         }
-        metrics[0] += total.x / f32(p.per);
-        metrics[1] += dice;
-        metrics[2] += f32(step.n);
-        metrics[3] += 1.0;
-        metrics[4] += total.y;
-        metrics[5] += total.z;
-        metrics[6] += total.w;
+        let total = workgroup_sum(li, acc);
+        if li == 0u {
+            var dice = 1.0;
+            if total.z + total.w > 0.0 {
+                dice = 2.0 * total.y / (total.z + total.w);
+            }
+            metrics[0] += total.x / f32(p.per);
+            metrics[1] += dice;
+            metrics[2] += f32(at.y);
+            metrics[3] += 1.0;
+            metrics[4] += total.y;
+            metrics[5] += total.z;
+            metrics[6] += total.w;
+        }
+        workgroupBarrier();
     }
 }
 

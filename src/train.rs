@@ -241,7 +241,8 @@ impl Session {
         self.backend.upload_u32(self.plan.train_data.index, &self.order)
     }
 
-    /// The test pass in batches of the training batch size.
+    /// The test pass (in steps of several training batches; its metrics as in batches of the
+    /// training batch size).
     pub fn evaluate(&mut self) -> Result<Metrics> {
         self.test_pass(false).map(|(m, _)| m)
     }
@@ -258,12 +259,13 @@ impl Session {
             self.zero(c)?;
         }
         let (n, mut probs) = (self.plan.test_data.n, Vec::new());
-        let per = self.plan.buffers[self.plan.probs.0].len / self.plan.batch;
-        for offset in (0..n).step_by(self.plan.batch) {
-            let step = Step { n: self.plan.batch.min(n - offset), offset, t: self.steps };
+        let batch = self.plan.eval_batch;
+        let per = self.plan.buffers[self.plan.eval_probs.0].len / batch;
+        for offset in (0..n).step_by(batch) {
+            let step = Step { n: batch.min(n - offset), offset, t: self.steps };
             self.backend.run(&self.plan.eval, step)?;
             if keep_probs {
-                probs.extend_from_slice(&self.backend.download_f32(self.plan.probs)?[..step.n * per]);
+                probs.extend_from_slice(&self.backend.download_f32(self.plan.eval_probs)?[..step.n * per]);
             }
         }
         Ok((self.metrics(self.plan.test_metrics)?, probs))

@@ -111,7 +111,11 @@ fn softmax_cross_entropy_matches_golden(kind: Kind) {
     let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
     let (probs, grad, metrics) = (r.zeros(n * classes), r.zeros(n * classes), r.zeros(slot::LEN));
     let mut be = r.on(kind);
-    run(&mut *be, &[Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes }], n);
+    run(
+        &mut *be,
+        &[Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes, batch: n }],
+        n,
+    );
     let m = be.download_f32(metrics).unwrap();
     assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
     assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);
@@ -127,7 +131,7 @@ fn sigmoid_bce_dice_matches_golden(kind: Kind) {
     let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
     let (probs, grad, metrics) = (r.zeros(n * per), r.zeros(n * per), r.zeros(slot::LEN));
     let mut be = r.on(kind);
-    run(&mut *be, &[Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per }], n);
+    run(&mut *be, &[Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per, batch: n }], n);
     let m = be.download_f32(metrics).unwrap();
     assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
     assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);

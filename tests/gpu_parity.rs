@@ -14,7 +14,7 @@
 mod common;
 
 use common::*;
-use gpu_train::graph::{BufDesc, ConvGeom, Dtype, Op, Step};
+use gpu_train::graph::{slot, BufDesc, ConvGeom, Dtype, Op, Step};
 use gpu_train::model::{Act, Shape};
 use gpu_train::rng::Rng;
 
@@ -182,7 +182,8 @@ fn activations_and_dropout() {
 #[test]
 fn losses_metrics_and_confusion() {
     let mut rng = Rng::new(7);
-    for (n, k, with_grad) in [(1, 10, true), (37, 10, true), (300, 3, false)] {
+    // The last cases count their step as several batches (a test pass in large steps).
+    for (n, k, with_grad, batch) in [(1, 10, true, 1), (37, 10, true, 37), (300, 3, false, 64), (37, 10, true, 10)] {
         let mut r = Rig::default();
         let logits = r.f32(&normal(&mut rng, n * k).iter().map(|v| v * 3.0).collect::<Vec<_>>());
         let onehot: Vec<f32> =
@@ -191,18 +192,57 @@ fn losses_metrics_and_confusion() {
         let (probs, metrics, counts) = (r.zeros(n * k), r.f32(&[0.5; 7]), r.zeros(k * k));
         let grad = with_grad.then(|| r.zeros(n * k));
         let ops = [
-            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k },
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, batch },
             Op::Confusion { probs, target, counts, classes: k },
         ];
-        parity(&format!("softmax-ce n {n} k {k}"), &r, &ops, n, 1);
+        parity(&format!("softmax-ce n {n} k {k} in batches of {batch}"), &r, &ops, n, 1);
     }
-    for (n, per) in [(1, 1), (3, 77), (2, 1500)] {
+    for (n, per, batch) in [(1, 1, 1), (3, 77, 3), (2, 1500, 2), (7, 300, 2), (5, 77, 8)] {
         let mut r = Rig::default();
         let logits = r.f32(&normal(&mut rng, n * per).iter().map(|v| v * 5.0).collect::<Vec<_>>());
         let target = r.f32(&(0..n * per).map(|_| f32::from(u8::from(rng.uniform() < 0.4))).collect::<Vec<_>>());
         let (probs, grad, metrics) = (r.zeros(n * per), r.zeros(n * per), r.zeros(7));
-        let ops = [Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per }];
-        parity(&format!("sigmoid-bce n {n} per {per}"), &r, &ops, n, 1);
+        let ops = [Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per, batch }];
+        parity(&format!("sigmoid-bce n {n} per {per} in batches of {batch}"), &r, &ops, n, 1);
+    }
+}
+
+/// A step of several batches adds the same metrics, bit for bit, as steps of one batch each,
+/// on both backends: what lets the test pass run in large steps.
+#[test]
+fn a_large_step_counts_as_steps_of_its_batch() {
+    let mut rng = Rng::new(13);
+    let (n, per, batch) = (11, 300, 4);
+    let logits = normal(&mut rng, n * per);
+    let target: Vec<f32> = (0..n * per).map(|i| f32::from(u8::from(i % 10 == (i / per) % 10))).collect();
+    for softmax in [true, false] {
+        let loss = |r: &mut Rig, at: usize, len: usize, metrics, batch| {
+            let rows = at * per..(at + len) * per;
+            let (logits, target, probs) = (r.f32(&logits[rows.clone()]), r.f32(&target[rows]), r.zeros(len * per));
+            let op = match softmax {
+                true => Op::SoftmaxCrossEntropy { logits, target, probs, grad: None, metrics, classes: per, batch },
+                false => Op::SigmoidBce { logits, target, probs, grad: None, metrics, per, batch },
+            };
+            (op, probs)
+        };
+        for kind in [Kind::Cpu, Kind::Gpu] {
+            let mut r = Rig::default();
+            let (one, many) = (r.zeros(7), r.zeros(7));
+            let (large, large_probs) = loss(&mut r, 0, n, one, batch);
+            let small: Vec<_> =
+                (0..n).step_by(batch).map(|at| (at, loss(&mut r, at, batch.min(n - at), many, batch))).collect();
+            let mut be = r.on(kind);
+            be.run(&[large], Step { n, offset: 0, t: 1 }).unwrap();
+            let mut probs = Vec::new();
+            for (at, (op, p)) in small {
+                be.run(&[op], Step { n: batch.min(n - at), offset: 0, t: 1 }).unwrap();
+                probs.extend(be.download_f32(p).unwrap());
+            }
+            let what = format!("{kind:?}, softmax {softmax}");
+            assert_eq!(be.download_f32(one).unwrap(), be.download_f32(many).unwrap(), "{what}: metrics");
+            assert_eq!(be.download_f32(large_probs).unwrap(), probs, "{what}: outputs");
+            assert_eq!(be.download_f32(one).unwrap()[slot::BATCHES], 3.0, "{what}: batches");
+        }
     }
 }
 

@@ -225,9 +225,17 @@ fn loss_gradients() {
                     (rig.f32(&target), rig.zeros(n * k), rig.zeros(n * k), rig.zeros(slot::LEN));
                 let op = |grad| {
                     if softmax {
-                        Op::SoftmaxCrossEntropy { logits: ids[0], target: t, probs, grad, metrics, classes: k }
+                        Op::SoftmaxCrossEntropy {
+                            logits: ids[0],
+                            target: t,
+                            probs,
+                            grad,
+                            metrics,
+                            classes: k,
+                            batch: n,
+                        }
                     } else {
-                        Op::SigmoidBce { logits: ids[0], target: t, probs, grad, metrics, per: k }
+                        Op::SigmoidBce { logits: ids[0], target: t, probs, grad, metrics, per: k, batch: n }
                     }
                 };
                 (metrics, vec![op(None)], vec![op(Some(grad))], vec![grad])

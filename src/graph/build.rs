@@ -36,9 +36,23 @@ pub struct PlanOptions {
     pub dropout_seed: u32,
 }
 
+/// Bytes that a test pass's own buffers may take: it runs in steps of as many training batches
+/// as fit (fewer, larger steps), adding its metrics batch by batch.
+const EVAL_BYTES: usize = 128 << 20;
+
 struct Builder {
     buffers: Vec<BufDesc>,
-    batch: usize,
+}
+
+/// The buffers of a forward pass over up to `batch` samples.
+#[derive(Clone)]
+struct Pass {
+    /// `acts[i]` is the input of layer `i` (Flatten aliases its input); the last, the logits.
+    acts: Vec<BufId>,
+    /// A pooling's argmax or a dropout's mask, by layer.
+    aux: Vec<Option<BufId>>,
+    target: BufId,
+    probs: BufId,
 }
 
 impl Builder {
@@ -50,8 +64,35 @@ impl Builder {
         self.buffers.push(BufDesc { name, len, dtype: Dtype::F32, set: Some(set) });
         BufId(self.buffers.len() - 1)
     }
-    fn act(&mut self, name: String, shape: Shape) -> BufId {
-        self.buf(name, self.batch * shape.len(), Dtype::F32)
+    /// The buffers of a forward pass over `batch` samples, named with `prefix`.
+    fn pass(&mut self, prefix: &str, batch: usize, layers: &[Layer], shapes: &[Shape], per_target: usize) -> Pass {
+        let f32s = |b: &mut Self, name: String, len: usize| b.buf(format!("{prefix}{name}"), batch * len, Dtype::F32);
+        let mut acts = vec![f32s(self, "input".into(), shapes[0].len())];
+        let mut aux = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let y = match layer {
+                Layer::Flatten => acts[i],
+                _ => f32s(self, format!("act.{i}"), shapes[i + 1].len()),
+            };
+            acts.push(y);
+            aux.push(match layer {
+                Layer::MaxPool2d => {
+                    Some(self.buf(format!("{prefix}argmax.{i}"), batch * shapes[i + 1].len(), Dtype::U32))
+                }
+                Layer::Dropout(_) => Some(f32s(self, format!("mask.{i}"), shapes[i].len())),
+                _ => None,
+            });
+        }
+        let target = f32s(self, "target".into(), per_target);
+        let probs = f32s(self, "probs".into(), shapes[layers.len()].len());
+        Pass { acts, aux, target, probs }
+    }
+    /// Values per sample in a pass's buffers.
+    fn per_sample(&self, pass: &Pass, batch: usize) -> usize {
+        let mut ids: Vec<BufId> = pass.acts.iter().chain(pass.aux.iter().flatten()).copied().collect();
+        ids.extend([pass.target, pass.probs]);
+        ids.dedup();
+        ids.iter().map(|id| self.buffers[id.0].len / batch).sum()
     }
     fn data(&mut self, split: &str, n: usize, sample: usize, labels: usize, index_len: usize) -> DataBufs {
         DataBufs {
@@ -104,13 +145,19 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     if model.input != data.sample {
         return Err(Error::Model(format!("the model takes {} but the samples are {}", model.input, data.sample)));
     }
-    let mut b = Builder { buffers: Vec::new(), batch: opts.batch };
+    let mut b = Builder { buffers: Vec::new() };
     let labels_per = if let Target::Classes(_) = data.target { 1 } else { per_target };
     let train_index = if data.mirrored { 2 * data.train_n } else { data.train_n };
     let train_data = b.data("train", data.train_n, data.sample.len(), labels_per, train_index);
     let test_data = b.data("test", data.test_n, data.sample.len(), labels_per, data.test_n);
-    let input = b.act("input".into(), model.input);
-    let target = b.buf("target", opts.batch * per_target, Dtype::F32);
+    let pass = b.pass("", opts.batch, layers, &shapes, per_target);
+    let per_sample = b.per_sample(&pass, opts.batch);
+    let eval_batch =
+        opts.batch * (EVAL_BYTES / (4 * per_sample * opts.batch)).clamp(1, data.test_n.div_ceil(opts.batch));
+    let eval_pass = match eval_batch == opts.batch {
+        true => pass.clone(),
+        false => b.pass("eval.", eval_batch, layers, &shapes, per_target),
+    };
 
     let mut params = Vec::new();
     let specs = model.params()?;
@@ -127,26 +174,16 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         (params[w].value, params[w + 1].value, params[w].grad, params[w + 1].grad)
     };
 
-    // Activations and their gradients: acts[i] is the input of layer i.
-    let mut acts = vec![input];
-    let mut grads = vec![if opts.input_grad { Some(b.act("grad.input".into(), model.input)) } else { None }];
-    let mut aux = Vec::new();
+    // Gradients of the training pass's activations: grads[i] is that of layer i's input.
+    let grad = |b: &mut Builder, name: String, shape: Shape| b.buf(name, opts.batch * shape.len(), Dtype::F32);
+    let mut grads = vec![if opts.input_grad { Some(grad(&mut b, "grad.input".into(), model.input)) } else { None }];
     for (i, layer) in layers.iter().enumerate() {
-        let (y, gy) = if *layer == Layer::Flatten {
-            (acts[i], grads[i])
-        } else {
-            (b.act(format!("act.{i}"), shapes[i + 1]), Some(b.act(format!("grad.act.{i}"), shapes[i + 1])))
-        };
-        acts.push(y);
-        grads.push(gy);
-        aux.push(match layer {
-            Layer::MaxPool2d => Some(b.buf(format!("argmax.{i}"), opts.batch * shapes[i + 1].len(), Dtype::U32)),
-            Layer::Dropout(_) => Some(b.act(format!("mask.{i}"), shapes[i])),
-            _ => None,
+        grads.push(match layer {
+            Layer::Flatten => grads[i],
+            _ => Some(grad(&mut b, format!("grad.act.{i}"), shapes[i + 1])),
         });
     }
-    let logits = acts[layers.len()];
-    let probs = b.act("probs".into(), out_shape);
+    let (acts, aux) = (&pass.acts, &pass.aux);
     let train_metrics = b.buf("metrics.train", slot::LEN, Dtype::F32);
     let test_metrics = b.buf("metrics.test", slot::LEN, Dtype::F32);
     let confusion = match data.target {
@@ -154,7 +191,8 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         Target::Mask => None,
     };
 
-    let forward = |train: bool| -> Vec<Op> {
+    let forward = |pass: &Pass, train: bool| -> Vec<Op> {
+        let (acts, aux) = (&pass.acts, &pass.aux);
         let mut ops = Vec::new();
         for (i, layer) in layers.iter().enumerate() {
             let (x, y, s) = (acts[i], acts[i + 1], shapes[i]);
@@ -191,9 +229,13 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         ops
     };
 
-    let loss_op = |grad: Option<BufId>, metrics: BufId| match data.target {
-        Target::Classes(k) => Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k },
-        Target::Mask => Op::SigmoidBce { logits, target, probs, grad, metrics, per: per_target },
+    // The metrics add one batch per training batch, in every pass.
+    let loss_op = |pass: &Pass, grad: Option<BufId>, metrics: BufId| {
+        let (logits, target, probs, batch) = (pass.acts[layers.len()], pass.target, pass.probs, opts.batch);
+        match data.target {
+            Target::Classes(k) => Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, batch },
+            Target::Mask => Op::SigmoidBce { logits, target, probs, grad, metrics, per: per_target, batch },
+        }
     };
     let l2_ops = |train: bool, metrics: BufId| -> Vec<Op> {
         params
@@ -208,11 +250,12 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
             })
             .collect()
     };
-    let gather = |d: &DataBufs| {
+    let gather = |d: &DataBufs, pass: &Pass| {
+        let target = pass.target;
         let x = Op::Gather {
             data: d.x,
             index: d.index,
-            out: input,
+            out: pass.acts[0],
             shape: data.sample,
             scale: 1.0 / 255.0,
             binarize: false,
@@ -277,23 +320,25 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
 
     // The penalty's gradient is added once the backward pass has written the weight gradients.
     backward.extend(l2_ops(true, train_metrics));
-    let loss = vec![loss_op(grads[layers.len()], train_metrics)];
+    let loss = vec![loss_op(&pass, grads[layers.len()], train_metrics)];
     let update = params.iter().map(|p| opts.optimizer.update_op(p.value, p.grad, &p.state, p.spec.len())).collect();
-    let mut eval = gather(&test_data);
-    eval.extend(forward(false));
-    eval.push(loss_op(None, test_metrics));
+    let mut eval = gather(&test_data, &eval_pass);
+    eval.extend(forward(&eval_pass, false));
+    eval.push(loss_op(&eval_pass, None, test_metrics));
     eval.extend(l2_ops(false, test_metrics));
     if let Some(counts) = confusion {
         let Target::Classes(classes) = data.target else { unreachable!("confusion exists for classes") };
-        eval.push(Op::Confusion { probs, target, counts, classes });
+        eval.push(Op::Confusion { probs: eval_pass.probs, target: eval_pass.target, counts, classes });
     }
-    let train = TrainOps { gather: gather(&train_data), forward: forward(true), loss, backward, update };
+    let train = TrainOps { gather: gather(&train_data, &pass), forward: forward(&pass, true), loss, backward, update };
     Ok(Plan {
         batch: opts.batch,
-        input,
-        target,
-        logits,
-        probs,
+        input: pass.acts[0],
+        target: pass.target,
+        logits: pass.acts[layers.len()],
+        probs: pass.probs,
+        eval_batch,
+        eval_probs: eval_pass.probs,
         input_grad: grads[0],
         params,
         train_data,

@@ -69,5 +69,11 @@ pub struct Plan {
     /// `[classes, classes]` counts of the test pass (classification only).
     pub confusion: Option<BufId>,
     pub train: TrainOps,
+    /// The ops of a test step of up to `eval_batch` samples, a multiple of `batch` (its metrics
+    /// count each `batch` samples as one batch, as a pass in training-size steps would), with
+    /// buffers of its own where it is larger.
     pub eval: Vec<Op>,
+    pub eval_batch: usize,
+    /// `[eval_batch, output]`: a test step's outputs.
+    pub eval_probs: BufId,
 }

@@ -186,6 +186,7 @@ pub enum Op {
     },
     /// Softmax + categorical cross-entropy on `logits[n, classes]`, mean over the batch: writes
     /// `probs`, the gradient `(p - t)/n` when asked, and adds loss and correct count to `metrics`.
+    /// A step of more than `batch` samples counts as steps of `batch` (and a shorter last one).
     SoftmaxCrossEntropy {
         logits: BufId,
         target: BufId,
@@ -193,9 +194,11 @@ pub enum Op {
         grad: Option<BufId>,
         metrics: BufId,
         classes: usize,
+        batch: usize,
     },
     /// Sigmoid + BCE on `logits[n, per]`, mean over every element: writes `probs`, the gradient
-    /// `(p - t)/(n·per)` when asked, and adds loss, Dice and its sums to `metrics`.
+    /// `(p - t)/(n·per)` when asked, and adds loss, Dice and its sums to `metrics`. A step of
+    /// more than `batch` samples counts as steps of `batch`: each adds its own Dice.
     SigmoidBce {
         logits: BufId,
         target: BufId,
@@ -203,6 +206,7 @@ pub enum Op {
         grad: Option<BufId>,
         metrics: BufId,
         per: usize,
+        batch: usize,
     },
     /// Adds `lambda·Σw²` (× n) to the loss slot and, when asked, `2·lambda·w` to `grad`.
     L2 {

@@ -19,6 +19,11 @@ fn ln_1p(e: f32) -> f32 {
     (2.0 * s * series.iter().fold(0.0, |acc, c| acc * s2 + c)) as f32
 }
 
+/// (first sample, samples) of each batch of `batch` in a step of `n` (the last may be short).
+pub fn batches(n: usize, batch: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).step_by(batch.max(1)).map(move |at| (at, batch.min(n - at)))
+}
+
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }

@@ -448,26 +448,35 @@ impl CpuBackend {
                 activation::dropout_backward(&self.f(gy)[..n * per], &self.f(mask)[..n * per], &mut gxv[..n * per]);
                 self.put(gx, gxv);
             }
-            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes } => {
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, batch } => {
                 let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
-                loss::softmax_cross_entropy(
-                    self.f(logits),
-                    self.f(target),
-                    &mut p,
-                    g.as_deref_mut(),
-                    &mut m,
-                    n,
-                    classes,
-                );
+                let (z, t) = (self.f(logits), self.f(target));
+                for (at, n) in loss::batches(n, batch) {
+                    let rows = at * classes..(at + n) * classes;
+                    let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
+                    loss::softmax_cross_entropy(
+                        &z[rows.clone()],
+                        &t[rows.clone()],
+                        &mut p[rows],
+                        g,
+                        &mut m,
+                        n,
+                        classes,
+                    );
+                }
                 self.put(probs, p);
                 self.put_opt(grad, g);
                 self.put(metrics, m);
             }
-            Op::SigmoidBce { logits, target, probs, grad, metrics, per } => {
+            Op::SigmoidBce { logits, target, probs, grad, metrics, per, batch } => {
                 let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
                 let mut parts = std::mem::take(&mut self.loss_parts);
                 let (z, t) = (self.f(logits), self.f(target));
-                loss::sigmoid_bce(z, t, &mut p, g.as_deref_mut(), &mut m, &mut parts, n, per);
+                for (at, n) in loss::batches(n, batch) {
+                    let rows = at * per..(at + n) * per;
+                    let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
+                    loss::sigmoid_bce(&z[rows.clone()], &t[rows.clone()], &mut p[rows], g, &mut m, &mut parts, n, per);
+                }
                 self.loss_parts = parts;
                 self.put(probs, p);
                 self.put_opt(grad, g);

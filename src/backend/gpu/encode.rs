@@ -32,6 +32,8 @@ pub enum Grid {
     Tiles { m: Size, n: Size, z: Size, tm: u32, tn: u32 },
     /// One workgroup per element.
     PerElement(Size),
+    /// `per` workgroups for each batch of `batch` samples in the step (the last may be short).
+    Batches { batch: u32, per: u32 },
     /// One workgroup.
     Single,
 }
@@ -42,6 +44,7 @@ impl Grid {
         match self {
             Grid::Flat(s) => fold(s.at(n).div_ceil(256).max(1)),
             Grid::PerElement(s) => fold(s.at(n).max(1)),
+            Grid::Batches { batch, per } => fold((n as u32).div_ceil(batch) * per),
             Grid::Tiles { m, n: cols, z, tm, tn } => [cols.at(n).div_ceil(tn), m.at(n).div_ceil(tm), z.at(n)],
             Grid::Single => [1, 1, 1],
         }
@@ -566,15 +569,16 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             &[buf(2, mask), buf(3, gy), buf(4, gx)],
             Grid::Flat(Size::per_n(per)),
         )],
-        Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes } => {
-            vec![loss("softmax_ce", classes, logits, target, probs, grad, metrics)]
+        Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, batch } => {
+            vec![loss("softmax_ce", (classes, batch), logits, target, probs, grad, metrics)]
         }
-        Op::SigmoidBce { logits, target, probs, grad, metrics, per } => {
-            let mut each = loss("sigmoid_bce", per, logits, target, probs, grad, metrics);
+        Op::SigmoidBce { logits, target, probs, grad, metrics, per, batch } => {
+            let mut each = loss("sigmoid_bce", (per, batch), logits, target, probs, grad, metrics);
             each.binds.push((LOSS_PART, Bind::Scratch));
-            each.grid = Grid::Flat(Size::per_n(per));
-            each.scratch = 4 * (max_n(logits, per) * per).div_ceil(256);
-            let mut total = loss("sigmoid_bce_total", per, logits, target, probs, grad, metrics);
+            let groups = (batch * per).div_ceil(256);
+            each.grid = Grid::Batches { batch: batch as u32, per: groups as u32 };
+            each.scratch = 4 * max_n(logits, per).div_ceil(batch) * groups;
+            let mut total = loss("sigmoid_bce_total", (per, batch), logits, target, probs, grad, metrics);
             total.binds = vec![buf(6, metrics), (LOSS_PART, Bind::Scratch)];
             vec![each, total]
         }
@@ -612,9 +616,10 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
     }
 }
 
+/// A loss launch: `(per, batch)` as in `loss.wgsl`'s `P`.
 fn loss(
     entry: &'static str,
-    per: usize,
+    (per, batch): (usize, usize),
     logits: BufId,
     target: BufId,
     probs: BufId,
@@ -623,7 +628,12 @@ fn loss(
 ) -> Launch {
     let mut binds = vec![buf(2, logits), buf(3, target), buf(4, probs), buf(6, metrics)];
     binds.extend(grad.map(|g| buf(5, g)));
-    launch(Kernel::new(Family::Loss, entry), vec![per as u32, grad.is_some().into()], &binds, Grid::Single)
+    launch(
+        Kernel::new(Family::Loss, entry),
+        vec![per as u32, grad.is_some().into(), batch as u32],
+        &binds,
+        Grid::Single,
+    )
 }
 
 fn update(entry: &'static str, params: [u32; 6], binds: &[(u32, Bind)], len: usize) -> Launch {
