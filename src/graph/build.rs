@@ -351,3 +351,34 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         buffers: b.buffers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::{defaults, input_shape, model, Task};
+
+    /// The test pass takes as many training batches per step as fit in EVAL_BYTES, and no more
+    /// than the test set needs.
+    #[test]
+    fn the_test_pass_runs_in_the_largest_steps_that_fit() {
+        for (task, target, test_n) in [
+            (Task::MnistMlp, Target::Classes(10), 10_000),
+            (Task::MnistCnn, Target::Classes(10), 10_000),
+            (Task::Warwick, Target::Mask, 60),
+        ] {
+            let (d, sample) = (defaults(task), input_shape(task));
+            let data = DataSpec { train_n: 1000, test_n, sample, target, mirrored: false };
+            let opts = PlanOptions { batch: d.batch, optimizer: d.optimizer, input_grad: false, dropout_seed: 0 };
+            let plan = build(&model(task, d.variant, sample), data, opts).unwrap();
+            let (batches, bytes) = (plan.eval_batch / d.batch, |b: &BufDesc| 4 * b.len);
+            let eval: usize = plan.buffers.iter().filter(|b| b.name.starts_with("eval.")).map(bytes).sum();
+            println!("{task:?}: test steps of {} samples, {eval} bytes", plan.eval_batch);
+            assert_eq!(plan.eval_batch % d.batch, 0);
+            assert!(batches <= test_n.div_ceil(d.batch));
+            assert!(eval <= EVAL_BYTES);
+            if batches < test_n.div_ceil(d.batch) {
+                assert!(eval / batches * (batches + 1) > EVAL_BYTES, "{task:?}: one more batch would fit");
+            }
+        }
+    }
+}
