@@ -10,7 +10,10 @@
 //            gradient starts in its output);
 //   outs  = (output binding of the weight gradient, output binding of the bias gradient).
 // Element (m, n) goes to w[m·N + n], or to bias[m] for the bias column.
-// Bindings: part (the scratch), outputs o0..o5.
+// count = (segments, 1 when the optimiser step is plain SGD taken here, the output binding of
+// the gradient set, the rate as f32 bits): then each gradient in that binding also moves its
+// parameter, at the same place in the value set (`values`), by -rate·gradient.
+// Bindings: part (the scratch), outputs o0..o4, values.
 
 const MAX_SEGMENTS: u32 = 16u;
 
@@ -32,7 +35,7 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> o2: array<f32>;
 @group(0) @binding(6) var<storage, read_write> o3: array<f32>;
 @group(0) @binding(7) var<storage, read_write> o4: array<f32>;
-@group(0) @binding(8) var<storage, read_write> o5: array<f32>;
+@group(0) @binding(8) var<storage, read_write> values: array<f32>;
 
 fn put(out: u32, i: u32, v: f32) {
     switch out {
@@ -40,8 +43,10 @@ fn put(out: u32, i: u32, v: f32) {
         case 1u: { o1[i] = v; }
         case 2u: { o2[i] = v; }
         case 3u: { o3[i] = v; }
-        case 4u: { o4[i] = v; }
-        default: { o5[i] = v; }
+        default: { o4[i] = v; }
+    }
+    if p.count.y == 1u && out == p.count.z {
+        values[i] -= bitcast<f32>(p.count.w) * v;
     }
 }
 

@@ -24,7 +24,7 @@ fn every_module_and_specialisation_validates() {
     let kernels = all_kernels();
     for k in &kernels {
         let (module, info) = &modules[&k.family];
-        let constants = k.constants.iter().map(|&(name, v)| (name.to_string(), v as f64)).collect();
+        let constants = k.override_values().into_iter().map(|(name, v)| (name.to_string(), v)).collect();
         let (m, _) = naga::back::pipeline_constants::process_overrides(
             module,
             info,

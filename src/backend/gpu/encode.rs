@@ -210,8 +210,8 @@ pub fn place_scratch(mut launches: Vec<Launch>) -> (Vec<Launch>, usize) {
     (launches, end)
 }
 
-/// Outputs of one sum-of-slices launch (bindings o0..o5 of `reduce.wgsl`).
-const SUM_OUTPUTS: usize = 6;
+/// Outputs of one sum-of-slices launch (bindings o0..o4 of `reduce.wgsl`).
+const SUM_OUTPUTS: usize = 5;
 /// Segments of one sum-of-slices launch (`MAX_SEGMENTS` in `reduce.wgsl`).
 const SUM_SEGMENTS: usize = 16;
 
@@ -219,7 +219,7 @@ const SUM_SEGMENTS: usize = 16;
 /// the first launch that reads what it writes (the optimiser's, or an L2 penalty's), so that a
 /// step adds all its weight gradients' slices in one launch. Gradients of one parameter set
 /// share a binding; `set` says which set a buffer belongs to, `place` where it lies in it.
-pub fn combine_sums(launches: Vec<Launch>, set: &dyn Fn(BufId) -> Option<ParamSet>, place: Place) -> Vec<Launch> {
+pub fn combine_sums(launches: Vec<Launch>, (set, place): Sets) -> Vec<Launch> {
     let mut out = Vec::with_capacity(launches.len());
     let mut pending: Vec<Slices> = Vec::new();
     for l in launches {
@@ -295,12 +295,142 @@ fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: P
         let bind = if in_set.is_some() { Bind::Span(first, last) } else { Bind::Buf(first) };
         bound.push((3 + i as u32, bind));
     }
-    Some(launch(
+    let mut l = launch(
         Kernel::new(Family::Reduce, "sum_slices"),
         params,
         &bound,
         Grid::PerElement(Size::fixed(first as usize)),
-    ))
+    );
+    l.sums = sums.to_vec();
+    Some(l)
+}
+
+/// The gradients a launch writes, if it is one that can take a plain SGD step as it stores
+/// them: a weight-gradient product or a bias row sum of one slice, or a sum of slices.
+fn gradients_written(l: &Launch) -> Option<Vec<BufId>> {
+    let k = &l.kernel;
+    let one_slice = k.constant("SPLITS") == Some(1) && (k.entry == "row_sums" || k.constant("MODE") == Some(2));
+    if k.family.is_gemm() && one_slice {
+        let outs = [Some(C), (k.constant("BIAS_COL") == Some(1)).then_some(BIAS)];
+        return outs
+            .into_iter()
+            .flatten()
+            .map(|slot| match bound(l, slot)? {
+                Bind::Buf(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+    }
+    (k.entry == "sum_slices").then(|| l.sums.iter().flat_map(|s| std::iter::once(s.w).chain(s.bias)).collect())
+}
+
+/// Folds the step's plain SGD update into the launches that write its gradients, when they
+/// write every one of them and no launch between reads what they write or the parameters they
+/// would move (a data-gradient product that reads the weights is moved before the weight
+/// gradient's product where the two are independent). `value_of` gives a gradient's parameter.
+/// `sets` says which parameter set a buffer belongs to (see [`combine_sums`]).
+pub fn fold_sgd(launches: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Option<BufId>) -> Vec<Launch> {
+    try_fold_sgd(launches.clone(), sets, value_of).unwrap_or(launches)
+}
+
+/// Which parameter set a buffer belongs to, and where it lies in it.
+pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
+
+/// Whether `l` binds any of `ids`, alone or within a span.
+fn binds_any(l: &Launch, ids: &[BufId], (set, place): Sets) -> bool {
+    let within = |id: BufId, a: BufId, b: BufId| match (place(id), place(a), place(b)) {
+        (Some(p), Some(a_at), Some(b_at)) => set(id) == set(a) && (a_at.0..=b_at.0).contains(&p.0),
+        _ => false,
+    };
+    l.binds.iter().any(|&(_, b)| match b {
+        Bind::Buf(id) => ids.contains(&id),
+        Bind::Span(a, b) => ids.iter().any(|&id| within(id, a, b)),
+        Bind::Scratch => false,
+    })
+}
+
+fn try_fold_sgd(mut ls: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Option<BufId>) -> Option<Vec<Launch>> {
+    let place = sets.1;
+    let is_sgd = |l: &Launch| l.kernel.family == Family::Optim && l.kernel.entry == "sgd";
+    let u = ls.iter().position(is_sgd)?;
+    if ls.iter().filter(|l| is_sgd(l)).count() > 1 {
+        return None;
+    }
+    let (first, last) = match bound(&ls[u], 3)? {
+        Bind::Span(a, b) => (a, b),
+        Bind::Buf(g) => (g, g),
+        Bind::Scratch => return None,
+    };
+    let (lo, hi) = (place(first)?.0, place(last)?.0);
+    let lr = ls[u].params[1];
+    let touches = |l: &Launch, ids: &[BufId]| binds_any(l, ids, sets);
+    let mut covered = Vec::new();
+    let mut i = 0;
+    while i < u {
+        let Some(grads) = gradients_written(&ls[i]) else {
+            i += 1;
+            continue;
+        };
+        // Each of them must be one of the update's, in the gradient set.
+        let members: Option<Vec<usize>> = grads.iter().map(|&g| place(g).map(|p| p.0)).collect();
+        let members = members?;
+        if members.iter().any(|m| !(lo..=hi).contains(m)) || grads.iter().any(|&g| value_of(g).is_none()) {
+            return None;
+        }
+        let mut watched = grads.clone();
+        watched.extend(grads.iter().filter_map(|&g| value_of(g)));
+        if ls[i].kernel.entry != "sum_slices" {
+            // A data-gradient product that reads the weights runs first, where independent.
+            while i + 1 < u && touches(&ls[i + 1], &watched) {
+                let next = &ls[i + 1];
+                let product = next.kernel.family.is_gemm() && next.kernel.constant("MODE") == Some(1);
+                let writes: Vec<BufId> = [C, ACT_OUT]
+                    .iter()
+                    .filter_map(|&s| match bound(next, s)? {
+                        Bind::Buf(id) => Some(id),
+                        _ => None,
+                    })
+                    .collect();
+                if !product || touches(next, &grads) || touches(&ls[i], &writes) {
+                    return None;
+                }
+                ls.swap(i, i + 1);
+                i += 1;
+            }
+        }
+        if ls[i + 1..u].iter().any(|l| touches(l, &watched)) {
+            return None;
+        }
+        take_step(&mut ls[i], &grads, value_of, lr)?;
+        covered.extend(members);
+        i += 1;
+    }
+    covered.sort_unstable();
+    covered.dedup();
+    (covered.len() == hi - lo + 1).then(|| {
+        ls.remove(u);
+        ls
+    })
+}
+
+/// Makes `l`, which writes `grads`, also take the SGD step of rate `lr` (f32 bits).
+fn take_step(l: &mut Launch, grads: &[BufId], value_of: &dyn Fn(BufId) -> Option<BufId>, lr: u32) -> Option<()> {
+    if l.kernel.entry == "sum_slices" {
+        // The one binding of the gradient set (every gradient here is in it).
+        let (slot, first, last) = l.binds.iter().find_map(|&(slot, b)| match b {
+            Bind::Span(first, last) if grads.contains(&first) => Some((slot, first, last)),
+            _ => None,
+        })?;
+        l.params[1..4].copy_from_slice(&[1, slot - 3, lr]);
+        l.binds.push((8, Bind::Span(value_of(first)?, value_of(last)?)));
+    } else {
+        l.kernel = l.kernel.clone().with("UPDATE", 1).with("LR", lr);
+        l.binds.push((ACT_OUT, Bind::Buf(value_of(grads[0])?)));
+        if let Some(&bias) = grads.get(1) {
+            l.binds.push((ACT_IN, Bind::Buf(value_of(bias)?)));
+        }
+    }
+    Some(())
 }
 
 #[derive(Clone, Debug)]
@@ -724,13 +854,69 @@ mod tests {
         batch_sum(Family::Conv2d, &[1, 4, 10, 10, 3], io, BufId(w), (4, 9, 100_000))
     }
 
-    /// Buffers 10..19 are gradients, in one set laid out as `place` says.
+    /// Buffers 0..4 are parameters and 10..14 their gradients, in sets laid out as `place` says.
     fn set(id: BufId) -> Option<ParamSet> {
-        (10..20).contains(&id.0).then_some(ParamSet::Grad)
+        match id.0 {
+            0..4 => Some(ParamSet::Value),
+            10..14 => Some(ParamSet::Grad),
+            _ => None,
+        }
     }
 
     fn sums(launches: Vec<Launch>) -> Vec<Launch> {
-        combine_sums(place_scratch(launches).0, &set, &place)
+        combine_sums(place_scratch(launches).0, (&set, &place))
+    }
+
+    /// The MLP's backward and update: dense weight gradients of one slice (buffers 12, 13 and
+    /// 10, 11), between them the data gradient, which reads the weights (2), then SGD.
+    fn mlp_backward(between: Option<Launch>) -> Vec<Launch> {
+        let wgrad = |w: usize| {
+            batch_sum(Family::Dense, &[8, 4], (BufId(50), Some(BufId(51)), Some(BufId(w + 1))), BufId(w), (4, 8, 100))
+        };
+        let dims = (Size::per_n(1), Size::fixed(8), Size::fixed(1));
+        let data_grad =
+            product(Family::Dense, 1, &[8, 4], &[buf(A, BufId(50)), buf(B, BufId(2)), buf(C, BufId(52))], dims, 100);
+        let sgd = update(
+            "sgd",
+            [480, 0.25f32.to_bits(), 0, 0, 0, 0],
+            &[(2, Bind::Span(BufId(0), BufId(3))), (3, Bind::Span(BufId(10), BufId(13)))],
+            480,
+        );
+        let mut step = wgrad(12);
+        step.push(data_grad);
+        step.extend(wgrad(10));
+        step.extend(between);
+        step.push(sgd);
+        step
+    }
+
+    fn fold(launches: Vec<Launch>) -> Vec<Launch> {
+        fold_sgd(launches, (&set, &place), &|g: BufId| (10..14).contains(&g.0).then(|| BufId(g.0 - 10)))
+    }
+
+    #[test]
+    fn products_that_write_every_gradient_take_the_sgd_step() {
+        let out = fold(mlp_backward(None));
+        let modes: Vec<_> = out.iter().map(|l| l.kernel.constant("MODE")).collect();
+        assert_eq!(modes, [Some(1), Some(2), Some(2)], "the data gradient first, no update launch");
+        for (l, w) in out[1..].iter().zip([2, 0]) {
+            assert_eq!(l.kernel.constant("UPDATE"), Some(1));
+            assert_eq!(l.kernel.constant("LR"), Some(0.25f32.to_bits()));
+            assert!(
+                l.binds.contains(&(ACT_OUT, Bind::Buf(BufId(w))))
+                    && l.binds.contains(&(ACT_IN, Bind::Buf(BufId(w + 1))))
+            );
+        }
+    }
+
+    #[test]
+    fn the_sgd_step_stays_a_launch_when_not_every_gradient_is_written_or_one_is_read_before() {
+        let mut missing = mlp_backward(None);
+        missing.remove(2);
+        assert_eq!(fold(missing.clone()).len(), missing.len());
+        let l2 = Op::L2 { w: BufId(0), grad: Some(BufId(10)), metrics: BufId(60), lambda: 1e-4, len: 32 };
+        let with_l2 = mlp_backward(Some(encode(&l2, &[])[0].clone()));
+        assert_eq!(fold(with_l2.clone()).len(), with_l2.len());
     }
 
     #[test]
@@ -759,12 +945,13 @@ mod tests {
         step.extend(wgrad(12, 13));
         let kinds: Vec<_> = sums(step).iter().map(|l| l.kernel.entry).collect();
         assert_eq!(kinds, ["matmul", "sum_slices", "forward", "matmul", "sum_slices"]);
-        // Outside a set, each output takes one of the six bindings: four products, two launches.
-        let step: Vec<_> = (0..4).flat_map(|i| wgrad(60 + 2 * i, 61 + 2 * i)).collect();
+        // Outside a set, each output takes one of the five output bindings: three products (six
+        // outputs), two launches.
+        let step: Vec<_> = (0..3).flat_map(|i| wgrad(60 + 2 * i, 61 + 2 * i)).collect();
         let out = sums(step);
         let counts: Vec<_> = out.iter().filter(|l| l.kernel.entry == "sum_slices").map(|l| l.params[0]).collect();
-        assert_eq!(counts, [3, 1]);
-        assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 4);
+        assert_eq!(counts, [2, 1]);
+        assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 3);
     }
 
     #[test]

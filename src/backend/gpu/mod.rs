@@ -12,7 +12,9 @@ use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{combine_sums, encode, fuse_activations, merge_updates, pair_gathers, place_scratch, Bind, Grid};
+use encode::{
+    combine_sums, encode, fold_sgd, fuse_activations, merge_updates, pair_gathers, place_scratch, Bind, Grid,
+};
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -260,7 +262,7 @@ impl GpuBackend {
             // accumulators in registers: 27x faster products on an H100.
             unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
         });
-        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let constants = kernel.override_values();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry),
             layout: Some(&self.pipeline_layout),
@@ -301,7 +303,13 @@ impl GpuBackend {
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
         let (placed, scratch_len) = place_scratch(merge_updates(fuse_activations(pair_gathers(all)), &place));
         let set = |id: BufId| self.descs[id.0].set;
-        let all = combine_sums(placed, &set, &place);
+        // A gradient's parameter: the member at its place in the value set.
+        let value_of = |id: BufId| {
+            let member = bufs[id.0].member?;
+            (set(id) == Some(ParamSet::Grad)).then_some(())?;
+            (0..bufs.len()).map(BufId).find(|&v| set(v) == Some(ParamSet::Value) && bufs[v.0].member == Some(member))
+        };
+        let all = fold_sgd(combine_sums(placed, (&set, &place)), (&set, &place), &value_of);
         let scratch = self.scratch(scratch_len);
         for launch in all {
             let pipeline = self.pipeline(&launch.kernel);

@@ -105,6 +105,12 @@ impl Kernel {
     pub fn constant(&self, name: &str) -> Option<u32> {
         self.constants.iter().find(|c| c.0 == name).map(|c| c.1)
     }
+    /// The override constants as the pipeline takes them: every one a u32 but the learning
+    /// rate `LR`, kept as f32 bits.
+    pub fn override_values(&self) -> Vec<(&'static str, f64)> {
+        let value = |name: &str, v: u32| if name == "LR" { f32::from_bits(v) as f64 } else { v as f64 };
+        self.constants.iter().map(|&(k, v)| (k, value(k, v))).collect()
+    }
 }
 
 /// Every specialisation the encoder can ask for.
@@ -142,14 +148,22 @@ pub fn all_kernels() -> Vec<Kernel> {
             for splits in SPLITS {
                 out.push(bias_col(gemm(family, 2, splits, (tm, tn))));
             }
+            out.push(with_step(bias_col(gemm(family, 2, 1, (tm, tn)))));
         }
         if family == Family::ConvTranspose {
             for splits in SPLITS {
                 out.push(row_sums(family, splits));
             }
+            out.push(with_step(row_sums(family, 1)));
         }
     }
     out
+}
+
+/// A one-slice weight-gradient kernel that also takes the SGD step (the rate is validated at
+/// one value: it is a plain constant of the arithmetic).
+fn with_step(k: Kernel) -> Kernel {
+    k.with("UPDATE", 1).with("LR", 0.25f32.to_bits())
 }
 
 /// The tiled product of a family's `mode`, with `splits` slices (0: none) and (rows, columns)
