@@ -64,6 +64,12 @@ pub struct TaskTiming {
     pub epoch_samples: usize,
     /// One training epoch of `epoch_samples` and the test pass.
     pub epoch_s: f64,
+    /// GPU kernel launches of a training step and of a test step, and test steps per epoch
+    /// (`test_steps` of up to `test_batch` samples).
+    pub train_launches: Option<usize>,
+    pub test_launches: Option<usize>,
+    pub test_steps: usize,
+    pub test_batch: usize,
     /// With `--ops`: each op of the training step run alone, in step order.
     pub ops: Vec<OpTiming>,
 }
@@ -231,6 +237,8 @@ fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming>
     s.run_epoch()?;
     s.evaluate()?;
     let epoch_s = start.elapsed().as_secs_f64();
+    let eval = s.plan.eval.clone();
+    let (train_launches, test_launches) = (s.backend().launches(&ops), s.backend().launches(&eval));
     let mut per_op = Vec::new();
     if bench.ops {
         for op in &ops {
@@ -247,6 +255,10 @@ fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming>
         samples_per_s: d.batch as f64 / step_s,
         epoch_samples: train,
         epoch_s,
+        train_launches,
+        test_launches,
+        test_steps: test.div_ceil(s.plan.eval_batch),
+        test_batch: s.plan.eval_batch,
         ops: per_op,
     })
 }
@@ -293,6 +305,18 @@ pub fn run(choice: BackendChoice, opts: &Options) -> Result<Report> {
             t.task, t.batch, t.first_step_ms, t.build_ms, t.step_ms, t.samples_per_s, t.epoch_samples, t.epoch_s
         );
         timings.push(t);
+    }
+    for t in &timings {
+        if let (Some(train), Some(test)) = (t.train_launches, t.test_launches) {
+            let steps = t.epoch_samples.div_ceil(t.batch);
+            println!(
+                "{:<10} launches: {train} per training step, {test} per test step ({} of up to {} samples); {} per epoch",
+                t.task,
+                t.test_steps,
+                t.test_batch,
+                steps * train + t.test_steps * test
+            );
+        }
     }
     for t in timings.iter().filter(|t| !t.ops.is_empty()) {
         println!("\n{} training step, op by op (each run alone)", t.task);

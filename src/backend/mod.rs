@@ -34,4 +34,8 @@ pub trait Backend {
     fn build_time(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// Kernel launches that one run of `ops` takes, once `ops` has run (`None` on the CPU).
+    fn launches(&self, _ops: &[Op]) -> Option<usize> {
+        None
+    }
 }

@@ -513,4 +513,7 @@ impl Backend for GpuBackend {
     fn allocated_bytes(&self) -> u64 {
         self.allocated
     }
+    fn launches(&self, ops: &[Op]) -> Option<usize> {
+        self.programs.iter().find(|p| p.ops == ops).map(|p| p.launches.len())
+    }
 }
