@@ -74,6 +74,9 @@ pub enum Bind {
 /// bytes).
 pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 
+/// Which parameter set a buffer belongs to, and where it lies in it.
+pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
+
 /// Folds each activation that follows a product of its input (forward, or its gradient going
 /// back) into that product, and each activation's backward that follows a pooling's backward
 /// into the pooling; the producer then stores both its own result and the activation's.
@@ -332,9 +335,6 @@ fn gradients_written(l: &Launch) -> Option<Vec<BufId>> {
 pub fn fold_sgd(launches: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Option<BufId>) -> Vec<Launch> {
     try_fold_sgd(launches.clone(), sets, value_of).unwrap_or(launches)
 }
-
-/// Which parameter set a buffer belongs to, and where it lies in it.
-pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
 
 /// Whether `l` binds any of `ids`, alone or within a span.
 fn binds_any(l: &Launch, ids: &[BufId], (set, place): Sets) -> bool {
