@@ -244,36 +244,53 @@ impl GpuBackend {
         }
     }
 
-    fn pipeline(&mut self, kernel: &Kernel) -> wgpu::ComputePipeline {
-        if let Some(p) = self.pipelines.get(kernel) {
-            return p.clone();
-        }
+    /// Builds the pipelines of `kernels` not built yet, all at once on the thread pool: the
+    /// driver compiles each one, which on a cold driver cache is most of a run's start-up.
+    fn build_pipelines<'a>(&mut self, kernels: impl Iterator<Item = &'a Kernel>) {
+        use rayon::prelude::*;
         let start = Instant::now();
+        let mut todo: Vec<&Kernel> = Vec::new();
+        for k in kernels {
+            if !self.pipelines.contains_key(k) && !todo.contains(&k) {
+                todo.push(k);
+            }
+        }
         let device = &self.gpu.device;
-        let module = self.modules.entry(kernel.family).or_insert_with(|| {
-            let desc = wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.family.file()),
-                source: wgpu::ShaderSource::Wgsl(kernel.family.source().into()),
-            };
-            // SAFETY: every kernel's loops end (their bounds are sizes and tile counts) and
-            // every index stays inside its buffer for the shapes the encoder launches, which
-            // the parity tests check against the CPU backend on awkward shapes. Without the
-            // injected loop counters the driver can unroll the tile loops and keep the
-            // accumulators in registers: 27x faster products on an H100.
-            unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-        });
-        let constants = kernel.override_values();
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry),
-            layout: Some(&self.pipeline_layout),
-            module,
-            entry_point: Some(kernel.entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
-            cache: None,
-        });
+        for k in &todo {
+            self.modules.entry(k.family).or_insert_with(|| {
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(k.family.file()),
+                    source: wgpu::ShaderSource::Wgsl(k.family.source().into()),
+                };
+                // SAFETY: every kernel's loops end (their bounds are sizes and tile counts) and
+                // every index stays inside its buffer for the shapes the encoder launches, which
+                // the parity tests check against the CPU backend on awkward shapes. Without the
+                // injected loop counters the driver can unroll the tile loops and keep the
+                // accumulators in registers: 27x faster products on an H100.
+                unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            });
+        }
+        let (modules, layout) = (&self.modules, &self.pipeline_layout);
+        let built: Vec<_> = todo
+            .into_par_iter()
+            .map(|kernel| {
+                let constants = kernel.override_values();
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.entry),
+                    layout: Some(layout),
+                    module: &modules[&kernel.family],
+                    entry_point: Some(kernel.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        ..Default::default()
+                    },
+                    cache: None,
+                });
+                (kernel.clone(), pipeline)
+            })
+            .collect();
+        self.pipelines.extend(built);
         self.build_time += start.elapsed();
-        self.pipelines.insert(kernel.clone(), pipeline.clone());
-        pipeline
     }
 
     /// The scratch buffer, grown to at least `len` floats. Bind groups made earlier keep the
@@ -311,8 +328,9 @@ impl GpuBackend {
         };
         let all = fold_sgd(combine_sums(placed, (&set, &place)), (&set, &place), &value_of);
         let scratch = self.scratch(scratch_len);
+        self.build_pipelines(all.iter().map(|l| &l.kernel));
         for launch in all {
-            let pipeline = self.pipeline(&launch.kernel);
+            let pipeline = self.pipelines[&launch.kernel].clone();
             let mut params = launch.params.clone();
             params.resize(params.len().next_multiple_of(4), 0);
             self.allocated += params.len() as u64 * 4;
