@@ -1,5 +1,6 @@
 //! A training run from resolved settings: data, model, session, progress, and the run folder.
 
+use crate::backend::choice;
 pub use crate::backend::choice::{backend_factory, make_backend, BackendChoice};
 use crate::checkpoint;
 use crate::checkpoint::RunState;
@@ -207,6 +208,8 @@ pub fn resume(dir: &Path, data: Option<PathBuf>, backend: Option<BackendChoice>)
 
 fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     cfg.validate()?;
+    // The device opens while the data loads.
+    let mut opening = choice::Opening::start(cfg.backend);
     let data = load_data(cfg.task, cfg.data.as_deref(), (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
     let samples = data.train.n * if cfg.hflip { 2 } else { 1 };
     if cfg.batch_size > samples {
@@ -230,7 +233,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         init,
     };
     let mut session = Session::new(&model, &data, opts, |descs| {
-        let (be, why) = make_backend(cfg.backend, descs)?;
+        let (be, why) = choice::make(opening.take()?, descs)?;
         say(format!("backend: {} — {why}", be.describe()));
         Ok(be)
     })?;

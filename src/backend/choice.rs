@@ -16,10 +16,17 @@ pub enum BackendChoice {
     Cpu,
 }
 
-/// The chosen backend for a plan's buffers, and why it was chosen.
-pub fn make_backend(choice: BackendChoice, descs: &[BufDesc]) -> Result<(Box<dyn Backend>, String)> {
+/// What `--backend` chose before any buffer exists: an open device, or the CPU; and why.
+pub enum Opened {
+    Gpu(Box<Gpu>, String),
+    Cpu(String),
+}
+
+/// Finds the adapter and opens the device the choice asks for (the slow part of making a GPU
+/// backend, which a run does while it loads its data).
+pub fn open(choice: BackendChoice) -> Result<Opened> {
     if choice == BackendChoice::Cpu {
-        return Ok((Box::new(CpuBackend::new(descs)), "asked for".into()));
+        return Ok(Opened::Cpu("asked for".into()));
     }
     Ok(match (choice, gpu::adapter()) {
         (BackendChoice::Gpu, Err(e)) => {
@@ -28,16 +35,52 @@ pub fn make_backend(choice: BackendChoice, descs: &[BufDesc]) -> Result<(Box<dyn
                  software one) or use --backend cpu"
             )))
         }
-        (BackendChoice::Gpu, Ok(a)) => (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "asked for".into()),
+        (BackendChoice::Gpu, Ok(a)) => Opened::Gpu(Box::new(Gpu::open(a)?), "asked for".into()),
         (_, Ok(a)) if !gpu::is_software(&a.get_info()) => {
-            (Box::new(GpuBackend::new(Gpu::open(a)?, descs)?), "hardware adapter found".into())
+            Opened::Gpu(Box::new(Gpu::open(a)?), "hardware adapter found".into())
         }
-        (_, Ok(a)) => (
-            Box::new(CpuBackend::new(descs)),
-            format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name),
-        ),
-        (_, Err(e)) => (Box::new(CpuBackend::new(descs)), format!("no GPU adapter: {e}")),
+        (_, Ok(a)) => {
+            Opened::Cpu(format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name))
+        }
+        (_, Err(e)) => Opened::Cpu(format!("no GPU adapter: {e}")),
     })
+}
+
+/// A device being opened on another thread ([`open`]). Dropping it waits for the thread: a
+/// thread inside a driver must not outlive the run.
+pub struct Opening(Option<std::thread::JoinHandle<Result<Opened>>>);
+
+impl Opening {
+    pub fn start(choice: BackendChoice) -> Self {
+        Opening(Some(std::thread::spawn(move || open(choice))))
+    }
+
+    /// What the thread opened (once).
+    pub fn take(&mut self) -> Result<Opened> {
+        let failed = || Error::Gpu("opening the device failed".into());
+        self.0.take().ok_or_else(failed)?.join().map_err(|_| failed())?
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The backend for a plan's buffers on what [`open`] chose, and why it was chosen.
+pub fn make(opened: Opened, descs: &[BufDesc]) -> Result<(Box<dyn Backend>, String)> {
+    Ok(match opened {
+        Opened::Gpu(gpu, why) => (Box::new(GpuBackend::new(*gpu, descs)?), why),
+        Opened::Cpu(why) => (Box::new(CpuBackend::new(descs)), why),
+    })
+}
+
+/// The chosen backend for a plan's buffers, and why it was chosen.
+pub fn make_backend(choice: BackendChoice, descs: &[BufDesc]) -> Result<(Box<dyn Backend>, String)> {
+    make(open(choice)?, descs)
 }
 
 /// Makes the chosen backend and says on one line which it is and why.
