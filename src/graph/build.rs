@@ -154,10 +154,8 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     let per_sample = b.per_sample(&pass, opts.batch);
     let eval_batch =
         opts.batch * (EVAL_BYTES / (4 * per_sample * opts.batch)).clamp(1, data.test_n.div_ceil(opts.batch));
-    let eval_pass = match eval_batch == opts.batch {
-        true => pass.clone(),
-        false => b.pass("eval.", eval_batch, layers, &shapes, per_target),
-    };
+    let eval_pass =
+        if eval_batch == opts.batch { pass.clone() } else { b.pass("eval.", eval_batch, layers, &shapes, per_target) };
 
     let mut params = Vec::new();
     let specs = model.params()?;
