@@ -1,5 +1,5 @@
-// Prepended to every family: the per-step values, the flat index of a 1-D dispatch, and a
-// deterministic workgroup sum.
+// Prepended to every family: the per-step values, the flat index of a 1-D dispatch, a
+// deterministic workgroup sum, and Keras Adam on one parameter.
 
 struct Step {
     // Samples in this batch.
@@ -33,4 +33,13 @@ fn workgroup_sum(li: u32, v: vec4<f32>) -> vec4<f32> {
     }
     workgroupBarrier();
     return tree[0];
+}
+
+// Keras Adam on one parameter w after gradient g: the new (w, m, v), with the step's bias
+// correction (optim.wgsl; reduce.wgsl, where the update is taken as the gradients are summed).
+fn adam_step(w: f32, m: f32, v: f32, g: f32, lr: f32, beta1: f32, beta2: f32, eps: f32) -> vec3<f32> {
+    let alpha = lr * step.adam_correction;
+    let m_new = m + (1.0 - beta1) * (g - m);
+    let v_new = v + (1.0 - beta2) * (g * g - v);
+    return vec3(w - alpha * m_new / (sqrt(v_new) + eps), m_new, v_new);
 }

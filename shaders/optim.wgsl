@@ -44,11 +44,10 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if i >= p.len {
         return;
     }
-    let alpha = p.lr * step.adam_correction;
-    let gi = g[i];
-    m[i] += (1.0 - p.beta1) * (gi - m[i]);
-    v[i] += (1.0 - p.beta2) * (gi * gi - v[i]);
-    w[i] -= alpha * m[i] / (sqrt(v[i]) + p.eps);
+    let r = adam_step(w[i], m[i], v[i], g[i], p.lr, p.beta1, p.beta2, p.eps);
+    w[i] = r.x;
+    m[i] = r.y;
+    v[i] = r.z;
 }
 
 // lr holds λ.

@@ -10,10 +10,11 @@
 //            gradient starts in its output);
 //   outs  = (output binding of the weight gradient, output binding of the bias gradient).
 // Element (m, n) goes to w[m·N + n], or to bias[m] for the bias column.
-// count = (segments, 1 when the optimiser step is plain SGD taken here, the output binding of
-// the gradient set, the rate as f32 bits): then each gradient in that binding also moves its
-// parameter, at the same place in the value set (`values`), by -rate·gradient.
-// Bindings: part (the scratch), outputs o0..o4, values.
+// count = (segments, the optimiser step taken here: 0 none, 1 plain SGD, 2 Adam; the output
+// binding of the gradient set; the rate as f32 bits), adam = (β1, β2, ε): then each gradient in
+// that binding also moves its parameter, at the same place in the value set (`values`, and
+// Adam's state in `state_m`, `state_v`).
+// Bindings: part (the scratch), outputs o0..o2, values, state_m, state_v.
 
 const MAX_SEGMENTS: u32 = 16u;
 
@@ -25,6 +26,7 @@ struct Segment {
 
 struct P {
     count: vec4<u32>,
+    adam: vec4<f32>,
     seg: array<Segment, MAX_SEGMENTS>,
 }
 
@@ -33,20 +35,27 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> o0: array<f32>;
 @group(0) @binding(4) var<storage, read_write> o1: array<f32>;
 @group(0) @binding(5) var<storage, read_write> o2: array<f32>;
-@group(0) @binding(6) var<storage, read_write> o3: array<f32>;
-@group(0) @binding(7) var<storage, read_write> o4: array<f32>;
-@group(0) @binding(8) var<storage, read_write> values: array<f32>;
+@group(0) @binding(6) var<storage, read_write> values: array<f32>;
+@group(0) @binding(7) var<storage, read_write> state_m: array<f32>;
+@group(0) @binding(8) var<storage, read_write> state_v: array<f32>;
 
-fn put(out: u32, i: u32, v: f32) {
+fn put(out: u32, i: u32, g: f32) {
     switch out {
-        case 0u: { o0[i] = v; }
-        case 1u: { o1[i] = v; }
-        case 2u: { o2[i] = v; }
-        case 3u: { o3[i] = v; }
-        default: { o4[i] = v; }
+        case 0u: { o0[i] = g; }
+        case 1u: { o1[i] = g; }
+        default: { o2[i] = g; }
     }
-    if p.count.y == 1u && out == p.count.z {
-        values[i] -= bitcast<f32>(p.count.w) * v;
+    if p.count.y == 0u || out != p.count.z {
+        return;
+    }
+    let lr = bitcast<f32>(p.count.w);
+    if p.count.y == 1u {
+        values[i] -= lr * g;
+    } else {
+        let r = adam_step(values[i], state_m[i], state_v[i], g, lr, p.adam.x, p.adam.y, p.adam.z);
+        values[i] = r.x;
+        state_m[i] = r.y;
+        state_v[i] = r.z;
     }
 }
 

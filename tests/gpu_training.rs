@@ -19,15 +19,17 @@ struct Setup {
     sample: Shape,
     batch: usize,
     optimizer: Optimizer,
+    l2: f32,
 }
 
-fn setups() -> [Setup; 3] {
+fn setups() -> [Setup; 4] {
     [
         Setup {
             task: Task::MnistMlp,
             sample: Shape::flat(784),
             batch: 13,
             optimizer: Optimizer::Sgd { lr: 0.05, momentum: 0.9 },
+            l2: 0.0,
         },
         // Plain SGD: the GPU takes its step inside the launches that write the gradients.
         Setup {
@@ -35,16 +37,31 @@ fn setups() -> [Setup; 3] {
             sample: Shape::new(1, 28, 28),
             batch: 5,
             optimizer: Optimizer::Sgd { lr: 0.05, momentum: 0.0 },
+            l2: 0.0,
         },
-        Setup { task: Task::Warwick, sample: Shape::new(3, 16, 16), batch: 2, optimizer: Optimizer::adam(1e-3) },
+        Setup {
+            task: Task::Warwick,
+            sample: Shape::new(3, 16, 16),
+            batch: 2,
+            optimizer: Optimizer::adam(1e-3),
+            l2: 1e-3,
+        },
+        // Every weight gradient in batch slices and no L2: the GPU takes Adam's step as it adds
+        // the slices.
+        Setup {
+            task: Task::Warwick,
+            sample: Shape::new(3, 32, 32),
+            batch: 4,
+            optimizer: Optimizer::adam(1e-3),
+            l2: 0.0,
+        },
     ]
 }
 
 /// One epoch of three steps (the last one short) on `kind`; the parameters and the metrics.
 fn train(s: &Setup, kind: Kind, dropout: f32, epochs: usize) -> (Vec<Vec<f32>>, Vec<Metrics>) {
     let activation = if s.task == Task::MnistMlp { Act::Sigmoid } else { Act::Relu };
-    let variant =
-        Variant { activation, dropout, l2: if s.task == Task::Warwick { 1e-3 } else { 0.0 }, act_after_pool: false };
+    let variant = Variant { activation, dropout, l2: s.l2, act_after_pool: false };
     let model = tasks::model(s.task, variant, s.sample);
     let data = synthetic(s.task, s.sample, 3 * s.batch - 1, 3 * s.batch - 1, 11);
     let opts = SessionOptions {

@@ -213,8 +213,10 @@ pub fn place_scratch(mut launches: Vec<Launch>) -> (Vec<Launch>, usize) {
     (launches, end)
 }
 
-/// Outputs of one sum-of-slices launch (bindings o0..o4 of `reduce.wgsl`).
-const SUM_OUTPUTS: usize = 5;
+/// Outputs of one sum-of-slices launch (bindings o0..o2 of `reduce.wgsl`).
+const SUM_OUTPUTS: usize = 3;
+/// Words of a sum-of-slices launch's parameters before its segments (`count` and `adam`).
+const SUM_HEAD: usize = 8;
 /// Segments of one sum-of-slices launch (`MAX_SEGMENTS` in `reduce.wgsl`).
 const SUM_SEGMENTS: usize = 16;
 
@@ -282,7 +284,8 @@ fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: P
         };
         [b as u32, offset as u32]
     };
-    let mut params = vec![sums.len() as u32, 0, 0, 0];
+    let mut params = vec![0; SUM_HEAD];
+    params[0] = sums.len() as u32;
     let mut first = 0;
     for s in sums {
         let [w_out, w_at] = locate(s.w);
@@ -292,7 +295,7 @@ fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: P
         params.extend([w_out, b_out, 0, 0]);
         first += s.len as u32;
     }
-    params.resize(4 + 12 * SUM_SEGMENTS, 0);
+    params.resize(SUM_HEAD + 12 * SUM_SEGMENTS, 0);
     let mut bound = vec![(2, Bind::Scratch)];
     for (i, &(in_set, first, last)) in binds.iter().enumerate() {
         let bind = if in_set.is_some() { Bind::Span(first, last) } else { Bind::Buf(first) };
@@ -327,14 +330,19 @@ fn gradients_written(l: &Launch) -> Option<Vec<BufId>> {
     (k.entry == "sum_slices").then(|| l.sums.iter().flat_map(|s| std::iter::once(s.w).chain(s.bias)).collect())
 }
 
-/// Folds the step's plain SGD update into the launches that write its gradients, when they
+/// Folds the step's optimiser update into the launches that write its gradients, when they
 /// write every one of them and no launch between reads what they write or the parameters they
-/// would move (a data-gradient product that reads the weights is moved before the weight
-/// gradient's product where the two are independent). `value_of` gives a gradient's parameter.
-/// `sets` says which parameter set a buffer belongs to (see [`combine_sums`]).
-pub fn fold_sgd(launches: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Option<BufId>) -> Vec<Launch> {
-    try_fold_sgd(launches.clone(), sets, value_of).unwrap_or(launches)
+/// would move: plain SGD into one-slice weight-gradient products (a data-gradient product that
+/// reads the weights is moved before the weight gradient's where the two are independent) and
+/// into sums of slices, Adam into sums of slices. `sets` says which parameter set a buffer
+/// belongs to (see [`combine_sums`]), `counterpart` which buffer of another set lies where a
+/// gradient lies in its own (its parameter, its optimiser state).
+pub fn fold_update(launches: Vec<Launch>, sets: Sets, counterpart: Counterpart) -> Vec<Launch> {
+    try_fold_update(launches.clone(), sets, counterpart).unwrap_or(launches)
 }
+
+/// The buffer of a set at a gradient's place in the gradient set.
+pub type Counterpart<'a> = &'a dyn Fn(BufId, ParamSet) -> Option<BufId>;
 
 /// Whether `l` binds any of `ids`, alone or within a span.
 fn binds_any(l: &Launch, ids: &[BufId], (set, place): Sets) -> bool {
@@ -349,20 +357,22 @@ fn binds_any(l: &Launch, ids: &[BufId], (set, place): Sets) -> bool {
     })
 }
 
-fn try_fold_sgd(mut ls: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Option<BufId>) -> Option<Vec<Launch>> {
+fn try_fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) -> Option<Vec<Launch>> {
     let place = sets.1;
-    let is_sgd = |l: &Launch| l.kernel.family == Family::Optim && l.kernel.entry == "sgd";
-    let u = ls.iter().position(is_sgd)?;
-    if ls.iter().filter(|l| is_sgd(l)).count() > 1 {
+    let is_update = |l: &Launch| l.kernel.family == Family::Optim && ["sgd", "adam"].contains(&l.kernel.entry);
+    let u = ls.iter().position(is_update)?;
+    if ls.iter().filter(|l| is_update(l)).count() > 1 {
         return None;
     }
+    let adam = ls[u].kernel.entry == "adam";
     let (first, last) = match bound(&ls[u], 3)? {
         Bind::Span(a, b) => (a, b),
         Bind::Buf(g) => (g, g),
         Bind::Scratch => return None,
     };
     let (lo, hi) = (place(first)?.0, place(last)?.0);
-    let lr = ls[u].params[1];
+    let moved: &[ParamSet] =
+        if adam { &[ParamSet::Value, ParamSet::State(0), ParamSet::State(1)] } else { &[ParamSet::Value] };
     let touches = |l: &Launch, ids: &[BufId]| binds_any(l, ids, sets);
     let mut covered = Vec::new();
     let mut i = 0;
@@ -374,12 +384,20 @@ fn try_fold_sgd(mut ls: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Opt
         // Each of them must be one of the update's, in the gradient set.
         let members: Option<Vec<usize>> = grads.iter().map(|&g| place(g).map(|p| p.0)).collect();
         let members = members?;
-        if members.iter().any(|m| !(lo..=hi).contains(m)) || grads.iter().any(|&g| value_of(g).is_none()) {
+        if members.iter().any(|m| !(lo..=hi).contains(m)) {
             return None;
         }
         let mut watched = grads.clone();
-        watched.extend(grads.iter().filter_map(|&g| value_of(g)));
-        if ls[i].kernel.entry != "sum_slices" {
+        for &g in &grads {
+            for &set in moved {
+                watched.push(counterpart(g, set)?);
+            }
+        }
+        let sums = ls[i].kernel.entry == "sum_slices";
+        if adam && !sums {
+            return None;
+        }
+        if !sums {
             // A data-gradient product that reads the weights runs first, where independent.
             while i + 1 < u && touches(&ls[i + 1], &watched) {
                 let next = &ls[i + 1];
@@ -401,7 +419,8 @@ fn try_fold_sgd(mut ls: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Opt
         if ls[i + 1..u].iter().any(|l| touches(l, &watched)) {
             return None;
         }
-        take_step(&mut ls[i], &grads, value_of, lr)?;
+        let update = ls[u].clone();
+        take_step(&mut ls[i], &grads, counterpart, &update)?;
         covered.extend(members);
         i += 1;
     }
@@ -413,21 +432,31 @@ fn try_fold_sgd(mut ls: Vec<Launch>, sets: Sets, value_of: &dyn Fn(BufId) -> Opt
     })
 }
 
-/// Makes `l`, which writes `grads`, also take the SGD step of rate `lr` (f32 bits).
-fn take_step(l: &mut Launch, grads: &[BufId], value_of: &dyn Fn(BufId) -> Option<BufId>, lr: u32) -> Option<()> {
+/// Makes `l`, which writes `grads`, also take the step of the `update` launch (its parameters
+/// as `optim.wgsl`'s: length, rate, β1, β2, ε).
+fn take_step(l: &mut Launch, grads: &[BufId], counterpart: Counterpart, update: &Launch) -> Option<()> {
+    let (lr, adam) = (update.params[1], update.kernel.entry == "adam");
+    let value = |g: BufId| counterpart(g, ParamSet::Value);
     if l.kernel.entry == "sum_slices" {
         // The one binding of the gradient set (every gradient here is in it).
         let (slot, first, last) = l.binds.iter().find_map(|&(slot, b)| match b {
             Bind::Span(first, last) if grads.contains(&first) => Some((slot, first, last)),
             _ => None,
         })?;
-        l.params[1..4].copy_from_slice(&[1, slot - 3, lr]);
-        l.binds.push((8, Bind::Span(value_of(first)?, value_of(last)?)));
+        l.params[1..4].copy_from_slice(&[1 + u32::from(adam), slot - 3, lr]);
+        let mut sets = vec![ParamSet::Value];
+        if adam {
+            l.params[4..7].copy_from_slice(&update.params[2..5]);
+            sets.extend([ParamSet::State(0), ParamSet::State(1)]);
+        }
+        for (binding, set) in (6..).zip(sets) {
+            l.binds.push((binding, Bind::Span(counterpart(first, set)?, counterpart(last, set)?)));
+        }
     } else {
         l.kernel = l.kernel.clone().with("UPDATE", 1).with("LR", lr);
-        l.binds.push((ACT_OUT, Bind::Buf(value_of(grads[0])?)));
+        l.binds.push((ACT_OUT, Bind::Buf(value(grads[0])?)));
         if let Some(&bias) = grads.get(1) {
-            l.binds.push((ACT_IN, Bind::Buf(value_of(bias)?)));
+            l.binds.push((ACT_IN, Bind::Buf(value(bias)?)));
         }
     }
     Some(())
@@ -854,11 +883,14 @@ mod tests {
         batch_sum(Family::Conv2d, &[1, 4, 10, 10, 3], io, BufId(w), (4, 9, 100_000))
     }
 
-    /// Buffers 0..4 are parameters and 10..14 their gradients, in sets laid out as `place` says.
+    /// Buffers 0..4 are parameters, 10..14 their gradients and 20..24, 30..34 their optimiser
+    /// states, in sets laid out as `place` says.
     fn set(id: BufId) -> Option<ParamSet> {
         match id.0 {
             0..4 => Some(ParamSet::Value),
             10..14 => Some(ParamSet::Grad),
+            20..24 => Some(ParamSet::State(0)),
+            30..34 => Some(ParamSet::State(1)),
             _ => None,
         }
     }
@@ -891,7 +923,15 @@ mod tests {
     }
 
     fn fold(launches: Vec<Launch>) -> Vec<Launch> {
-        fold_sgd(launches, (&set, &place), &|g: BufId| (10..14).contains(&g.0).then(|| BufId(g.0 - 10)))
+        let counterpart = |g: BufId, other: ParamSet| {
+            let base = match other {
+                ParamSet::Value => 0,
+                ParamSet::State(i) => 20 + 10 * i as usize,
+                ParamSet::Grad => 10,
+            };
+            (10..14).contains(&g.0).then(|| BufId(g.0 - 10 + base))
+        };
+        fold_update(launches, (&set, &place), &counterpart)
     }
 
     #[test]
@@ -907,6 +947,26 @@ mod tests {
                     && l.binds.contains(&(ACT_IN, Bind::Buf(BufId(w + 1))))
             );
         }
+    }
+
+    #[test]
+    fn the_sum_of_every_gradient_takes_the_adam_step() {
+        let update = merge_updates((0..4).map(|i| adam(i, 0.1, [100, 7, 300, 5][i])).collect(), &place);
+        let mut step = wgrad(10, 11);
+        step.extend(wgrad(12, 13));
+        step.extend(update.clone());
+        let out = fold(sums(step));
+        let kinds: Vec<_> = out.iter().map(|l| l.kernel.entry).collect();
+        assert_eq!(kinds, ["matmul", "matmul", "sum_slices"]);
+        let sum = &out[2];
+        assert_eq!(sum.params[1..4], [2, 0, 0.1f32.to_bits()], "Adam, on output binding 0");
+        for (binding, first) in [(6, 0), (7, 20), (8, 30)] {
+            assert!(sum.binds.contains(&(binding, Bind::Span(BufId(first), BufId(first + 3)))));
+        }
+        // Adam is not folded into products.
+        let mut mlp = mlp_backward(None);
+        *mlp.last_mut().unwrap() = update[0].clone();
+        assert_eq!(fold(mlp.clone()).len(), mlp.len());
     }
 
     #[test]
@@ -931,9 +991,9 @@ mod tests {
         assert_eq!(sum.binds, [(2, Bind::Scratch), (3, Bind::Span(BufId(10), BufId(13)))]);
         // 40 elements each (4 rows of 9 + the bias column); the second product's slices start
         // after the first's 512·40 floats; outputs at 0, 512, 768 and 2048 bytes in the set.
-        assert_eq!(sum.params[..4], [2, 0, 0, 0]);
-        assert_eq!(sum.params[4..16], [0, 40, 512, 0, 9, 1, 0, 128, 0, 0, 0, 0]);
-        assert_eq!(sum.params[16..28], [40, 40, 512, 512 * 40, 9, 1, 192, 512, 0, 0, 0, 0]);
+        assert_eq!(sum.params[..SUM_HEAD], [2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sum.params[8..20], [0, 40, 512, 0, 9, 1, 0, 128, 0, 0, 0, 0]);
+        assert_eq!(sum.params[20..32], [40, 40, 512, 512 * 40, 9, 1, 192, 512, 0, 0, 0, 0]);
         assert_eq!(out[1].scratch_at, 512 * 40);
         assert_eq!(sum.grid.groups(1), [80, 1, 1]);
     }
@@ -945,13 +1005,13 @@ mod tests {
         step.extend(wgrad(12, 13));
         let kinds: Vec<_> = sums(step).iter().map(|l| l.kernel.entry).collect();
         assert_eq!(kinds, ["matmul", "sum_slices", "forward", "matmul", "sum_slices"]);
-        // Outside a set, each output takes one of the five output bindings: three products (six
-        // outputs), two launches.
-        let step: Vec<_> = (0..3).flat_map(|i| wgrad(60 + 2 * i, 61 + 2 * i)).collect();
+        // Outside a set, each output takes one of the three output bindings: a weight and a bias
+        // gradient take two, so two products need two launches.
+        let step: Vec<_> = (0..2).flat_map(|i| wgrad(60 + 2 * i, 61 + 2 * i)).collect();
         let out = sums(step);
         let counts: Vec<_> = out.iter().filter(|l| l.kernel.entry == "sum_slices").map(|l| l.params[0]).collect();
-        assert_eq!(counts, [2, 1]);
-        assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 3);
+        assert_eq!(counts, [1, 1]);
+        assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 2);
     }
 
     #[test]

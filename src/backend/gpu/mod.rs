@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
 use encode::{
-    combine_sums, encode, fold_sgd, fuse_activations, merge_updates, pair_gathers, place_scratch, Bind, Grid,
+    combine_sums, encode, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch, Bind, Grid,
 };
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
@@ -320,13 +320,13 @@ impl GpuBackend {
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
         let (placed, scratch_len) = place_scratch(merge_updates(fuse_activations(pair_gathers(all)), &place));
         let set = |id: BufId| self.descs[id.0].set;
-        // A gradient's parameter: the member at its place in the value set.
-        let value_of = |id: BufId| {
+        // The member of `other` at a gradient's place in the gradient set.
+        let counterpart = |id: BufId, other: ParamSet| {
             let member = bufs[id.0].member?;
             (set(id) == Some(ParamSet::Grad)).then_some(())?;
-            (0..bufs.len()).map(BufId).find(|&v| set(v) == Some(ParamSet::Value) && bufs[v.0].member == Some(member))
+            (0..bufs.len()).map(BufId).find(|&b| set(b) == Some(other) && bufs[b.0].member == Some(member))
         };
-        let all = fold_sgd(combine_sums(placed, (&set, &place)), (&set, &place), &value_of);
+        let all = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
         let scratch = self.scratch(scratch_len);
         self.build_pipelines(all.iter().map(|l| &l.kernel));
         for launch in all {
