@@ -21,8 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wgpu::util::DeviceExt;
 
-/// Steps recorded before a submit; also the number of per-step uniform slots.
+/// Most steps recorded before a submit; also the number of per-step uniform slots.
 const STEPS_PER_SUBMIT: u64 = 32;
+/// Steps recorded before the first submit after the device went idle: the count then doubles
+/// with each submit up to STEPS_PER_SUBMIT, so the device starts soon and submits stay few.
+const FIRST_SUBMIT: u64 = 2;
 /// Bytes per per-step uniform slot (the largest dynamic-offset alignment wgpu allows).
 const SLOT: u64 = 256;
 /// Storage bindings 2..2+STORAGE of every kernel.
@@ -81,6 +84,8 @@ pub struct GpuBackend {
     /// Per-step uniforms, one 256-byte slot per step recorded since the last submit.
     steps: wgpu::Buffer,
     next_slot: u64,
+    /// Steps to record before the next submit.
+    submit_at: u64,
     encoder: Option<wgpu::CommandEncoder>,
     last_submit: Option<wgpu::SubmissionIndex>,
     staging: Option<wgpu::Buffer>,
@@ -226,6 +231,7 @@ impl GpuBackend {
             scratch: None,
             steps,
             next_slot: 0,
+            submit_at: FIRST_SUBMIT,
             encoder: None,
             last_submit: None,
             staging: None,
@@ -467,6 +473,7 @@ impl Backend for GpuBackend {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..total).map_async(wgpu::MapMode::Read, move |r| tx.send(r).unwrap_or(()));
         self.wait(Some(index))?;
+        self.submit_at = FIRST_SUBMIT;
         let names = || bufs.iter().map(|b| format!("'{}'", self.descs[b.0].name)).collect::<Vec<_>>().join(", ");
         rx.recv()
             .map_err(|e| Error::Gpu(e.to_string()))?
@@ -497,8 +504,9 @@ impl Backend for GpuBackend {
                 self.programs.len() - 1
             }
         };
-        if self.next_slot == STEPS_PER_SUBMIT {
+        if self.next_slot == self.submit_at {
             self.flush()?;
+            self.submit_at = (2 * self.submit_at).min(STEPS_PER_SUBMIT);
         }
         let slot = self.next_slot;
         self.next_slot += 1;
@@ -523,6 +531,7 @@ impl Backend for GpuBackend {
     }
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
+        self.submit_at = FIRST_SUBMIT;
         self.wait(None)
     }
     fn build_time(&self) -> Duration {
