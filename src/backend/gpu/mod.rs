@@ -4,6 +4,7 @@
 
 mod device;
 mod encode;
+mod passes;
 pub mod shaders;
 
 pub use device::{adapter, is_software, Gpu};
@@ -12,9 +13,8 @@ use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{
-    combine_sums, encode, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch, Bind, Grid,
-};
+use encode::{encode, Bind, Grid};
+use passes::{combine_sums, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch};
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
