@@ -81,8 +81,10 @@ pub struct GpuBackend {
     /// One stand-in per storage slot that an op leaves unbound.
     dummies: Vec<wgpu::Buffer>,
     scratch: Option<(wgpu::Buffer, usize)>,
-    /// Per-step uniforms, one 256-byte slot per step recorded since the last submit.
+    /// Per-step uniforms, one 256-byte slot per step recorded since the last submit, written
+    /// in one copy with the submit (`slots` holds them until then).
     steps: wgpu::Buffer,
+    slots: Vec<u32>,
     next_slot: u64,
     /// Steps to record before the next submit.
     submit_at: u64,
@@ -230,6 +232,7 @@ impl GpuBackend {
             dummies,
             scratch: None,
             steps,
+            slots: vec![0; (STEPS_PER_SUBMIT * SLOT / 4) as usize],
             next_slot: 0,
             submit_at: FIRST_SUBMIT,
             encoder: None,
@@ -397,6 +400,8 @@ impl GpuBackend {
     /// waited for, so recording never runs far ahead of the device.
     fn flush(&mut self) -> Result<()> {
         if let Some(enc) = self.encoder.take() {
+            let recorded = (self.next_slot * SLOT / 4) as usize;
+            self.gpu.queue.write_buffer(&self.steps, 0, bytemuck::cast_slice(&self.slots[..recorded]));
             let index = self.gpu.queue.submit([enc.finish()]);
             if let Some(prev) = self.last_submit.replace(index) {
                 self.wait(Some(prev))?;
@@ -512,8 +517,8 @@ impl Backend for GpuBackend {
         self.next_slot += 1;
         let program = &self.programs[index];
         let correction = program.adam.map_or(0.0, |(b1, b2)| adam_correction(b1, b2, step.t));
-        let uniform = [step.n as u32, step.offset as u32, step.t, correction.to_bits()];
-        self.gpu.queue.write_buffer(&self.steps, slot * SLOT, bytemuck::cast_slice(&uniform));
+        let at = (slot * SLOT / 4) as usize;
+        self.slots[at..at + 4].copy_from_slice(&[step.n as u32, step.offset as u32, step.t, correction.to_bits()]);
         let enc = self.encoder.get_or_insert_with(|| self.gpu.device.create_command_encoder(&Default::default()));
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
