@@ -257,8 +257,8 @@ fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming>
         epoch_s,
         train_launches,
         test_launches,
-        test_steps: test.div_ceil(s.plan.eval_batch),
-        test_batch: s.plan.eval_batch,
+        test_steps: test.div_ceil(s.test_batch()),
+        test_batch: s.test_batch(),
         ops: per_op,
     })
 }

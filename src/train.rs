@@ -241,8 +241,18 @@ impl Session {
         self.backend.upload_u32(self.plan.train_data.index, &self.order)
     }
 
-    /// The test pass (in steps of several training batches; its metrics as in batches of the
-    /// training batch size).
+    /// Samples per test step: up to the plan's `eval_batch` where the backend wants large steps,
+    /// else one training batch (the metrics are the same either way).
+    pub fn test_batch(&self) -> usize {
+        if self.backend.large_steps() {
+            self.plan.eval_batch
+        } else {
+            self.plan.batch
+        }
+    }
+
+    /// The test pass, in steps of [`Self::test_batch`] samples; its metrics as in batches of
+    /// the training batch size.
     pub fn evaluate(&mut self) -> Result<Metrics> {
         self.test_pass(false).map(|(m, _)| m)
     }
@@ -259,8 +269,8 @@ impl Session {
             self.zero(c)?;
         }
         let (n, mut probs) = (self.plan.test_data.n, Vec::new());
-        let batch = self.plan.eval_batch;
-        let per = self.plan.buffers[self.plan.eval_probs.0].len / batch;
+        let batch = self.test_batch();
+        let per = self.plan.buffers[self.plan.eval_probs.0].len / self.plan.eval_batch;
         for offset in (0..n).step_by(batch) {
             let step = Step { n: batch.min(n - offset), offset, t: self.steps };
             self.backend.run(&self.plan.eval, step)?;

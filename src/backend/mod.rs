@@ -38,4 +38,10 @@ pub trait Backend {
     fn launches(&self, _ops: &[Op]) -> Option<usize> {
         None
     }
+    /// Whether a test step should take as many samples as the plan allows: on a GPU, where a
+    /// launch costs more than the work of a small step, but not on a CPU, where steps of one
+    /// training batch keep their buffers in cache.
+    fn large_steps(&self) -> bool {
+        false
+    }
 }

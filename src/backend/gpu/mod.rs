@@ -545,6 +545,9 @@ impl Backend for GpuBackend {
     fn allocated_bytes(&self) -> u64 {
         self.allocated
     }
+    fn large_steps(&self) -> bool {
+        true
+    }
     fn launches(&self, ops: &[Op]) -> Option<usize> {
         self.programs.iter().find(|p| p.ops == ops).map(|p| p.launches.len())
     }
