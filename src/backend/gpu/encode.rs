@@ -99,6 +99,13 @@ pub struct Slices {
     pub(super) at: usize,
 }
 
+impl Slices {
+    /// The gradients it adds up: the weights' and the bias's, if any.
+    pub(super) fn outputs(&self) -> impl Iterator<Item = BufId> {
+        std::iter::once(self.w).chain(self.bias)
+    }
+}
+
 pub(super) fn launch(kernel: Kernel, params: Vec<u32>, binds: &[(u32, Bind)], grid: Grid) -> Launch {
     Launch { kernel, params, binds: binds.to_vec(), grid, scratch: 0, scratch_at: 0, sums: Vec::new() }
 }

@@ -40,6 +40,14 @@ fn bound(l: &Launch, slot: u32) -> Option<Bind> {
     l.binds.iter().find(|b| b.0 == slot).map(|b| b.1)
 }
 
+/// The buffer bound alone at `slot`, if any.
+fn bound_buf(l: &Launch, slot: u32) -> Option<BufId> {
+    match bound(l, slot)? {
+        Bind::Buf(id) => Some(id),
+        _ => None,
+    }
+}
+
 fn fuse_activation(producer: &Launch, act: &Launch) -> Option<Launch> {
     let k = &producer.kernel;
     if k.constant("FUSE").is_some() || act.kernel.family != Family::Activation {
@@ -177,13 +185,8 @@ pub fn combine_sums(launches: Vec<Launch>, (set, place): Sets) -> Vec<Launch> {
             pending = more;
             continue;
         }
-        let writes = |id: BufId| pending.iter().any(|p| p.w == id || p.bias == Some(id));
-        let reads = l.binds.iter().any(|&(_, b)| match b {
-            Bind::Buf(id) => writes(id),
-            Bind::Span(..) => true,
-            Bind::Scratch => false,
-        });
-        if reads || l.kernel.family == Family::Optim {
+        let written: Vec<BufId> = pending.iter().flat_map(Slices::outputs).collect();
+        if binds_any(&l, &written, (set, place)) || l.kernel.family == Family::Optim {
             out.extend(sum_launch(&pending, set, place));
             pending.clear();
         }
@@ -200,7 +203,7 @@ fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: P
         return None;
     }
     // Each output's binding: its parameter set's span, or the buffer itself.
-    let outputs: Vec<BufId> = sums.iter().flat_map(|s| std::iter::once(s.w).chain(s.bias)).collect();
+    let outputs: Vec<BufId> = sums.iter().flat_map(Slices::outputs).collect();
     let mut binds: Vec<(Option<ParamSet>, BufId, BufId)> = Vec::new();
     for &id in &outputs {
         let start = |id: BufId| place(id).map_or(0, |p| p.1);
@@ -257,16 +260,9 @@ fn gradients_written(l: &Launch) -> Option<Vec<BufId>> {
     let one_slice = k.constant("SPLITS") == Some(1) && (k.entry == "row_sums" || k.constant("MODE") == Some(2));
     if k.family.is_gemm() && one_slice {
         let outs = [Some(C), (k.constant("BIAS_COL") == Some(1)).then_some(BIAS)];
-        return outs
-            .into_iter()
-            .flatten()
-            .map(|slot| match bound(l, slot)? {
-                Bind::Buf(id) => Some(id),
-                _ => None,
-            })
-            .collect();
+        return outs.into_iter().flatten().map(|slot| bound_buf(l, slot)).collect();
     }
-    (k.entry == "sum_slices").then(|| l.sums.iter().flat_map(|s| std::iter::once(s.w).chain(s.bias)).collect())
+    (k.entry == "sum_slices").then(|| l.sums.iter().flat_map(Slices::outputs).collect())
 }
 
 /// Folds the step's optimiser update into the launches that write its gradients, when they
@@ -341,13 +337,7 @@ fn try_fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) ->
             while i + 1 < u && touches(&ls[i + 1], &watched) {
                 let next = &ls[i + 1];
                 let product = next.kernel.family.is_gemm() && next.kernel.constant("MODE") == Some(1);
-                let writes: Vec<BufId> = [C, ACT_OUT]
-                    .iter()
-                    .filter_map(|&s| match bound(next, s)? {
-                        Bind::Buf(id) => Some(id),
-                        _ => None,
-                    })
-                    .collect();
+                let writes: Vec<BufId> = [C, ACT_OUT].iter().filter_map(|&s| bound_buf(next, s)).collect();
                 if !product || touches(next, &grads) || touches(&ls[i], &writes) {
                     return None;
                 }
