@@ -85,14 +85,20 @@ override TILE_N: u32 = 64u;
 override A_K_FAST: u32 = 0u;
 override B_K_FAST: u32 = 0u;
 
-const TK: u32 = 32u;
 // Row strides of the tiles, one more than the tile side so that loads along k do not all hit
 // one memory bank.
 override SA: u32 = TILE_M + 1u;
 override SB: u32 = TILE_N + 1u;
+// Floats of workgroup memory for both tiles.
+const TILES: u32 = 4160u;
+// Tile depth: as many k as the tiles hold, in steps of 8 (32 for 64x64 tiles, 48 for 16x64,
+// 120 for 16x16). Narrow tiles go to small products, whose few workgroups each walk all of K:
+// deeper steps keep more loads in flight per barrier. Each element still sums over k in order,
+// so the depth never changes a result.
+override TK: u32 = TILES / (SA + SB) / 8u * 8u;
 
 // A's tile [TK][SA], then B's [TK][SB].
-var<workgroup> tiles: array<f32, 4160>;
+var<workgroup> tiles: array<f32, TILES>;
 
 // The z-th of SPLITS slices of [0, k) (all of it when SPLITS is 0).
 fn k_slice(z: u32, k: u32) -> vec2<u32> {
