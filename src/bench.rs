@@ -235,7 +235,6 @@ fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming>
     let step_s = time_ops(s.backend(), &ops, d.batch)?;
     let start = Instant::now();
     s.run_epoch()?;
-    s.evaluate()?;
     let epoch_s = start.elapsed().as_secs_f64();
     let eval = s.plan.eval.clone();
     let (train_launches, test_launches) = (s.backend().launches(&ops), s.backend().launches(&eval));

@@ -265,21 +265,17 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             false,
         )?;
         bar.finish_and_clear();
-        let train = match end {
-            EpochEnd::Done(m) if m.loss.is_finite() => m,
-            EpochEnd::Done(m) => return Err(diverged(cfg, &mut session, epoch, m.loss)),
-            EpochEnd::Stopped | EpochEnd::Diverged { .. } => {
-                return Err(interrupted(cfg, &mut session, &history, epoch - 1))
-            }
-        };
+        if end != EpochEnd::Done {
+            return Err(interrupted(cfg, &mut session, &history, epoch - 1));
+        }
         // The last epoch's test pass also keeps the outputs, for the pictures below.
-        let test = if epoch == cfg.epochs {
-            let (test, p) = session.predict_test()?;
+        let (train, test, p) = session.end_epoch(epoch == cfg.epochs)?;
+        if !train.loss.is_finite() {
+            return Err(diverged(cfg, &mut session, epoch, train.loss));
+        }
+        if epoch == cfg.epochs {
             probs = p;
-            test
-        } else {
-            session.evaluate()?
-        };
+        }
         let seconds = start.elapsed().as_secs_f64();
         say(format!(
             "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}",

@@ -62,14 +62,12 @@ pub struct Progress {
 /// How a call to [`Session::train_epoch`] ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum EpochEnd {
-    Done(Metrics),
+    /// Every batch done; [`Session::end_epoch`] gives the metrics.
+    Done,
     /// Stopped between two steps when asked; [`Session::train_epoch`] picks up from there.
     Stopped,
     /// The running loss stopped being finite at this step (only when watching every step).
-    Diverged {
-        step: u32,
-        batch: usize,
-    },
+    Diverged { step: u32, batch: usize },
 }
 
 /// Checkpoint key of a parameter's `i`-th optimiser state tensor.
@@ -146,16 +144,23 @@ impl Session {
         self.backend.upload_f32(buf, &vec![0.0; len])
     }
 
-    fn metrics(&mut self, buf: BufId) -> Result<Metrics> {
-        let m = self.backend.download_f32(buf)?;
-        let samples = m[slot::SAMPLES] as f64;
-        let metric = if self.classes {
-            m[slot::METRIC] as f64 / samples
-        } else {
-            m[slot::METRIC] as f64 / m[slot::BATCHES] as f64
-        };
-        let dice_whole = (!self.classes).then(|| 2.0 * m[slot::YP] as f64 / (m[slot::Y] as f64 + m[slot::P] as f64));
-        Ok(Metrics { loss: m[slot::LOSS] as f64 / samples, metric, dice_whole })
+    /// The metrics of the given metrics buffers, read back together (one wait for the device).
+    fn metrics(&mut self, bufs: &[BufId]) -> Result<Vec<Metrics>> {
+        let read = self.backend.download_all(bufs)?;
+        Ok(read
+            .iter()
+            .map(|m| {
+                let samples = m[slot::SAMPLES] as f64;
+                let metric = if self.classes {
+                    m[slot::METRIC] as f64 / samples
+                } else {
+                    m[slot::METRIC] as f64 / m[slot::BATCHES] as f64
+                };
+                let dice_whole =
+                    (!self.classes).then(|| 2.0 * m[slot::YP] as f64 / (m[slot::Y] as f64 + m[slot::P] as f64));
+                Metrics { loss: m[slot::LOSS] as f64 / samples, metric, dice_whole }
+            })
+            .collect())
     }
 
     /// Steps until the end of the epoch (starting one if none is in progress, picking up a
@@ -186,15 +191,29 @@ impl Session {
             }
         }
         self.batch = 0;
-        Ok(EpochEnd::Done(self.metrics(self.plan.train_metrics)?))
+        Ok(EpochEnd::Done)
     }
 
-    /// A whole epoch with no stopping; a non-finite loss is an error.
-    pub fn run_epoch(&mut self) -> Result<Metrics> {
-        match self.train_epoch(&mut |_, _| true, false)? {
-            EpochEnd::Done(m) if m.loss.is_finite() => Ok(m),
-            _ => Err(Error::Diverged(format!("the loss became non-finite by step {}", self.steps))),
+    /// The test pass after an epoch, and the metrics (training, test) read back together: the
+    /// device is waited for once, not after training and again after testing. With
+    /// `keep_probs`, also the output probabilities as [`Self::predict_test`] gives them.
+    pub fn end_epoch(&mut self, keep_probs: bool) -> Result<(Metrics, Metrics, Vec<f32>)> {
+        let probs = self.test_steps(keep_probs)?;
+        let [train, test] = self.metrics(&[self.plan.train_metrics, self.plan.test_metrics])?[..] else {
+            unreachable!("two buffers read")
+        };
+        Ok((train, test, probs))
+    }
+
+    /// A whole epoch with no stopping and its test pass: (training, test) metrics. A
+    /// non-finite loss is an error.
+    pub fn run_epoch(&mut self) -> Result<(Metrics, Metrics)> {
+        self.train_epoch(&mut |_, _| true, false)?;
+        let (train, test, _) = self.end_epoch(false)?;
+        if !train.loss.is_finite() {
+            return Err(Error::Diverged(format!("the loss became non-finite by step {}", self.steps)));
         }
+        Ok((train, test))
     }
 
     /// The session's progress and its tensors: parameters (by checkpoint key), optimiser state
@@ -264,6 +283,12 @@ impl Session {
     }
 
     fn test_pass(&mut self, keep_probs: bool) -> Result<(Metrics, Vec<f32>)> {
+        let probs = self.test_steps(keep_probs)?;
+        Ok((self.metrics(&[self.plan.test_metrics])?[0], probs))
+    }
+
+    /// Runs the test pass's steps; with `keep_probs`, returns the probabilities of every sample.
+    fn test_steps(&mut self, keep_probs: bool) -> Result<Vec<f32>> {
         self.zero(self.plan.test_metrics)?;
         if let Some(c) = self.plan.confusion {
             self.zero(c)?;
@@ -278,7 +303,7 @@ impl Session {
                 probs.extend_from_slice(&self.backend.download_f32(self.plan.eval_probs)?[..step.n * per]);
             }
         }
-        Ok((self.metrics(self.plan.test_metrics)?, probs))
+        Ok(probs)
     }
 
     /// The last test pass's confusion matrix `[true][predicted]` (classification only).
