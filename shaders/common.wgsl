@@ -1,5 +1,5 @@
 // Prepended to every family: the per-step values, the flat index of a 1-D dispatch, a
-// deterministic workgroup sum, and Keras Adam on one parameter.
+// deterministic workgroup sum, Keras Adam on one parameter, and the maximum of a pooling window.
 
 struct Step {
     // Samples in this batch.
@@ -42,4 +42,17 @@ fn adam_step(w: f32, m: f32, v: f32, g: f32, lr: f32, beta1: f32, beta2: f32, ep
     let m_new = m + (1.0 - beta1) * (g - m);
     let v_new = v + (1.0 - beta2) * (g * g - v);
     return vec3(w - alpha * m_new / (sqrt(v_new) + eps), m_new, v_new);
+}
+
+// Which of a 2x2 pooling window's values (top-left, top-right, bottom-left, bottom-right) is
+// its maximum: the first, unless a later one is strictly greater, as on the CPU (maxpool.wgsl,
+// and conv2d.wgsl reading its input through a pooling).
+fn window_max(v: vec4<f32>) -> u32 {
+    var best = 0u;
+    for (var d = 1u; d < 4u; d++) {
+        if v[d] > v[best] {
+            best = d;
+        }
+    }
+    return best;
 }

@@ -31,6 +31,10 @@ fn gemm_dims() -> vec3<u32> {
     }
 }
 
+// 1 where x is read through a 2x2 max pooling of the [n, c_in, 2h, 2w] tensor bound in its
+// place (MODE 0 and 2 only), so that the pooling's output is never stored.
+override POOLED: u32 = 0u;
+
 // src[z, ch, py + ky - pad, px + kx - pad] for channels `chans`, or 0 outside the image.
 fn window(z: u32, chans: u32, ch: u32, r: u32, pix: u32) -> f32 {
     let ky = r / p.k;
@@ -41,7 +45,14 @@ fn window(z: u32, chans: u32, ch: u32, r: u32, pix: u32) -> f32 {
     if y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w) {
         return 0.0;
     }
-    return b[((z * chans + ch) * p.h + u32(y)) * p.w + u32(x)];
+    let plane = z * chans + ch;
+    if POOLED == 1u {
+        let w2 = 2u * p.w;
+        let at = (plane * 2u * p.h + 2u * u32(y)) * w2 + 2u * u32(x);
+        let v = vec4(b[at], b[at + 1u], b[at + w2], b[at + w2 + 1u]);
+        return v[window_max(v)];
+    }
+    return b[(plane * p.h + u32(y)) * p.w + u32(x)];
 }
 
 fn load_a(z: u32, m: u32, k: u32) -> f32 {

@@ -5,8 +5,12 @@
 //   backward: gx[i] = gy[o] where argmax[o] == i for i's window o, else 0; one thread per
 //             input element, so no two threads write one place. With FUSE = 1 it also runs
 //             the backward of the activation before the pooling (act.wgsl, from that
-//             activation's output act_in): act_out[i] = gx[i]·activate'(act_in[i]).
-// Bindings: src (x or gy), argmax (u32), dst (y or gx), act_in, act_out.
+//             activation's output act_in): act_out[i] = gx[i]·activate'(act_in[i]). With
+//             FROM_INPUT = 1 the pooling's input x is bound in argmax's place and each
+//             window's maximum is found again from it: the forward never ran, because the
+//             convolutions after it read x through the pooling (conv2d.wgsl, POOLED).
+// Bindings: src (x or gy), argmax (u32; x's bits with FROM_INPUT), dst (y or gx), act_in,
+// act_out.
 
 struct P {
     c: u32,
@@ -22,6 +26,18 @@ struct P {
 @group(0) @binding(6) var<storage, read_write> act_out: array<f32>;
 
 override FUSE: u32 = 0u;
+override FROM_INPUT: u32 = 0u;
+
+// The flat index within its sample of the first element of window (oy, ox) of channel ch.
+fn window_at(ch: u32, oy: u32, ox: u32) -> u32 {
+    return (ch * p.h + 2u * oy) * p.w + 2u * ox;
+}
+
+// The flat index of the window's maximum, given its first element's and its four values.
+fn window_argmax(at: u32, v: vec4<f32>) -> u32 {
+    let d = window_max(v);
+    return at + d / 2u * p.w + d % 2u;
+}
 
 @compute @workgroup_size(256)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
@@ -38,13 +54,9 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let oy = (o / ow) % oh;
     let ox = o % ow;
     let base = s * p.c * p.h * p.w;
-    var best = (ch * p.h + 2u * oy) * p.w + 2u * ox;
-    for (var d = 1u; d < 4u; d++) {
-        let e = (ch * p.h + 2u * oy + d / 2u) * p.w + 2u * ox + d % 2u;
-        if src[base + e] > src[base + best] {
-            best = e;
-        }
-    }
+    let at = window_at(ch, oy, ox);
+    let v = vec4(src[base + at], src[base + at + 1u], src[base + at + p.w], src[base + at + p.w + 1u]);
+    let best = window_argmax(at, v);
     dst[i] = src[base + best];
     argmax[i] = best;
 }
@@ -64,8 +76,18 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let x = e % p.w;
     var g = 0.0;
     if y / 2u < oh && x / 2u < ow {
-        let o = s * p.c * oh * ow + ((e / (p.h * p.w)) * oh + y / 2u) * ow + x / 2u;
-        if argmax[o] == e {
+        let ch = e / (p.h * p.w);
+        let o = s * p.c * oh * ow + (ch * oh + y / 2u) * ow + x / 2u;
+        var best = 0u;
+        if FROM_INPUT == 1u {
+            let at = window_at(ch, y / 2u, x / 2u);
+            let x0 = i - e + at;
+            let v = vec4(argmax[x0], argmax[x0 + 1u], argmax[x0 + p.w], argmax[x0 + p.w + 1u]);
+            best = window_argmax(at, bitcast<vec4<f32>>(v));
+        } else {
+            best = argmax[o];
+        }
+        if best == e {
             g = src[o];
         }
     }

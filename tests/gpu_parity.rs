@@ -14,7 +14,7 @@
 mod common;
 
 use common::*;
-use gpu_train::graph::{slot, BufDesc, ConvGeom, Dtype, Op, Step};
+use gpu_train::graph::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, Step};
 use gpu_train::model::{Act, Shape};
 use gpu_train::rng::Rng;
 
@@ -26,13 +26,24 @@ fn normal(rng: &mut Rng, len: usize) -> Vec<f32> {
 
 /// Runs `ops` for a batch of `n` on both backends and compares every f32 buffer.
 fn parity(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32) {
+    parity_but(what, r, ops, n, t, &[]);
+}
+
+/// [`parity`], but `unstored` are not compared: the GPU never writes them (it reads them
+/// through the op that would), and must leave them as they were.
+fn parity_but(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32, unstored: &[BufId]) {
     let (mut cpu, mut gpu) = (r.on(Kind::Cpu), r.on(Kind::Gpu));
     let step = Step { n, offset: 0, t };
     cpu.run(ops, step).unwrap();
     gpu.run(ops, step).unwrap();
+    for &id in unstored {
+        let (c, g) = (cpu.download_f32(id).unwrap(), gpu.download_f32(id).unwrap());
+        assert!(c.iter().any(|&v| v != 0.0), "{what}: the CPU wrote {:?}", r.descs[id.0].name);
+        assert!(g.iter().all(|&v| v == 0.0), "{what}: the GPU wrote {:?}", r.descs[id.0].name);
+    }
     for (i, BufDesc { dtype, name, .. }) in r.descs.iter().enumerate() {
-        if *dtype == Dtype::F32 {
-            let id = gpu_train::graph::BufId(i);
+        let id = BufId(i);
+        if *dtype == Dtype::F32 && !unstored.contains(&id) {
             let (c, g) = (cpu.download_f32(id).unwrap(), gpu.download_f32(id).unwrap());
             let scale = c.iter().fold(1.0f32, |m, v| m.max(v.abs()));
             assert_close(&format!("{what}: buffer {name}"), &g, &c, TOL.0, TOL.1 * scale);
@@ -154,6 +165,49 @@ fn activation_then_pooling_and_back() {
             Op::Activation { act, x: ga, y: again, per },
         ];
         parity(&format!("{} then pooling {shape:?} n {n}", act.name()), &r, &ops, n, 1);
+    }
+}
+
+/// Convolution, ReLU, pooling and a convolution of the pooled values, forward and backward in
+/// the order of a training step. The GPU never stores the pooling: the second convolution reads
+/// its input through it, and the pooling's backward finds each window's maximum again. ReLU's
+/// zeros make ties within windows, which both backends must break alike.
+#[test]
+fn convolution_through_a_pooling() {
+    let mut rng = Rng::new(13);
+    for (n, c0, c1, c2, side) in [(2, 1, 3, 5, 8), (1, 2, 4, 3, 6)] {
+        let (g1, g2) = (
+            ConvGeom { c_in: c0, c_out: c1, h: side, w: side, k: 3 },
+            ConvGeom { c_in: c1, c_out: c2, h: side / 2, w: side / 2, k: 3 },
+        );
+        let shape = Shape::new(c1, side, side);
+        let (hw, hw2) = (side * side, side * side / 4);
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * c0 * hw));
+        let (w1, b1) = (r.f32(&normal(&mut rng, c1 * c0 * 9)), r.f32(&normal(&mut rng, c1)));
+        let (w2, b2) = (r.f32(&normal(&mut rng, c2 * c1 * 9)), r.f32(&normal(&mut rng, c2)));
+        let gy = r.f32(&normal(&mut rng, n * c2 * hw2));
+        let (y1, a1, pooled, y2) =
+            (r.zeros(n * c1 * hw), r.zeros(n * c1 * hw), r.zeros(n * c1 * hw2), r.zeros(n * c2 * hw2));
+        let argmax = r.u32(&vec![0; n * c1 * hw2]);
+        let (g_pooled, g_a1, g_y1) = (r.zeros(n * c1 * hw2), r.zeros(n * c1 * hw), r.zeros(n * c1 * hw));
+        let (gw1, gb1, gw2, gb2) = (r.zeros(c1 * c0 * 9), r.zeros(c1), r.zeros(c2 * c1 * 9), r.zeros(c2));
+        let per = c1 * hw;
+        // The CPU stores what a fused op leaves in between only when a later op reads it.
+        let again = [r.zeros(n * per), r.zeros(n * per)];
+        let ops = [
+            Op::Conv2d { x, w: w1, b: b1, y: y1, g: g1 },
+            Op::Activation { act: Act::Relu, x: y1, y: a1, per },
+            Op::MaxPool2d { x: a1, y: pooled, argmax, shape },
+            Op::Conv2d { x: pooled, w: w2, b: b2, y: y2, g: g2 },
+            Op::Conv2dBackward { x: pooled, w: w2, gy, gx: Some(g_pooled), gw: gw2, gb: gb2, g: g2 },
+            Op::MaxPool2dBackward { gy: g_pooled, argmax, gx: g_a1, shape },
+            Op::ActivationBackward { act: Act::Relu, y: a1, gy: g_a1, gx: g_y1, per },
+            Op::Conv2dBackward { x, w: w1, gy: g_y1, gx: None, gw: gw1, gb: gb1, g: g1 },
+            Op::Activation { act: Act::Relu, x: y1, y: again[0], per },
+            Op::Activation { act: Act::Relu, x: g_a1, y: again[1], per },
+        ];
+        parity_but(&format!("conv, relu, pooling {shape:?}, conv, n {n}"), &r, &ops, n, 1, &[pooled]);
     }
 }
 

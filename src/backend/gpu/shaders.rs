@@ -130,8 +130,10 @@ pub fn all_kernels() -> Vec<Kernel> {
     for entry in ["sgd", "momentum", "adam", "l2"] {
         out.push(Kernel::new(Family::Optim, entry));
     }
+    out.push(Kernel::new(Family::MaxPool, "backward").with("FROM_INPUT", 1));
     for act in 0..3 {
         out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act));
+        out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act).with("FROM_INPUT", 1));
         out.push(Kernel::new(Family::Activation, "forward").with("ACT", act));
         out.push(Kernel::new(Family::Activation, "backward").with("ACT", act));
     }
@@ -149,6 +151,15 @@ pub fn all_kernels() -> Vec<Kernel> {
                 out.push(bias_col(gemm(family, 2, splits, (tm, tn))));
             }
             out.push(with_step(bias_col(gemm(family, 2, 1, (tm, tn)))));
+        }
+        if family == Family::Conv2d {
+            // Forward and weight-gradient products may read their input through a pooling.
+            let pooled: Vec<Kernel> = out
+                .iter()
+                .filter(|k| k.family == family && matches!(k.constant("MODE"), Some(0 | 2)))
+                .map(|k| k.clone().with("POOLED", 1))
+                .collect();
+            out.extend(pooled);
         }
         if family == Family::ConvTranspose {
             for splits in SPLITS {
