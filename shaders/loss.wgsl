@@ -4,19 +4,26 @@
 // `batch` samples would, batch after batch. Sums use fixed strides and fixed trees, so results
 // never depend on scheduling (no float atomics).
 //   softmax_ce:  one workgroup: probs, grad (p - t)/n when has_grad, loss and correct count.
+//   dense_softmax_ce: softmax_ce after computing its logits as the dense layer before it
+//                would (steps of at most 256 samples): logits[s, o] = Σ_i x[s, i]·w[o, i] +
+//                b[o], summed over i in order as matmul.wgsl does, with w and b in `aux`.
 //   sigmoid_bce: one thread per element, the workgroups of each batch apart: probs, grad
 //                (p - t)/(n·per) when has_grad, and each workgroup's sums of loss, t·p, t and p
 //                in part; then sigmoid_bce_total (one workgroup) adds them in order, batch by
 //                batch: loss, the batch's Dice and its sums.
 //   confusion:   counts[true·k + predicted] += 1.
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
-// slot), part.
+// slot), aux (sigmoid_bce's sums, or dense_softmax_ce's weights then bias), dense_x (the dense
+// layer's input).
 
 struct P {
     // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
     per: u32,
     has_grad: u32,
     batch: u32,
+    // dense_softmax_ce: inputs per sample of the dense layer, and where its bias starts in aux.
+    n_in: u32,
+    bias_at: u32,
 }
 
 @group(0) @binding(1) var<uniform> p: P;
@@ -25,7 +32,20 @@ struct P {
 @group(0) @binding(4) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
-@group(0) @binding(7) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> aux: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dense_x: array<f32>;
+
+// sigmoid_bce's four sums of its workgroup w, at aux[4w..4w + 4].
+fn part(w: u32) -> vec4<f32> {
+    return vec4(aux[4u * w], aux[4u * w + 1u], aux[4u * w + 2u], aux[4u * w + 3u]);
+}
+
+fn set_part(w: u32, v: vec4<f32>) {
+    aux[4u * w] = v.x;
+    aux[4u * w + 1u] = v.y;
+    aux[4u * w + 2u] = v.z;
+    aux[4u * w + 3u] = v.w;
+}
 
 fn argmax_row(row: u32, from_probs: bool) -> u32 {
     var best = 0u;
@@ -57,6 +77,26 @@ fn batch_groups() -> u32 {
 
 @compute @workgroup_size(256)
 fn softmax_ce(@builtin(local_invocation_index) li: u32) {
+    softmax_rows(li);
+}
+
+@compute @workgroup_size(256)
+fn dense_softmax_ce(@builtin(local_invocation_index) li: u32) {
+    for (var e = li; e < step.n * p.per; e += 256u) {
+        let s = e / p.per;
+        let o = e % p.per;
+        var acc = 0.0;
+        for (var i = 0u; i < p.n_in; i++) {
+            acc += dense_x[s * p.n_in + i] * aux[o * p.n_in + i];
+        }
+        logits[e] = acc + aux[p.bias_at + o];
+    }
+    storageBarrier();
+    softmax_rows(li);
+}
+
+// softmax_ce's work, by the 256 threads of one workgroup.
+fn softmax_rows(li: u32) {
     let k = p.per;
     for (var b = 0u; b < batch_count(); b++) {
         let at = batch_at(b);
@@ -119,7 +159,7 @@ fn sigmoid_bce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
     }
     let total = workgroup_sum(li, acc);
     if li == 0u {
-        part[w] = total;
+        set_part(w, total);
     }
 }
 
@@ -130,7 +170,7 @@ fn sigmoid_bce_total(@builtin(local_invocation_index) li: u32) {
         let first = b * batch_groups();
         var acc = vec4(0.0);
         for (var g = li; g < (at.y * p.per + 255u) / 256u; g += 256u) {
-            acc += part[first + g];
+            acc += part(first + g);
         }
         let total = workgroup_sum(li, acc);
         if li == 0u {

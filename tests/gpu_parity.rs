@@ -237,7 +237,8 @@ fn activations_and_dropout() {
 fn losses_metrics_and_confusion() {
     let mut rng = Rng::new(7);
     // The last cases count their step as several batches (a test pass in large steps).
-    for (n, k, with_grad, batch) in [(1, 10, true, 1), (37, 10, true, 37), (300, 3, false, 64), (37, 10, true, 10)] {
+    let cases = [(1, 10, true, 1), (37, 10, true, 37), (300, 3, false, 64), (37, 10, true, 10)];
+    for (n, k, with_grad, batch) in cases {
         let mut r = Rig::default();
         let logits = r.f32(&normal(&mut rng, n * k).iter().map(|v| v * 3.0).collect::<Vec<_>>());
         let onehot: Vec<f32> =
@@ -258,6 +259,30 @@ fn losses_metrics_and_confusion() {
         let (probs, grad, metrics) = (r.zeros(n * per), r.zeros(n * per), r.zeros(7));
         let ops = [Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per, batch }];
         parity(&format!("sigmoid-bce n {n} per {per} in batches of {batch}"), &r, &ops, n, 1);
+    }
+}
+
+/// The last dense layer, its softmax cross-entropy and the layer's backward, as in a training
+/// step. With the weights and bias in their parameter set and at most 256 samples a step, the
+/// GPU computes the logits in the loss's own launch.
+#[test]
+fn dense_then_softmax_cross_entropy() {
+    let mut rng = Rng::new(14);
+    for (n, n_in, k) in [(1, 3, 2), (37, 50, 10), (256, 20, 10)] {
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * n_in));
+        let (w, b) = (r.param(&normal(&mut rng, k * n_in)), r.param(&normal(&mut rng, k)));
+        let onehot: Vec<f32> =
+            (0..n).flat_map(|s| (0..k).map(move |c| f32::from(u8::from(c == (s * 7) % k)))).collect();
+        let target = r.f32(&onehot);
+        let (logits, probs, grad, metrics) = (r.zeros(n * k), r.zeros(n * k), r.zeros(n * k), r.zeros(slot::LEN));
+        let (gx, gw, gb) = (r.zeros(n * n_in), r.zeros(k * n_in), r.zeros(k));
+        let ops = [
+            Op::Dense { x, w, b, y: logits, n_in, n_out: k },
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes: k, batch: n },
+            Op::DenseBackward { x, w, gy: grad, gx: Some(gx), gw, gb, n_in, n_out: k },
+        ];
+        parity(&format!("dense {n_in} -> softmax-ce {k}, n {n}"), &r, &ops, n, 1);
     }
 }
 

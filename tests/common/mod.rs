@@ -6,7 +6,7 @@ use gpu_train::backend::cpu::CpuBackend;
 use gpu_train::backend::gpu::{adapter, Gpu, GpuBackend};
 use gpu_train::backend::Backend;
 use gpu_train::checkpoint::{load, Tensor};
-use gpu_train::graph::{BufDesc, BufId, Dtype, Op, Step};
+use gpu_train::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -91,6 +91,13 @@ impl Rig {
     }
     pub fn zeros(&mut self, len: usize) -> BufId {
         self.buf(len, Dtype::F32)
+    }
+    /// A parameter: a buffer of the parameter-value set, which the GPU lays out in one buffer
+    /// with the other parameters, in order.
+    pub fn param(&mut self, data: &[f32]) -> BufId {
+        let id = self.f32(data);
+        self.descs[id.0].set = Some(ParamSet::Value);
+        id
     }
     pub fn u8(&mut self, data: &[u8]) -> BufId {
         let id = self.buf(data.len(), Dtype::U8);

@@ -121,7 +121,8 @@ pub(super) const C: u32 = 5;
 pub(super) const PART: u32 = 6;
 pub(super) const ACT_OUT: u32 = 7;
 pub(super) const ACT_IN: u32 = 8;
-pub(super) const LOSS_PART: u32 = 7;
+pub(super) const LOSS_AUX: u32 = 7;
+pub(super) const LOSS_DENSE_X: u32 = 8;
 pub(super) const POOL_ACT_IN: u32 = 5;
 pub(super) const POOL_ACT_OUT: u32 = 6;
 
@@ -332,17 +333,17 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         }
         Op::SigmoidBce { logits, target, probs, grad, metrics, per, batch } => {
             let mut each = loss("sigmoid_bce", (per, batch), logits, target, probs, grad, metrics);
-            each.binds.push((LOSS_PART, Bind::Scratch));
+            each.binds.push((LOSS_AUX, Bind::Scratch));
             let groups = (batch * per).div_ceil(256);
             each.grid = Grid::Batches { batch: batch as u32, per: groups as u32 };
             each.scratch = 4 * max_n(logits, per).div_ceil(batch) * groups;
             let mut total = loss("sigmoid_bce_total", (per, batch), logits, target, probs, grad, metrics);
-            total.binds = vec![buf(6, metrics), (LOSS_PART, Bind::Scratch)];
+            total.binds = vec![buf(6, metrics), (LOSS_AUX, Bind::Scratch)];
             vec![each, total]
         }
         Op::Confusion { probs, target, counts, classes } => vec![launch(
             Kernel::new(Family::Loss, "confusion"),
-            vec![classes as u32, 0],
+            vec![classes as u32, 0, 0, 0, 0],
             &[buf(2, counts), buf(3, target), buf(4, probs)],
             Grid::Single,
         )],
@@ -374,7 +375,7 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
     }
 }
 
-/// A loss launch: `(per, batch)` as in `loss.wgsl`'s `P`.
+/// A loss launch: `(per, batch)` as in `loss.wgsl`'s `P` (its dense layer's fields left 0).
 fn loss(
     entry: &'static str,
     (per, batch): (usize, usize),
@@ -388,7 +389,7 @@ fn loss(
     binds.extend(grad.map(|g| buf(5, g)));
     launch(
         Kernel::new(Family::Loss, entry),
-        vec![per as u32, grad.is_some().into(), batch as u32],
+        vec![per as u32, grad.is_some().into(), batch as u32, 0, 0],
         &binds,
         Grid::Single,
     )

@@ -15,7 +15,8 @@ use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
 use encode::{encode, Bind, Grid};
 use passes::{
-    combine_sums, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch, pool_on_the_fly,
+    combine_sums, dense_into_loss, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch,
+    pool_on_the_fly,
 };
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
@@ -329,9 +330,10 @@ impl GpuBackend {
         let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
         let bufs = &self.bufs;
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
-        let (placed, scratch_len) =
-            place_scratch(merge_updates(pool_on_the_fly(fuse_activations(pair_gathers(all))), &place));
         let set = |id: BufId| self.descs[id.0].set;
+        let len = |id: BufId| self.descs[id.0].len;
+        let fused = dense_into_loss(pool_on_the_fly(fuse_activations(pair_gathers(all))), (&set, &place), &len);
+        let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
         // The member of `other` at a gradient's place in the gradient set.
         let counterpart = |id: BufId, other: ParamSet| {
             let member = bufs[id.0].member?;

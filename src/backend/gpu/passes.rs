@@ -1,11 +1,12 @@
 //! Rewrites of an op list's launches that make fewer of them with the same arithmetic: an
 //! activation run by the launch before it, a pooling read by the convolutions after it instead
-//! of stored, a batch and its targets gathered together, the optimiser updates merged over
+//! of stored, a small batch's logits computed by its loss, a batch and its targets gathered together, the optimiser updates merged over
 //! their parameter set, every weight gradient's slices added in one launch, and the
 //! optimiser's step taken by the launches that write the gradients.
 
 use super::encode::{
-    launch, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, B, BIAS, C, GATHER_PART, POOL_ACT_IN, POOL_ACT_OUT,
+    launch, Bind, Grid, Launch, Size, Slices, A, ACT_IN, ACT_OUT, B, BIAS, C, GATHER_PART, LOSS_AUX, LOSS_DENSE_X,
+    POOL_ACT_IN, POOL_ACT_OUT,
 };
 use super::shaders::{Family, Kernel};
 use crate::graph::{BufId, ParamSet};
@@ -159,6 +160,39 @@ fn read_through(launches: &[Launch], i: usize) -> Option<Vec<Launch>> {
         }
     }
     read.then_some(out)
+}
+
+/// Most samples a step of `dense_softmax_ce` may have: one thread of its workgroup each.
+const DENSE_LOSS_ROWS: usize = 256;
+/// Most multiply-adds one of its threads may do one after the other for the logits; longer,
+/// and the one workgroup would take longer than the product's launch it saves.
+const DENSE_LOSS_MACS: usize = 4096;
+
+/// A softmax cross-entropy whose steps have at most 256 samples also computes its logits, in
+/// place of the dense layer's product before it, when that is little work (the MLP's 100
+/// inputs, not the CNN's 1,568) and the layer's bias lies after its weights in their parameter
+/// set (`dense_softmax_ce`). `len` gives a buffer's floats.
+pub fn dense_into_loss(launches: Vec<Launch>, (set, place): Sets, len: &dyn Fn(BufId) -> usize) -> Vec<Launch> {
+    merge_neighbours(launches, |dense, loss| {
+        let k = &dense.kernel;
+        let product = k.family == Family::Dense && k.constant("MODE") == Some(0) && k.constant("FUSE").is_none();
+        if !product || loss.kernel.entry != "softmax_ce" || bound(loss, 2)? != bound(dense, C)? {
+            return None;
+        }
+        let (w, b, logits) = (bound_buf(dense, B)?, bound_buf(dense, BIAS)?, bound_buf(dense, C)?);
+        let ((_, w_at, _), (_, b_at, _)) = (place(w)?, place(b)?);
+        let (n_in, classes) = (dense.params[0], loss.params[0]);
+        let rows = len(logits) / classes as usize;
+        let macs = (rows * classes as usize).div_ceil(256) * n_in as usize;
+        if set(w) != set(b) || b_at <= w_at || rows > DENSE_LOSS_ROWS || macs > DENSE_LOSS_MACS {
+            return None;
+        }
+        let mut fused = loss.clone();
+        fused.kernel = Kernel::new(Family::Loss, "dense_softmax_ce");
+        fused.params[3..5].copy_from_slice(&[n_in, ((b_at - w_at) / 4) as u32]);
+        fused.binds.extend([(LOSS_AUX, Bind::Span(w, b)), (LOSS_DENSE_X, bound(dense, A)?)]);
+        Some(fused)
+    })
 }
 
 /// Merges each run of like optimiser updates (same kernel and settings) over parameters that
@@ -617,6 +651,37 @@ mod tests {
         let with = |l: Launch| pool_on_the_fly(conv_pool_conv(8, Some(l))).len();
         assert_eq!(with(relu(2, 9)), before.len() + 1);
         assert_eq!(with(relu(9, 1)), before.len() + 1);
+    }
+
+    #[test]
+    fn a_loss_of_a_small_batch_computes_its_logits_itself() {
+        let dense = |w: usize, b: usize, n_in: u32| {
+            let binds = [buf(A, BufId(50)), buf(B, BufId(w)), buf(BIAS, BufId(b)), buf(C, BufId(51))];
+            product(Family::Dense, 0, &[n_in, 10], &binds, (Size::per_n(1), Size::fixed(10), Size::fixed(1)), 100)
+        };
+        let (logits, target, probs, grad, metrics) = (BufId(51), BufId(52), BufId(53), Some(BufId(54)), BufId(55));
+        let op = Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: 10, batch: 100 };
+        let loss = encode(&op, &[])[0].clone();
+        let fuse_with = |w: usize, b: usize, rows: usize, n_in: u32| {
+            let len = move |id: BufId| if id == logits { 10 * rows } else { 0 };
+            dense_into_loss(vec![dense(w, b, n_in), loss.clone()], (&set, &place), &len)
+        };
+        let fuse = |w: usize, b: usize, rows: usize| fuse_with(w, b, rows, 8);
+        let fused = fuse(0, 1, 256);
+        assert_eq!(fused.len(), 1);
+        assert_eq!(fused[0].kernel.entry, "dense_softmax_ce");
+        // 8 inputs; the bias 512 bytes after the weights.
+        assert_eq!(fused[0].params[3..5], [8, 128]);
+        assert!(fused[0].binds.contains(&(LOSS_AUX, Bind::Span(BufId(0), BufId(1)))));
+        assert!(fused[0].binds.contains(&(LOSS_DENSE_X, Bind::Buf(BufId(50)))));
+        // Left alone: steps of more than 256 samples, the bias before the weights, parameters
+        // in no set, long sums (the CNN's 100 samples of 10 outputs of 1,568 terms: 4 · 1,568
+        // one after the other).
+        assert_eq!(fuse(0, 1, 257).len(), 2);
+        assert_eq!(fuse_with(0, 1, 100, 1568).len(), 2);
+        assert_eq!(fuse_with(0, 1, 100, 1024).len(), 1);
+        assert_eq!(fuse(1, 0, 100).len(), 2);
+        assert_eq!(fuse(90, 91, 100).len(), 2);
     }
 
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.

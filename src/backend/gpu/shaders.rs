@@ -122,6 +122,7 @@ pub fn all_kernels() -> Vec<Kernel> {
         Kernel::new(Family::Activation, "dropout"),
         Kernel::new(Family::Activation, "dropout_backward"),
         Kernel::new(Family::Loss, "softmax_ce"),
+        Kernel::new(Family::Loss, "dense_softmax_ce"),
         Kernel::new(Family::Loss, "sigmoid_bce"),
         Kernel::new(Family::Loss, "sigmoid_bce_total"),
         Kernel::new(Family::Loss, "confusion"),
