@@ -11,7 +11,8 @@
 //                (p - t)/(n·per) when has_grad, and each workgroup's sums of loss, t·p, t and p
 //                in part; then sigmoid_bce_total (one workgroup) adds them in order, batch by
 //                batch: loss, the batch's Dice and its sums.
-//   confusion:   counts[true·k + predicted] += 1.
+//   confusion:   counts[true·k + predicted] += 1, one workgroup counting in integers, for up
+//                to 1,024 cells at a time (the sums are exact, so the order does not matter).
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
 // slot), aux (sigmoid_bce's sums, or dense_softmax_ce's weights then bias), dense_x (the dense
 // layer's input).
@@ -190,10 +191,26 @@ fn sigmoid_bce_total(@builtin(local_invocation_index) li: u32) {
     }
 }
 
-@compute @workgroup_size(1)
-fn confusion() {
-    for (var s = 0u; s < step.n; s++) {
-        let cell = argmax_row(s, false) * p.per + argmax_row(s, true);
-        logits[cell] += 1.0;
+const CELLS: u32 = 1024u;
+var<workgroup> cells: array<atomic<u32>, CELLS>;
+
+@compute @workgroup_size(256)
+fn confusion(@builtin(local_invocation_index) li: u32) {
+    for (var first = 0u; first < p.per * p.per; first += CELLS) {
+        for (var c = li; c < CELLS; c += 256u) {
+            atomicStore(&cells[c], 0u);
+        }
+        workgroupBarrier();
+        for (var s = li; s < step.n; s += 256u) {
+            let cell = argmax_row(s, false) * p.per + argmax_row(s, true);
+            if cell >= first && cell < first + CELLS {
+                atomicAdd(&cells[cell - first], 1u);
+            }
+        }
+        workgroupBarrier();
+        for (var c = li; c < min(CELLS, p.per * p.per - first); c += 256u) {
+            logits[first + c] += f32(atomicLoad(&cells[c]));
+        }
+        workgroupBarrier();
     }
 }

@@ -236,8 +236,9 @@ fn activations_and_dropout() {
 #[test]
 fn losses_metrics_and_confusion() {
     let mut rng = Rng::new(7);
-    // The last cases count their step as several batches (a test pass in large steps).
-    let cases = [(1, 10, true, 1), (37, 10, true, 37), (300, 3, false, 64), (37, 10, true, 10)];
+    // The last cases count their step as several batches (a test pass in large steps); 40
+    // classes make a confusion matrix of more cells than the GPU counts at once.
+    let cases = [(1, 10, true, 1), (37, 10, true, 37), (300, 3, false, 64), (37, 10, true, 10), (700, 40, false, 100)];
     for (n, k, with_grad, batch) in cases {
         let mut r = Rig::default();
         let logits = r.f32(&normal(&mut rng, n * k).iter().map(|v| v * 3.0).collect::<Vec<_>>());
