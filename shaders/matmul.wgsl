@@ -100,14 +100,18 @@ override TK: u32 = TILES / (SA + SB) / 8u * 8u;
 // A's tile [TK][SA], then B's [TK][SB].
 var<workgroup> tiles: array<f32, TILES>;
 
-// The z-th of SPLITS slices of [0, k) (all of it when SPLITS is 0).
-fn k_slice(z: u32, k: u32) -> vec2<u32> {
-    if SPLITS == 0u {
+// The z-th of `splits` slices of [0, k) (all of it when splits is 0).
+fn slice_of(z: u32, k: u32, splits: u32) -> vec2<u32> {
+    if splits == 0u {
         return vec2(0u, k);
     }
-    let chunk = (k + SPLITS - 1u) / max(SPLITS, 1u);
+    let chunk = (k + splits - 1u) / splits;
     let lo = min(z * chunk, k);
     return vec2(lo, min(lo + chunk, k));
+}
+
+fn k_slice(z: u32, k: u32) -> vec2<u32> {
+    return slice_of(z, k, SPLITS);
 }
 
 // Where slice z's sum of element (m, n) goes: the result itself when there is one slice, else
@@ -132,6 +136,11 @@ fn tile_coords(f: u32, side: u32, k_fast: bool) -> vec2<u32> {
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
           @builtin(local_invocation_index) li: u32) {
+    product(wg, l, li);
+}
+
+// The tile (wg.x, wg.y) of slice wg.z, by the workgroup's thread l (li flat).
+fn product(wg: vec3<u32>, l: vec3<u32>, li: u32) {
     let d = dims();
     let z = wg.z;
     let m0 = wg.y * TILE_M;
@@ -190,22 +199,5 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
                 }
             }
         }
-    }
-}
-
-// Bias gradients (N = 1, B = 1): part[z, m] (or c[m]) = Σ_k A[m, k] over slice z, one workgroup per
-// (m = workgroup y, z).
-@compute @workgroup_size(256)
-fn row_sums(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let d = gemm_dims();
-    let m = wg.y;
-    let ks = k_slice(wg.z, d.z);
-    var s = 0.0;
-    for (var k = ks.x + li; k < ks.y; k += 256u) {
-        s += load_a(wg.z, m, k);
-    }
-    let total = workgroup_sum(li, vec4(s, 0.0, 0.0, 0.0));
-    if li == 0u {
-        store_slice(wg.z, m, 0u, total.x);
     }
 }

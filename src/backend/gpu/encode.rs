@@ -95,7 +95,8 @@ pub struct Slices {
     pub(super) cols: usize,
     pub(super) w: BufId,
     pub(super) bias: Option<BufId>,
-    /// Where the slices start in the scratch buffer.
+    /// Where the slices start in the scratch buffer: from the start of the region of the
+    /// launch that writes them until `place_scratch` places that region.
     pub(super) at: usize,
 }
 
@@ -192,7 +193,7 @@ pub(super) fn batch_sum(
         }
         None => {
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(1), z, tm: 1, tn: 1 };
-            launch(shaders::row_sums(family, s), params.to_vec(), &[buf(A, a), dest], grid)
+            launch(shaders::row_sums(family, s), params.to_vec(), &[buf(B, a), dest], grid)
         }
     };
     if s == 1 {
@@ -202,6 +203,28 @@ pub(super) fn batch_sum(
     let mut reduce = launch(Kernel::new(Family::Reduce, "sum_slices"), Vec::new(), &[(2, Bind::Scratch)], Grid::Single);
     reduce.sums = vec![Slices { len: m * cols, splits: s, cols: n, w: out, bias, at: 0 }];
     vec![sum, reduce]
+}
+
+/// A transposed convolution's weight gradient and bias gradient, both summed in slices
+/// ([`batch_sum`]), as one launch of both (`weight_and_bias`) and one sum of their slices;
+/// `None` when either goes straight to its gradient.
+fn weight_and_bias(weight: &[Launch], bias: &[Launch], c_out: usize) -> Option<Vec<Launch>> {
+    let ([product, weight_sum], [rows, bias_sum]) = (weight, bias) else {
+        return None;
+    };
+    let Grid::Tiles { m, n, z, tm, tn } = product.grid else {
+        return None;
+    };
+    let row_splits = rows.kernel.constant("SPLITS")?;
+    let tiles = m.at(0).div_ceil(tm) * n.at(0).div_ceil(tn) * z.at(0);
+    let mut both = product.clone();
+    both.kernel = shaders::weight_and_bias(product.kernel.clone(), row_splits);
+    both.params[4] = product.scratch as u32;
+    both.grid = Grid::PerElement(Size::fixed(tiles as usize + c_out * row_splits as usize));
+    both.scratch = product.scratch + rows.scratch;
+    let mut sums = weight_sum.clone();
+    sums.sums.extend(bias_sum.sums.iter().map(|s| Slices { at: product.scratch, ..*s }));
+    Some(vec![both, sums])
 }
 
 /// Settings of one part of a gather launch (`Part` in `gather.wgsl`), padded to 8 words.
@@ -224,12 +247,11 @@ fn act_code(act: Act) -> u32 {
     }
 }
 
-fn conv_params(g: &ConvGeom, with_k: bool) -> Vec<u32> {
-    let mut p = vec![g.c_in as u32, g.c_out as u32, g.h as u32, g.w as u32];
-    if with_k {
-        p.push(g.k as u32);
-    }
-    p
+/// A convolution's `P`: (c_in, c_out, h, w) and the kernel side, or for the transposed
+/// convolution `rows_at` (0 until [`weight_and_bias`] sets it).
+fn conv_params(g: &ConvGeom, transposed: bool) -> Vec<u32> {
+    let last = if transposed { 0 } else { g.k as u32 };
+    vec![g.c_in as u32, g.c_out as u32, g.h as u32, g.w as u32, last]
 }
 
 /// The launches that run `op`; `descs` size the weight-gradient splits by the largest batch.
@@ -261,10 +283,10 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             let dims = (Size::fixed(g.c_out), Size::fixed(g.h * g.w), Size::per_n(1));
             let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
             let batch = max_n(x, g.c_in * g.h * g.w);
-            vec![product(Family::Conv2d, 0, &conv_params(g, true), &binds, dims, batch)]
+            vec![product(Family::Conv2d, 0, &conv_params(g, false), &binds, dims, batch)]
         }
         Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-            let (p, hw, r) = (conv_params(g, true), g.h * g.w, g.k * g.k);
+            let (p, hw, r) = (conv_params(g, false), g.h * g.w, g.k * g.k);
             let batch = max_n(gy, g.c_out * hw);
             let sizes = (g.c_out, g.c_in * r, batch * hw);
             let mut out = batch_sum(Family::Conv2d, &p, (gy, Some(x), Some(gb)), gw, sizes);
@@ -278,14 +300,15 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             let dims = (Size::fixed(g.c_out * 4), Size::fixed(g.h * g.w), Size::per_n(1));
             let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
             let batch = max_n(x, g.c_in * g.h * g.w);
-            vec![product(Family::ConvTranspose, 0, &conv_params(g, false), &binds, dims, batch)]
+            vec![product(Family::ConvTranspose, 0, &conv_params(g, true), &binds, dims, batch)]
         }
         Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-            let (p, hw) = (conv_params(g, false), g.h * g.w);
+            let (p, hw) = (conv_params(g, true), g.h * g.w);
             let batch = max_n(gy, g.c_out * 4 * hw);
-            let mut out =
+            let weight =
                 batch_sum(Family::ConvTranspose, &p, (x, Some(gy), None), gw, (g.c_in, g.c_out * 4, batch * hw));
-            out.extend(batch_sum(Family::ConvTranspose, &p, (gy, None, None), gb, (g.c_out, 1, batch * 4 * hw)));
+            let bias = batch_sum(Family::ConvTranspose, &p, (gy, None, None), gb, (g.c_out, 1, batch * 4 * hw));
+            let mut out = weight_and_bias(&weight, &bias, g.c_out).unwrap_or_else(|| [weight, bias].concat());
             out.extend(gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
                 product(Family::ConvTranspose, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)

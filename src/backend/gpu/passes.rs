@@ -259,7 +259,7 @@ pub fn place_scratch(mut launches: Vec<Launch>) -> (Vec<Launch>, usize) {
             let at = launches[i - 1].scratch_at;
             launches[i].scratch_at = at;
             for slices in &mut launches[i].sums {
-                slices.at = at;
+                slices.at += at;
             }
         }
     }

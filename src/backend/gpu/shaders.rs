@@ -167,6 +167,13 @@ pub fn all_kernels() -> Vec<Kernel> {
                 out.push(row_sums(family, splits));
             }
             out.push(with_step(row_sums(family, 1)));
+            // The weight and bias gradients in one launch, both in slices.
+            let many = &SPLITS[1..];
+            for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
+                for (&splits, &rows) in many.iter().flat_map(|s| many.iter().map(move |r| (s, r))) {
+                    out.push(weight_and_bias(gemm(family, 2, splits, (tm, tn)), rows));
+                }
+            }
         }
     }
     out
@@ -202,6 +209,12 @@ fn k_fast(family: Family, mode: u32) -> (bool, bool) {
         (Family::ConvTranspose, 0) => (false, false),
         _ => (true, false),
     }
+}
+
+/// A transposed convolution's weight-gradient product `k` that also sums the bias gradient, in
+/// `rows` slices.
+pub fn weight_and_bias(k: Kernel, rows: u32) -> Kernel {
+    Kernel { entry: "weight_and_bias", ..k }.with("ROW_SPLITS", rows)
 }
 
 /// Bias gradients: a family's mode 3 as row sums.
