@@ -226,7 +226,7 @@ fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming>
         SessionOptions { batch: d.batch, optimizer: d.optimizer, seed: 1, shuffle: true, mirrored: false, init: None };
     let mut s = Session::new(&model, &data, opts, |descs| make(descs))?;
     let step = Step { n: d.batch, offset: 0, t: 1 };
-    let ops: Vec<Op> = s.plan.train.all().cloned().collect();
+    let ops = s.train_ops.clone();
     let start = Instant::now();
     s.backend().run(&ops, step)?;
     s.backend().finish()?;

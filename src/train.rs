@@ -5,7 +5,7 @@ use crate::backend::Backend;
 use crate::checkpoint::Tensor;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::graph::{build, slot, BufDesc, BufId, DataSpec, Plan, PlanOptions, Step, Target};
+use crate::graph::{build, slot, BufDesc, BufId, DataSpec, Op, Plan, PlanOptions, Step, Target};
 use crate::model::{init_params, Model};
 use crate::optim::Optimizer;
 use crate::rng::{Rng, RngState};
@@ -36,6 +36,8 @@ pub struct Metrics {
 
 pub struct Session {
     pub plan: Plan,
+    /// The ops of a training step, in order.
+    pub train_ops: Vec<Op>,
     backend: Box<dyn Backend>,
     rng: Rng,
     /// Optimiser updates so far.
@@ -117,7 +119,8 @@ impl Session {
         }
         let order = (0..plan.train_data.index_len as u32).collect();
         let classes = matches!(data.target, Target::Classes(_));
-        Ok(Session { plan, backend, rng, steps: 0, shuffle: opts.shuffle, order, batch: 0, classes })
+        let train_ops: Vec<Op> = plan.train.all().cloned().collect();
+        Ok(Session { plan, train_ops, backend, rng, steps: 0, shuffle: opts.shuffle, order, batch: 0, classes })
     }
 
     pub fn backend_name(&self) -> String {
@@ -169,20 +172,21 @@ impl Session {
     /// one ends the call (slow on a GPU; used to find where a run diverged).
     pub fn train_epoch(&mut self, go_on: &mut dyn FnMut(usize, usize) -> bool, watch: bool) -> Result<EpochEnd> {
         if self.batch == 0 {
+            // Both programs' kernels built at once, before the first step needs them.
+            self.backend.prepare(&[&self.train_ops, &self.plan.eval])?;
             if self.shuffle {
                 self.rng.shuffle(&mut self.order);
             }
             self.backend.upload_u32(self.plan.train_data.index, &self.order)?;
             self.zero(self.plan.train_metrics)?;
         }
-        let ops: Vec<_> = self.plan.train.all().cloned().collect();
         let total = self.train_batches();
         while self.batch < total {
             let offset = self.batch * self.plan.batch;
             self.steps += 1;
             self.batch += 1;
             let n = self.plan.batch.min(self.order.len() - offset);
-            self.backend.run(&ops, Step { n, offset, t: self.steps })?;
+            self.backend.run(&self.train_ops, Step { n, offset, t: self.steps })?;
             if watch && !self.backend.download_f32(self.plan.train_metrics)?[slot::LOSS].is_finite() {
                 return Ok(EpochEnd::Diverged { step: self.steps, batch: self.batch });
             }

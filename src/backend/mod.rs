@@ -22,6 +22,11 @@ pub trait Backend {
     }
     /// Runs `ops` in order for one step.
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()>;
+    /// Gets ready to run each of these op lists, ahead of their first step (a GPU builds their
+    /// kernels, all at once).
+    fn prepare(&mut self, _lists: &[&[Op]]) -> Result<()> {
+        Ok(())
+    }
     /// Waits until every queued op has run (for timing).
     fn finish(&mut self) -> Result<()> {
         Ok(())

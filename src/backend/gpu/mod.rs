@@ -13,7 +13,7 @@ use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{encode, Bind, Grid};
+use encode::{encode, Bind, Grid, Launch};
 use passes::{
     combine_sums, dense_into_loss, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch,
     pool_on_the_fly,
@@ -325,8 +325,8 @@ impl GpuBackend {
         }
     }
 
-    fn compile(&mut self, ops: &[Op]) -> Program {
-        let mut launches = Vec::new();
+    /// The launches that run `ops`, after every pass, and the scratch floats they need.
+    fn launches_of(&self, ops: &[Op]) -> (Vec<Launch>, usize) {
         let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
         let bufs = &self.bufs;
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
@@ -340,7 +340,12 @@ impl GpuBackend {
             (set(id) == Some(ParamSet::Grad)).then_some(())?;
             (0..bufs.len()).map(BufId).find(|&b| set(b) == Some(other) && bufs[b.0].member == Some(member))
         };
-        let all = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
+        (fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart), scratch_len)
+    }
+
+    fn compile(&mut self, ops: &[Op]) -> Program {
+        let mut launches = Vec::new();
+        let (all, scratch_len) = self.launches_of(ops);
         let scratch = self.scratch(scratch_len);
         self.build_pipelines(all.iter().map(|l| &l.kernel));
         for launch in all {
@@ -399,6 +404,17 @@ impl GpuBackend {
             _ => None,
         });
         Program { ops: ops.to_vec(), launches, adam }
+    }
+
+    /// The index of the program of `ops`, compiled first if need be.
+    fn program(&mut self, ops: &[Op]) -> Result<usize> {
+        if let Some(i) = self.programs.iter().position(|p| p.ops == ops) {
+            return Ok(i);
+        }
+        let program = self.compile(ops);
+        self.check()?;
+        self.programs.push(program);
+        Ok(self.programs.len() - 1)
     }
 
     /// Submits the pending steps. At most two submissions are in flight: the one before this is
@@ -505,15 +521,7 @@ impl Backend for GpuBackend {
             .collect())
     }
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
-        let index = match self.programs.iter().position(|p| p.ops == ops) {
-            Some(i) => i,
-            None => {
-                let program = self.compile(ops);
-                self.check()?;
-                self.programs.push(program);
-                self.programs.len() - 1
-            }
-        };
+        let index = self.program(ops)?;
         if self.next_slot == self.submit_at {
             self.flush()?;
             self.submit_at = (2 * self.submit_at).min(STEPS_PER_SUBMIT);
@@ -536,6 +544,17 @@ impl Backend for GpuBackend {
                 pass.set_bind_group(0, &launch.bind_group, &[(slot * SLOT) as u32]);
                 pass.dispatch_workgroups(x, y, z);
             }
+        }
+        Ok(())
+    }
+    fn prepare(&mut self, lists: &[&[Op]]) -> Result<()> {
+        let new: Vec<&[Op]> =
+            lists.iter().copied().filter(|ops| !self.programs.iter().any(|p| p.ops == *ops)).collect();
+        let kernels: Vec<Kernel> =
+            new.iter().flat_map(|ops| self.launches_of(ops).0.into_iter().map(|l| l.kernel)).collect();
+        self.build_pipelines(kernels.iter());
+        for ops in new {
+            self.program(ops)?;
         }
         Ok(())
     }
