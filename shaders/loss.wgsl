@@ -7,6 +7,11 @@
 //   dense_softmax_ce: softmax_ce after computing its logits as the dense layer before it
 //                would (steps of at most 256 samples): logits[s, o] = Σ_i x[s, i]·w[o, i] +
 //                b[o], summed over i in order as matmul.wgsl does, with w and b in `aux`.
+//   dense_softmax_ce_backward: then also that layer's backward from the loss's gradient g,
+//                each sum in matmul.wgsl's order: gx[s, i] = Σ_o g[s, o]·w[o, i] (with FUSE,
+//                also act_gx = gx·activate'(x), the backward of the activation that made x),
+//                then gw[o, i] = Σ_s g[s, o]·x[s, i] and gb[o] = Σ_s g[s, o] into dense_grads
+//                (laid out as w and b in aux), and with UPDATE the SGD step on w and b.
 //   sigmoid_bce: one thread per element, the workgroups of each batch apart: probs, grad
 //                (p - t)/(n·per) when has_grad, and each workgroup's sums of loss, t·p, t and p
 //                in part; then sigmoid_bce_total (one workgroup) adds them in order, batch by
@@ -14,8 +19,8 @@
 //   confusion:   counts[true·k + predicted] += 1, one workgroup counting in integers, for up
 //                to 1,024 cells at a time (the sums are exact, so the order does not matter).
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
-// slot), aux (sigmoid_bce's sums, or dense_softmax_ce's weights then bias), dense_x (the dense
-// layer's input).
+// slot), aux (sigmoid_bce's sums, or the dense layer's weights then bias), dense_x (the dense
+// layer's input), dense_gx, act_gx, dense_grads.
 
 struct P {
     // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
@@ -35,6 +40,13 @@ struct P {
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(7) var<storage, read_write> aux: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dense_x: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dense_gx: array<f32>;
+@group(0) @binding(10) var<storage, read_write> act_gx: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dense_grads: array<f32>;
+
+override FUSE: u32 = 0u;
+override UPDATE: u32 = 0u;
+override LR: f32 = 0.0;
 
 // sigmoid_bce's four sums of its workgroup w, at aux[4w..4w + 4].
 fn part(w: u32) -> vec4<f32> {
@@ -83,6 +95,53 @@ fn softmax_ce(@builtin(local_invocation_index) li: u32) {
 
 @compute @workgroup_size(256)
 fn dense_softmax_ce(@builtin(local_invocation_index) li: u32) {
+    dense_logits(li);
+    storageBarrier();
+    softmax_rows(li);
+}
+
+@compute @workgroup_size(256)
+fn dense_softmax_ce_backward(@builtin(local_invocation_index) li: u32) {
+    dense_logits(li);
+    storageBarrier();
+    softmax_rows(li);
+    storageBarrier();
+    let k = p.per;
+    for (var e = li; e < step.n * p.n_in; e += 256u) {
+        let s = e / p.n_in;
+        var acc = 0.0;
+        for (var o = 0u; o < k; o++) {
+            acc += grad[s * k + o] * aux[o * p.n_in + e % p.n_in];
+        }
+        dense_gx[e] = acc;
+        if FUSE == 1u {
+            act_gx[e] = acc * derivative(dense_x[e]);
+        }
+    }
+    // Every read of w above comes before the step below moves it.
+    storageBarrier();
+    let cols = p.n_in + 1u;
+    for (var e = li; e < k * cols; e += 256u) {
+        let o = e / cols;
+        let i = e % cols;
+        var acc = 0.0;
+        for (var s = 0u; s < step.n; s++) {
+            var x = 1.0;
+            if i < p.n_in {
+                x = dense_x[s * p.n_in + i];
+            }
+            acc += grad[s * k + o] * x;
+        }
+        let at = select(o * p.n_in + i, p.bias_at + o, i == p.n_in);
+        dense_grads[at] = acc;
+        if UPDATE == 1u {
+            aux[at] -= LR * acc;
+        }
+    }
+}
+
+// The dense layer's logits, by the workgroup's 256 threads.
+fn dense_logits(li: u32) {
     for (var e = li; e < step.n * p.per; e += 256u) {
         let s = e / p.per;
         let o = e % p.per;
@@ -92,8 +151,6 @@ fn dense_softmax_ce(@builtin(local_invocation_index) li: u32) {
         }
         logits[e] = acc + aux[p.bias_at + o];
     }
-    storageBarrier();
-    softmax_rows(li);
 }
 
 // softmax_ce's work, by the 256 threads of one workgroup.

@@ -288,6 +288,36 @@ fn dense_then_softmax_cross_entropy() {
     }
 }
 
+/// The MLP's last layer in a training step: dense, softmax cross-entropy, the layer's backward
+/// with the backward of the sigmoid before it, and plain SGD. The GPU runs it all in the loss's
+/// one launch. The raw data gradient is read once more at the end: the CPU stores an
+/// intermediate gradient only when a later op reads it.
+#[test]
+fn last_dense_layer_forward_backward_and_step() {
+    let mut rng = Rng::new(15);
+    for (n, n_in, k) in [(1, 3, 2), (37, 50, 10), (100, 100, 10)] {
+        let mut r = Rig::default();
+        let x = r.f32(&(0..n * n_in).map(|_| rng.uniform()).collect::<Vec<_>>());
+        let (w, b) = (r.param(&normal(&mut rng, k * n_in)), r.param(&normal(&mut rng, k)));
+        let (gw, gb) = (r.grad(k * n_in), r.grad(k));
+        let onehot: Vec<f32> =
+            (0..n).flat_map(|s| (0..k).map(move |c| f32::from(u8::from(c == (s * 3) % k)))).collect();
+        let target = r.f32(&onehot);
+        let (logits, probs, grad, metrics) = (r.zeros(n * k), r.zeros(n * k), r.zeros(n * k), r.zeros(slot::LEN));
+        let (gx, g_act, again) = (r.zeros(n * n_in), r.zeros(n * n_in), r.zeros(n * n_in));
+        let ops = [
+            Op::Dense { x, w, b, y: logits, n_in, n_out: k },
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes: k, batch: n },
+            Op::DenseBackward { x, w, gy: grad, gx: Some(gx), gw, gb, n_in, n_out: k },
+            Op::ActivationBackward { act: Act::Sigmoid, y: x, gy: gx, gx: g_act, per: n_in },
+            Op::Sgd { w, g: gw, lr: 0.25, len: k * n_in },
+            Op::Sgd { w: b, g: gb, lr: 0.25, len: k },
+            Op::Activation { act: Act::Sigmoid, x: gx, y: again, per: n_in },
+        ];
+        parity(&format!("last dense layer {n_in} -> {k}, n {n}"), &r, &ops, n, 1);
+    }
+}
+
 /// A step of several batches adds the same metrics, bit for bit, as steps of one batch each,
 /// on both backends: what lets the test pass run in large steps.
 #[test]

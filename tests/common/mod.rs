@@ -99,6 +99,12 @@ impl Rig {
         self.descs[id.0].set = Some(ParamSet::Value);
         id
     }
+    /// A parameter's gradient: zeros in the gradient set, laid out as the parameters are.
+    pub fn grad(&mut self, len: usize) -> BufId {
+        let id = self.zeros(len);
+        self.descs[id.0].set = Some(ParamSet::Grad);
+        id
+    }
     pub fn u8(&mut self, data: &[u8]) -> BufId {
         let id = self.buf(data.len(), Dtype::U8);
         self.u8_init.push((id, data.to_vec()));

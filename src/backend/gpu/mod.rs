@@ -15,8 +15,8 @@ use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
 use encode::{encode, Bind, Grid, Launch};
 use passes::{
-    combine_sums, dense_into_loss, fold_update, fuse_activations, merge_updates, pair_gathers, place_scratch,
-    pool_on_the_fly,
+    combine_sums, dense_into_loss, fold_update, fuse_activations, loss_runs_dense_backward, merge_updates,
+    pair_gathers, place_scratch, pool_on_the_fly,
 };
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ const FIRST_SUBMIT: u64 = 2;
 /// Bytes per per-step uniform slot (the largest dynamic-offset alignment wgpu allows).
 const SLOT: u64 = 256;
 /// Storage bindings 2..2+STORAGE of every kernel.
-const STORAGE: u32 = 7;
+const STORAGE: u32 = 10;
 
 /// Where a plan buffer lives: its own wgpu buffer, or a range of its parameter set's.
 #[derive(Clone)]
@@ -340,7 +340,8 @@ impl GpuBackend {
             (set(id) == Some(ParamSet::Grad)).then_some(())?;
             (0..bufs.len()).map(BufId).find(|&b| set(b) == Some(other) && bufs[b.0].member == Some(member))
         };
-        (fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart), scratch_len)
+        let folded = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
+        (loss_runs_dense_backward(folded, (&set, &place), &len), scratch_len)
     }
 
     fn compile(&mut self, ops: &[Op]) -> Program {

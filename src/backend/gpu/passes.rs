@@ -5,8 +5,8 @@
 //! optimiser's step taken by the launches that write the gradients.
 
 use super::encode::{
-    launch, Bind, Grid, Launch, Size, Slices, A, ACT_IN, ACT_OUT, B, BIAS, C, GATHER_PART, LOSS_AUX, LOSS_DENSE_X,
-    POOL_ACT_IN, POOL_ACT_OUT,
+    launch, Bind, Grid, Launch, Size, Slices, A, ACT_IN, ACT_OUT, B, BIAS, C, GATHER_PART, LOSS_ACT_GX, LOSS_AUX,
+    LOSS_DENSE_GRADS, LOSS_DENSE_GX, LOSS_DENSE_X, POOL_ACT_IN, POOL_ACT_OUT,
 };
 use super::shaders::{Family, Kernel};
 use crate::graph::{BufId, ParamSet};
@@ -193,6 +193,99 @@ pub fn dense_into_loss(launches: Vec<Launch>, (set, place): Sets, len: &dyn Fn(B
         fused.binds.extend([(LOSS_AUX, Bind::Span(w, b)), (LOSS_DENSE_X, bound(dense, A)?)]);
         Some(fused)
     })
+}
+
+/// A loss launch that computes its logits (`dense_softmax_ce`) and the two launches after it
+/// that run that dense layer's backward, in either order, become one launch
+/// (`dense_softmax_ce_backward`): the data gradient (with the backward of the activation
+/// before the layer, if folded in) and the one-slice weight gradient (with the SGD step, if
+/// folded in), where the gradients lie in their set as the weights and bias do in theirs and
+/// each sum is short. `len` gives a buffer's floats.
+pub fn loss_runs_dense_backward(
+    launches: Vec<Launch>,
+    (set, place): Sets,
+    len: &dyn Fn(BufId) -> usize,
+) -> Vec<Launch> {
+    let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
+    for l in launches {
+        out.push(l);
+        let n = out.len();
+        if n >= 3 {
+            if let Some(fused) = with_dense_backward(&out[n - 3], [&out[n - 2], &out[n - 1]], (set, place), len) {
+                out.truncate(n - 3);
+                out.push(fused);
+            }
+        }
+    }
+    out
+}
+
+fn with_dense_backward(
+    loss: &Launch,
+    next: [&Launch; 2],
+    (set, place): Sets,
+    len: &dyn Fn(BufId) -> usize,
+) -> Option<Launch> {
+    if loss.kernel.entry != "dense_softmax_ce" {
+        return None;
+    }
+    let dense = |l: &Launch, mode: u32| l.kernel.family == Family::Dense && l.kernel.constant("MODE") == Some(mode);
+    let (data, weight) = match next {
+        [a, b] if dense(a, 1) && dense(b, 2) => (a, b),
+        [a, b] if dense(a, 2) && dense(b, 1) => (b, a),
+        _ => return None,
+    };
+    let Bind::Span(w, b) = bound(loss, LOSS_AUX)? else {
+        return None;
+    };
+    let (g, x) = (bound(loss, 5)?, bound(loss, LOSS_DENSE_X)?);
+    let (classes, n_in, bias_at) = (loss.params[0], loss.params[3], loss.params[4]);
+    // The data gradient: g·w, then perhaps the activation's backward from x.
+    let kd = &data.kernel;
+    let fuse = kd.constant("FUSE").is_some();
+    let data_ok = kd.constant("SPLITS") == Some(0)
+        && data.params[..2] == [n_in, classes]
+        && (bound(data, A), bound(data, B)) == (Some(g), Some(Bind::Buf(w)))
+        && (!fuse || (kd.constant("FUSE") == Some(2) && bound(data, ACT_IN) == Some(x)));
+    // The weight gradient: gᵀ·x with the bias column, straight into the gradients.
+    let kw = &weight.kernel;
+    let update = kw.constant("UPDATE").is_some();
+    let (gw, gb) = (bound_buf(weight, C)?, bound_buf(weight, BIAS)?);
+    let ((_, gw_at, _), (_, gb_at, _)) = (place(gw)?, place(gb)?);
+    let weight_ok = kw.constant("SPLITS") == Some(1)
+        && kw.constant("BIAS_COL") == Some(1)
+        && weight.params[..2] == [n_in, classes]
+        && (bound(weight, A), bound(weight, B)) == (Some(g), Some(x))
+        && set(gw).is_some()
+        && set(gw) == set(gb)
+        && gb_at > gw_at
+        && (gb_at - gw_at) / 4 == bias_at as u64
+        && (!update || (bound(weight, ACT_OUT), bound(weight, ACT_IN)) == (Some(Bind::Buf(w)), Some(Bind::Buf(b))));
+    // Each thread's sums one after the other, as in `dense_into_loss`.
+    let Bind::Buf(g_buf) = g else {
+        return None;
+    };
+    let rows = len(g_buf) / classes as usize;
+    let (n_in, classes) = (n_in as usize, classes as usize);
+    let macs = (rows * n_in).div_ceil(256) * classes + (classes * (n_in + 1)).div_ceil(256) * rows;
+    if !(data_ok && weight_ok) || macs > DENSE_LOSS_MACS {
+        return None;
+    }
+    let mut fused = loss.clone();
+    let mut kernel = Kernel::new(Family::Loss, "dense_softmax_ce_backward");
+    if fuse {
+        kernel = kernel.with("FUSE", 1).with("ACT", kd.constant("ACT")?);
+    }
+    if update {
+        kernel = kernel.with("UPDATE", 1).with("LR", kw.constant("LR")?);
+    }
+    fused.kernel = kernel;
+    fused.binds.push((LOSS_DENSE_GX, bound(data, C)?));
+    if fuse {
+        fused.binds.push((LOSS_ACT_GX, bound(data, ACT_OUT)?));
+    }
+    fused.binds.push((LOSS_DENSE_GRADS, Bind::Span(gw, gb)));
+    Some(fused)
 }
 
 /// Merges each run of like optimiser updates (same kernel and settings) over parameters that
@@ -682,6 +775,28 @@ mod tests {
         assert_eq!(fuse_with(0, 1, 100, 1024).len(), 1);
         assert_eq!(fuse(1, 0, 100).len(), 2);
         assert_eq!(fuse(90, 91, 100).len(), 2);
+
+        // Then the layer's backward, from the loss's gradient 54: its data gradient (into 56)
+        // and its weight gradient (into 10 and 11, laid out as the weights 0 and 1).
+        let dims = (Size::per_n(1), Size::fixed(8), Size::fixed(1));
+        let data =
+            product(Family::Dense, 1, &[8, 10], &[buf(A, BufId(54)), buf(B, BufId(0)), buf(C, BufId(56))], dims, 100);
+        let weight = |x: usize| {
+            let io = (BufId(54), Some(BufId(x)), Some(BufId(11)));
+            batch_sum(Family::Dense, &[8, 10], io, BufId(10), (10, 8, 100)).remove(0)
+        };
+        let len = |id: BufId| if id.0 == 54 { 1000 } else { 0 };
+        let backward = |launches: Vec<Launch>| loss_runs_dense_backward(launches, (&set, &place), &len);
+        let loss = fused[0].clone();
+        for pair in [[data.clone(), weight(50)], [weight(50), data.clone()]] {
+            let both = backward([vec![loss.clone()], pair.to_vec()].concat());
+            assert_eq!(both.len(), 1);
+            assert_eq!(both[0].kernel.entry, "dense_softmax_ce_backward");
+            assert!(both[0].binds.contains(&(LOSS_DENSE_GX, Bind::Buf(BufId(56)))));
+            assert!(both[0].binds.contains(&(LOSS_DENSE_GRADS, Bind::Span(BufId(10), BufId(11)))));
+        }
+        // Not when the weight gradient reads another input than the logits' product did.
+        assert_eq!(backward(vec![loss, data, weight(57)]).len(), 3);
     }
 
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.

@@ -73,7 +73,7 @@ impl Family {
     /// the matrix product if used.
     pub fn source(self) -> String {
         let mut s = format!("{COMMON}\n");
-        if self.is_gemm() || matches!(self, Family::Activation | Family::MaxPool) {
+        if self.is_gemm() || matches!(self, Family::Activation | Family::MaxPool | Family::Loss) {
             s.push_str(ACT);
             s.push('\n');
         }
@@ -123,6 +123,8 @@ pub fn all_kernels() -> Vec<Kernel> {
         Kernel::new(Family::Activation, "dropout_backward"),
         Kernel::new(Family::Loss, "softmax_ce"),
         Kernel::new(Family::Loss, "dense_softmax_ce"),
+        Kernel::new(Family::Loss, "dense_softmax_ce_backward"),
+        with_step(Kernel::new(Family::Loss, "dense_softmax_ce_backward")),
         Kernel::new(Family::Loss, "sigmoid_bce"),
         Kernel::new(Family::Loss, "sigmoid_bce_total"),
         Kernel::new(Family::Loss, "confusion"),
@@ -133,6 +135,8 @@ pub fn all_kernels() -> Vec<Kernel> {
     }
     out.push(Kernel::new(Family::MaxPool, "backward").with("FROM_INPUT", 1));
     for act in 0..3 {
+        let loss = Kernel::new(Family::Loss, "dense_softmax_ce_backward").with("FUSE", 1).with("ACT", act);
+        out.extend([with_step(loss.clone()), loss]);
         out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act));
         out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act).with("FROM_INPUT", 1));
         out.push(Kernel::new(Family::Activation, "forward").with("ACT", act));
