@@ -10,17 +10,23 @@
 //   dense_softmax_ce_backward: then also that layer's backward from the loss's gradient g,
 //                each sum in matmul.wgsl's order: gx[s, i] = Σ_o g[s, o]·w[o, i] (with FUSE,
 //                also act_gx = gx·activate'(x), the backward of the activation that made x),
-//                then gw[o, i] = Σ_s g[s, o]·x[s, i] and gb[o] = Σ_s g[s, o] into dense_grads
+//                then gw[o, i] = Σ_s g[s, o]·x[s, i] and gb[o] = Σ_s g[s, o] into `layer`
 //                (laid out as w and b in aux), and with UPDATE the SGD step on w and b.
 //   sigmoid_bce: one thread per element, the workgroups of each batch apart: probs, grad
 //                (p - t)/(n·per) when has_grad, and each workgroup's sums of loss, t·p, t and p
 //                in part; then sigmoid_bce_total (one workgroup) adds them in order, batch by
 //                batch: loss, the batch's Dice and its sums.
+//   conv_sigmoid_bce: sigmoid_bce after computing each logit as the 1x1 convolution to one
+//                channel before it would: Σ_c w[c]·x[s, c, q] + b, summed over c in order as
+//                matmul.wgsl does, with w then b in `layer`; with BACKWARD, also that
+//                convolution's data gradient gx[s, c, q] = w[c]·g[s, q] into dense_gx (with
+//                FUSE, act_gx as in dense_softmax_ce_backward).
 //   confusion:   counts[true·k + predicted] += 1, one workgroup counting in integers, for up
 //                to 1,024 cells at a time (the sums are exact, so the order does not matter).
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
-// slot), aux (sigmoid_bce's sums, or the dense layer's weights then bias), dense_x (the dense
-// layer's input), dense_gx, act_gx, dense_grads.
+// slot), aux (sigmoid_bce's sums, or the dense layer's weights then bias), dense_x (the input
+// of the layer run here), dense_gx and act_gx (its data gradient), layer (the dense layer's
+// gradients, or the convolution's weights and bias).
 
 struct P {
     // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
@@ -42,8 +48,9 @@ struct P {
 @group(0) @binding(8) var<storage, read_write> dense_x: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dense_gx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> act_gx: array<f32>;
-@group(0) @binding(11) var<storage, read_write> dense_grads: array<f32>;
+@group(0) @binding(11) var<storage, read_write> layer: array<f32>;
 
+override BACKWARD: u32 = 0u;
 override FUSE: u32 = 0u;
 override UPDATE: u32 = 0u;
 override LR: f32 = 0.0;
@@ -133,7 +140,7 @@ fn dense_softmax_ce_backward(@builtin(local_invocation_index) li: u32) {
             acc += grad[s * k + o] * x;
         }
         let at = select(o * p.n_in + i, p.bias_at + o, i == p.n_in);
-        dense_grads[at] = acc;
+        layer[at] = acc;
         if UPDATE == 1u {
             aux[at] -= LR * acc;
         }
@@ -196,7 +203,43 @@ fn softmax_rows(li: u32) {
 @compute @workgroup_size(256)
 fn sigmoid_bce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
                @builtin(local_invocation_index) li: u32) {
-    let w = wg.x + wg.y * groups.x;
+    bce_group(wg.x + wg.y * groups.x, li, false);
+}
+
+@compute @workgroup_size(256)
+fn conv_sigmoid_bce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    bce_group(wg.x + wg.y * groups.x, li, true);
+}
+
+// The 1x1 convolution's logit of element i = (s, q).
+fn conv_logit(i: u32) -> f32 {
+    let s = i / p.per;
+    let q = i % p.per;
+    var acc = 0.0;
+    for (var c = 0u; c < p.n_in; c++) {
+        acc += layer[c] * dense_x[(s * p.n_in + c) * p.per + q];
+    }
+    return acc + layer[p.bias_at];
+}
+
+// That convolution's data gradient at element i = (s, q), from the logit's gradient g.
+fn conv_data_grad(i: u32, g: f32) {
+    let s = i / p.per;
+    let q = i % p.per;
+    for (var c = 0u; c < p.n_in; c++) {
+        let j = (s * p.n_in + c) * p.per + q;
+        var acc = 0.0;
+        acc += layer[c] * g;
+        dense_gx[j] = acc;
+        if FUSE == 1u {
+            act_gx[j] = acc * derivative(dense_x[j]);
+        }
+    }
+}
+
+// Workgroup w of sigmoid_bce, or with `conv` of conv_sigmoid_bce.
+fn bce_group(w: u32, li: u32, conv: bool) {
     let b = w / batch_groups();
     var acc = vec4(0.0);
     if b < batch_count() {
@@ -204,12 +247,19 @@ fn sigmoid_bce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) gr
         let e = (w % batch_groups()) * 256u + li;
         if e < at.y * p.per {
             let i = at.x * p.per + e;
+            if conv {
+                logits[i] = conv_logit(i);
+            }
             let z = logits[i];
             let t = truth[i];
             let pr = 1.0 / (1.0 + exp(-z));
             probs[i] = pr;
             if p.has_grad != 0u {
-                grad[i] = (pr - t) / f32(at.y * p.per);
+                let g = (pr - t) / f32(at.y * p.per);
+                grad[i] = g;
+                if conv && BACKWARD == 1u {
+                    conv_data_grad(i, g);
+                }
             }
             // max(z, 0) - z·t + ln(1 + e^-|z|): stable for large |z|.
             acc = vec4(max(z, 0.0) - z * t + log(1.0 + exp(-abs(z))), t * pr, t, pr);

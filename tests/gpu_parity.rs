@@ -318,6 +318,34 @@ fn last_dense_layer_forward_backward_and_step() {
     }
 }
 
+/// The FCN's last layer in a training step: a 1x1 convolution to one channel, sigmoid
+/// cross-entropy, and the convolution's backward with the backward of the ReLU before it. The
+/// GPU computes the logits and the data gradient in the loss's launch. The raw data gradient is
+/// read once more at the end, so that the CPU stores it.
+#[test]
+fn last_convolution_and_sigmoid_cross_entropy() {
+    let mut rng = Rng::new(16);
+    for (n, c_in, h, w) in [(1, 3, 5, 7), (2, 8, 12, 12)] {
+        let g = ConvGeom { c_in, c_out: 1, h, w, k: 1 };
+        let (hw, per) = (h * w, c_in * h * w);
+        let mut r = Rig::default();
+        let x = r.f32(&normal(&mut rng, n * per).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
+        let (wt, b) = (r.param(&normal(&mut rng, c_in)), r.param(&normal(&mut rng, 1)));
+        let target = r.f32(&(0..n * hw).map(|_| f32::from(u8::from(rng.uniform() < 0.4))).collect::<Vec<_>>());
+        let (logits, probs, grad, metrics) = (r.zeros(n * hw), r.zeros(n * hw), r.zeros(n * hw), r.zeros(slot::LEN));
+        let (gx, g_act, again, gw, gb) =
+            (r.zeros(n * per), r.zeros(n * per), r.zeros(n * per), r.zeros(c_in), r.zeros(1));
+        let ops = [
+            Op::Conv2d { x, w: wt, b, y: logits, g },
+            Op::SigmoidBce { logits, target, probs, grad: Some(grad), metrics, per: hw, batch: n },
+            Op::Conv2dBackward { x, w: wt, gy: grad, gx: Some(gx), gw, gb, g },
+            Op::ActivationBackward { act: Act::Relu, y: x, gy: gx, gx: g_act, per },
+            Op::Activation { act: Act::Relu, x: gx, y: again, per },
+        ];
+        parity(&format!("1x1 conv of {c_in} channels {h}x{w}, sigmoid-bce, n {n}"), &r, &ops, n, 1);
+    }
+}
+
 /// A step of several batches adds the same metrics, bit for bit, as steps of one batch each,
 /// on both backends: what lets the test pass run in large steps.
 #[test]

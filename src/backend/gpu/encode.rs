@@ -126,7 +126,7 @@ pub(super) const LOSS_AUX: u32 = 7;
 pub(super) const LOSS_DENSE_X: u32 = 8;
 pub(super) const LOSS_DENSE_GX: u32 = 9;
 pub(super) const LOSS_ACT_GX: u32 = 10;
-pub(super) const LOSS_DENSE_GRADS: u32 = 11;
+pub(super) const LOSS_LAYER: u32 = 11;
 pub(super) const POOL_ACT_IN: u32 = 5;
 pub(super) const POOL_ACT_OUT: u32 = 6;
 

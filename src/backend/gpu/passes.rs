@@ -6,7 +6,7 @@
 
 use super::encode::{
     launch, Bind, Grid, Launch, Size, Slices, A, ACT_IN, ACT_OUT, B, BIAS, C, GATHER_PART, LOSS_ACT_GX, LOSS_AUX,
-    LOSS_DENSE_GRADS, LOSS_DENSE_GX, LOSS_DENSE_X, POOL_ACT_IN, POOL_ACT_OUT,
+    LOSS_DENSE_GX, LOSS_DENSE_X, LOSS_LAYER, POOL_ACT_IN, POOL_ACT_OUT,
 };
 use super::shaders::{Family, Kernel};
 use crate::graph::{BufId, ParamSet};
@@ -195,6 +195,90 @@ pub fn dense_into_loss(launches: Vec<Launch>, (set, place): Sets, len: &dyn Fn(B
     })
 }
 
+/// A sigmoid cross-entropy computes its logits itself, in place of the 1x1 convolution to one
+/// channel before it (`conv_sigmoid_bce`), where that convolution's bias lies after its
+/// weights in their set; and then also the convolution's data gradient, from the loss's
+/// gradient, where a later launch computes it and the launches in between only read its
+/// inputs (as weight-gradient products) and leave its weights and outputs alone.
+pub fn conv_into_loss(mut launches: Vec<Launch>, sets: Sets) -> Vec<Launch> {
+    let Some((i, fused, conv)) = conv_loss(&launches, sets) else {
+        return launches;
+    };
+    launches[i + 1] = fused;
+    launches.remove(i);
+    with_conv_data_grad(&mut launches, i, &conv, sets);
+    launches
+}
+
+/// Where a 1x1 convolution to one channel is followed by its sigmoid cross-entropy: the
+/// convolution's index, the loss launch that replaces both, and the convolution.
+fn conv_loss(launches: &[Launch], (set, place): Sets) -> Option<(usize, Launch, Launch)> {
+    let i = (0..launches.len().saturating_sub(1)).find(|&i| {
+        let (conv, loss) = (&launches[i], &launches[i + 1]);
+        let k = &conv.kernel;
+        let plain = k.constant("FUSE").is_none() && k.constant("POOLED").is_none();
+        let to_one = k.family == Family::Conv2d && k.entry == "matmul" && k.constant("MODE") == Some(0);
+        to_one
+            && plain
+            && conv.params[1] == 1
+            && conv.params[4] == 1
+            && loss.kernel.entry == "sigmoid_bce"
+            && bound(loss, 2) == bound(conv, C)
+    })?;
+    let conv = &launches[i];
+    let (w, b, x) = (bound_buf(conv, A)?, bound_buf(conv, BIAS)?, bound(conv, B)?);
+    let ((_, w_at, _), (_, b_at, _)) = (place(w)?, place(b)?);
+    if set(w).is_none() || set(w) != set(b) || b_at <= w_at {
+        return None;
+    }
+    let mut fused = launches[i + 1].clone();
+    fused.kernel = Kernel::new(Family::Loss, "conv_sigmoid_bce");
+    fused.params[3..5].copy_from_slice(&[conv.params[0], ((b_at - w_at) / 4) as u32]);
+    fused.binds.extend([(LOSS_DENSE_X, x), (LOSS_LAYER, Bind::Span(w, b))]);
+    Some((i, fused, conv.clone()))
+}
+
+/// Moves the data gradient of `conv` into the `conv_sigmoid_bce` launch `i`, where
+/// [`conv_into_loss`] allows.
+fn with_conv_data_grad(launches: &mut Vec<Launch>, i: usize, conv: &Launch, sets: Sets) -> Option<()> {
+    let (w, b, x, grad) = (bound_buf(conv, A)?, bound_buf(conv, BIAS)?, bound(conv, B)?, bound(&launches[i], 5)?);
+    let data_grad = |l: &Launch| {
+        let (k, fuse) = (&l.kernel, l.kernel.constant("FUSE"));
+        k.family == Family::Conv2d
+            && k.entry == "matmul"
+            && k.constant("MODE") == Some(1)
+            && l.params == conv.params
+            && (bound(l, A), bound(l, B)) == (Some(Bind::Buf(w)), Some(grad))
+            && (fuse.is_none() || (fuse == Some(2) && bound(l, ACT_IN) == Some(x)))
+    };
+    let j = (i + 1..launches.len()).find(|&j| data_grad(&launches[j]))?;
+    let outputs: Vec<BufId> = [C, ACT_OUT].iter().filter_map(|&s| bound_buf(&launches[j], s)).collect();
+    let apart = launches[i + 1..j].iter().all(|l| {
+        let weight_grad = l.kernel.family.is_gemm() && l.kernel.constant("MODE") == Some(2);
+        let reads_only =
+            l.binds.iter().all(|&(slot, bind)| ![x, grad].contains(&bind) || (weight_grad && [A, B].contains(&slot)));
+        reads_only && !binds_any(l, &outputs, sets) && !binds_any(l, &[w, b], sets)
+    });
+    if !apart {
+        return None;
+    }
+    let data = &launches[j];
+    let act = match data.kernel.constant("ACT") {
+        Some(act) => Some((act, bound(data, ACT_OUT)?)),
+        None => None,
+    };
+    let gx = bound(data, C)?;
+    launches.remove(j);
+    let loss = &mut launches[i];
+    loss.kernel = loss.kernel.clone().with("BACKWARD", 1);
+    if let Some((act, out)) = act {
+        loss.kernel = loss.kernel.clone().with("FUSE", 1).with("ACT", act);
+        loss.binds.push((LOSS_ACT_GX, out));
+    }
+    loss.binds.push((LOSS_DENSE_GX, gx));
+    Some(())
+}
+
 /// A loss launch that computes its logits (`dense_softmax_ce`) and the two launches after it
 /// that run that dense layer's backward, in either order, become one launch
 /// (`dense_softmax_ce_backward`): the data gradient (with the backward of the activation
@@ -284,7 +368,7 @@ fn with_dense_backward(
     if fuse {
         fused.binds.push((LOSS_ACT_GX, bound(data, ACT_OUT)?));
     }
-    fused.binds.push((LOSS_DENSE_GRADS, Bind::Span(gw, gb)));
+    fused.binds.push((LOSS_LAYER, Bind::Span(gw, gb)));
     Some(fused)
 }
 
@@ -793,10 +877,58 @@ mod tests {
             assert_eq!(both.len(), 1);
             assert_eq!(both[0].kernel.entry, "dense_softmax_ce_backward");
             assert!(both[0].binds.contains(&(LOSS_DENSE_GX, Bind::Buf(BufId(56)))));
-            assert!(both[0].binds.contains(&(LOSS_DENSE_GRADS, Bind::Span(BufId(10), BufId(11)))));
+            assert!(both[0].binds.contains(&(LOSS_LAYER, Bind::Span(BufId(10), BufId(11)))));
         }
         // Not when the weight gradient reads another input than the logits' product did.
         assert_eq!(backward(vec![loss, data, weight(57)]).len(), 3);
+    }
+
+    #[test]
+    fn a_sigmoid_loss_runs_the_one_channel_convolution_before_it() {
+        // conv 1x1 of 8 channels (weights 0, bias 1) from 40 to the logits 41; the loss's
+        // gradient 44; the convolution's backward into 47, 48 (weights) and 46 (data).
+        let g = crate::graph::ConvGeom { c_in: 8, c_out: 1, h: 16, w: 16, k: 1 };
+        let descs = vec![
+            crate::graph::BufDesc {
+                name: String::new(),
+                len: 4 * 8 * 256,
+                dtype: crate::graph::Dtype::F32,
+                set: None
+            };
+            64
+        ];
+        let id = BufId;
+        let step = |between: Option<Launch>| {
+            let loss = Op::SigmoidBce {
+                logits: id(41),
+                target: id(42),
+                probs: id(43),
+                grad: Some(id(44)),
+                metrics: id(45),
+                per: 256,
+                batch: 4,
+            };
+            let backward =
+                Op::Conv2dBackward { x: id(40), w: id(0), gy: id(44), gx: Some(id(46)), gw: id(47), gb: id(48), g };
+            let mut ls = encode(&Op::Conv2d { x: id(40), w: id(0), b: id(1), y: id(41), g }, &descs);
+            ls.extend(encode(&loss, &descs));
+            ls.extend(between);
+            ls.extend(encode(&backward, &descs));
+            ls
+        };
+        let before = step(None);
+        let after = conv_into_loss(before.clone(), (&set, &place));
+        assert_eq!(after.len(), before.len() - 2);
+        assert_eq!(after[0].kernel.entry, "conv_sigmoid_bce");
+        assert_eq!(after[0].kernel.constant("BACKWARD"), Some(1));
+        assert_eq!(after[0].params[3..5], [8, 128]);
+        assert!(after[0].binds.contains(&(LOSS_LAYER, Bind::Span(BufId(0), BufId(1)))));
+        assert!(after[0].binds.contains(&(LOSS_DENSE_GX, Bind::Buf(BufId(46)))));
+        // A launch in between that reads the loss's gradient otherwise than as a weight
+        // gradient keeps the data gradient a launch of its own.
+        let kept = conv_into_loss(step(Some(relu(44, 49))), (&set, &place));
+        assert_eq!(kept.len(), before.len());
+        assert_eq!(kept[0].kernel.constant("BACKWARD"), None);
     }
 
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.

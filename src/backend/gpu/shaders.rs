@@ -124,6 +124,8 @@ pub fn all_kernels() -> Vec<Kernel> {
         Kernel::new(Family::Loss, "softmax_ce"),
         Kernel::new(Family::Loss, "dense_softmax_ce"),
         Kernel::new(Family::Loss, "dense_softmax_ce_backward"),
+        Kernel::new(Family::Loss, "conv_sigmoid_bce"),
+        Kernel::new(Family::Loss, "conv_sigmoid_bce").with("BACKWARD", 1),
         with_step(Kernel::new(Family::Loss, "dense_softmax_ce_backward")),
         Kernel::new(Family::Loss, "sigmoid_bce"),
         Kernel::new(Family::Loss, "sigmoid_bce_total"),
@@ -137,6 +139,7 @@ pub fn all_kernels() -> Vec<Kernel> {
     for act in 0..3 {
         let loss = Kernel::new(Family::Loss, "dense_softmax_ce_backward").with("FUSE", 1).with("ACT", act);
         out.extend([with_step(loss.clone()), loss]);
+        out.push(Kernel::new(Family::Loss, "conv_sigmoid_bce").with("BACKWARD", 1).with("FUSE", 1).with("ACT", act));
         out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act));
         out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act).with("FROM_INPUT", 1));
         out.push(Kernel::new(Family::Activation, "forward").with("ACT", act));
