@@ -84,6 +84,27 @@ fn store_c(z: u32, m: u32, n: u32, v: f32) {
     let hw = p.h * p.w;
     switch MODE {
         case 0u: { store_forward((z * p.c_out + m) * hw + n, v + bias[m]); }
-        default: { store_backward((z * p.c_in + m) * hw + n, v); }
+        default: {
+            store_backward((z * p.c_in + m) * hw + n, v);
+            if UNPOOL == 1u {
+                unpool(z * p.c_in + m, n, v);
+            }
+        }
+    }
+}
+
+// 1 where the data gradient (MODE 1) goes on back through the 2x2 max pooling before this
+// convolution and the activation before that, as maxpool.wgsl's backward would: act_in holds
+// the pooling's input [n, c_in, 2h, 2w], and act_out gets, at each input of pixel pix's window,
+// g·activate'(x) at the window's maximum and 0·activate'(x) elsewhere.
+override UNPOOL: u32 = 0u;
+
+fn unpool(plane: u32, pix: u32, g: f32) {
+    let w2 = 2u * p.w;
+    let at = (plane * 2u * p.h + 2u * (pix / p.w)) * w2 + 2u * (pix % p.w);
+    let best = window_max(vec4(act_in[at], act_in[at + 1u], act_in[at + w2], act_in[at + w2 + 1u]));
+    for (var d = 0u; d < 4u; d++) {
+        let j = at + d / 2u * w2 + d % 2u;
+        act_out[j] = select(0.0, g, d == best) * derivative(act_in[j]);
     }
 }

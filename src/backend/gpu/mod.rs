@@ -16,7 +16,7 @@ use crate::optim::adam_correction;
 use encode::{encode, Bind, Grid, Launch};
 use passes::{
     combine_sums, conv_into_loss, dense_into_loss, fold_update, fuse_activations, loss_runs_dense_backward,
-    merge_updates, pair_gathers, place_scratch, pool_on_the_fly,
+    merge_updates, pair_gathers, place_scratch, pool_on_the_fly, unpool_in_products,
 };
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
@@ -333,7 +333,7 @@ impl GpuBackend {
         let set = |id: BufId| self.descs[id.0].set;
         let len = |id: BufId| self.descs[id.0].len;
         let fused = dense_into_loss(pool_on_the_fly(fuse_activations(pair_gathers(all))), (&set, &place), &len);
-        let fused = conv_into_loss(fused, (&set, &place));
+        let fused = unpool_in_products(conv_into_loss(fused, (&set, &place)));
         let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
         // The member of `other` at a gradient's place in the gradient set.
         let counterpart = |id: BufId, other: ParamSet| {

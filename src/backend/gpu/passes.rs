@@ -195,6 +195,42 @@ pub fn dense_into_loss(launches: Vec<Launch>, (set, place): Sets, len: &dyn Fn(B
     })
 }
 
+/// A pooling's backward (finding the maxima again from its input, and with the backward of the
+/// activation before it) run by the convolution's data-gradient product before it, as it
+/// stores each pooled gradient (`UNPOOL` in `conv2d.wgsl`), where nothing later reads the
+/// pooling's own output (the gradient before the activation's backward). Even sides only.
+pub fn unpool_in_products(launches: Vec<Launch>) -> Vec<Launch> {
+    let mut out: Vec<Launch> = Vec::with_capacity(launches.len());
+    for (i, l) in launches.iter().enumerate() {
+        let merged = out.last().and_then(|prev| unpool_in_product(prev, l, &launches[i + 1..]));
+        match merged {
+            Some(m) => *out.last_mut().expect("merged with the last") = m,
+            None => out.push(l.clone()),
+        }
+    }
+    out
+}
+
+fn unpool_in_product(product: &Launch, pool: &Launch, later: &[Launch]) -> Option<Launch> {
+    let (kp, kq) = (&product.kernel, &pool.kernel);
+    let data_grad = kp.family == Family::Conv2d && kp.entry == "matmul" && kp.constant("MODE") == Some(1);
+    let from_input = kq.family == Family::MaxPool && kq.entry == "backward" && kq.constant("FROM_INPUT") == Some(1);
+    if !data_grad || kp.constant("FUSE").is_some() || !from_input || kq.constant("FUSE") != Some(1) {
+        return None;
+    }
+    let (c, h, w) = (pool.params[0], pool.params[1], pool.params[2]);
+    let (x, raw) = (bound(pool, 3)?, bound_buf(pool, 4)?);
+    let fits = h % 2 == 0 && w % 2 == 0 && product.params[0] == c && product.params[2..4] == [h / 2, w / 2];
+    let unread = !later.iter().any(|l| l.binds.iter().any(|b| b.1 == Bind::Buf(raw)));
+    if !fits || !unread || bound(pool, 2) != bound(product, C) || bound(pool, POOL_ACT_IN) != Some(x) {
+        return None;
+    }
+    let mut fused = product.clone();
+    fused.kernel = fused.kernel.with("UNPOOL", 1).with("ACT", kq.constant("ACT")?);
+    fused.binds.extend([(ACT_OUT, bound(pool, POOL_ACT_OUT)?), (ACT_IN, x)]);
+    Some(fused)
+}
+
 /// A sigmoid cross-entropy computes its logits itself, in place of the 1x1 convolution to one
 /// channel before it (`conv_sigmoid_bce`), where that convolution's bias lies after its
 /// weights in their set; and then also the convolution's data gradient, from the loss's
@@ -828,6 +864,17 @@ mod tests {
         let with = |l: Launch| pool_on_the_fly(conv_pool_conv(8, Some(l))).len();
         assert_eq!(with(relu(2, 9)), before.len() + 1);
         assert_eq!(with(relu(9, 1)), before.len() + 1);
+
+        // The second convolution's data gradient then also runs the pooling's backward (and the
+        // relu's), unless something later reads the pooling's gradient 7.
+        let unpooled = unpool_in_products(after.clone());
+        assert_eq!(unpooled.len(), after.len() - 1);
+        let data = unpooled.iter().find(|l| l.kernel.constant("UNPOOL") == Some(1)).expect("fused");
+        assert_eq!((data.kernel.constant("MODE"), data.kernel.constant("ACT")), (Some(1), Some(0)));
+        assert!(data.binds.contains(&(ACT_IN, Bind::Buf(BufId(1)))));
+        assert!(data.binds.contains(&(ACT_OUT, Bind::Buf(BufId(8)))));
+        let read = pool_on_the_fly(conv_pool_conv(8, Some(relu(7, 9))));
+        assert_eq!(unpool_in_products(read.clone()).len(), read.len());
     }
 
     #[test]

@@ -168,6 +168,10 @@ pub fn all_kernels() -> Vec<Kernel> {
                 .map(|k| k.clone().with("POOLED", 1))
                 .collect();
             out.extend(pooled);
+            // Data-gradient products may go on back through a pooling and an activation.
+            for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
+                out.extend((0..3).map(|act| gemm(family, 1, 0, (tm, tn)).with("UNPOOL", 1).with("ACT", act)));
+            }
         }
         if family == Family::ConvTranspose {
             for splits in SPLITS {
