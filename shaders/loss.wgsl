@@ -19,13 +19,13 @@
 //   conv_sigmoid_bce: sigmoid_bce after computing each logit as the 1x1 convolution to one
 //                channel before it would: Σ_c w[c]·x[s, c, q] + b, summed over c in order as
 //                matmul.wgsl does, with w then b in `layer`; with BACKWARD, also that
-//                convolution's data gradient gx[s, c, q] = w[c]·g[s, q] into dense_gx (with
+//                convolution's data gradient gx[s, c, q] = w[c]·g[s, q] into layer_gx (with
 //                FUSE, act_gx as in dense_softmax_ce_backward).
 //   confusion:   counts[true·k + predicted] += 1, one workgroup counting in integers, for up
 //                to 1,024 cells at a time (the sums are exact, so the order does not matter).
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
-// slot), aux (sigmoid_bce's sums, or the dense layer's weights then bias), dense_x (the input
-// of the layer run here), dense_gx and act_gx (its data gradient), layer (the dense layer's
+// slot), aux (sigmoid_bce's sums, or the dense layer's weights then bias), layer_x (the input
+// of the layer run here), layer_gx and act_gx (its data gradient), layer (the dense layer's
 // gradients, or the convolution's weights and bias).
 
 struct P {
@@ -33,7 +33,8 @@ struct P {
     per: u32,
     has_grad: u32,
     batch: u32,
-    // dense_softmax_ce: inputs per sample of the dense layer, and where its bias starts in aux.
+    // The layer run here (dense_softmax_ce*, conv_sigmoid_bce): its inputs per sample (the
+    // convolution's channels), and where its bias starts after its weights (in aux, or layer).
     n_in: u32,
     bias_at: u32,
 }
@@ -45,8 +46,8 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
 @group(0) @binding(7) var<storage, read_write> aux: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dense_x: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dense_gx: array<f32>;
+@group(0) @binding(8) var<storage, read_write> layer_x: array<f32>;
+@group(0) @binding(9) var<storage, read_write> layer_gx: array<f32>;
 @group(0) @binding(10) var<storage, read_write> act_gx: array<f32>;
 @group(0) @binding(11) var<storage, read_write> layer: array<f32>;
 
@@ -120,9 +121,9 @@ fn dense_softmax_ce_backward(@builtin(local_invocation_index) li: u32) {
         for (var o = 0u; o < k; o++) {
             acc += grad[s * k + o] * aux[o * p.n_in + e % p.n_in];
         }
-        dense_gx[e] = acc;
+        layer_gx[e] = acc;
         if FUSE == 1u {
-            act_gx[e] = acc * derivative(dense_x[e]);
+            act_gx[e] = acc * derivative(layer_x[e]);
         }
     }
     // Every read of w above comes before the step below moves it.
@@ -135,7 +136,7 @@ fn dense_softmax_ce_backward(@builtin(local_invocation_index) li: u32) {
         for (var s = 0u; s < step.n; s++) {
             var x = 1.0;
             if i < p.n_in {
-                x = dense_x[s * p.n_in + i];
+                x = layer_x[s * p.n_in + i];
             }
             acc += grad[s * k + o] * x;
         }
@@ -154,7 +155,7 @@ fn dense_logits(li: u32) {
         let o = e % p.per;
         var acc = 0.0;
         for (var i = 0u; i < p.n_in; i++) {
-            acc += dense_x[s * p.n_in + i] * aux[o * p.n_in + i];
+            acc += layer_x[s * p.n_in + i] * aux[o * p.n_in + i];
         }
         logits[e] = acc + aux[p.bias_at + o];
     }
@@ -218,7 +219,7 @@ fn conv_logit(i: u32) -> f32 {
     let q = i % p.per;
     var acc = 0.0;
     for (var c = 0u; c < p.n_in; c++) {
-        acc += layer[c] * dense_x[(s * p.n_in + c) * p.per + q];
+        acc += layer[c] * layer_x[(s * p.n_in + c) * p.per + q];
     }
     return acc + layer[p.bias_at];
 }
@@ -229,11 +230,12 @@ fn conv_data_grad(i: u32, g: f32) {
     let q = i % p.per;
     for (var c = 0u; c < p.n_in; c++) {
         let j = (s * p.n_in + c) * p.per + q;
+        // 0 + w·g, as the product sums its one term (a -0 becomes +0).
         var acc = 0.0;
         acc += layer[c] * g;
-        dense_gx[j] = acc;
+        layer_gx[j] = acc;
         if FUSE == 1u {
-            act_gx[j] = acc * derivative(dense_x[j]);
+            act_gx[j] = acc * derivative(layer_x[j]);
         }
     }
 }
