@@ -269,57 +269,49 @@ fn losses_metrics_and_confusion() {
     }
 }
 
-/// The last dense layer, its softmax cross-entropy and the layer's backward, as in a training
-/// step. With the weights and bias in their parameter set and at most 256 samples a step, the
-/// GPU computes the logits in the loss's own launch.
+/// The MLP's last layer in a training step: dense, softmax cross-entropy and the layer's
+/// backward, with the weights and bias in their parameter set. With `step`, its gradients are
+/// in theirs too, the backward of the sigmoid before the layer follows, then plain SGD, and the
+/// GPU runs it all in the loss's one launch; without, it computes only the logits there. The
+/// raw data gradient is read once more at the end: the CPU stores an intermediate gradient only
+/// when a later op reads it.
 #[test]
-fn dense_then_softmax_cross_entropy() {
+fn last_dense_layer_and_softmax_cross_entropy() {
     let mut rng = Rng::new(14);
-    for (n, n_in, k) in [(1, 3, 2), (37, 50, 10), (256, 20, 10)] {
+    // Without the step: one sample, awkward sizes, the most samples a launch computes itself.
+    // With: one sample, awkward sizes, the MLP's own sizes.
+    let cases = [
+        (1, 3, 2, false),
+        (37, 50, 10, false),
+        (256, 20, 10, false),
+        (1, 3, 2, true),
+        (37, 50, 10, true),
+        (100, 100, 10, true),
+    ];
+    for (n, n_in, k, step) in cases {
         let mut r = Rig::default();
-        let x = r.f32(&normal(&mut rng, n * n_in));
+        let x = r.f32(&(0..n * n_in).map(|_| rng.uniform()).collect::<Vec<_>>());
         let (w, b) = (r.param(&normal(&mut rng, k * n_in)), r.param(&normal(&mut rng, k)));
+        let (gw, gb) = if step { (r.grad(k * n_in), r.grad(k)) } else { (r.zeros(k * n_in), r.zeros(k)) };
         let onehot: Vec<f32> =
             (0..n).flat_map(|s| (0..k).map(move |c| f32::from(u8::from(c == (s * 7) % k)))).collect();
         let target = r.f32(&onehot);
         let (logits, probs, grad, metrics) = (r.zeros(n * k), r.zeros(n * k), r.zeros(n * k), r.zeros(slot::LEN));
-        let (gx, gw, gb) = (r.zeros(n * n_in), r.zeros(k * n_in), r.zeros(k));
-        let ops = [
-            Op::Dense { x, w, b, y: logits, n_in, n_out: k },
-            Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes: k, batch: n },
-            Op::DenseBackward { x, w, gy: grad, gx: Some(gx), gw, gb, n_in, n_out: k },
-        ];
-        parity(&format!("dense {n_in} -> softmax-ce {k}, n {n}"), &r, &ops, n, 1);
-    }
-}
-
-/// The MLP's last layer in a training step: dense, softmax cross-entropy, the layer's backward
-/// with the backward of the sigmoid before it, and plain SGD. The GPU runs it all in the loss's
-/// one launch. The raw data gradient is read once more at the end: the CPU stores an
-/// intermediate gradient only when a later op reads it.
-#[test]
-fn last_dense_layer_forward_backward_and_step() {
-    let mut rng = Rng::new(15);
-    for (n, n_in, k) in [(1, 3, 2), (37, 50, 10), (100, 100, 10)] {
-        let mut r = Rig::default();
-        let x = r.f32(&(0..n * n_in).map(|_| rng.uniform()).collect::<Vec<_>>());
-        let (w, b) = (r.param(&normal(&mut rng, k * n_in)), r.param(&normal(&mut rng, k)));
-        let (gw, gb) = (r.grad(k * n_in), r.grad(k));
-        let onehot: Vec<f32> =
-            (0..n).flat_map(|s| (0..k).map(move |c| f32::from(u8::from(c == (s * 3) % k)))).collect();
-        let target = r.f32(&onehot);
-        let (logits, probs, grad, metrics) = (r.zeros(n * k), r.zeros(n * k), r.zeros(n * k), r.zeros(slot::LEN));
         let (gx, g_act, again) = (r.zeros(n * n_in), r.zeros(n * n_in), r.zeros(n * n_in));
-        let ops = [
+        let mut ops = vec![
             Op::Dense { x, w, b, y: logits, n_in, n_out: k },
             Op::SoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes: k, batch: n },
             Op::DenseBackward { x, w, gy: grad, gx: Some(gx), gw, gb, n_in, n_out: k },
-            Op::ActivationBackward { act: Act::Sigmoid, y: x, gy: gx, gx: g_act, per: n_in },
-            Op::Sgd { w, g: gw, lr: 0.25, len: k * n_in },
-            Op::Sgd { w: b, g: gb, lr: 0.25, len: k },
-            Op::Activation { act: Act::Sigmoid, x: gx, y: again, per: n_in },
         ];
-        parity(&format!("last dense layer {n_in} -> {k}, n {n}"), &r, &ops, n, 1);
+        if step {
+            ops.extend([
+                Op::ActivationBackward { act: Act::Sigmoid, y: x, gy: gx, gx: g_act, per: n_in },
+                Op::Sgd { w, g: gw, lr: 0.25, len: k * n_in },
+                Op::Sgd { w: b, g: gb, lr: 0.25, len: k },
+                Op::Activation { act: Act::Sigmoid, x: gx, y: again, per: n_in },
+            ]);
+        }
+        parity(&format!("dense {n_in} -> softmax-ce {k}, n {n}, with the step: {step}"), &r, &ops, n, 1);
     }
 }
 
