@@ -5,7 +5,7 @@
 //!
 //! Tolerance: 1e-5 relative (the golden README's forward tolerance) + 2e-6 × the buffer's largest
 //! magnitude. The two backends sum the same f32 terms in different orders (the CPU in blocked
-//! GEMMs, the GPU in 16-deep tiles and fixed batch slices). A sum of K terms then moves by about
+//! GEMMs, the GPU in workgroup tiles and fixed batch slices). A sum of K terms then moves by about
 //! √K·ε·(term size) whatever its own size, so where terms cancel (a weight gradient of 0.003 made
 //! of 300 products of size ~1) only an absolute bound on the scale of the terms holds; the
 //! buffer's largest value stands for that scale. A wrong index or a missed term errs by the
@@ -51,10 +51,21 @@ fn parity_but(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32, unstored: &[Buf
     }
 }
 
+/// The last two cases have enough tiles to run in 64-wide ones (64x64, 16x64 and 64x16), with
+/// every layout of the operands (k adjacent in memory in both, in one, in neither); the others
+/// are small enough for 16x16 tiles.
 #[test]
 fn dense() {
     let mut rng = Rng::new(1);
-    for (n, n_in, n_out, with_gx) in [(1, 1, 1, true), (67, 70, 13, true), (3, 129, 65, false), (130, 5, 200, true)] {
+    let cases = [
+        (1, 1, 1, true),
+        (67, 70, 13, true),
+        (3, 129, 65, false),
+        (130, 5, 200, true),
+        (1100, 450, 470, true),
+        (20, 30, 9000, true),
+    ];
+    for (n, n_in, n_out, with_gx) in cases {
         let mut r = Rig::default();
         let (x, w, b) = (
             r.f32(&normal(&mut rng, n * n_in)),
@@ -84,12 +95,19 @@ fn dense_short_batch() {
     parity("dense short batch", &r, &ops, n, 1);
 }
 
+/// The last case runs its forward and data-gradient products in 64-wide tiles.
 #[test]
 fn conv2d() {
     let mut rng = Rng::new(3);
-    for (n, c_in, c_out, h, w, k) in
-        [(1, 1, 1, 1, 1, 3), (2, 1, 3, 7, 5, 3), (3, 4, 6, 9, 11, 3), (2, 5, 3, 6, 4, 1), (1, 2, 70, 5, 5, 3)]
-    {
+    let cases = [
+        (1, 1, 1, 1, 1, 3),
+        (2, 1, 3, 7, 5, 3),
+        (3, 4, 6, 9, 11, 3),
+        (2, 5, 3, 6, 4, 1),
+        (1, 2, 70, 5, 5, 3),
+        (40, 3, 70, 16, 15, 3),
+    ];
+    for (n, c_in, c_out, h, w, k) in cases {
         let g = ConvGeom { c_in, c_out, h, w, k };
         let mut r = Rig::default();
         let x = r.f32(&normal(&mut rng, n * c_in * h * w));
