@@ -76,8 +76,8 @@ fn store_sum(m: u32, n: u32, v: f32) {
 }
 
 override SPLITS: u32 = 0u;
-// Tile rows and columns: 64 (each of the 16x16 threads computes 4 of them) or 16 (one each),
-// chosen per op so that small outputs do not fill 64-wide tiles with padding.
+// Tile rows and columns: 64 (each of the 16x16 threads computes 4 adjacent ones) or 16 (one
+// each), chosen per op so that small outputs do not fill 64-wide tiles with padding.
 override TILE_M: u32 = 64u;
 override TILE_N: u32 = 64u;
 // 1 where consecutive k of A (of B) are adjacent in memory, 0 where consecutive m (n) are: the
@@ -85,20 +85,21 @@ override TILE_N: u32 = 64u;
 override A_K_FAST: u32 = 0u;
 override B_K_FAST: u32 = 0u;
 
-// Row strides of the tiles, one more than the tile side so that loads along k do not all hit
-// one memory bank.
-override SA: u32 = TILE_M + 1u;
-override SB: u32 = TILE_N + 1u;
+// Row strides of the tiles, four more than the tile side: rows stay whole vec4s, and the 8 k by
+// 4 rows that a warp stores when k is adjacent in memory fall in 32 different memory banks.
+override SA: u32 = TILE_M + 4u;
+override SB: u32 = TILE_N + 4u;
 // Floats of workgroup memory for both tiles.
-const TILES: u32 = 4160u;
+const TILES: u32 = 4352u;
 // Tile depth: as many k as the tiles hold, in steps of 8 (32 for 64x64 tiles, 48 for 16x64,
-// 120 for 16x16). Narrow tiles go to small products, whose few workgroups each walk all of K:
+// 104 for 16x16). Narrow tiles go to small products, whose few workgroups each walk all of K:
 // deeper steps keep more loads in flight per barrier. Each element still sums over k in order,
 // so the depth never changes a result.
 override TK: u32 = TILES / (SA + SB) / 8u * 8u;
 
-// A's tile [TK][SA], then B's [TK][SB].
-var<workgroup> tiles: array<f32, TILES>;
+// A's tile [TK][SA], then B's [TK][SB], as vec4s: a thread reads its 4 adjacent rows (columns)
+// of a 64-wide tile in one load.
+var<workgroup> tiles: array<vec4<f32>, TILES / 4u>;
 
 // The z-th of `splits` slices of [0, k) (all of it when splits is 0).
 fn slice_of(z: u32, k: u32, splits: u32) -> vec2<u32> {
@@ -125,12 +126,27 @@ fn store_slice(z: u32, m: u32, n: u32, v: f32) {
     }
 }
 
-// Element `f` of a TK x side tile, as (row or column within the tile, k within the tile).
+// Element `f` of a TK x side tile, as (row or column within the tile, k within the tile). Where
+// k is adjacent in memory, each run of 32 elements is 4 rows of 8 adjacent k: whole 32-byte
+// sectors to read, and 32 banks to store into.
 fn tile_coords(f: u32, side: u32, k_fast: bool) -> vec2<u32> {
     if k_fast {
-        return vec2(f / TK, f % TK);
+        let run = f / 32u;
+        let w = f % 32u;
+        let groups = side / 4u;
+        return vec2(run % groups * 4u + w / 8u, run / groups * 8u + w % 8u);
     }
     return vec2(f % side, f / side);
+}
+
+// The values of row kk of the tile at float `base` (row stride `stride`) that thread t works
+// on: its 4 adjacent ones in a 64-wide tile, or its one in .x.
+fn tile_row(base: u32, stride: u32, side: u32, kk: u32, t: u32) -> vec4<f32> {
+    let at = base + kk * stride;
+    if side == 64u {
+        return tiles[at / 4u + t];
+    }
+    return vec4(tiles[at / 4u + t / 4u][t % 4u], 0.0, 0.0, 0.0);
 }
 
 @compute @workgroup_size(16, 16)
@@ -139,7 +155,8 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
     product(wg, l, li);
 }
 
-// The tile (wg.x, wg.y) of slice wg.z, by the workgroup's thread l (li flat).
+// The tile (wg.x, wg.y) of slice wg.z, by the workgroup's thread l (li flat): rows
+// m0 + rm·l.y + i and columns n0 + rn·l.x + j.
 fn product(wg: vec3<u32>, l: vec3<u32>, li: u32) {
     let d = dims();
     let z = wg.z;
@@ -148,7 +165,7 @@ fn product(wg: vec3<u32>, l: vec3<u32>, li: u32) {
     let ks = k_slice(z, d.z);
     let rm = TILE_M / 16u;
     let rn = TILE_N / 16u;
-    var acc: array<f32, 16>;
+    var acc: array<vec4<f32>, 4>;
     for (var k0 = ks.x; k0 < ks.y; k0 += TK) {
         // Both tiles in one pass: A's TK·TILE_M elements, then B's TK·TILE_N.
         for (var e = li; e < TK * (TILE_M + TILE_N); e += 256u) {
@@ -167,35 +184,28 @@ fn product(wg: vec3<u32>, l: vec3<u32>, li: u32) {
                     v = load_a(z, r, k);
                 }
             }
-            tiles[select(0u, TK * SA, is_b) + rk.y * (side + 1u) + rk.x] = v;
+            let at = select(0u, TK * SA, is_b) + rk.y * select(SA, SB, is_b) + rk.x;
+            tiles[at / 4u][at % 4u] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
+            let a = tile_row(0u, SA, TILE_M, kk, l.y);
+            let b = tile_row(TK * SA, SB, TILE_N, kk, l.x);
             for (var i = 0u; i < rm; i++) {
-                a[i] = tiles[kk * SA + l.y + 16u * i];
-            }
-            for (var j = 0u; j < rn; j++) {
-                b[j] = tiles[TK * SA + kk * SB + l.x + 16u * j];
-            }
-            for (var i = 0u; i < rm; i++) {
-                for (var j = 0u; j < rn; j++) {
-                    acc[i * 4u + j] += a[i] * b[j];
-                }
+                acc[i] += a[i] * b;
             }
         }
         workgroupBarrier();
     }
     for (var i = 0u; i < rm; i++) {
         for (var j = 0u; j < rn; j++) {
-            let m = m0 + l.y + 16u * i;
-            let n = n0 + l.x + 16u * j;
+            let m = m0 + rm * l.y + i;
+            let n = n0 + rn * l.x + j;
             if m < d.x && n < d.y {
                 if SPLITS > 0u {
-                    store_slice(z, m, n, acc[i * 4u + j]);
+                    store_slice(z, m, n, acc[i][j]);
                 } else {
-                    store_c(z, m, n, acc[i * 4u + j]);
+                    store_c(z, m, n, acc[i][j]);
                 }
             }
         }
