@@ -1,7 +1,8 @@
 //! Every WGSL module parses and validates with naga, and so does every specialisation (entry
-//! point + override constants) that the GPU backend asks for. Needs no adapter.
+//! point + override constants) that the GPU backend asks for; the workgroup memory the backend
+//! asks of an adapter is what the largest kernel uses. Needs no adapter.
 
-use gpu_train::backend::gpu::shaders::{all_kernels, Family};
+use gpu_train::backend::gpu::shaders::{all_kernels, Family, WORKGROUP_BYTES};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use std::collections::HashMap;
 
@@ -22,18 +23,28 @@ fn every_module_and_specialisation_validates() {
         modules.insert(family, (module, info));
     }
     let kernels = all_kernels();
+    let mut most_workgroup_bytes = 0;
     for k in &kernels {
         let (module, info) = &modules[&k.family];
         let constants = k.override_values().into_iter().map(|(name, v)| (name.to_string(), v)).collect();
-        let (m, _) = naga::back::pipeline_constants::process_overrides(
+        let (m, m_info) = naga::back::pipeline_constants::process_overrides(
             module,
             info,
             Some((naga::ShaderStage::Compute, k.entry)),
             &constants,
         )
         .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
-        assert!(m.entry_points.iter().any(|e| e.name == k.entry), "{k:?}: no such entry point");
+        let entry = m.entry_points.iter().position(|e| e.name == k.entry);
+        let entry = m_info.get_entry_point(entry.unwrap_or_else(|| panic!("{k:?}: no such entry point")));
+        let workgroup_bytes: u32 = m
+            .global_variables
+            .iter()
+            .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !entry[*h].is_empty())
+            .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+            .sum();
+        most_workgroup_bytes = most_workgroup_bytes.max(workgroup_bytes);
     }
+    assert_eq!(most_workgroup_bytes, WORKGROUP_BYTES);
     // Every family is used, and matmul families have both non-split and split kernels.
     assert!(kernels.len() > 60, "{} kernels", kernels.len());
 }

@@ -36,9 +36,10 @@ pub fn open(choice: BackendChoice) -> Result<Opened> {
             )))
         }
         (BackendChoice::Gpu, Ok(a)) => Opened::Gpu(Box::new(Gpu::open(a)?), "asked for".into()),
-        (_, Ok(a)) if !gpu::is_software(&a.get_info()) => {
-            Opened::Gpu(Box::new(Gpu::open(a)?), "hardware adapter found".into())
-        }
+        (_, Ok(a)) if !gpu::is_software(&a.get_info()) => match gpu::unfit(&a) {
+            None => Opened::Gpu(Box::new(Gpu::open(a)?), "hardware adapter found".into()),
+            Some(why) => Opened::Cpu(why),
+        },
         (_, Ok(a)) => {
             Opened::Cpu(format!("the only GPU adapter is software ({}); --backend gpu uses it", a.get_info().name))
         }

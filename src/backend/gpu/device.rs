@@ -1,5 +1,7 @@
 //! Finding an adapter and opening a device on it.
 
+use super::shaders::WORKGROUP_BYTES;
+use super::STORAGE;
 use crate::error::{Error, Result};
 
 /// An open device and what it runs on.
@@ -25,10 +27,38 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
 }
 
+/// Each of `limits` that falls short of what the kernels need, as e.g. `10 storage buffers per
+/// kernel (it has 8)`.
+pub fn shortfalls(limits: &wgpu::Limits) -> Vec<String> {
+    let needs = [
+        ("storage buffers per kernel", STORAGE, limits.max_storage_buffers_per_shader_stage),
+        ("bytes of workgroup memory", WORKGROUP_BYTES, limits.max_compute_workgroup_storage_size),
+        ("threads per workgroup", 256, limits.max_compute_invocations_per_workgroup),
+        ("threads along x in a workgroup", 256, limits.max_compute_workgroup_size_x),
+        ("workgroups along each dimension", 65_535, limits.max_compute_workgroups_per_dimension),
+    ];
+    needs
+        .iter()
+        .filter(|(_, need, has)| has < need)
+        .map(|(what, need, has)| format!("{need} {what} (it has {has})"))
+        .collect()
+}
+
+/// Why the kernels cannot run on `adapter`, if they cannot: the limits it falls short of.
+pub fn unfit(adapter: &wgpu::Adapter) -> Option<String> {
+    let short = shortfalls(&adapter.limits());
+    let name = adapter.get_info().name;
+    (!short.is_empty())
+        .then(|| format!("the GPU adapter ({name}) is too small for the kernels, which need {}", short.join(", ")))
+}
+
 impl Gpu {
     /// Opens a device with the adapter's own limits (the defaults cap storage bindings at
-    /// 128 MiB, which large datasets exceed on real GPUs).
+    /// 128 MiB, which large datasets exceed on real GPUs), or says which of them fall short.
     pub fn open(adapter: wgpu::Adapter) -> Result<Gpu> {
+        if let Some(why) = unfit(&adapter) {
+            return Err(Error::Gpu(format!("{why}; use --backend cpu")));
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("gpu-train"),
             required_limits: adapter.limits(),
@@ -43,5 +73,25 @@ impl Gpu {
     pub fn describe(&self) -> String {
         let software = if is_software(&self.info) { ", software" } else { "" };
         format!("{}, {:?}{software}", self.info.name, self.info.backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// WebGPU's default limits hold neither the storage bindings nor the tiles.
+    #[test]
+    fn limits_that_fall_short_are_named() {
+        assert_eq!(
+            shortfalls(&wgpu::Limits::defaults()),
+            ["10 storage buffers per kernel (it has 8)", "21504 bytes of workgroup memory (it has 16384)"]
+        );
+        let enough = wgpu::Limits {
+            max_storage_buffers_per_shader_stage: STORAGE,
+            max_compute_workgroup_storage_size: WORKGROUP_BYTES,
+            ..wgpu::Limits::defaults()
+        };
+        assert!(shortfalls(&enough).is_empty());
     }
 }

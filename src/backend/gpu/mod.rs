@@ -7,7 +7,7 @@ mod encode;
 mod passes;
 pub mod shaders;
 
-pub use device::{adapter, is_software, Gpu};
+pub use device::{adapter, is_software, unfit, Gpu};
 
 use super::Backend;
 use crate::error::{Error, Result};

@@ -9,6 +9,10 @@ const ACT: &str = include_str!("../../../shaders/act.wgsl");
 pub const SPLITS: [u32; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 /// Tile sides of the matrix product.
 pub const TILES: [u32; 2] = [16, 64];
+/// The most workgroup memory a kernel uses, in bytes: a transposed convolution's weight and bias
+/// gradients in one launch, with the product's tiles and a summing tree (`tests/shaders.rs`
+/// measures every kernel).
+pub const WORKGROUP_BYTES: u32 = 21_504;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
