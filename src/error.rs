@@ -20,6 +20,12 @@ pub enum Error {
     Diverged(String),
     #[error("gpu: {0}")]
     Gpu(String),
+    /// A run or report folder that cannot be taken: it holds something, or another process does.
+    #[error("{0}")]
+    Folder(String),
+    /// Some of several pieces of work failed; the others finished.
+    #[error("{0}")]
+    Incomplete(String),
     /// Stopped by Ctrl-C after a checkpoint was written.
     #[error("{0}")]
     Interrupted(String),

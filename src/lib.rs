@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod files;
+pub mod folder;
 pub mod predict;
 pub mod report;
 pub mod reproduce;

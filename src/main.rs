@@ -1,6 +1,8 @@
 //! The `gpu-train` command line: parsing only; the work is in the library.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gpu_train::data::manage;
+use gpu_train::folder::Claim;
 use gpu_train::model::{summary, Act};
 use gpu_train::optim::Optimizer;
 use gpu_train::run::{self, BackendChoice, TrainConfig};
@@ -18,6 +20,9 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    /// Never fetch a missing data set (as GPU_TRAIN_OFFLINE=1 does): say what is missing instead.
+    #[arg(long, global = true)]
+    no_download: bool,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -79,9 +84,33 @@ enum Cmd {
         only: Option<Vec<String>>,
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Replace the report in --out (its files are removed just before the first experiment).
+        #[arg(long)]
+        overwrite: bool,
+        /// Experiments run at once, each a process with an equal share of the cores.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// One experiment of `reproduce --jobs N`, run in a process of its own.
+    #[command(hide = true)]
+    ReproduceOne {
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum)]
+        backend: BackendChoice,
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// List the report's experiments with their settings.
     Experiments,
+    /// The data sets: fetch them, check them, or say where they would be read from.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCmd,
+    },
     /// Time matrix products, the report's layers, and each task's training step and epoch.
     Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -107,6 +136,29 @@ enum Cmd {
         /// Rounds of the comparison (each runs every trainer once per task).
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Fetch a set (or all) into the per-user cache or --dir, checking every file's SHA-256.
+    Fetch {
+        /// mnist, warwick or all.
+        #[arg(default_value = "all")]
+        set: String,
+        /// A data root to fetch into (each set into DIR/<set>/) [default: the per-user cache]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check every file's SHA-256: a line per set (ok, missing, or which file is corrupt).
+    Verify {
+        /// A data root or a set's folder [default: the folders the data would be read from]
+        dir: Option<PathBuf>,
+    },
+    /// Where each set would be read from, and why.
+    Where {
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -196,9 +248,14 @@ struct TrainArgs {
     /// Data root or the task's own data folder [default: $GPU_TRAIN_DATA, else ./data]
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Run folder [default: runs/<task>-<date>-<time>]
+    /// Run folder, which must be new or empty [default: runs/<task>-<date>-<time>, with -2, -3, …
+    /// for runs started in the same second]
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace the run in --out: its files are removed just before the new run writes its first
+    /// checkpoint (after its data loaded and its backend opened).
+    #[arg(long, requires = "out")]
+    overwrite: bool,
     /// Start from the weights of a checkpoint (safetensors with the model's keys).
     #[arg(long)]
     init: Option<PathBuf>,
@@ -227,7 +284,7 @@ struct TrainArgs {
     /// Continue the run in this folder from its checkpoint, with its settings (only --data and
     /// --backend may be given with it).
     #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
-        "dropout", "l2", "act_after_pool", "seed", "out", "init", "augment", "no_shuffle", "train_limit",
+        "dropout", "l2", "act_after_pool", "seed", "out", "overwrite", "init", "augment", "no_shuffle", "train_limit",
         "test_limit", "image_size", "show_worst", "checkpoint_every"])]
     resume: Option<PathBuf>,
 }
@@ -272,16 +329,29 @@ impl TrainArgs {
             init: self.init,
             data: self.data,
             backend: self.backend.unwrap_or(BackendChoice::Auto),
+            claim: match (&self.out, self.overwrite) {
+                (None, _) => Claim::Unique,
+                (Some(_), false) => Claim::New,
+                (Some(_), true) => Claim::Overwrite,
+            },
             out: self.out.unwrap_or_else(|| run::default_out(task)),
         })
     }
 }
 
 fn main() {
+    // Mesa's device-selection layer prints a harmless `XDG_RUNTIME_DIR is invalid` line when
+    // that variable is unset; its own switch silences it (set before any thread or instance).
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     // The main thread is one of the pool's workers, so that the CPU backend's parallel loops
     // start without handing work to another thread and sleeping until it is done.
     let _ = rayon::ThreadPoolBuilder::new().use_current_thread().build_global();
     let cli = Cli::parse();
+    if cli.no_download {
+        std::env::set_var("GPU_TRAIN_OFFLINE", "1");
+    }
     let result = match cli.cmd {
         Some(Cmd::Summary { net }) => {
             let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
@@ -297,10 +367,23 @@ fn main() {
                 println!("wrote {n} maps to {}", output.display());
             })
         }
-        Some(Cmd::Reproduce { out, backend, quick, only, data }) => {
+        Some(Cmd::Reproduce { out, backend, quick, only, data, overwrite, jobs }) => {
             on_ctrl_c();
-            gpu_train::reproduce::reproduce(&gpu_train::reproduce::Options { out, backend, quick, only, data })
-                .map(|_| ())
+            let o = gpu_train::reproduce::Options { out, backend, quick, only, data, overwrite, jobs };
+            gpu_train::reproduce::reproduce(&o).map(|_| ())
+        }
+        Some(Cmd::ReproduceOne { name, out, backend, quick, data }) => {
+            on_ctrl_c();
+            let o = gpu_train::reproduce::Options { out, backend, quick, only: None, data, overwrite: false, jobs: 1 };
+            gpu_train::reproduce::reproduce_one(&o, &name)
+        }
+        Some(Cmd::Data { cmd: DataCmd::Fetch { set, dir } }) => {
+            manage::sets(&set).and_then(|sets| manage::fetch_into(&sets, dir.as_deref()))
+        }
+        Some(Cmd::Data { cmd: DataCmd::Verify { dir } }) => manage::verify(dir.as_deref()),
+        Some(Cmd::Data { cmd: DataCmd::Where { data } }) => {
+            manage::where_is(data.as_deref()).iter().for_each(|l| println!("{l}"));
+            Ok(())
         }
         Some(Cmd::Experiments) => {
             print!("{}", gpu_train::reproduce::describe_all());

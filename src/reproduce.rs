@@ -1,8 +1,10 @@
 //! `gpu-train reproduce`: the report's experiments as named presets, run in turn, gathered into
 //! report.html (figures), report.json and report.md (the table).
 
+use crate::data::locate::{self, DataSet};
 use crate::error::{Error, Result};
 use crate::files::atomic_write;
+use crate::folder::{Claim, Held, Kind};
 use crate::model::{summary, Act};
 use crate::optim::Optimizer;
 use crate::report::{plot, History};
@@ -128,6 +130,11 @@ pub struct Options {
     /// Run only these experiments.
     pub only: Option<Vec<String>>,
     pub data: Option<PathBuf>,
+    /// Replace the report in `out` (just before the first experiment starts).
+    pub overwrite: bool,
+    /// Experiments run at once, each in a process of its own with its share of the cores; more
+    /// than one re-runs the current executable, which must be `gpu-train`.
+    pub jobs: usize,
 }
 
 /// One experiment's outcome, as the table shows it.
@@ -176,6 +183,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
         data: o.data.clone(),
         backend: o.backend,
         out: o.out.join("runs").join(e.name),
+        claim: Claim::New,
     }
 }
 
@@ -187,7 +195,7 @@ fn threshold(task: Task) -> f64 {
     }
 }
 
-fn outcome(e: &Experiment, r: &run::RunResult, cfg: &TrainConfig, root: &Path) -> Result<Outcome> {
+fn outcome(e: &Experiment, r: &run::RunResult, root: &Path) -> Result<Outcome> {
     let h = &r.history;
     let last = h.epochs.last().ok_or_else(|| Error::Config(format!("{}: no epochs ran", e.name)))?;
     let best = h.epochs.iter().max_by(|a, b| a.test_metric.total_cmp(&b.test_metric)).expect("at least one");
@@ -203,7 +211,7 @@ fn outcome(e: &Experiment, r: &run::RunResult, cfg: &TrainConfig, root: &Path) -
         final_test: last.test_metric,
         best_test: best.test_metric,
         best_epoch: best.epoch,
-        first_above: h.epochs.iter().find(|x| x.test_metric > threshold(cfg.task)).map(|x| x.epoch),
+        first_above: h.epochs.iter().find(|x| x.test_metric > threshold(e.task)).map(|x| x.epoch),
         seconds_per_epoch: seconds[seconds.len() / 2],
         backend: r.backend.clone(),
         history: h.clone(),
@@ -211,20 +219,34 @@ fn outcome(e: &Experiment, r: &run::RunResult, cfg: &TrainConfig, root: &Path) -
     })
 }
 
-/// Runs the chosen experiments in turn and writes the report; returns the outcomes.
-pub fn reproduce(o: &Options) -> Result<Vec<Outcome>> {
+/// The experiments `only` names (all when `None`), in the report's order.
+fn choose(only: Option<&[String]>) -> Result<Vec<Experiment>> {
     let all = experiments();
-    let chosen: Vec<Experiment> = match &o.only {
-        None => all,
-        Some(names) => {
-            if let Some(bad) = names.iter().find(|n| !all.iter().any(|e| e.name == n.as_str())) {
-                let known: Vec<_> = all.iter().map(|e| e.name).collect();
-                return Err(Error::Config(format!("--only: no experiment {bad:?}; there are {}", known.join(", "))));
-            }
-            all.into_iter().filter(|e| names.iter().any(|n| n == e.name)).collect()
+    let Some(names) = only else { return Ok(all) };
+    if let Some(bad) = names.iter().find(|n| !all.iter().any(|e| e.name == n.as_str())) {
+        let known: Vec<_> = all.iter().map(|e| e.name).collect();
+        return Err(Error::Config(format!("--only: no experiment {bad:?}; there are {}", known.join(", "))));
+    }
+    Ok(all.into_iter().filter(|e| names.iter().any(|n| n == e.name)).collect())
+}
+
+/// Runs the chosen experiments and writes the report; returns the outcomes. An experiment that
+/// fails is named in the report and the error, and the others still run (Ctrl-C stops them all).
+pub fn reproduce(o: &Options) -> Result<Vec<Outcome>> {
+    let chosen = choose(o.only.as_deref())?;
+    if o.jobs == 0 {
+        return Err(Error::Config("--jobs must be at least 1".into()));
+    }
+    let claim = if o.overwrite { Claim::Overwrite } else { Claim::New };
+    let mut folder = Held::claim(&o.out, Kind::Report, claim)?;
+    for set in [(Task::MnistMlp, DataSet::Mnist), (Task::Warwick, DataSet::Warwick)] {
+        let needed = |e: &Experiment| (e.task == Task::Warwick) == (set.0 == Task::Warwick);
+        if chosen.iter().any(needed) {
+            locate::find(set.1, o.data.as_deref())?;
         }
-    };
-    std::fs::create_dir_all(&o.out).map_err(|e| Error::io(&o.out, e))?;
+    }
+    folder.clear()?;
+    folder.commit();
     let start = Instant::now();
     let multi = run::DISPLAY.get_or_init(MultiProgress::new);
     let overall = multi.add(ProgressBar::new(chosen.len() as u64));
@@ -233,20 +255,122 @@ pub fn reproduce(o: &Options) -> Result<Vec<Outcome>> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let mut outcomes = Vec::new();
-    for e in &chosen {
-        overall.set_message(format!("now {} {}", e.name, e.title));
-        run::say(format!("\n== {} {}", e.name, e.title));
-        let cfg = config(e, o);
-        let r = run::train(&cfg)?;
-        outcomes.push(outcome(e, &r, &cfg, &o.out)?);
-        overall.inc(1);
-    }
+    let results = if o.jobs == 1 { in_turn(&chosen, o, &overall)? } else { in_processes(&chosen, o, &overall)? };
     overall.finish_and_clear();
     let wall = start.elapsed().as_secs_f64();
-    write_report(o, &outcomes, wall)?;
+    let (mut outcomes, mut failed) = (Vec::new(), Vec::new());
+    for (e, r) in chosen.iter().zip(results) {
+        match r.and_then(|r| outcome(e, &r, &o.out)) {
+            Ok(x) => outcomes.push(x),
+            Err(err) => failed.push((e.name, err.to_string())),
+        }
+    }
+    write_report(o, &outcomes, &failed, wall)?;
     println!("\nreport: {} ({wall:.0} s)", o.out.join("report.html").display());
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|f| f.0).collect();
+        return Err(Error::Incomplete(format!(
+            "{} of {} experiments failed: {} (the report names them)",
+            failed.len(),
+            chosen.len(),
+            names.join(", ")
+        )));
+    }
     Ok(outcomes)
+}
+
+/// The experiments one after another in this process.
+fn in_turn(chosen: &[Experiment], o: &Options, overall: &ProgressBar) -> Result<Vec<Result<run::RunResult>>> {
+    let mut results = Vec::new();
+    for e in chosen {
+        overall.set_message(format!("now {} {}", e.name, e.title));
+        run::say(format!("\n== {} {}", e.name, e.title));
+        match run::train(&config(e, o)) {
+            Err(Error::Interrupted(m)) => return Err(Error::Interrupted(m)),
+            r => results.push(r),
+        }
+        overall.inc(1);
+    }
+    Ok(results)
+}
+
+/// The experiments as `o.jobs` processes at a time (`gpu-train reproduce-one`), each with an
+/// equal share of the cores and its output in `logs/NAME.log`.
+fn in_processes(chosen: &[Experiment], o: &Options, overall: &ProgressBar) -> Result<Vec<Result<run::RunResult>>> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("the gpu-train executable", e))?;
+    let logs = o.out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / o.jobs).max(1).to_string();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<run::RunResult>>>> =
+        chosen.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let one = |e: &Experiment| -> Result<run::RunResult> {
+        let log_path = logs.join(format!("{}.log", e.name));
+        let log = std::fs::File::create(&log_path).map_err(|err| Error::io(&log_path, err))?;
+        let err_log = log.try_clone().map_err(|err| Error::io(&log_path, err))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["reproduce-one", e.name, "--out"]).arg(&o.out);
+        cmd.args(["--backend", &format!("{:?}", o.backend).to_lowercase()]);
+        if o.quick {
+            cmd.arg("--quick");
+        }
+        if let Some(d) = &o.data {
+            cmd.arg("--data").arg(d);
+        }
+        let status = cmd
+            .env("RAYON_NUM_THREADS", &threads)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .status()
+            .map_err(|err| Error::io(&exe, err))?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if !status.success() {
+            let why = text.lines().rev().find(|l| l.starts_with("error: ")).unwrap_or("no error message");
+            return Err(Error::Incomplete(format!("{why} (exit {status}; log: {})", log_path.display())));
+        }
+        let out = config(e, o).out;
+        let history = History::read(&out)?;
+        Ok(run::RunResult { backend: history.backend.clone(), history, out })
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..o.jobs.min(chosen.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(e) = chosen.get(i) else { break };
+                if run::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let r = one(e);
+                let said = match &r {
+                    Ok(r) => r.history.epochs.last().map_or(String::new(), |l| {
+                        format!("test_{} {:.4} after {} epochs", r.history.metric, l.test_metric, l.epoch)
+                    }),
+                    Err(err) => format!("FAILED: {err}"),
+                };
+                run::say(format!("== {} {}: {said}", e.name, e.title));
+                overall.inc(1);
+                *results[i].lock().expect("no panics while held") = Some(r);
+            });
+        }
+    });
+    if run::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Interrupted("interrupted: the experiments that finished are in their run folders".into()));
+    }
+    Ok(results
+        .into_iter()
+        .map(|m| {
+            m.into_inner().expect("no panics while held").unwrap_or_else(|| Err(Error::Incomplete("not run".into())))
+        })
+        .collect())
+}
+
+/// `gpu-train reproduce-one NAME`: one experiment of `reproduce --jobs N`, in its run folder
+/// under `o.out`.
+pub fn reproduce_one(o: &Options, name: &str) -> Result<()> {
+    let e = choose(Some(&[name.to_string()]))?.remove(0);
+    run::train(&config(&e, o)).map(|_| ())
 }
 
 fn table_md(outcomes: &[Outcome]) -> String {
@@ -296,14 +420,19 @@ fn img(src: &str, alt: &str) -> String {
     format!("<img src=\"{}\" alt=\"{}\">", esc(src), esc(alt))
 }
 
-fn write_report(o: &Options, outcomes: &[Outcome], wall: f64) -> Result<()> {
+fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wall: f64) -> Result<()> {
     let figures = o.out.join("figures");
     std::fs::create_dir_all(&figures).map_err(|e| Error::io(&figures, e))?;
     let quick = if o.quick { " (quick: small subsets, 2 epochs — not the report's numbers)" } else { "" };
     let title = format!("gpu-train: the report's experiments{quick}");
-    let md = table_md(outcomes);
+    let mut md = table_md(outcomes);
+    for (name, why) in failed {
+        writeln!(md, "\n**{name} failed**: {why}").expect("string");
+    }
     atomic_write(&o.out.join("report.md"), format!("# {title}\n\nWall time {wall:.0} s.\n\n{md}").as_bytes())?;
-    let json = serde_json::json!({ "title": title, "quick": o.quick, "wall_seconds": wall, "experiments": outcomes });
+    let failed_json: Vec<_> = failed.iter().map(|(n, why)| serde_json::json!({ "name": n, "error": why })).collect();
+    let json = serde_json::json!({ "title": title, "quick": o.quick, "wall_seconds": wall, "experiments": outcomes,
+        "failed": failed_json });
     atomic_write(&o.out.join("report.json"), &serde_json::to_vec_pretty(&json).expect("report serialises"))?;
 
     let mut h = String::new();
@@ -339,6 +468,13 @@ fn write_report(o: &Options, outcomes: &[Outcome], wall: f64) -> Result<()> {
         .expect("string");
     }
     h.push_str("</table>\n");
+    if !failed.is_empty() {
+        h.push_str("<h2>Failed experiments</h2>\n<ul>\n");
+        for (name, why) in failed {
+            writeln!(h, "<li><b>{}</b>: {}</li>", esc(name), esc(why)).expect("string");
+        }
+        h.push_str("</ul>\n");
+    }
 
     // Activation before or after pooling: the report compares epoch times.
     let find = |name: &str| outcomes.iter().find(|x| x.experiment.name == name);

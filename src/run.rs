@@ -7,6 +7,7 @@ use crate::checkpoint::RunState;
 use crate::data::{mnist, warwick, Dataset};
 use crate::error::{Error, Result};
 use crate::files::atomic_write;
+use crate::folder::{Claim, Held, Kind};
 use crate::graph::Target;
 use crate::model::Act;
 use crate::optim::Optimizer;
@@ -48,6 +49,9 @@ pub struct TrainConfig {
     pub data: Option<PathBuf>,
     pub backend: BackendChoice,
     pub out: PathBuf,
+    /// How `out` is taken: a new or empty folder, a unique name from a stem, or replacing a run.
+    #[serde(skip)]
+    pub claim: Claim,
 }
 
 fn default_show_worst() -> usize {
@@ -113,7 +117,8 @@ pub fn load_data(
     Ok(d)
 }
 
-/// `runs/<task>-<UTC date>-<time>`, made unique.
+/// `runs/<task>-<UTC date>-<time>`: the stem of a run's default folder ([`Claim::Unique`] adds
+/// `-2`, `-3`, … for runs started in the same second).
 pub fn default_out(task: Task) -> PathBuf {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86400, secs % 86400);
@@ -127,15 +132,13 @@ pub fn default_out(task: Task) -> PathBuf {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let base = format!("runs/{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", task.name(), rem / 3600, rem / 60 % 60, rem % 60);
-    let mut out = PathBuf::from(&base);
-    for i in 2.. {
-        if !out.exists() {
-            break;
-        }
-        out = PathBuf::from(format!("{base}-{i}"));
-    }
-    out
+    PathBuf::from(format!(
+        "runs/{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        task.name(),
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
 }
 
 /// Where progress bars and epoch lines go: a [`MultiProgress`] shared with an overall bar when
@@ -208,6 +211,11 @@ pub fn resume(dir: &Path, data: Option<PathBuf>, backend: Option<BackendChoice>)
 
 fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     cfg.validate()?;
+    let mut folder = match checkpoint {
+        Some(_) => Held::reopen(&cfg.out)?,
+        None => Held::claim(&cfg.out, Kind::Run, cfg.claim)?,
+    };
+    let cfg = &TrainConfig { out: folder.path().to_path_buf(), ..cfg.clone() };
     // The device opens while the data loads.
     let mut opening = choice::Opening::start(cfg.backend);
     let data = load_data(cfg.task, cfg.data.as_deref(), (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
@@ -238,20 +246,26 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         Ok(be)
     })?;
     let metric = cfg.task.metric();
-    let mut history = History { task: cfg.task.name().into(), metric: metric.into(), epochs: Vec::new() };
+    let mut history = History {
+        task: cfg.task.name().into(),
+        metric: metric.into(),
+        backend: session.backend_name(),
+        epochs: Vec::new(),
+    };
     let mut done = 0;
     if let (Some((state, tensors)), Some(path)) = (saved, checkpoint) {
         session.restore(&state.progress, &tensors, &path.display().to_string())?;
-        (history, done) = (state.history, state.epochs_done);
+        (history, done) = (History { backend: history.backend, ..state.history }, state.epochs_done);
         let partial = match state.progress.batch {
             0 => String::new(),
             b => format!(" and {b} batches of epoch {}", done + 1),
         };
         say(format!("resuming {} after epoch {done}{partial}", cfg.out.display()));
     } else {
-        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+        folder.clear()?;
         atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
         save_checkpoint(cfg, &mut session, &history, 0)?;
+        folder.commit();
     }
     let (mut probs, mut saved_at) = (Vec::new(), Instant::now());
     for epoch in done + 1..=cfg.epochs {

@@ -154,12 +154,14 @@ fn bad_flags_are_refused_before_work() {
         assert!(text(&r).contains("--batch-size 64 is larger than the training set (50 samples)"), "{}", text(&r));
         assert!(!r.status.success() && !out.exists());
     }
-    let predict: &[(&[&str], &str)] = &[
+    let others: &[(&[&str], &str)] = &[
+        (&["reproduce", "--jobs", "0", "--out", e], "--jobs must be at least 1"),
+        (&["--task", "mnist-mlp", "--overwrite"], "required arguments were not provided:\n  --out"),
         (&["predict", "--task", "mnist-cnn", "--model", m, "--input", e, "--output", e], "it needs --task warwick"),
         (&["predict", "--task", "warwick", "--model", m, "--input", e, "--output", e], "holds no .png images"),
         (&["predict", "--task", "warwick", "--model", m, "--input", "/nonexistent", "--output", e], "/nonexistent"),
     ];
-    for (args, want) in predict {
+    for (args, want) in others {
         let r = gpu_train(args);
         assert!(
             !r.status.success() && text(&r).contains(want) && !text(&r).contains("panicked"),
@@ -331,4 +333,20 @@ fn short_warwick_run_on_the_gpu_raises_dice() {
     let (first, last) = (&h.epochs[0], &h.epochs[9]);
     assert!(last.test_metric > first.test_metric + 0.02, "test Dice should rise: {h:?}");
     assert!(out.join("worst_1.png").is_file() && !out.join("worst_2.png").exists());
+}
+
+/// Mesa's `XDG_RUNTIME_DIR is invalid` line does not reach a user who has not silenced it.
+#[test]
+fn no_mesa_runtime_dir_line_without_nodevice_select() {
+    let Some(data) = common::data_dir() else { return };
+    let out = tmp("no-xdg-line");
+    let r = Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+        .args(["--task", "mnist-mlp", "--epochs", "1", "--train-limit", "200", "--test-limit", "100", "--backend"])
+        .args(["gpu", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(!text(&r).contains("XDG_RUNTIME_DIR"), "{}", text(&r));
 }

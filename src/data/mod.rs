@@ -1,6 +1,8 @@
 //! Data sets as u8 arrays ready for upload: samples `[n, c, h, w]` and labels or masks.
 
+pub mod fetch;
 pub mod locate;
+pub mod manage;
 pub mod mnist;
 pub mod warwick;
 

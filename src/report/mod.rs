@@ -26,6 +26,9 @@ pub struct History {
     pub task: String,
     /// `acc` or `dice`.
     pub metric: String,
+    /// The backend that ran the latest epochs, as the `backend:` line names it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
     pub epochs: Vec<EpochRecord>,
 }
 

@@ -517,7 +517,10 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        match rayon::current_num_threads() {
+            1 => "cpu (1 thread)".to_string(),
+            n => format!("cpu ({n} threads)"),
+        }
     }
     fn upload_f32(&mut self, buf: BufId, data: &[f32]) -> Result<()> {
         match &mut self.bufs[buf.0] {
