@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# The GPU figures of the speed comparison, on a machine with a GPU (and PyTorch with CUDA in its
-# Python, for the same-card comparison): wall time of the report's Warwick run (250 epochs) and
-# MLP run (25 epochs) on gpu-train, twice each (the first run also fills the driver's shader
-# cache), the same runs on PyTorch eager on the same card, then `gpu-train bench` (GFLOP/s, the
-# fraction of the card's f32 peak, step times) as JSON. Everything lands in OUT_DIR; the wall
-# times in OUT_DIR/walls.txt.
+# Every GPU figure of the speed comparison, in one call on a machine with a GPU and PyTorch with
+# CUDA in its python3 (about 4 minutes on an H100): each task's preset run on gpu-train twice
+# (the first fills the driver's shader cache: cold, then warm), the same runs in PyTorch with the
+# whole training step captured as a CUDA graph and in PyTorch eager (benches/torch_graphs.py),
+# then `gpu-train bench --backend gpu --profile` (products at 1024, 2048 and 4096 against the
+# card's f32 peak, step times, launches, each kernel's device time). Writes OUT_DIR/figures.json
+# and OUT_DIR/figures.md (benches/gpu_summary.py), beside every run's log.
 #
 #   benches/gpu-figures.sh OUT_DIR
 #
-# Environment: GPU_TRAIN_BIN (default target/release/gpu-train), GPU_TRAIN_DATA (the data root,
-# default ./data), PEERS (the folder of torch_ref.py, default ../shared/peers), PYTHON (default
-# python3), WARWICK_EPOCHS and MLP_EPOCHS (defaults 250 and 25: fewer for a quick check).
+# Build the binary where Rust is and carry it (../shared/tools/device-prep.sh). Environment:
+# GPU_TRAIN_BIN (default target/release/gpu-train), GPU_TRAIN_DATA (the data root, default
+# ./data), PYTHON (default python3), EPOCHS_SCALE (default 1; e.g. 0.1 for a quick check), and
+# for a smoke test on a software device: EXTRA_ARGS (e.g. "--train-limit 200 --test-limit 100",
+# given to gpu-train's runs), BENCH_ARGS (e.g. --quick), TORCH_DEVICE (default cuda).
 set -uo pipefail
 
 out=${1:?usage: benches/gpu-figures.sh OUT_DIR}
 bin=${GPU_TRAIN_BIN:-target/release/gpu-train}
 data=${GPU_TRAIN_DATA:-data}
-peers=${PEERS:-../shared/peers}
 python=${PYTHON:-python3}
-warwick_epochs=${WARWICK_EPOCHS:-250}
-mlp_epochs=${MLP_EPOCHS:-25}
+scale=${EPOCHS_SCALE:-1}
+read -r -a extra <<<"${EXTRA_ARGS:-}"
+read -r -a bench_args <<<"${BENCH_ARGS:-}"
+device=${TORCH_DEVICE:-cuda}
+here=$(dirname "$0")
 mkdir -p "$out"
+: >"$out/walls.tsv"
 
-# Runs a command with its output in OUT_DIR/NAME.log and appends its wall time to walls.txt.
+# Runs a command with its output in OUT_DIR/NAME.log; appends NAME, wall seconds and exit status
+# to walls.tsv.
 wall() {
     local name=$1 start end status
     shift
@@ -30,17 +37,23 @@ wall() {
     "$@" >"$out/$name.log" 2>&1
     status=$?
     end=$(date +%s%N)
-    printf '%-16s %8.2f s  exit %d\n' "$name" "$(((end - start) / 1000000))e-3" "$status" | tee -a "$out/walls.txt"
+    printf '%s\t%s\t%d\n' "$name" "$(((end - start) / 1000000))e-3" "$status" >>"$out/walls.tsv"
+    printf '%-24s %8.2f s  exit %d\n' "$name" "$(((end - start) / 1000000))e-3" "$status"
 }
 
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$out/card.txt" 2>&1 || true
-for i in 1 2; do
-    wall "warwick-$i" "$bin" --task warwick --epochs "$warwick_epochs" --backend gpu --data "$data" \
-        --out "$out/run-warwick-$i"
-    wall "mlp-$i" "$bin" --task mnist-mlp --epochs "$mlp_epochs" --backend gpu --data "$data" --out "$out/run-mlp-$i"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$out/card.txt" 2>&1 || echo unknown >"$out/card.txt"
+for task in warwick:250 mnist-mlp:25 mnist-cnn:6; do
+    name=${task%%:*}
+    epochs=$("$python" -c "print(max(1, round(${task##*:} * $scale)))")
+    for run in cold warm; do
+        rm -rf "$out/run-$name-$run"
+        wall "gpu-train-$name-$run" "$bin" --task "$name" --epochs "$epochs" --backend gpu --data "$data" \
+            --out "$out/run-$name-$run" "${extra[@]}"
+    done
+    for mode in graphs eager; do
+        wall "torch-$mode-$name" "$python" "$here/torch_graphs.py" --task "$name" --epochs "$epochs" --mode "$mode" \
+            --device "$device" --data "$data" --json-out "$out/torch-$mode-$name.json"
+    done
 done
-wall torch-warwick "$python" "$peers/torch_ref.py" --task warwick --epochs "$warwick_epochs" \
-    --data "$data/warwick" --device cuda
-wall torch-mlp "$python" "$peers/torch_ref.py" --task mnist-mlp --epochs "$mlp_epochs" --data "$data/mnist" \
-    --device cuda
-wall bench "$bin" bench --backend gpu --json "$out/bench.json"
+wall bench "$bin" bench --backend gpu --profile --json "$out/bench.json" "${bench_args[@]}"
+"$python" "$here/gpu_summary.py" "$out"

@@ -6,7 +6,7 @@ use gpu_train::run::BackendChoice;
 
 fn main() {
     for choice in [BackendChoice::Cpu, BackendChoice::Gpu] {
-        if let Err(e) = run(choice, &Options { quick: true, ops: false }) {
+        if let Err(e) = run(choice, &Options { quick: true, ops: false, profile: choice == BackendChoice::Gpu }) {
             println!("{choice:?}: {e}");
         }
         println!();

@@ -3,7 +3,7 @@
 //! waits for the device to finish, after a warm-up run; first use (kernel building) is timed
 //! apart.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, KernelTime, Profile};
 use crate::data::{Dataset, Split};
 use crate::error::Result;
 use crate::graph::{BufDesc, BufId, ConvGeom, Dtype, Op, Step, Target};
@@ -72,6 +72,8 @@ pub struct TaskTiming {
     pub test_batch: usize,
     /// With `--ops`: each op of the training step run alone, in step order.
     pub ops: Vec<OpTiming>,
+    /// With `--profile`: each kernel launch of the training step timed on the device.
+    pub profile: Option<Profile>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -101,7 +103,12 @@ pub struct Options {
     pub quick: bool,
     /// Also time each op of every task's training step on its own.
     pub ops: bool,
+    /// Also time each kernel launch of every task's training step on the device.
+    pub profile: bool,
 }
+
+/// Runs of a training step that `--profile` times (the first is a warm-up).
+const PROFILE_RUNS: usize = 21;
 
 /// Buffers with random contents for timing single ops.
 #[derive(Default)]
@@ -245,7 +252,9 @@ fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming>
             per_op.push(OpTiming { op: op_name(op), ms });
         }
     }
+    let profile = if bench.profile { Some(s.backend().profile(&ops, step, PROFILE_RUNS)?) } else { None };
     Ok(TaskTiming {
+        profile,
         task: task.name().into(),
         batch: d.batch,
         first_step_ms: first.as_secs_f64() * 1e3,
@@ -277,7 +286,7 @@ pub fn run(choice: BackendChoice, opts: &Options) -> Result<Report> {
         None => println!("f32 peak: not known for this adapter\n"),
     }
     println!("{:<28} {:>10} {:>10} {:>8}", "matmul (dense forward)", "ms", "GFLOP/s", "of peak");
-    let sizes: &[usize] = if opts.quick { &[64, 128, 256] } else { &[256, 1024, 4096] };
+    let sizes: &[usize] = if opts.quick { &[64, 128, 256] } else { &[256, 1024, 2048, 4096] };
     let mut matmuls = Vec::new();
     for &size in sizes {
         let m = matmul(make, size, peak, &mut rng)?;
@@ -329,5 +338,29 @@ pub fn run(choice: BackendChoice, opts: &Options) -> Result<Report> {
             t.step_ms
         );
     }
+    for t in &timings {
+        match &t.profile {
+            Some(Profile::Times(times)) => print_profile(t, times),
+            Some(Profile::Unavailable(why)) => println!("\n{} kernel profile: not available: {why}", t.task),
+            None => {}
+        }
+    }
     Ok(Report { backend: describe, peak_gflops: peak, matmul: matmuls, layers: convs, tasks: timings })
+}
+
+/// Each kernel's device time and share of the step's, then the launches summed against the
+/// step's wall time (the difference is what the launches cost beyond their kernels).
+fn print_profile(t: &TaskTiming, times: &[KernelTime]) {
+    let total: f64 = times.iter().map(|k| k.ms).sum();
+    let width = times.iter().map(|k| k.kernel.len()).max().unwrap_or(0);
+    println!("\n{} training step on the device, kernel by kernel (median of {} runs)", t.task, PROFILE_RUNS - 1);
+    for k in times {
+        let share = 100.0 * k.ms / total.max(1e-12);
+        println!("{:>4} {:<width$} {:>10.4} ms {share:>6.1}%", k.launch, k.kernel, k.ms);
+    }
+    let launches = times.len();
+    println!(
+        "     {:<width$} {total:>10.4} ms in {launches} launches (the whole step: {:.4} ms wall)",
+        "kernels", t.step_ms
+    );
 }

@@ -124,6 +124,10 @@ enum Cmd {
         /// Also time each op of every task's training step on its own.
         #[arg(long)]
         ops: bool,
+        /// Also time each kernel launch of every task's training step on the device (GPU
+        /// timestamp queries, where the adapter has them).
+        #[arg(long)]
+        profile: bool,
         /// Instead: each task's epoch beside the Keras and PyTorch reference trainers, in turn.
         #[arg(long)]
         compare: bool,
@@ -393,8 +397,8 @@ fn main() {
             let o = gpu_train::compare::Options { peers, python, rounds: rounds.max(1), backend };
             gpu_train::compare::compare(&o).and_then(|rows| run::write_json(json.as_deref(), &rows))
         }
-        Some(Cmd::Bench { backend, json, quick, ops, .. }) => {
-            run::bench(backend, json.as_deref(), &gpu_train::bench::Options { quick, ops })
+        Some(Cmd::Bench { backend, json, quick, ops, profile, .. }) => {
+            run::bench(backend, json.as_deref(), &gpu_train::bench::Options { quick, ops, profile })
         }
         None => {
             on_ctrl_c();

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
+use gpu_train::backend::Profile;
 use gpu_train::bench::synthetic;
+use gpu_train::graph::Step;
 use gpu_train::model::{Act, Shape};
 use gpu_train::optim::Optimizer;
 use gpu_train::tasks::{self, Task, Variant};
@@ -137,4 +139,40 @@ fn gpu_memory_is_flat_across_epochs() {
     }
     assert!(bytes[0] > 0);
     assert!(bytes.iter().all(|&b| b == bytes[0]), "allocated bytes per epoch: {bytes:?}");
+}
+
+/// `bench --profile`: each launch of a training step timed on the device (lavapipe has
+/// TIMESTAMP_QUERY), one time per launch; the CPU backend says it has no kernels to time.
+#[test]
+fn a_training_steps_launches_are_timed_on_the_device() {
+    let s = &setups()[1];
+    let model = tasks::model(s.task, tasks::defaults(s.task).variant, s.sample);
+    let data = synthetic(s.task, s.sample, 3 * s.batch, s.batch, 11);
+    for kind in [Kind::Gpu, Kind::Cpu] {
+        let opts = SessionOptions {
+            batch: s.batch,
+            optimizer: s.optimizer,
+            seed: 5,
+            shuffle: true,
+            mirrored: false,
+            init: None,
+        };
+        let mut session = Session::new(&model, &data, opts, |descs| Ok(backend(kind, descs))).unwrap();
+        session.run_epoch().unwrap();
+        let ops = session.train_ops.clone();
+        let step = Step { n: s.batch, offset: 0, t: 1 };
+        match (kind, session.backend().profile(&ops, step, 3).unwrap()) {
+            (Kind::Gpu, Profile::Times(times)) => {
+                assert_eq!(Some(times.len()), session.backend().launches(&ops));
+                assert!(times.iter().map(|k| k.ms).sum::<f64>() > 0.0, "{times:?}");
+                let convs = times.iter().filter(|k| k.kernel.starts_with("conv2d::matmul")).count();
+                assert!(convs >= 6, "three convolutions forward and back: {times:?}");
+            }
+            (Kind::Gpu, Profile::Unavailable(why)) => {
+                assert!(why.contains("TIMESTAMP_QUERY"), "{why}");
+                eprintln!("SKIPPED: kernel times: {why}");
+            }
+            (Kind::Cpu, p) => assert!(matches!(p, Profile::Unavailable(_)), "{p:?}"),
+        }
+    }
 }

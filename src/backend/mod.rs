@@ -43,10 +43,32 @@ pub trait Backend {
     fn launches(&self, _ops: &[Op]) -> Option<usize> {
         None
     }
+    /// Each kernel launch of one run of `ops`, timed on the device over `reps` runs (the GPU,
+    /// where the adapter can time them); else why not.
+    fn profile(&mut self, _ops: &[Op], _step: Step, _reps: usize) -> Result<Profile> {
+        Ok(Profile::Unavailable("the CPU backend runs no kernels: `bench --ops` times its ops".into()))
+    }
     /// Whether a test step should take as many samples as the plan allows: on a GPU, where a
     /// launch costs more than the work of a small step, but not on a CPU, where steps of one
     /// training batch keep their buffers in cache.
     fn large_steps(&self) -> bool {
         false
     }
+}
+
+/// One kernel launch's device time: the median over the profiled runs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelTime {
+    /// Its place in the step's launches.
+    pub launch: usize,
+    /// `family::entry [specialisation constants]`.
+    pub kernel: String,
+    pub ms: f64,
+}
+
+/// What [`Backend::profile`] found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub enum Profile {
+    Times(Vec<KernelTime>),
+    Unavailable(String),
 }

@@ -59,8 +59,11 @@ impl Gpu {
         if let Some(why) = unfit(&adapter) {
             return Err(Error::Gpu(format!("{why}; use --backend cpu")));
         }
+        // Timestamps, where the adapter has them, for `bench --profile`; nothing else uses them.
+        let timestamps = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let desc = wgpu::DeviceDescriptor {
             label: Some("gpu-train"),
+            required_features: adapter.features() & timestamps,
             required_limits: adapter.limits(),
             ..Default::default()
         };

@@ -5,11 +5,12 @@
 mod device;
 mod encode;
 mod passes;
+mod profile;
 pub mod shaders;
 
 pub use device::{adapter, is_software, unfit, Gpu};
 
-use super::Backend;
+use super::{Backend, Profile};
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
@@ -59,6 +60,7 @@ impl Slice {
 }
 
 struct Compiled {
+    kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: Grid,
@@ -399,7 +401,7 @@ impl GpuBackend {
                 layout: &self.layout,
                 entries: &entries,
             });
-            launches.push(Compiled { pipeline, bind_group, grid: launch.grid });
+            launches.push(Compiled { kernel: launch.kernel, pipeline, bind_group, grid: launch.grid });
         }
         let adam = ops.iter().find_map(|op| match *op {
             Op::Adam { beta1, beta2, .. } => Some((beta1, beta2)),
@@ -576,5 +578,8 @@ impl Backend for GpuBackend {
     }
     fn launches(&self, ops: &[Op]) -> Option<usize> {
         self.programs.iter().find(|p| p.ops == ops).map(|p| p.launches.len())
+    }
+    fn profile(&mut self, ops: &[Op], step: Step, reps: usize) -> Result<Profile> {
+        self.time_launches(ops, step, reps)
     }
 }
