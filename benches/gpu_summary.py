@@ -10,7 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-STEPS = {"warwick": 17, "mnist-mlp": 600, "mnist-cnn": 600}  # training steps per epoch
+STEPS = {"warwick": 17, "mnist-mlp": 600, "mnist-cnn": 600}  # training steps per epoch at full size
+SAMPLES = {"warwick": 85, "mnist-mlp": 60000, "mnist-cnn": 60000}
+
+
+def steps_of(run_dir, task):
+    """Training steps per epoch of a gpu-train run, from its config.json (limits, batch, flips)."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    n = min(cfg.get("train_limit") or SAMPLES[task], SAMPLES[task]) * (2 if cfg.get("hflip") else 1)
+    return -(-n // cfg["batch_size"])
 
 
 def main(out):
@@ -31,11 +39,11 @@ def main(out):
             h = json.loads(hist.read_text())
             epochs, last = len(h["epochs"]), h["epochs"][-1]
             cold, warm = walls.get(f"gpu-train-{task}-cold", (None, 1))[0], walls[f"gpu-train-{task}-warm"][0]
-            t = launches.get(task, {})
-            per_epoch = STEPS[task] * (t.get("train_launches") or 0) + t.get("test_steps", 0) * (t.get("test_launches") or 0)
+            t, steps = launches.get(task, {}), steps_of(hist.parent, task)
+            per_epoch = steps * (t.get("train_launches") or 0) + t.get("test_steps", 0) * (t.get("test_launches") or 0)
             metric = last.get("test_dice_whole") or last["test_metric"]
             row = dict(task=task, trainer="gpu-train", epochs=epochs, wall_cold=cold, wall_warm=warm,
-                       epochs_per_s=epochs / warm, steps_per_s=epochs * STEPS[task] / warm,
+                       epochs_per_s=epochs / warm, steps_per_s=epochs * steps / warm,
                        launches_per_s=epochs * per_epoch / warm, final_test_metric=metric)
             rows.append(row)
         for mode in ("graphs", "eager"):
@@ -49,8 +57,8 @@ def main(out):
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
     for r in rows:
         md.append(f"| {r['task']} | {r['trainer']} | {r['epochs']} | {fmt(r['wall_cold'], '.2f')} | "
-                  f"{fmt(r['wall_warm'], '.2f')} | {fmt(r['epochs_per_s'], '.1f')} | {fmt(r['steps_per_s'], '.0f')} | "
-                  f"{fmt(r['launches_per_s'], '.0f')} | {fmt(r['final_test_metric'], '.4f')} |")
+                  f"{fmt(r['wall_warm'], '.2f')} | {fmt(r['epochs_per_s'], '.3g')} | {fmt(r['steps_per_s'], '.4g')} | "
+                  f"{fmt(r['launches_per_s'], '.4g')} | {fmt(r['final_test_metric'], '.4f')} |")
     md += ["", "PyTorch walls are the whole script (start, data load, training, test passes), as gpu-train's are.",
            "", "| product | ms | TFLOP/s | of f32 peak |", "| --- | ---: | ---: | ---: |"]
     for m in bench.get("matmul", []):

@@ -350,3 +350,24 @@ fn no_mesa_runtime_dir_line_without_nodevice_select() {
     assert!(r.status.success(), "{}", text(&r));
     assert!(!text(&r).contains("XDG_RUNTIME_DIR"), "{}", text(&r));
 }
+
+/// `--backend reference` trains every task, and ends where the CPU backend ends (one short
+/// epoch: the losses agree to 1e-4, a thousand times the f32 noise the parity tests allow).
+#[test]
+fn the_reference_backend_trains_every_task() {
+    let Some(data) = common::data_dir() else { return };
+    for task in ["mnist-mlp", "mnist-cnn", "warwick"] {
+        let mut losses = Vec::new();
+        for backend in ["reference", "cpu"] {
+            let out = tmp(&format!("reference-{task}-{backend}"));
+            let limits = ["--train-limit", "200", "--test-limit", "50", "--epochs", "1", "--no-shuffle"];
+            let extra = if task == "warwick" { vec!["--image-size", "32", "--batch-size", "5"] } else { vec![] };
+            let h = train(&data, &out, &[&["--task", task, "--backend", backend][..], &limits, &extra].concat());
+            let last = h.epochs.last().unwrap();
+            assert!(last.loss.is_finite() && last.test_loss.is_finite(), "{task} on {backend}: {h:?}");
+            losses.push((last.loss, last.test_loss));
+        }
+        let ((a, ta), (b, tb)) = (losses[0], losses[1]);
+        assert!((a - b).abs() <= 1e-4 * b.abs() && (ta - tb).abs() <= 1e-4 * tb.abs(), "{task}: {losses:?}");
+    }
+}

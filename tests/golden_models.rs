@@ -109,7 +109,7 @@ fn l2_adds_its_gradient_after_backward(kind: Kind) {
     assert_close("loss added by L2", &[added], &[penalty as f32], 1e-4, 1e-6);
 }
 
-on_both_backends!(
+on_every_backend!(
     mnist_mlp_matches_golden,
     mnist_cnn_relu_matches_golden,
     mnist_cnn_tanh_matches_golden,

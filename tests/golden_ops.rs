@@ -1,4 +1,4 @@
-//! Every op, on both backends, against PyTorch golden values (../shared/golden or GPU_TRAIN_GOLDEN), at the
+//! Every op, on every backend (the reference, the CPU and the GPU), against PyTorch golden values (../shared/golden or GPU_TRAIN_GOLDEN), at the
 //! golden README's tolerances. Shapes come from the files.
 
 mod common;
@@ -176,7 +176,7 @@ fn optimizers_match_golden(kind: Kind) {
     }
 }
 
-on_both_backends!(
+on_every_backend!(
     dense_matches_golden,
     conv2d_3x3_matches_golden,
     conv2d_1x1_matches_golden,

@@ -1,7 +1,8 @@
-//! Choosing a backend: `--backend auto|gpu|cpu`, and the one line that says which and why.
+//! Choosing a backend: `--backend auto|gpu|cpu|reference`, and the one line that says which and why.
 
 use super::cpu::CpuBackend;
 use super::gpu::{self, Gpu, GpuBackend};
+use super::reference::ReferenceBackend;
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::graph::BufDesc;
@@ -14,19 +15,24 @@ pub enum BackendChoice {
     /// The GPU, even a software one (lavapipe); an error when there is no adapter.
     Gpu,
     Cpu,
+    /// The plain reference kernels (f64 sums, one thread): slow; the oracle for the others.
+    Reference,
 }
 
 /// What `--backend` chose before any buffer exists: an open device, or the CPU; and why.
 pub enum Opened {
     Gpu(Box<Gpu>, String),
     Cpu(String),
+    Reference,
 }
 
 /// Finds the adapter and opens the device the choice asks for (the slow part of making a GPU
 /// backend, which a run does while it loads its data).
 pub fn open(choice: BackendChoice) -> Result<Opened> {
-    if choice == BackendChoice::Cpu {
-        return Ok(Opened::Cpu("asked for".into()));
+    match choice {
+        BackendChoice::Cpu => return Ok(Opened::Cpu("asked for".into())),
+        BackendChoice::Reference => return Ok(Opened::Reference),
+        _ => {}
     }
     Ok(match (choice, gpu::adapter()) {
         (BackendChoice::Gpu, Err(e)) => {
@@ -76,6 +82,7 @@ pub fn make(opened: Opened, descs: &[BufDesc]) -> Result<(Box<dyn Backend>, Stri
     Ok(match opened {
         Opened::Gpu(gpu, why) => (Box::new(GpuBackend::new(*gpu, descs)?), why),
         Opened::Cpu(why) => (Box::new(CpuBackend::new(descs)), why),
+        Opened::Reference => (Box::new(ReferenceBackend::new(descs)), "asked for (slow: the oracle)".into()),
     })
 }
 

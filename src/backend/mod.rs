@@ -3,6 +3,8 @@
 pub mod choice;
 pub mod cpu;
 pub mod gpu;
+pub mod host;
+pub mod reference;
 
 use crate::error::Result;
 use crate::graph::{BufId, Op, Step};

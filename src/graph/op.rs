@@ -65,6 +65,15 @@ pub mod slot {
     pub const Y: usize = 5;
     pub const P: usize = 6;
     pub const LEN: usize = 7;
+
+    /// Adds a batch of `n` samples: `loss_sum` is its mean loss × n, `metric` its correct count
+    /// or Dice.
+    pub fn add_batch(metrics: &mut [f32], loss_sum: f64, metric: f64, n: usize) {
+        metrics[LOSS] += loss_sum as f32;
+        metrics[METRIC] += metric as f32;
+        metrics[SAMPLES] += n as f32;
+        metrics[BATCHES] += 1.0;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

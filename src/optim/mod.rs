@@ -53,7 +53,9 @@ impl Optimizer {
 }
 
 /// Keras Adam's bias correction at step `t` (1-based), `√(1-β2ᵗ)/(1-β1ᵗ)`: the step size is
-/// `lr` times this. Both backends take it from here, so they agree to the bit.
+/// `lr` times this. Both fast backends take it from here, so they agree to the bit. Computed in
+/// f64: in f32, `1 - 0.999ᵗ` loses digits to cancellation (1e-5 of the step at t = 6).
 pub fn adam_correction(beta1: f32, beta2: f32, t: u32) -> f32 {
-    (1.0 - beta2.powi(t as i32)).sqrt() / (1.0 - beta1.powi(t as i32))
+    let (b1, b2) = (f64::from(beta1).powi(t as i32), f64::from(beta2).powi(t as i32));
+    ((1.0 - b2).sqrt() / (1.0 - b1)) as f32
 }

@@ -4,6 +4,7 @@
 
 use gpu_train::backend::cpu::CpuBackend;
 use gpu_train::backend::gpu::{adapter, Gpu, GpuBackend};
+use gpu_train::backend::reference::ReferenceBackend;
 use gpu_train::backend::Backend;
 use gpu_train::checkpoint::{load, Tensor};
 use gpu_train::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
@@ -40,6 +41,8 @@ pub fn data_dir() -> Option<PathBuf> {
 pub enum Kind {
     Cpu,
     Gpu,
+    /// The plain f64 kernels: the oracle.
+    Reference,
 }
 
 /// The GPU backend on the first adapter (lavapipe where there is no GPU). A missing adapter
@@ -54,18 +57,22 @@ pub fn backend(kind: Kind, descs: &[BufDesc]) -> Box<dyn Backend> {
     match kind {
         Kind::Cpu => Box::new(CpuBackend::new(descs)),
         Kind::Gpu => Box::new(gpu(descs)),
+        Kind::Reference => Box::new(ReferenceBackend::new(descs)),
     }
 }
 
-/// `#[test]`s in modules `cpu` and `gpu` calling each named `fn(Kind)`.
+/// `#[test]`s in modules `cpu`, `gpu` and `reference` calling each named `fn(Kind)`.
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod cpu {
             $(#[test] fn $name() { super::$name(super::Kind::Cpu) })*
         }
         mod gpu {
             $(#[test] fn $name() { super::$name(super::Kind::Gpu) })*
+        }
+        mod reference {
+            $(#[test] fn $name() { super::$name(super::Kind::Reference) })*
         }
     };
 }
@@ -114,6 +121,16 @@ impl Rig {
         let id = self.buf(data.len(), Dtype::U32);
         self.u32_init.push((id, data.to_vec()));
         id
+    }
+    /// The same buffers with every f32 value replaced by its magnitude: run through a linear
+    /// op on the reference backend, it gives each output's Σ|terms|.
+    pub fn abs(&self) -> Rig {
+        let f32_init = self.f32_init.iter().map(|(id, v)| (*id, v.iter().map(|x| x.abs()).collect())).collect();
+        Rig { descs: self.descs.clone(), f32_init, u8_init: self.u8_init.clone(), u32_init: self.u32_init.clone() }
+    }
+    /// The largest magnitude of any f32 buffer's initial values (1 when there are none).
+    pub fn largest(&self) -> f32 {
+        self.f32_init.iter().flat_map(|(_, v)| v.iter()).fold(1.0f32, |m, v| m.max(v.abs()))
     }
     /// A CPU backend holding these buffers with their initial values.
     pub fn cpu(&self) -> CpuBackend {

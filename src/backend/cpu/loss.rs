@@ -58,7 +58,7 @@ pub fn softmax_cross_entropy(
         }
         correct += usize::from(argmax(p) == argmax(t));
     }
-    add_batch(metrics, loss, correct as f64, n);
+    slot::add_batch(metrics, loss, correct as f64, n);
 }
 
 /// Sigmoid + binary cross-entropy on `logits[n, per]`, mean over every element, and the batch's
@@ -108,18 +108,10 @@ pub fn sigmoid_bce(
     let [loss, yp, y, p_sum] =
         parts.iter().fold([0.0f64; 4], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]);
     let dice = if y + p_sum > 0.0 { 2.0 * yp / (y + p_sum) } else { 1.0 };
-    add_batch(metrics, loss / per as f64, dice, n);
+    slot::add_batch(metrics, loss / per as f64, dice, n);
     metrics[slot::YP] += yp as f32;
     metrics[slot::Y] += y as f32;
     metrics[slot::P] += p_sum as f32;
-}
-
-/// Adds a batch: `loss_sum` is the batch loss × n (the sum of per-sample means).
-fn add_batch(metrics: &mut [f32], loss_sum: f64, metric: f64, n: usize) {
-    metrics[slot::LOSS] += loss_sum as f32;
-    metrics[slot::METRIC] += metric as f32;
-    metrics[slot::SAMPLES] += n as f32;
-    metrics[slot::BATCHES] += 1.0;
 }
 
 /// `counts[true·k + predicted] += 1` for each sample.

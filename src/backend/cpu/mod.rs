@@ -13,9 +13,10 @@ mod loss;
 mod maxpool;
 mod optim;
 
+use super::host::HostBuffers;
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{BufDesc, BufId, Dtype, Op, Step};
+use crate::graph::{BufDesc, BufId, Op, Step};
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
@@ -25,14 +26,8 @@ use std::collections::HashMap;
 /// not depend on the number of threads), each summed on its own, then added in order.
 const CHUNKS: usize = 8;
 
-enum Buf {
-    F32(Vec<f32>),
-    U8(Vec<u8>),
-    U32(Vec<u32>),
-}
-
 pub struct CpuBackend {
-    bufs: Vec<Buf>,
+    bufs: HostBuffers,
     /// Scratch of each convolution, keyed by its input buffer (forward fills it, backward reads
     /// it), and of each dense layer's transposed weights, keyed by the weights.
     scratch: HashMap<BufId, Vec<f32>>,
@@ -218,57 +213,11 @@ fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 impl CpuBackend {
     pub fn new(descs: &[BufDesc]) -> Self {
-        let bufs = descs
-            .iter()
-            .map(|d| match d.dtype {
-                Dtype::F32 => Buf::F32(vec![0.0; d.len]),
-                Dtype::U8 => Buf::U8(vec![0; d.len]),
-                Dtype::U32 => Buf::U32(vec![0; d.len]),
-            })
-            .collect();
-        CpuBackend { bufs, scratch: HashMap::new(), partial: Vec::new(), loss_parts: Vec::new() }
-    }
-
-    fn f(&self, id: BufId) -> &[f32] {
-        match &self.bufs[id.0] {
-            Buf::F32(v) => v,
-            _ => panic!("buffer {} is not f32", id.0),
-        }
-    }
-    fn u8(&self, id: BufId) -> &[u8] {
-        match &self.bufs[id.0] {
-            Buf::U8(v) => v,
-            _ => panic!("buffer {} is not u8", id.0),
-        }
-    }
-    fn u32(&self, id: BufId) -> &[u32] {
-        match &self.bufs[id.0] {
-            Buf::U32(v) => v,
-            _ => panic!("buffer {} is not u32", id.0),
-        }
-    }
-    /// Moves an f32 buffer out so that it can be written while others are read; see [`Self::put`].
-    fn take(&mut self, id: BufId) -> Vec<f32> {
-        match &mut self.bufs[id.0] {
-            Buf::F32(v) => std::mem::take(v),
-            _ => panic!("buffer {} is not f32", id.0),
-        }
-    }
-    fn put(&mut self, id: BufId, v: Vec<f32>) {
-        self.bufs[id.0] = Buf::F32(v);
-    }
-    fn take_u32(&mut self, id: BufId) -> Vec<u32> {
-        match &mut self.bufs[id.0] {
-            Buf::U32(v) => std::mem::take(v),
-            _ => panic!("buffer {} is not u32", id.0),
-        }
-    }
-    fn take_opt(&mut self, id: Option<BufId>) -> Option<Vec<f32>> {
-        id.map(|id| self.take(id))
-    }
-    fn put_opt(&mut self, id: Option<BufId>, v: Option<Vec<f32>>) {
-        if let (Some(id), Some(v)) = (id, v) {
-            self.put(id, v);
+        CpuBackend {
+            bufs: HostBuffers::new(descs),
+            scratch: HashMap::new(),
+            partial: Vec::new(),
+            loss_parts: Vec::new(),
         }
     }
 
@@ -288,18 +237,18 @@ impl CpuBackend {
         f: impl FnOnce(&Self, &mut [f32], Option<(Act, Option<&mut [f32]>)>, Option<Pooled>, &mut [f32]),
     ) {
         let (y, out) = fused_outputs(y, act.map(|(_, out)| out), keep);
-        let (mut yv, mut outv) = (self.take(y), out.map(|id| self.take(id)));
-        let mut pv = pool.map(|(py, pa)| (self.take(py), self.take_u32(pa)));
+        let (mut yv, mut outv) = (self.bufs.take(y), out.map(|id| self.bufs.take(id)));
+        let mut pv = pool.map(|(py, pa)| (self.bufs.take(py), self.bufs.take_u32(pa)));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
         let a = act.map(|(f, _)| (f, outv.as_deref_mut()));
         let p = pv.as_mut().map(|(py, pa)| (&mut py[..], &mut pa[..]));
         f(self, &mut yv, a, p, grown(&mut scratch, scratch_len));
         self.scratch.insert(x, scratch);
-        self.put(y, yv);
-        self.put_opt(out, outv);
+        self.bufs.put(y, yv);
+        self.bufs.put_opt(out, outv);
         if let (Some((py, pa)), Some((pyv, pav))) = (pool, pv) {
-            self.put(py, pyv);
-            self.bufs[pa.0] = Buf::U32(pav);
+            self.bufs.put(py, pyv);
+            self.bufs.put_u32(pa, pav);
         }
     }
 
@@ -315,15 +264,15 @@ impl CpuBackend {
         scratch_len: usize,
         f: impl FnOnce(&Self, Option<&mut [f32]>, &mut [f32], &mut [f32], &mut [f32], &mut Vec<f32>),
     ) {
-        let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
+        let (mut gxv, mut gwv, mut gbv) = (self.bufs.take_opt(gx), self.bufs.take(gw), self.bufs.take(gb));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
         let mut partial = std::mem::take(&mut self.partial);
         f(self, gxv.as_deref_mut(), &mut gwv, &mut gbv, grown(&mut scratch, scratch_len), &mut partial);
         self.partial = partial;
         self.scratch.insert(x, scratch);
-        self.put_opt(gx, gxv);
-        self.put(gw, gwv);
-        self.put(gb, gbv);
+        self.bufs.put_opt(gx, gxv);
+        self.bufs.put(gw, gwv);
+        self.bufs.put(gb, gbv);
     }
 
     /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
@@ -346,10 +295,10 @@ impl CpuBackend {
         let n = step.n;
         match *op {
             Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
-                let mut o = self.take(out);
+                let mut o = self.bufs.take(out);
                 gather::gather(
-                    self.u8(data),
-                    self.u32(index),
+                    self.bufs.u8(data),
+                    self.bufs.u32(index),
                     &mut o,
                     &shape,
                     scale,
@@ -358,25 +307,25 @@ impl CpuBackend {
                     n,
                     step.offset,
                 );
-                self.put(out, o);
+                self.bufs.put(out, o);
             }
             Op::GatherOneHot { labels, index, out, classes } => {
-                let mut o = self.take(out);
-                gather::one_hot(self.u8(labels), self.u32(index), &mut o, classes, n, step.offset);
-                self.put(out, o);
+                let mut o = self.bufs.take(out);
+                gather::one_hot(self.bufs.u8(labels), self.bufs.u32(index), &mut o, classes, n, step.offset);
+                self.bufs.put(out, o);
             }
             Op::Dense { x, w, b, y, n_in, n_out } => {
-                let (mut yv, mut w_t) = (self.take(y), self.scratch.remove(&w).unwrap_or_default());
-                dense::forward(self.f(x), self.f(w), self.f(b), &mut yv, &mut w_t, n, n_in, n_out);
-                self.put(y, yv);
+                let (mut yv, mut w_t) = (self.bufs.take(y), self.scratch.remove(&w).unwrap_or_default());
+                dense::forward(self.bufs.f(x), self.bufs.f(w), self.bufs.f(b), &mut yv, &mut w_t, n, n_in, n_out);
+                self.bufs.put(y, yv);
                 self.scratch.insert(w, w_t);
             }
             Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
-                let (mut gxv, mut gwv, mut gbv) = (self.take_opt(gx), self.take(gw), self.take(gb));
+                let (mut gxv, mut gwv, mut gbv) = (self.bufs.take_opt(gx), self.bufs.take(gw), self.bufs.take(gb));
                 dense::backward(
-                    self.f(x),
-                    self.f(w),
-                    self.f(gy),
+                    self.bufs.f(x),
+                    self.bufs.f(w),
+                    self.bufs.f(gy),
                     gxv.as_deref_mut(),
                     &mut gwv,
                     &mut gbv,
@@ -384,73 +333,107 @@ impl CpuBackend {
                     n_in,
                     n_out,
                 );
-                self.put_opt(gx, gxv);
-                self.put(gw, gwv);
-                self.put(gb, gbv);
+                self.bufs.put_opt(gx, gxv);
+                self.bufs.put(gw, gwv);
+                self.bufs.put(gb, gbv);
             }
             Op::Conv2d { x, w, b, y, ref g } => {
                 self.conv_forward(x, y, act, keep, pool, conv2d::scratch_len(g), |be, y, act, pool, scratch| {
-                    conv2d::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, pool, scratch, n, g)
+                    conv2d::forward(
+                        ForwardIo { x: be.bufs.f(x), w: be.bufs.f(w), b: be.bufs.f(b), y, act },
+                        pool,
+                        scratch,
+                        n,
+                        g,
+                    )
                 })
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
                 let (gx, act) = grad_in_place(gx, act_grad);
                 self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
-                    let act = act.map(|(f, y)| (f, be.f(y)));
-                    conv2d::backward(be.f(x), be.f(w), be.f(gy), gx, act, gw, gb, col, partial, n, g)
+                    let act = act.map(|(f, y)| (f, be.bufs.f(y)));
+                    conv2d::backward(be.bufs.f(x), be.bufs.f(w), be.bufs.f(gy), gx, act, gw, gb, col, partial, n, g)
                 })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
                 let len = conv_transpose::scratch_len(g, n);
                 self.conv_forward(x, y, act, keep, None, len, |be, y, act, _, scratch| {
-                    conv_transpose::forward(ForwardIo { x: be.f(x), w: be.f(w), b: be.f(b), y, act }, scratch, n, g)
+                    conv_transpose::forward(
+                        ForwardIo { x: be.bufs.f(x), w: be.bufs.f(w), b: be.bufs.f(b), y, act },
+                        scratch,
+                        n,
+                        g,
+                    )
                 })
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
                 let (gx, act) = grad_in_place(gx, act_grad);
                 self.conv_backward(x, gx, gw, gb, conv_transpose::scratch_len(g, n), |be, gx, gw, gb, z, partial| {
-                    let act = act.map(|(f, y)| (f, be.f(y)));
-                    conv_transpose::backward(be.f(x), be.f(w), be.f(gy), gx, act, gw, gb, z, partial, n, g)
+                    let act = act.map(|(f, y)| (f, be.bufs.f(y)));
+                    conv_transpose::backward(
+                        be.bufs.f(x),
+                        be.bufs.f(w),
+                        be.bufs.f(gy),
+                        gx,
+                        act,
+                        gw,
+                        gb,
+                        z,
+                        partial,
+                        n,
+                        g,
+                    )
                 })
             }
             Op::MaxPool2d { x, y, argmax, ref shape } => {
-                let (mut yv, mut am) = (self.take(y), self.take_u32(argmax));
-                maxpool::forward(self.f(x), &mut yv, &mut am, n, shape);
-                self.put(y, yv);
-                self.bufs[argmax.0] = Buf::U32(am);
+                let (mut yv, mut am) = (self.bufs.take(y), self.bufs.take_u32(argmax));
+                maxpool::forward(self.bufs.f(x), &mut yv, &mut am, n, shape);
+                self.bufs.put(y, yv);
+                self.bufs.put_u32(argmax, am);
             }
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
                 let (gx, out) = fused_outputs(gx, act_grad.map(|(_, _, out)| out), keep);
-                let (mut gxv, mut outv) = (self.take(gx), out.map(|id| self.take(id)));
-                let act = act_grad.map(|(f, y, _)| (f, self.f(y), outv.as_deref_mut()));
-                maxpool::backward(self.f(gy), self.u32(argmax), &mut gxv, act, n, shape);
-                self.put(gx, gxv);
-                self.put_opt(out, outv);
+                let (mut gxv, mut outv) = (self.bufs.take(gx), out.map(|id| self.bufs.take(id)));
+                let act = act_grad.map(|(f, y, _)| (f, self.bufs.f(y), outv.as_deref_mut()));
+                maxpool::backward(self.bufs.f(gy), self.bufs.u32(argmax), &mut gxv, act, n, shape);
+                self.bufs.put(gx, gxv);
+                self.bufs.put_opt(out, outv);
             }
             Op::Activation { act, x, y, per } => {
-                let mut yv = self.take(y);
-                activation::forward(act, &self.f(x)[..n * per], &mut yv[..n * per]);
-                self.put(y, yv);
+                let mut yv = self.bufs.take(y);
+                activation::forward(act, &self.bufs.f(x)[..n * per], &mut yv[..n * per]);
+                self.bufs.put(y, yv);
             }
             Op::ActivationBackward { act, y, gy, gx, per } => {
-                let mut gxv = self.take(gx);
-                activation::backward(act, &self.f(y)[..n * per], &self.f(gy)[..n * per], &mut gxv[..n * per]);
-                self.put(gx, gxv);
+                let mut gxv = self.bufs.take(gx);
+                activation::backward(act, &self.bufs.f(y)[..n * per], &self.bufs.f(gy)[..n * per], &mut gxv[..n * per]);
+                self.bufs.put(gx, gxv);
             }
             Op::Dropout { x, y, mask, per, rate, seed } => {
-                let (mut yv, mut m) = (self.take(y), self.take(mask));
-                activation::dropout(&self.f(x)[..n * per], &mut yv[..n * per], &mut m[..n * per], rate, seed, step.t);
-                self.put(y, yv);
-                self.put(mask, m);
+                let (mut yv, mut m) = (self.bufs.take(y), self.bufs.take(mask));
+                activation::dropout(
+                    &self.bufs.f(x)[..n * per],
+                    &mut yv[..n * per],
+                    &mut m[..n * per],
+                    rate,
+                    seed,
+                    step.t,
+                );
+                self.bufs.put(y, yv);
+                self.bufs.put(mask, m);
             }
             Op::DropoutBackward { gy, mask, gx, per } => {
-                let mut gxv = self.take(gx);
-                activation::dropout_backward(&self.f(gy)[..n * per], &self.f(mask)[..n * per], &mut gxv[..n * per]);
-                self.put(gx, gxv);
+                let mut gxv = self.bufs.take(gx);
+                activation::dropout_backward(
+                    &self.bufs.f(gy)[..n * per],
+                    &self.bufs.f(mask)[..n * per],
+                    &mut gxv[..n * per],
+                );
+                self.bufs.put(gx, gxv);
             }
             Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, batch } => {
-                let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
-                let (z, t) = (self.f(logits), self.f(target));
+                let (mut p, mut g, mut m) = (self.bufs.take(probs), self.bufs.take_opt(grad), self.bufs.take(metrics));
+                let (z, t) = (self.bufs.f(logits), self.bufs.f(target));
                 for (at, n) in loss::batches(n, batch) {
                     let rows = at * classes..(at + n) * classes;
                     let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
@@ -464,52 +447,52 @@ impl CpuBackend {
                         classes,
                     );
                 }
-                self.put(probs, p);
-                self.put_opt(grad, g);
-                self.put(metrics, m);
+                self.bufs.put(probs, p);
+                self.bufs.put_opt(grad, g);
+                self.bufs.put(metrics, m);
             }
             Op::SigmoidBce { logits, target, probs, grad, metrics, per, batch } => {
-                let (mut p, mut g, mut m) = (self.take(probs), self.take_opt(grad), self.take(metrics));
+                let (mut p, mut g, mut m) = (self.bufs.take(probs), self.bufs.take_opt(grad), self.bufs.take(metrics));
                 let mut parts = std::mem::take(&mut self.loss_parts);
-                let (z, t) = (self.f(logits), self.f(target));
+                let (z, t) = (self.bufs.f(logits), self.bufs.f(target));
                 for (at, n) in loss::batches(n, batch) {
                     let rows = at * per..(at + n) * per;
                     let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
                     loss::sigmoid_bce(&z[rows.clone()], &t[rows.clone()], &mut p[rows], g, &mut m, &mut parts, n, per);
                 }
                 self.loss_parts = parts;
-                self.put(probs, p);
-                self.put_opt(grad, g);
-                self.put(metrics, m);
+                self.bufs.put(probs, p);
+                self.bufs.put_opt(grad, g);
+                self.bufs.put(metrics, m);
             }
             Op::L2 { w, grad, metrics, lambda, len } => {
-                let (mut g, mut m) = (self.take_opt(grad), self.take(metrics));
-                optim::l2(&self.f(w)[..len], g.as_deref_mut(), &mut m, lambda, n);
-                self.put_opt(grad, g);
-                self.put(metrics, m);
+                let (mut g, mut m) = (self.bufs.take_opt(grad), self.bufs.take(metrics));
+                optim::l2(&self.bufs.f(w)[..len], g.as_deref_mut(), &mut m, lambda, n);
+                self.bufs.put_opt(grad, g);
+                self.bufs.put(metrics, m);
             }
             Op::Confusion { probs, target, counts, classes } => {
-                let mut c = self.take(counts);
-                loss::confusion(self.f(probs), self.f(target), &mut c, n, classes);
-                self.put(counts, c);
+                let mut c = self.bufs.take(counts);
+                loss::confusion(self.bufs.f(probs), self.bufs.f(target), &mut c, n, classes);
+                self.bufs.put(counts, c);
             }
             Op::Sgd { w, g, lr, .. } => {
-                let mut wv = self.take(w);
-                optim::sgd(&mut wv, self.f(g), lr);
-                self.put(w, wv);
+                let mut wv = self.bufs.take(w);
+                optim::sgd(&mut wv, self.bufs.f(g), lr);
+                self.bufs.put(w, wv);
             }
             Op::Momentum { w, g, v, lr, momentum, .. } => {
-                let (mut wv, mut vv) = (self.take(w), self.take(v));
-                optim::momentum(&mut wv, self.f(g), &mut vv, lr, momentum);
-                self.put(w, wv);
-                self.put(v, vv);
+                let (mut wv, mut vv) = (self.bufs.take(w), self.bufs.take(v));
+                optim::momentum(&mut wv, self.bufs.f(g), &mut vv, lr, momentum);
+                self.bufs.put(w, wv);
+                self.bufs.put(v, vv);
             }
             Op::Adam { w, g, m, v, lr, beta1, beta2, eps, .. } => {
-                let (mut wv, mut mv, mut vv) = (self.take(w), self.take(m), self.take(v));
-                optim::adam(&mut wv, self.f(g), &mut mv, &mut vv, lr, beta1, beta2, eps, step.t);
-                self.put(w, wv);
-                self.put(m, mv);
-                self.put(v, vv);
+                let (mut wv, mut mv, mut vv) = (self.bufs.take(w), self.bufs.take(m), self.bufs.take(v));
+                optim::adam(&mut wv, self.bufs.f(g), &mut mv, &mut vv, lr, beta1, beta2, eps, step.t);
+                self.bufs.put(w, wv);
+                self.bufs.put(m, mv);
+                self.bufs.put(v, vv);
             }
         }
     }
@@ -523,28 +506,16 @@ impl Backend for CpuBackend {
         }
     }
     fn upload_f32(&mut self, buf: BufId, data: &[f32]) -> Result<()> {
-        match &mut self.bufs[buf.0] {
-            Buf::F32(v) => v[..data.len()].copy_from_slice(data),
-            _ => panic!("buffer {} is not f32", buf.0),
-        }
-        Ok(())
+        self.bufs.upload_f32(buf, data)
     }
     fn upload_u8(&mut self, buf: BufId, data: &[u8]) -> Result<()> {
-        match &mut self.bufs[buf.0] {
-            Buf::U8(v) => v[..data.len()].copy_from_slice(data),
-            _ => panic!("buffer {} is not u8", buf.0),
-        }
-        Ok(())
+        self.bufs.upload_u8(buf, data)
     }
     fn upload_u32(&mut self, buf: BufId, data: &[u32]) -> Result<()> {
-        match &mut self.bufs[buf.0] {
-            Buf::U32(v) => v[..data.len()].copy_from_slice(data),
-            _ => panic!("buffer {} is not u32", buf.0),
-        }
-        Ok(())
+        self.bufs.upload_u32(buf, data)
     }
     fn download_f32(&mut self, buf: BufId) -> Result<Vec<f32>> {
-        Ok(self.f(buf).to_vec())
+        Ok(self.bufs.f(buf).to_vec())
     }
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
@@ -609,7 +580,7 @@ impl Backend for CpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ConvGeom;
+    use crate::graph::{ConvGeom, Dtype};
     use crate::model::Shape;
     use crate::rng::Rng;
 
@@ -664,8 +635,8 @@ mod tests {
             } else {
                 ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
             }
-            let bits = |id: BufId| be.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            ([a, py, ga, gw, gb, gxa, r1, r2, r3].map(bits), be.u32(pa).to_vec())
+            let bits = |id: BufId| be.bufs.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            ([a, py, ga, gw, gb, gxa, r1, r2, r3].map(bits), be.bufs.u32(pa).to_vec())
         };
         let (alone, fused) = (run(&ops, false), run(&ops, true));
         assert!(alone == fused, "with readers");

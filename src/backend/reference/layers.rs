@@ -1,0 +1,198 @@
+//! Dense, convolution, transposed convolution and max pooling as their formulas: loops over
+//! every term, each sum in f64, forward and backward side by side. Backward ops overwrite their
+//! gradients.
+
+use crate::graph::ConvGeom;
+use crate::model::Shape;
+
+/// `y[s, o] = b[o] + Σ_i x[s, i]·w[o, i]`.
+pub fn dense(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, n_in: usize, n_out: usize) {
+    for s in 0..n {
+        for o in 0..n_out {
+            let dot: f64 = (0..n_in).map(|i| f64::from(x[s * n_in + i]) * f64::from(w[o * n_in + i])).sum();
+            y[s * n_out + o] = (f64::from(b[o]) + dot) as f32;
+        }
+    }
+}
+
+/// `gb[o] = Σ_s gy[s, o]`, `gw[o, i] = Σ_s gy[s, o]·x[s, i]`, `gx[s, i] = Σ_o gy[s, o]·w[o, i]`.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    gw: &mut [f32],
+    gb: &mut [f32],
+    n: usize,
+    n_in: usize,
+    n_out: usize,
+) {
+    let gy = |s: usize, o: usize| f64::from(gy[s * n_out + o]);
+    for o in 0..n_out {
+        gb[o] = (0..n).map(|s| gy(s, o)).sum::<f64>() as f32;
+        for i in 0..n_in {
+            gw[o * n_in + i] = (0..n).map(|s| gy(s, o) * f64::from(x[s * n_in + i])).sum::<f64>() as f32;
+        }
+    }
+    if let Some(gx) = gx {
+        for s in 0..n {
+            for i in 0..n_in {
+                gx[s * n_in + i] = (0..n_out).map(|o| gy(s, o) * f64::from(w[o * n_in + i])).sum::<f64>() as f32;
+            }
+        }
+    }
+}
+
+/// The input pixel under tap `(ky, kx)` of output pixel `(oy, ox)` of a 'same' convolution, if
+/// it is inside the image (outside, the zero padding).
+fn under(g: &ConvGeom, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+    let p = g.k / 2;
+    let (iy, ix) = ((oy + ky).checked_sub(p)?, (ox + kx).checked_sub(p)?);
+    (iy < g.h && ix < g.w).then_some(iy * g.w + ix)
+}
+
+/// Every (output pixel, tap, input pixel) of a 'same' convolution's plane.
+fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    (0..g.h * g.w).flat_map(move |out| {
+        (0..g.k * g.k).filter_map(move |t| under(g, out / g.w, out % g.w, t / g.k, t % g.k).map(|i| (out, t, i)))
+    })
+}
+
+/// `y[s, o, p] = b[o] + Σ_c Σ_t w[o, c, t]·x[s, c, p + t - k/2]`: stride 1, zero padding 'same'.
+pub fn conv2d(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, g: &ConvGeom) {
+    let (hw, kk) = (g.h * g.w, g.k * g.k);
+    let mut acc = vec![0.0f64; n * g.c_out * hw];
+    for s in 0..n {
+        for o in 0..g.c_out {
+            let out = &mut acc[(s * g.c_out + o) * hw..][..hw];
+            out.fill(f64::from(b[o]));
+            for c in 0..g.c_in {
+                let xs = &x[(s * g.c_in + c) * hw..][..hw];
+                for (p, t, i) in taps(g) {
+                    out[p] += f64::from(w[(o * g.c_in + c) * kk + t]) * f64::from(xs[i]);
+                }
+            }
+        }
+    }
+    store(&acc, y);
+}
+
+/// The adjoint of [`conv2d`]: `gb`, `gw` and `gx` as sums over every term that used them.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    gw: &mut [f32],
+    gb: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+) {
+    let (hw, kk) = (g.h * g.w, g.k * g.k);
+    let (mut acc_gw, mut acc_gb, mut acc_gx) =
+        (vec![0.0f64; gw.len()], vec![0.0f64; g.c_out], vec![0.0; n * g.c_in * hw]);
+    for s in 0..n {
+        for o in 0..g.c_out {
+            let gys = &gy[(s * g.c_out + o) * hw..][..hw];
+            acc_gb[o] += gys.iter().map(|&v| f64::from(v)).sum::<f64>();
+            for c in 0..g.c_in {
+                let (xs, at) = (&x[(s * g.c_in + c) * hw..][..hw], (s * g.c_in + c) * hw);
+                for (p, t, i) in taps(g) {
+                    let wi = (o * g.c_in + c) * kk + t;
+                    acc_gw[wi] += f64::from(gys[p]) * f64::from(xs[i]);
+                    acc_gx[at + i] += f64::from(gys[p]) * f64::from(w[wi]);
+                }
+            }
+        }
+    }
+    store_grads((&acc_gx, &acc_gw, &acc_gb), gx, gw, gb);
+}
+
+/// `y[s, o, 2i + dy, 2j + dx] = b[o] + Σ_c x[s, c, i, j]·w[c, o, dy, dx]`: 2x2, stride 2; the
+/// input is `h x w`, the output `2h x 2w`.
+pub fn conv_transpose2d(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, g: &ConvGeom) {
+    let (hw, ow) = (g.h * g.w, 2 * g.w);
+    for s in 0..n {
+        for o in 0..g.c_out {
+            for (oy, ox) in (0..2 * g.h).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                let (i, t) = ((oy / 2) * g.w + ox / 2, (oy % 2) * 2 + ox % 2);
+                let sum: f64 = (0..g.c_in)
+                    .map(|c| f64::from(x[(s * g.c_in + c) * hw + i]) * f64::from(w[(c * g.c_out + o) * 4 + t]))
+                    .sum();
+                y[((s * g.c_out + o) * 2 * g.h + oy) * ow + ox] = (f64::from(b[o]) + sum) as f32;
+            }
+        }
+    }
+}
+
+/// The adjoint of [`conv_transpose2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_backward(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    gw: &mut [f32],
+    gb: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+) {
+    let (hw, ow, ohw) = (g.h * g.w, 2 * g.w, 4 * g.h * g.w);
+    let (mut acc_gw, mut acc_gb, mut acc_gx) =
+        (vec![0.0f64; gw.len()], vec![0.0f64; g.c_out], vec![0.0; n * g.c_in * hw]);
+    for s in 0..n {
+        for o in 0..g.c_out {
+            for (oy, ox) in (0..2 * g.h).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                let d = f64::from(gy[(s * g.c_out + o) * ohw + oy * ow + ox]);
+                let (i, t) = ((oy / 2) * g.w + ox / 2, (oy % 2) * 2 + ox % 2);
+                acc_gb[o] += d;
+                for c in 0..g.c_in {
+                    let (xi, wi) = ((s * g.c_in + c) * hw + i, (c * g.c_out + o) * 4 + t);
+                    acc_gw[wi] += d * f64::from(x[xi]);
+                    acc_gx[xi] += d * f64::from(w[wi]);
+                }
+            }
+        }
+    }
+    store_grads((&acc_gx, &acc_gw, &acc_gb), gx, gw, gb);
+}
+
+/// 2x2 max pooling, stride 2 (an odd last row or column is dropped): each window's first
+/// maximum in the order (0,0), (0,1), (1,0), (1,1), and its index `(c·h + iy)·w + ix` within the
+/// sample. A NaN is never greater, so it wins only as the window's first element.
+pub fn max_pool(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape) {
+    let (oh, ow) = (s.h / 2, s.w / 2);
+    for (plane, (ys, am)) in y[..n * s.c * oh * ow].chunks_mut(oh * ow).zip(argmax.chunks_mut(oh * ow)).enumerate() {
+        let (xs, first) = (&x[plane * s.h * s.w..][..s.h * s.w], plane % s.c * s.h * s.w);
+        for (o, (y, am)) in ys.iter_mut().zip(am).enumerate() {
+            let (oy, ox) = (o / ow, o % ow);
+            let window = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| (2 * oy + dy) * s.w + 2 * ox + dx);
+            let best = window.into_iter().fold(window[0], |best, i| if xs[i] > xs[best] { i } else { best });
+            (*y, *am) = (xs[best], (first + best) as u32);
+        }
+    }
+}
+
+/// The adjoint of [`max_pool`]: each window's gradient at its maximum, 0 elsewhere.
+pub fn max_pool_backward(gy: &[f32], argmax: &[u32], gx: &mut [f32], n: usize, s: &Shape) {
+    let per_out = s.c * (s.h / 2) * (s.w / 2);
+    gx[..n * s.len()].fill(0.0);
+    for (j, (&d, &at)) in gy[..n * per_out].iter().zip(argmax).enumerate() {
+        gx[j / per_out * s.len() + at as usize] += d;
+    }
+}
+
+fn store(acc: &[f64], out: &mut [f32]) {
+    out.iter_mut().zip(acc).for_each(|(o, &v)| *o = v as f32);
+}
+
+/// Rounds a backward's f64 sums (input, weight and bias gradients) into its outputs.
+fn store_grads((ax, aw, ab): (&[f64], &[f64], &[f64]), gx: Option<&mut [f32]>, gw: &mut [f32], gb: &mut [f32]) {
+    store(aw, gw);
+    store(ab, gb);
+    if let Some(gx) = gx {
+        store(ax, gx);
+    }
+}

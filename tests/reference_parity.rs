@@ -1,0 +1,362 @@
+//! The fast CPU backend and the GPU against the reference backend, op by op, on randomised
+//! cases: random shapes (sizes off every tile and block multiple, batch 1, one channel), values
+//! of both signs with exact zeros and ties, every activation, dropout, every optimiser. Each
+//! case's seed is in the failure message; `REFERENCE_CASES=N` runs more cases per op.
+//!
+//! Tolerances. The products (dense, convolutions) sum K f32 terms in some order; whatever the
+//! order, the result is within γ = K·u/(1 - K·u) of the exact sum times Σ|terms| (u = 2⁻²⁴; the
+//! standard bound for floating-point summation, Higham's γ_K), plus the rounding of the result
+//! itself. Σ|terms| comes from the reference run on the magnitudes of every input. A missed or
+//! misplaced term errs by a whole term. Elementwise ops (activations, losses, updates) compute
+//! the same formula in f32 that the reference computes in f64: a few roundings of the result
+//! (1e-6 relative, about 16 ulp) and of the values it is made of, which cancellation can leave
+//! larger than the result (`1 - y²` of a saturated tanh, `w - step` with a step larger than `w`):
+//! 1e-7 (under two roundings) of the op's largest input. Max pooling selects and copies: exact.
+
+mod common;
+
+use common::*;
+use gpu_train::graph::{BufId, ConvGeom, Dtype, Op, Step};
+use gpu_train::model::{Act, Shape};
+use gpu_train::rng::Rng;
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// How close a fast backend must come to the reference.
+#[derive(Clone, Copy)]
+enum Tol {
+    /// Sums of at most this many terms, per output element.
+    Sums(usize),
+    /// Elementwise formulas: relative to the result, and to the op's largest input.
+    Formula(f32, f32),
+}
+
+/// Cases per op: a few dozen in CI, more with `REFERENCE_CASES`.
+fn cases() -> u64 {
+    std::env::var("REFERENCE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+/// `len` values: normal, with about 15% exact zeros and 15% repeats of an earlier value (ties).
+fn values(rng: &mut Rng, len: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    for i in 0..len {
+        let pick = below(rng, 100);
+        v.push(match pick {
+            0..15 => 0.0,
+            15..30 if i > 0 => v[below(rng, i as u32) as usize],
+            _ => rng.normal(),
+        });
+    }
+    v
+}
+
+/// A size in `1..=max`.
+fn size(rng: &mut Rng, max: u32) -> usize {
+    1 + below(rng, max) as usize
+}
+
+/// A number in `0..n`.
+fn below(rng: &mut Rng, n: u32) -> u32 {
+    rng.next_u32() % n
+}
+
+/// Runs `ops` on the reference, the CPU and the GPU, and compares every f32 buffer of the fast
+/// ones with the reference's.
+fn three_way(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32, tol: Tol) {
+    let step = Step { n, offset: 0, t };
+    let mut want = r.on(Kind::Reference);
+    want.run(ops, step).unwrap();
+    let mut mag = r.abs().on(Kind::Reference);
+    mag.run(ops, step).unwrap();
+    let largest = r.largest();
+    for kind in [Kind::Cpu, Kind::Gpu] {
+        let mut got = r.on(kind);
+        got.run(ops, step).unwrap();
+        for (i, d) in r.descs.iter().enumerate() {
+            if d.dtype != Dtype::F32 {
+                continue;
+            }
+            let id = BufId(i);
+            let (g, w, m) =
+                (got.download_f32(id).unwrap(), want.download_f32(id).unwrap(), mag.download_f32(id).unwrap());
+            for (j, ((&g, &w), &m)) in g.iter().zip(&w).zip(&m).enumerate() {
+                let bound = match tol {
+                    Tol::Sums(k) => {
+                        let gamma = (k + 1) as f64 * U / (1.0 - (k + 1) as f64 * U);
+                        gamma * f64::from(m) + U * f64::from(w.abs())
+                    }
+                    Tol::Formula(rel, of_input) => f64::from(rel * w.abs() + of_input * largest),
+                };
+                let err = (f64::from(g) - f64::from(w)).abs();
+                assert!(
+                    err <= bound || (g.is_nan() && w.is_nan()),
+                    "{what}: {kind:?} buffer {} [{j}] is {g}, the reference {w} (off by {err:e}, bound {bound:e})",
+                    d.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dense() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(100 + seed);
+        let (n, n_in, n_out) = (size(&mut rng, 40), size(&mut rng, 150), size(&mut rng, 70));
+        let mut r = Rig::default();
+        let (x, w, b) = (
+            r.f32(&values(&mut rng, n * n_in)),
+            r.f32(&values(&mut rng, n_out * n_in)),
+            r.f32(&values(&mut rng, n_out)),
+        );
+        let gy = r.f32(&values(&mut rng, n * n_out));
+        let (y, gw, gb) = (r.zeros(n * n_out), r.zeros(n_out * n_in), r.zeros(n_out));
+        let gx = (below(&mut rng, 4) > 0).then(|| r.zeros(n * n_in));
+        let ops = [Op::Dense { x, w, b, y, n_in, n_out }, Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out }];
+        let k = (n_in + 1).max(n).max(n_out);
+        three_way(&format!("dense seed {seed}: n {n} in {n_in} out {n_out}"), &r, &ops, n, 1, Tol::Sums(k));
+    }
+}
+
+#[test]
+fn conv2d() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(200 + seed);
+        let k = if below(&mut rng, 4) == 0 { 1 } else { 3 };
+        let g = ConvGeom {
+            c_in: size(&mut rng, 6),
+            c_out: size(&mut rng, 10),
+            h: size(&mut rng, 18),
+            w: size(&mut rng, 18),
+            k,
+        };
+        let (n, hw) = (size(&mut rng, 4), g.h * g.w);
+        let mut r = Rig::default();
+        let x = r.f32(&values(&mut rng, n * g.c_in * hw));
+        let w = r.f32(&values(&mut rng, g.c_out * g.c_in * k * k));
+        let b = r.f32(&values(&mut rng, g.c_out));
+        let gy = r.f32(&values(&mut rng, n * g.c_out * hw));
+        let (y, gw, gb) = (r.zeros(n * g.c_out * hw), r.zeros(g.c_out * g.c_in * k * k), r.zeros(g.c_out));
+        let gx = (below(&mut rng, 4) > 0).then(|| r.zeros(n * g.c_in * hw));
+        let ops = [Op::Conv2d { x, w, b, y, g }, Op::Conv2dBackward { x, w, gy, gx, gw, gb, g }];
+        let terms = (g.c_in * k * k + 1).max(n * hw).max(g.c_out * k * k);
+        three_way(&format!("conv2d seed {seed}: n {n} {g:?}"), &r, &ops, n, 1, Tol::Sums(terms));
+    }
+}
+
+#[test]
+fn conv_transpose2d() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(300 + seed);
+        let g = ConvGeom {
+            c_in: size(&mut rng, 8),
+            c_out: size(&mut rng, 8),
+            h: size(&mut rng, 12),
+            w: size(&mut rng, 12),
+            k: 2,
+        };
+        let (n, hw) = (size(&mut rng, 4), g.h * g.w);
+        let mut r = Rig::default();
+        let x = r.f32(&values(&mut rng, n * g.c_in * hw));
+        let w = r.f32(&values(&mut rng, g.c_in * g.c_out * 4));
+        let b = r.f32(&values(&mut rng, g.c_out));
+        let gy = r.f32(&values(&mut rng, n * g.c_out * 4 * hw));
+        let (y, gw, gb) = (r.zeros(n * g.c_out * 4 * hw), r.zeros(g.c_in * g.c_out * 4), r.zeros(g.c_out));
+        let gx = (below(&mut rng, 4) > 0).then(|| r.zeros(n * g.c_in * hw));
+        let ops = [Op::ConvTranspose2d { x, w, b, y, g }, Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, g }];
+        let terms = (g.c_in + 1).max(4 * n * hw).max(4 * g.c_out);
+        three_way(&format!("conv_transpose2d seed {seed}: n {n} {g:?}"), &r, &ops, n, 1, Tol::Sums(terms));
+    }
+}
+
+/// Ties (zeros and repeats) and odd sizes; the gradient routes to the first maximum: exact.
+#[test]
+fn max_pool() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(400 + seed);
+        let s = Shape { c: size(&mut rng, 5), h: 1 + size(&mut rng, 15), w: 1 + size(&mut rng, 15) };
+        let n = size(&mut rng, 4);
+        let out = s.c * (s.h / 2) * (s.w / 2);
+        let mut r = Rig::default();
+        let x = r.f32(&values(&mut rng, n * s.len()));
+        let gy = r.f32(&values(&mut rng, n * out));
+        let (y, gx, argmax) = (r.zeros(n * out), r.zeros(n * s.len()), r.u32(&vec![0; n * out]));
+        let ops = [Op::MaxPool2d { x, y, argmax, shape: s }, Op::MaxPool2dBackward { gy, argmax, gx, shape: s }];
+        three_way(&format!("max_pool seed {seed}: n {n} {s:?}"), &r, &ops, n, 1, Tol::Formula(0.0, 0.0));
+    }
+}
+
+#[test]
+fn activations_and_dropout() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(500 + seed);
+        let (n, per) = (size(&mut rng, 6), size(&mut rng, 700));
+        let act = [Act::Relu, Act::Sigmoid, Act::Tanh][seed as usize % 3];
+        let mut r = Rig::default();
+        let x = r.f32(&values(&mut rng, n * per).iter().map(|v| 3.0 * v).collect::<Vec<_>>());
+        let gy = r.f32(&values(&mut rng, n * per));
+        let (y, gx, d, mask, gd) =
+            (r.zeros(n * per), r.zeros(n * per), r.zeros(n * per), r.zeros(n * per), r.zeros(n * per));
+        let rate = [0.0, 0.3, 0.5][below(&mut rng, 3) as usize];
+        let ops = [
+            Op::Activation { act, x, y, per },
+            Op::ActivationBackward { act, y, gy, gx, per },
+            Op::Dropout { x: y, y: d, mask, per, rate, seed: seed as u32 },
+            Op::DropoutBackward { gy: gx, mask, gx: gd, per },
+        ];
+        let what = format!("{} and dropout {rate} seed {seed}: n {n} per {per}", act.name());
+        three_way(&what, &r, &ops, n, 1 + below(&mut rng, 5), Tol::Formula(1e-6, 1e-7));
+    }
+}
+
+/// A one-hot target per row, chosen by `rng`.
+fn one_hot(rng: &mut Rng, n: usize, k: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|_| {
+            let hot = below(rng, k as u32) as usize;
+            (0..k).map(move |c| f32::from(u8::from(c == hot)))
+        })
+        .collect()
+}
+
+/// Losses with their metrics and the confusion counts; steps of several batches, the last short.
+#[test]
+fn losses() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(600 + seed);
+        let (batch, n) = (size(&mut rng, 20), size(&mut rng, 50));
+        let k = 1 + size(&mut rng, 12);
+        let mut r = Rig::default();
+        let logits = r.f32(&values(&mut rng, n * k).iter().map(|v| 4.0 * v).collect::<Vec<_>>());
+        let target = r.f32(&one_hot(&mut rng, n, k));
+        let (probs, grad, metrics, counts) = (r.zeros(n * k), r.zeros(n * k), r.zeros(8), r.zeros(k * k));
+        let per = size(&mut rng, 300);
+        let z = r.f32(&values(&mut rng, n * per).iter().map(|v| 4.0 * v).collect::<Vec<_>>());
+        let mask = r.f32(&(0..n * per).map(|_| f32::from(u8::from(below(&mut rng, 2) == 0))).collect::<Vec<_>>());
+        let (p2, g2, m2) = (r.zeros(n * per), r.zeros(n * per), r.zeros(8));
+        // With the gradient, a step is one batch (training); without, several (a test pass).
+        let (steps, grad) = if below(&mut rng, 2) == 0 { (n.min(batch), Some(grad)) } else { (n, None) };
+        let ops = [
+            Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, batch },
+            Op::Confusion { probs, target, counts, classes: k },
+            Op::SigmoidBce { logits: z, target: mask, probs: p2, grad: grad.map(|_| g2), metrics: m2, per, batch },
+        ];
+        let what = format!("losses seed {seed}: n {steps} batch {batch} classes {k} per {per}");
+        three_way(&what, &r, &ops, steps, 1, Tol::Formula(1e-5, 1e-6));
+    }
+}
+
+/// L2 on a gradient, then each optimiser's update, at step `t` (Adam's bias correction).
+#[test]
+fn optimisers() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(700 + seed);
+        let len = size(&mut rng, 3000);
+        let mut r = Rig::default();
+        let (w, g) = (r.f32(&values(&mut rng, len)), r.f32(&values(&mut rng, len)));
+        let m = r.f32(&values(&mut rng, len).iter().map(|x| 0.1 * x).collect::<Vec<_>>());
+        let v = r.f32(&values(&mut rng, len).iter().map(|x| 0.01 * x * x).collect::<Vec<_>>());
+        let metrics = r.zeros(8);
+        let lr = [0.25, 1e-3, 0.05][below(&mut rng, 3) as usize];
+        let update = match seed % 3 {
+            0 => Op::Sgd { w, g, lr, len },
+            1 => Op::Momentum { w, g, v: m, lr, momentum: 0.8, len },
+            _ => Op::Adam { w, g, m, v, lr, beta1: 0.9, beta2: 0.999, eps: 1e-7, len },
+        };
+        let (t, what) = (1 + below(&mut rng, 9), format!("optimiser seed {seed}: {update:?}"));
+        let ops = [Op::L2 { w, grad: Some(g), metrics, lambda: 1e-3, len }, update];
+        three_way(&format!("{what} at step {t}"), &r, &ops, 7, t, Tol::Formula(1e-6, 1e-7));
+    }
+}
+
+/// Batches, one-hot targets and mirrored samples (indices past the set mirror it).
+#[test]
+fn gather() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(800 + seed);
+        let shape = Shape { c: size(&mut rng, 3), h: size(&mut rng, 9), w: size(&mut rng, 9) };
+        let (samples, n, classes) = (size(&mut rng, 12), size(&mut rng, 10), 1 + size(&mut rng, 9));
+        let mut r = Rig::default();
+        let data = r.u8(&(0..samples * shape.len()).map(|_| below(&mut rng, 4) as u8 * 85).collect::<Vec<_>>());
+        let labels = r.u8(&(0..samples).map(|_| below(&mut rng, classes as u32) as u8).collect::<Vec<_>>());
+        let index = r.u32(&(0..n).map(|_| below(&mut rng, 2 * samples as u32)).collect::<Vec<_>>());
+        let (out, hot) = (r.zeros(n * shape.len()), r.zeros(n * classes));
+        let (scale, binarize) = if seed % 2 == 0 { (1.0 / 255.0, false) } else { (1.0, true) };
+        let ops = [
+            Op::Gather { data, index, out, shape, scale, binarize, mirrored: samples },
+            Op::GatherOneHot { labels, index: index_mod(&mut r, &mut rng, n, samples), out: hot, classes },
+        ];
+        three_way(&format!("gather seed {seed}: {n} of {samples} {shape:?}"), &r, &ops, n, 1, Tol::Formula(0.0, 0.0));
+    }
+}
+
+/// Indices into a set of `samples` (one-hot labels have no mirrored half).
+fn index_mod(r: &mut Rig, rng: &mut Rng, n: usize, samples: usize) -> BufId {
+    r.u32(&(0..n).map(|_| below(rng, samples as u32)).collect::<Vec<_>>())
+}
+
+/// Whole training steps of every network and variant, from weights and biases of both signs,
+/// on data with exact zeros (a background) and ties: the parameters after two steps, against the
+/// reference's, within 1e-5 of each tensor's largest change plus the f32 roundings of the
+/// parameters themselves (two updates, each rounding `w` once, at most 2 ulp apart: 4u·max|w|).
+/// Each op above stays within a few roundings of its sums; about ten of them chain from the loss
+/// to the first layer's gradient, so the fast backends' changes agree with the reference's to
+/// about 1e-6 of their size. A wrong term, or a gradient that takes another branch, moves a
+/// change by far more.
+#[test]
+fn training_steps() {
+    use gpu_train::bench::synthetic;
+    use gpu_train::optim::Optimizer;
+    use gpu_train::tasks::{self, Task, Variant};
+    use gpu_train::train::{Session, SessionOptions};
+    let sgd = Optimizer::Sgd { lr: 0.1, momentum: 0.0 };
+    let momentum = Optimizer::Sgd { lr: 0.05, momentum: 0.8 };
+    // Adam divides by √v + ε: with Keras' ε = 1e-7, a gradient of about that size (a sum whose
+    // terms nearly cancel) turns its last-bit differences into differences of the whole step.
+    // ε = 1e-3 keeps the step a smooth function of the gradient, so that the comparison measures
+    // the gradients; `optimisers` above checks Adam's update itself at ε = 1e-7.
+    let adam = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-3 };
+    let v = |activation, dropout, l2, act_after_pool| Variant { activation, dropout, l2, act_after_pool };
+    let setups = [
+        (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false),
+        (Task::MnistMlp, Shape::flat(70), 5, v(Act::Tanh, 0.3, 1e-3, false), momentum, false),
+        (Task::MnistMlp, Shape::flat(33), 6, v(Act::Relu, 0.0, 0.0, false), adam, false),
+        (Task::MnistCnn, Shape::new(1, 28, 28), 6, v(Act::Relu, 0.0, 0.0, false), sgd, false),
+        (Task::MnistCnn, Shape::new(1, 12, 12), 5, v(Act::Tanh, 0.0, 0.0, true), adam, false),
+        (Task::MnistCnn, Shape::new(1, 20, 16), 4, v(Act::Relu, 0.5, 1e-3, false), momentum, false),
+        (Task::Warwick, Shape::new(3, 16, 16), 3, v(Act::Relu, 0.0, 1e-3, false), adam, true),
+        (Task::Warwick, Shape::new(3, 12, 20), 2, v(Act::Relu, 0.3, 0.0, false), sgd, false),
+    ];
+    for (i, &(task, sample, batch, variant, optimizer, mirrored)) in setups.iter().enumerate() {
+        let model = tasks::model(task, variant, sample);
+        let mut rng = Rng::new(900 + i as u64);
+        let mut data = synthetic(task, sample, 2 * batch, batch, 31 + i as u64);
+        data.train.x.iter_mut().for_each(|v| *v = if below(&mut rng, 2) == 0 { 0 } else { *v & 0xF0 });
+        let specs = model.params().unwrap();
+        let init: Vec<Vec<f32>> = specs.iter().map(|p| (0..p.len()).map(|_| 0.2 * rng.normal()).collect()).collect();
+        let start: std::collections::BTreeMap<&str, &Vec<f32>> =
+            specs.iter().map(|p| p.key.as_str()).zip(&init).collect();
+        let run = |kind| {
+            let opts = SessionOptions { batch, optimizer, seed: 3, shuffle: true, mirrored, init: Some(init.clone()) };
+            let mut s = Session::new(&model, &data, opts, |descs| Ok(backend(kind, descs))).unwrap();
+            s.run_epoch().unwrap();
+            s.params().unwrap()
+        };
+        let want = run(Kind::Reference);
+        for kind in [Kind::Cpu, Kind::Gpu] {
+            for (key, got) in run(kind) {
+                let (want, start) = (&want[&key].data, start[key.as_str()]);
+                let change = want.iter().zip(start).fold(0.0f32, |m, (w, s)| m.max((w - s).abs()));
+                assert!(change > 0.0 || variant.dropout > 0.0, "{key} did not move");
+                let err = got.data.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                let largest = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+                assert!(
+                    f64::from(err) <= 1e-5 * f64::from(change) + 4.0 * U * f64::from(largest),
+                    "setup {i} ({task:?} {sample:?} {variant:?} {optimizer:?}): {kind:?} {key} is {err:e} from the \
+                     reference, {:.1e} of its largest change {change:e}",
+                    err / change
+                );
+            }
+        }
+    }
+}
