@@ -1,7 +1,7 @@
 //! The `gpu-train` command line: parsing only; the work is in the library.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gpu_train::data::manage;
+use gpu_train::data::{manage, DataKind};
 use gpu_train::folder::Claim;
 use gpu_train::model::{summary, Act};
 use gpu_train::optim::Optimizer;
@@ -43,6 +43,9 @@ enum Cmd {
         model: PathBuf,
         #[arg(long)]
         data: Option<PathBuf>,
+        /// What --data holds instead of the task's built-in set (see the training flags).
+        #[arg(long, value_enum)]
+        dataset: Option<DataKind>,
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
         #[arg(long)]
@@ -249,9 +252,14 @@ struct TrainArgs {
     /// Where the ops run: auto (a hardware GPU, else the CPU), gpu (any adapter) or cpu [default: auto]
     #[arg(long, value_enum)]
     backend: Option<BackendChoice>,
-    /// Data root or the task's own data folder [default: $GPU_TRAIN_DATA, else ./data]
+    /// Data root or the task's own data folder [default: $GPU_TRAIN_DATA, else ./data, else the
+    /// per-user cache, where a missing set is fetched]
     #[arg(long)]
     data: Option<PathBuf>,
+    /// What --data holds instead of the task's built-in set: `idx`, a classification set laid
+    /// out like MNIST (image size and classes from its files)
+    #[arg(long, value_enum)]
+    dataset: Option<DataKind>,
     /// Run folder, which must be new or empty [default: runs/<task>-<date>-<time>, with -2, -3, …
     /// for runs started in the same second]
     #[arg(long)]
@@ -289,7 +297,7 @@ struct TrainArgs {
     /// --backend may be given with it).
     #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
         "dropout", "l2", "act_after_pool", "seed", "out", "overwrite", "init", "augment", "no_shuffle", "train_limit",
-        "test_limit", "image_size", "show_worst", "checkpoint_every"])]
+        "test_limit", "image_size", "show_worst", "checkpoint_every", "dataset"])]
     resume: Option<PathBuf>,
 }
 
@@ -332,6 +340,7 @@ impl TrainArgs {
             checkpoint_every: self.checkpoint_every,
             init: self.init,
             data: self.data,
+            dataset: self.dataset,
             backend: self.backend.unwrap_or(BackendChoice::Auto),
             claim: match (&self.out, self.overwrite) {
                 (None, _) => Claim::Unique,
@@ -361,8 +370,9 @@ fn main() {
             let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
             summary(&model).map(|s| print!("{s}"))
         }
-        Some(Cmd::Evaluate { net, model, data, batch_size, test_limit, backend }) => {
-            run::evaluate(net.task, net.variant(), &model, data.as_deref(), batch_size, test_limit, backend).map(|m| {
+        Some(Cmd::Evaluate { net, model, data, dataset, batch_size, test_limit, backend }) => {
+            let source = (data.as_deref(), dataset);
+            run::evaluate(net.task, net.variant(), &model, source, batch_size, test_limit, backend).map(|m| {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
             })
         }

@@ -181,6 +181,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
         checkpoint_every: None,
         init: None,
         data: o.data.clone(),
+        dataset: None,
         backend: o.backend,
         out: o.out.join("runs").join(e.name),
         claim: Claim::New,

@@ -4,12 +4,12 @@ use crate::backend::choice;
 pub use crate::backend::choice::{backend_factory, make_backend, BackendChoice};
 use crate::checkpoint;
 use crate::checkpoint::RunState;
-use crate::data::{mnist, warwick, Dataset};
+use crate::data::{idx, mnist, warwick, DataKind, Dataset};
 use crate::error::{Error, Result};
 use crate::files::atomic_write;
 use crate::folder::{Claim, Held, Kind};
 use crate::graph::Target;
-use crate::model::Act;
+use crate::model::{Act, Shape};
 use crate::optim::Optimizer;
 use crate::report::pictures::{misclassified, worst_segmentations, write_curves};
 use crate::report::{plot, write_confusion, EpochRecord, History};
@@ -47,6 +47,9 @@ pub struct TrainConfig {
     pub checkpoint_every: Option<usize>,
     pub init: Option<PathBuf>,
     pub data: Option<PathBuf>,
+    /// What `data` holds when it is not the task's built-in set.
+    #[serde(default)]
+    pub dataset: Option<DataKind>,
     pub backend: BackendChoice,
     pub out: PathBuf,
     /// How `out` is taken: a new or empty folder, a unique name from a stem, or replacing a run.
@@ -102,16 +105,30 @@ pub(crate) fn check_image_size(task: Task, side: u32) -> Result<()> {
     Ok(())
 }
 
-/// The task's data, cut to the limits; Warwick images resized to `image_size` if given.
+/// The task's data, or a set of the user's of kind `dataset`, cut to the limits; Warwick images
+/// resized to `image_size` if given.
 pub fn load_data(
     task: Task,
-    data: Option<&Path>,
+    (data, dataset): (Option<&Path>, Option<DataKind>),
     (train_limit, test_limit): (Option<usize>, Option<usize>),
     image_size: Option<u32>,
 ) -> Result<Dataset> {
-    let mut d = match task {
-        Task::MnistMlp | Task::MnistCnn => mnist::load(data, tasks::input_shape(task))?,
-        Task::Warwick => warwick::load(data, image_size)?,
+    let mut d = match (dataset, task) {
+        (Some(DataKind::Idx), Task::Warwick) => {
+            return Err(Error::Config(
+                "--dataset idx holds classes, and --task warwick segments images: use mnist-mlp or mnist-cnn".into(),
+            ))
+        }
+        (Some(DataKind::Idx), _) => {
+            let dir = data.ok_or_else(|| {
+                Error::Config("--dataset idx needs --data DIR, the folder of its four IDX files".into())
+            })?;
+            let set = idx::load_dir(dir)?;
+            let sample = if task == Task::MnistMlp { Shape::flat(set.h * set.w) } else { Shape::new(1, set.h, set.w) };
+            Dataset { train: set.train, test: set.test, sample, target: Target::Classes(set.classes) }
+        }
+        (None, Task::MnistMlp | Task::MnistCnn) => mnist::load(data, tasks::input_shape(task))?,
+        (None, Task::Warwick) => warwick::load(data, image_size)?,
     };
     d.limit(train_limit, test_limit)?;
     Ok(d)
@@ -218,7 +235,8 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     let cfg = &TrainConfig { out: folder.path().to_path_buf(), ..cfg.clone() };
     // The device opens while the data loads.
     let mut opening = choice::Opening::start(cfg.backend);
-    let data = load_data(cfg.task, cfg.data.as_deref(), (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
+    let source = (cfg.data.as_deref(), cfg.dataset);
+    let data = load_data(cfg.task, source, (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
     let samples = data.train.n * if cfg.hflip { 2 } else { 1 };
     if cfg.batch_size > samples {
         return Err(Error::Config(format!(
@@ -226,7 +244,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             cfg.batch_size
         )));
     }
-    let model = tasks::model(cfg.task, cfg.variant, data.sample);
+    let model = tasks::model_for(cfg.task, cfg.variant, data.sample, data.target);
     let init = match (&cfg.init, checkpoint) {
         (Some(path), None) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
         _ => None,
@@ -399,13 +417,13 @@ pub fn evaluate(
     task: Task,
     variant: Variant,
     model_path: &Path,
-    data: Option<&Path>,
+    data: (Option<&Path>, Option<DataKind>),
     batch: usize,
     test_limit: Option<usize>,
     backend: BackendChoice,
 ) -> Result<Metrics> {
     let data = load_data(task, data, (Some(1), test_limit), None)?;
-    let model = tasks::model(task, variant, data.sample);
+    let model = tasks::model_for(task, variant, data.sample, data.target);
     let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {
         batch,

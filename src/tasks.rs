@@ -1,5 +1,6 @@
 //! The report's networks and their default training settings.
 
+use crate::graph::Target;
 use crate::model::{Act, Init, Layer, Model, Shape};
 use crate::optim::Optimizer;
 
@@ -134,6 +135,18 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
         }
     }
     Model { input, layers }
+}
+
+/// The task's network for samples of `input` shape and the data's `target`: a classifier gets
+/// one output unit per class.
+pub fn model_for(task: Task, v: Variant, input: Shape, target: Target) -> Model {
+    let mut m = model(task, v, input);
+    if let Target::Classes(k) = target {
+        if let Some(Layer::Dense { units, .. }) = m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Dense { .. })) {
+            *units = k;
+        }
+    }
+    m
 }
 
 /// The shape of one sample of the task's data at the report's sizes.

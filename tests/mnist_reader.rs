@@ -102,7 +102,9 @@ fn bad_labels_and_sizes_are_named() {
     assert!(load_err(&dir).contains("label 12 at item 3"));
     let dir = folder("size");
     gz(&dir.join(FILES[2]), &idx(2051, &[4, 32, 32], 4 * 1024));
-    assert!(load_err(&dir).contains("32x32, expected 28x28"));
+    assert!(load_err(&dir).contains("images are 32x32 but those of"), "{}", load_err(&dir));
+    gz(&dir.join(FILES[0]), &idx(2051, &[6, 32, 32], 6 * 1024));
+    assert!(load_err(&dir).contains("32x32, expected 28x28"), "{}", load_err(&dir));
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! The MNIST IDX reader on arbitrary gzipped bytes, as images (first byte even) or labels: an
+//! The IDX reader on arbitrary bytes (gzipped or not), as images (first byte even) or labels: an
 //! error is fine, a panic or an allocation beyond the data is not.
 #![no_main]
 
-use gpu_train::data::mnist::parse_idx;
+use gpu_train::data::idx::parse_idx;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

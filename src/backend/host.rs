@@ -27,18 +27,21 @@ impl HostBuffers {
         )
     }
 
+    #[inline]
     pub fn f(&self, id: BufId) -> &[f32] {
         match &self.0[id.0] {
             Buf::F32(v) => v,
             _ => panic!("buffer {} is not f32", id.0),
         }
     }
+    #[inline]
     pub fn u8(&self, id: BufId) -> &[u8] {
         match &self.0[id.0] {
             Buf::U8(v) => v,
             _ => panic!("buffer {} is not u8", id.0),
         }
     }
+    #[inline]
     pub fn u32(&self, id: BufId) -> &[u32] {
         match &self.0[id.0] {
             Buf::U32(v) => v,
@@ -46,27 +49,33 @@ impl HostBuffers {
         }
     }
     /// Moves an f32 buffer out so that it can be written while others are read; see [`Self::put`].
+    #[inline]
     pub fn take(&mut self, id: BufId) -> Vec<f32> {
         match &mut self.0[id.0] {
             Buf::F32(v) => std::mem::take(v),
             _ => panic!("buffer {} is not f32", id.0),
         }
     }
+    #[inline]
     pub fn put(&mut self, id: BufId, v: Vec<f32>) {
         self.0[id.0] = Buf::F32(v);
     }
+    #[inline]
     pub fn take_u32(&mut self, id: BufId) -> Vec<u32> {
         match &mut self.0[id.0] {
             Buf::U32(v) => std::mem::take(v),
             _ => panic!("buffer {} is not u32", id.0),
         }
     }
+    #[inline]
     pub fn put_u32(&mut self, id: BufId, v: Vec<u32>) {
         self.0[id.0] = Buf::U32(v);
     }
+    #[inline]
     pub fn take_opt(&mut self, id: Option<BufId>) -> Option<Vec<f32>> {
         id.map(|id| self.take(id))
     }
+    #[inline]
     pub fn put_opt(&mut self, id: Option<BufId>, v: Option<Vec<f32>>) {
         if let (Some(id), Some(v)) = (id, v) {
             self.put(id, v);

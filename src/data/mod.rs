@@ -1,6 +1,7 @@
 //! Data sets as u8 arrays ready for upload: samples `[n, c, h, w]` and labels or masks.
 
 pub mod fetch;
+pub mod idx;
 pub mod locate;
 pub mod manage;
 pub mod mnist;
@@ -27,6 +28,15 @@ impl Split {
             self.y.truncate(self.n * label);
         }
     }
+}
+
+/// What a `--data` folder of the user's holds, instead of a task's built-in set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// An IDX classification set laid out like MNIST (Fashion-MNIST, KMNIST, EMNIST digits): its
+    /// four files, gzipped or not; image size and classes come from the files.
+    Idx,
 }
 
 #[derive(Clone, Debug)]
