@@ -257,9 +257,17 @@ struct TrainArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// What --data holds instead of the task's built-in set: `idx`, a classification set laid
-    /// out like MNIST (image size and classes from its files)
+    /// out like MNIST (image size and classes from its files); `classes`, PNG or JPEG images in
+    /// train/<class>/ and test/<class>/ folders (or <class>/ with --test-split)
     #[arg(long, value_enum)]
     dataset: Option<DataKind>,
+    /// --dataset classes with only <class>/ folders: the fraction of each class tested, chosen
+    /// with --seed
+    #[arg(long)]
+    test_split: Option<f32>,
+    /// --dataset classes: 1 (grey) or 3 (RGB) channels per image [default: 1]
+    #[arg(long)]
+    channels: Option<usize>,
     /// Run folder, which must be new or empty [default: runs/<task>-<date>-<time>, with -2, -3, …
     /// for runs started in the same second]
     #[arg(long)]
@@ -297,7 +305,7 @@ struct TrainArgs {
     /// --backend may be given with it).
     #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
         "dropout", "l2", "act_after_pool", "seed", "out", "overwrite", "init", "augment", "no_shuffle", "train_limit",
-        "test_limit", "image_size", "show_worst", "checkpoint_every", "dataset"])]
+        "test_limit", "image_size", "show_worst", "checkpoint_every", "dataset", "test_split", "channels"])]
     resume: Option<PathBuf>,
 }
 
@@ -341,6 +349,8 @@ impl TrainArgs {
             init: self.init,
             data: self.data,
             dataset: self.dataset,
+            test_split: self.test_split,
+            channels: self.channels,
             backend: self.backend.unwrap_or(BackendChoice::Auto),
             claim: match (&self.out, self.overwrite) {
                 (None, _) => Claim::Unique,
@@ -371,8 +381,8 @@ fn main() {
             summary(&model).map(|s| print!("{s}"))
         }
         Some(Cmd::Evaluate { net, model, data, dataset, batch_size, test_limit, backend }) => {
-            let source = (data.as_deref(), dataset);
-            run::evaluate(net.task, net.variant(), &model, source, batch_size, test_limit, backend).map(|m| {
+            let source = run::DataSource { data, kind: dataset, ..Default::default() };
+            run::evaluate(net.task, net.variant(), &model, &source, batch_size, test_limit, backend).map(|m| {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
             })
         }

@@ -182,6 +182,8 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
         init: None,
         data: o.data.clone(),
         dataset: None,
+        test_split: None,
+        channels: None,
         backend: o.backend,
         out: o.out.join("runs").join(e.name),
         claim: Claim::New,

@@ -4,7 +4,7 @@ use crate::backend::choice;
 pub use crate::backend::choice::{backend_factory, make_backend, BackendChoice};
 use crate::checkpoint;
 use crate::checkpoint::RunState;
-use crate::data::{idx, mnist, warwick, DataKind, Dataset};
+use crate::data::{folders, idx, mnist, warwick, DataKind, Dataset};
 use crate::error::{Error, Result};
 use crate::files::atomic_write;
 use crate::folder::{Claim, Held, Kind};
@@ -50,6 +50,12 @@ pub struct TrainConfig {
     /// What `data` holds when it is not the task's built-in set.
     #[serde(default)]
     pub dataset: Option<DataKind>,
+    /// `--dataset classes` without train/ and test/ folders: the fraction of each class tested.
+    #[serde(default)]
+    pub test_split: Option<f32>,
+    /// `--dataset classes`: 1 (grey) or 3 (RGB) channels.
+    #[serde(default)]
+    pub channels: Option<usize>,
     pub backend: BackendChoice,
     pub out: PathBuf,
     /// How `out` is taken: a new or empty folder, a unique name from a stem, or replacing a run.
@@ -83,8 +89,22 @@ impl TrainConfig {
         if v.activation == Act::Softmax {
             return Err(Error::Config("--activation softmax is only for the output layer".into()));
         }
-        if let Some(side) = self.image_size {
-            check_image_size(self.task, side)?;
+        match (self.image_size, self.dataset) {
+            (Some(side), Some(DataKind::Classes)) if side == 0 || side > 4096 => {
+                return Err(Error::Config(format!("--image-size must be 1 to 4096, got {side}")))
+            }
+            (Some(_), Some(DataKind::Classes)) => {}
+            (Some(side), _) => check_image_size(self.task, side)?,
+            (None, _) => {}
+        }
+        if (self.test_split.is_some() || self.channels.is_some()) && self.dataset != Some(DataKind::Classes) {
+            return Err(Error::Config("--test-split and --channels apply to --dataset classes only".into()));
+        }
+        if self.channels.is_some_and(|c| c != 1 && c != 3) {
+            return Err(Error::Config(format!(
+                "--channels must be 1 (grey) or 3 (RGB), got {}",
+                self.channels.unwrap_or(0)
+            )));
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return Err(Error::Config("--train-limit and --test-limit must be at least 1".into()));
@@ -105,33 +125,88 @@ pub(crate) fn check_image_size(task: Task, side: u32) -> Result<()> {
     Ok(())
 }
 
-/// The task's data, or a set of the user's of kind `dataset`, cut to the limits; Warwick images
-/// resized to `image_size` if given.
+/// Where a run's data come from: the task's built-in set, or a folder of the user's.
+#[derive(Clone, Debug, Default)]
+pub struct DataSource {
+    pub data: Option<PathBuf>,
+    pub kind: Option<DataKind>,
+    pub test_split: Option<f32>,
+    pub channels: Option<usize>,
+    /// Splits a folder of classes (`test_split`).
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn source(&self) -> DataSource {
+        DataSource {
+            data: self.data.clone(),
+            kind: self.dataset,
+            test_split: self.test_split,
+            channels: self.channels,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The task's data, or a set of the user's, cut to the limits; images resized to `image_size`
+/// if given. Also the class names, where the data name them (folders of classes).
 pub fn load_data(
     task: Task,
-    (data, dataset): (Option<&Path>, Option<DataKind>),
+    source: &DataSource,
     (train_limit, test_limit): (Option<usize>, Option<usize>),
     image_size: Option<u32>,
-) -> Result<Dataset> {
-    let mut d = match (dataset, task) {
-        (Some(DataKind::Idx), Task::Warwick) => {
-            return Err(Error::Config(
-                "--dataset idx holds classes, and --task warwick segments images: use mnist-mlp or mnist-cnn".into(),
-            ))
+) -> Result<(Dataset, Vec<String>)> {
+    let (data, mut names) = (source.data.as_deref(), Vec::new());
+    let flat = |c, h, w| if task == Task::MnistMlp { Shape::flat(c * h * w) } else { Shape::new(c, h, w) };
+    let mut d = match (source.kind, task) {
+        (Some(kind), Task::Warwick) => {
+            return Err(Error::Config(format!(
+                "--dataset {} holds classes, and --task warwick segments images: use mnist-mlp or mnist-cnn",
+                if kind == DataKind::Idx { "idx" } else { "classes" }
+            )))
+        }
+        (Some(DataKind::Classes), _) => {
+            let dir = data.ok_or_else(|| {
+                Error::Config("--dataset classes needs --data DIR, the folder of its class folders".into())
+            })?;
+            let o = folders::Options {
+                image_size,
+                channels: source.channels.unwrap_or(1),
+                test_split: source.test_split,
+                seed: source.seed,
+            };
+            let f = folders::load(dir, o)?;
+            if !f.skipped.is_empty() {
+                let shown: Vec<String> = f.skipped.iter().take(5).map(|p| p.display().to_string()).collect();
+                let more = f.skipped.len().saturating_sub(5);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                say(format!(
+                    "skipped {} files that are not PNG or JPEG images: {}{more}",
+                    f.skipped.len(),
+                    shown.join(", ")
+                ));
+            }
+            names = f.classes;
+            let Shape { c, h, w } = f.sample;
+            Dataset { train: f.train, test: f.test, sample: flat(c, h, w), target: Target::Classes(names.len()) }
         }
         (Some(DataKind::Idx), _) => {
             let dir = data.ok_or_else(|| {
                 Error::Config("--dataset idx needs --data DIR, the folder of its four IDX files".into())
             })?;
             let set = idx::load_dir(dir)?;
-            let sample = if task == Task::MnistMlp { Shape::flat(set.h * set.w) } else { Shape::new(1, set.h, set.w) };
-            Dataset { train: set.train, test: set.test, sample, target: Target::Classes(set.classes) }
+            Dataset {
+                train: set.train,
+                test: set.test,
+                sample: flat(1, set.h, set.w),
+                target: Target::Classes(set.classes),
+            }
         }
         (None, Task::MnistMlp | Task::MnistCnn) => mnist::load(data, tasks::input_shape(task))?,
         (None, Task::Warwick) => warwick::load(data, image_size)?,
     };
     d.limit(train_limit, test_limit)?;
-    Ok(d)
+    Ok((d, names))
 }
 
 /// `runs/<task>-<UTC date>-<time>`: the stem of a run's default folder ([`Claim::Unique`] adds
@@ -235,8 +310,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     let cfg = &TrainConfig { out: folder.path().to_path_buf(), ..cfg.clone() };
     // The device opens while the data loads.
     let mut opening = choice::Opening::start(cfg.backend);
-    let source = (cfg.data.as_deref(), cfg.dataset);
-    let data = load_data(cfg.task, source, (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
+    let (data, class_names) = load_data(cfg.task, &cfg.source(), (cfg.train_limit, cfg.test_limit), cfg.image_size)?;
     let samples = data.train.n * if cfg.hflip { 2 } else { 1 };
     if cfg.batch_size > samples {
         return Err(Error::Config(format!(
@@ -282,6 +356,9 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     } else {
         folder.clear()?;
         atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
+        if !class_names.is_empty() {
+            atomic_write(&cfg.out.join("classes.json"), &serde_json::to_vec_pretty(&class_names).expect("names"))?;
+        }
         save_checkpoint(cfg, &mut session, &history, 0)?;
         folder.commit();
     }
@@ -417,12 +494,12 @@ pub fn evaluate(
     task: Task,
     variant: Variant,
     model_path: &Path,
-    data: (Option<&Path>, Option<DataKind>),
+    source: &DataSource,
     batch: usize,
     test_limit: Option<usize>,
     backend: BackendChoice,
 ) -> Result<Metrics> {
-    let data = load_data(task, data, (Some(1), test_limit), None)?;
+    let (data, _) = load_data(task, source, (Some(1), test_limit), None)?;
     let model = tasks::model_for(task, variant, data.sample, data.target);
     let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {

@@ -1,6 +1,7 @@
 //! Data sets as u8 arrays ready for upload: samples `[n, c, h, w]` and labels or masks.
 
 pub mod fetch;
+pub mod folders;
 pub mod idx;
 pub mod locate;
 pub mod manage;
@@ -37,6 +38,9 @@ pub enum DataKind {
     /// An IDX classification set laid out like MNIST (Fashion-MNIST, KMNIST, EMNIST digits): its
     /// four files, gzipped or not; image size and classes come from the files.
     Idx,
+    /// PNG or JPEG images in a folder per class: `train/<class>/` and `test/<class>/`, or
+    /// `<class>/` with `--test-split`.
+    Classes,
 }
 
 #[derive(Clone, Debug)]
