@@ -4,7 +4,7 @@ use crate::backend::choice;
 pub use crate::backend::choice::{backend_factory, make_backend, BackendChoice};
 use crate::checkpoint;
 use crate::checkpoint::RunState;
-use crate::data::{folders, idx, mnist, warwick, DataKind, Dataset};
+use crate::data::{folders, idx, masks, mnist, warwick, DataKind, Dataset};
 use crate::error::{Error, Result};
 use crate::files::atomic_write;
 use crate::folder::{Claim, Held, Kind};
@@ -94,6 +94,7 @@ impl TrainConfig {
                 return Err(Error::Config(format!("--image-size must be 1 to 4096, got {side}")))
             }
             (Some(_), Some(DataKind::Classes)) => {}
+            (Some(side), Some(DataKind::Masks)) => check_image_size(Task::Warwick, side)?,
             (Some(side), _) => check_image_size(self.task, side)?,
             (None, _) => {}
         }
@@ -158,7 +159,18 @@ pub fn load_data(
 ) -> Result<(Dataset, Vec<String>)> {
     let (data, mut names) = (source.data.as_deref(), Vec::new());
     let flat = |c, h, w| if task == Task::MnistMlp { Shape::flat(c * h * w) } else { Shape::new(c, h, w) };
+    let dir = |kind: &str| {
+        data.ok_or_else(|| Error::Config(format!("--dataset {kind} needs --data DIR, the folder of the set")))
+    };
     let mut d = match (source.kind, task) {
+        (Some(DataKind::Masks), Task::Warwick) => {
+            let (train, test, sample, skipped) = masks::load(dir("masks")?, image_size)?;
+            say_skipped(&skipped);
+            Dataset { train, test, sample, target: Target::Mask }
+        }
+        (Some(DataKind::Masks), _) => {
+            return Err(Error::Config("--dataset masks holds masks to segment: use --task warwick".into()))
+        }
         (Some(kind), Task::Warwick) => {
             return Err(Error::Config(format!(
                 "--dataset {} holds classes, and --task warwick segments images: use mnist-mlp or mnist-cnn",
@@ -166,35 +178,20 @@ pub fn load_data(
             )))
         }
         (Some(DataKind::Classes), _) => {
-            let dir = data.ok_or_else(|| {
-                Error::Config("--dataset classes needs --data DIR, the folder of its class folders".into())
-            })?;
             let o = folders::Options {
                 image_size,
                 channels: source.channels.unwrap_or(1),
                 test_split: source.test_split,
                 seed: source.seed,
             };
-            let f = folders::load(dir, o)?;
-            if !f.skipped.is_empty() {
-                let shown: Vec<String> = f.skipped.iter().take(5).map(|p| p.display().to_string()).collect();
-                let more = f.skipped.len().saturating_sub(5);
-                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-                say(format!(
-                    "skipped {} files that are not PNG or JPEG images: {}{more}",
-                    f.skipped.len(),
-                    shown.join(", ")
-                ));
-            }
+            let f = folders::load(dir("classes")?, o)?;
+            say_skipped(&f.skipped);
             names = f.classes;
             let Shape { c, h, w } = f.sample;
             Dataset { train: f.train, test: f.test, sample: flat(c, h, w), target: Target::Classes(names.len()) }
         }
         (Some(DataKind::Idx), _) => {
-            let dir = data.ok_or_else(|| {
-                Error::Config("--dataset idx needs --data DIR, the folder of its four IDX files".into())
-            })?;
-            let set = idx::load_dir(dir)?;
+            let set = idx::load_dir(dir("idx")?)?;
             Dataset {
                 train: set.train,
                 test: set.test,
@@ -207,6 +204,18 @@ pub fn load_data(
     };
     d.limit(train_limit, test_limit)?;
     Ok((d, names))
+}
+
+/// Says which files of a folder of the user's were passed over.
+fn say_skipped(skipped: &[PathBuf]) {
+    if !skipped.is_empty() {
+        let shown: Vec<String> = skipped.iter().take(5).map(|p| p.display().to_string()).collect();
+        let more = match skipped.len() {
+            n if n > 5 => format!(" and {} more", n - 5),
+            _ => String::new(),
+        };
+        say(format!("skipped {} files that are not PNG or JPEG images: {}{more}", skipped.len(), shown.join(", ")));
+    }
 }
 
 /// `runs/<task>-<UTC date>-<time>`: the stem of a run's default folder ([`Claim::Unique`] adds

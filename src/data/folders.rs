@@ -183,7 +183,7 @@ fn decode(
     let images: Vec<(Vec<u8>, (usize, usize))> = files
         .par_iter()
         .map(|(path, _)| {
-            let got = read(path, o);
+            let got = read_planes(path, o.channels, o.image_size);
             bar.inc(1);
             got
         })
@@ -195,15 +195,16 @@ fn decode(
     Ok((Split { x, y, n: files.len() }, first, sizes))
 }
 
-/// One image as `[channels, h, w]` bytes, resized if asked; its `(h, w)`.
-fn read(path: &Path, o: Options) -> Result<(Vec<u8>, (usize, usize))> {
+/// One image as `[channels, h, w]` bytes (1: grey, 3: RGB), resized bilinearly to `size x size`
+/// if asked; its `(h, w)`.
+pub(crate) fn read_planes(path: &Path, channels: usize, size: Option<u32>) -> Result<(Vec<u8>, (usize, usize))> {
     let img = image::open(path).map_err(|e| Error::bad_file(path, format!("cannot read the image: {e}")))?;
-    let img = match o.image_size {
+    let img = match size {
         Some(s) if img.dimensions() != (s, s) => img.resize_exact(s, s, FilterType::Triangle),
         _ => img,
     };
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let planes = if o.channels == 1 {
+    let planes = if channels == 1 {
         img.to_luma8().into_raw()
     } else {
         let rgb = img.to_rgb8().into_raw();

@@ -5,6 +5,7 @@ pub mod folders;
 pub mod idx;
 pub mod locate;
 pub mod manage;
+pub mod masks;
 pub mod mnist;
 pub mod warwick;
 
@@ -41,6 +42,9 @@ pub enum DataKind {
     /// PNG or JPEG images in a folder per class: `train/<class>/` and `test/<class>/`, or
     /// `<class>/` with `--test-split`.
     Classes,
+    /// Segmentation: `train/images/NAME.{png,jpg}` with `train/masks/NAME.png` (two values),
+    /// and `test/` likewise, any size.
+    Masks,
 }
 
 #[derive(Clone, Debug)]
