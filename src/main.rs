@@ -46,6 +46,16 @@ enum Cmd {
         /// What --data holds instead of the task's built-in set (see the training flags).
         #[arg(long, value_enum)]
         dataset: Option<DataKind>,
+        /// As the run was trained: --test-split and --seed pick its test images out of a folder
+        /// of classes; --channels and --image-size read them.
+        #[arg(long)]
+        test_split: Option<f32>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        channels: Option<usize>,
+        #[arg(long)]
+        image_size: Option<u32>,
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
         #[arg(long)]
@@ -380,9 +390,22 @@ fn main() {
             let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
             summary(&model).map(|s| print!("{s}"))
         }
-        Some(Cmd::Evaluate { net, model, data, dataset, batch_size, test_limit, backend }) => {
-            let source = run::DataSource { data, kind: dataset, ..Default::default() };
-            run::evaluate(net.task, net.variant(), &model, &source, batch_size, test_limit, backend).map(|m| {
+        Some(Cmd::Evaluate {
+            net,
+            model,
+            data,
+            dataset,
+            test_split,
+            seed,
+            channels,
+            image_size,
+            batch_size,
+            test_limit,
+            backend,
+        }) => {
+            let source = run::DataSource { data, kind: dataset, test_split, channels, seed };
+            let limits = (test_limit, image_size);
+            run::evaluate(net.task, net.variant(), &model, &source, batch_size, limits, backend).map(|m| {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
             })
         }

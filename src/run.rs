@@ -346,6 +346,17 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         say(format!("backend: {} — {why}", be.describe()));
         Ok(be)
     })?;
+    let bytes = |d: &crate::data::Split| d.x.len() + d.y.len();
+    let sample = match data.sample {
+        Shape { c, h: 1, w: 1 } => format!("{c} values"),
+        Shape { c, h, w } => format!("{c}x{h}x{w}"),
+    };
+    say(format!(
+        "data: {} training and {} test samples of {sample}, {:.1} MB held by the backend for the whole run",
+        data.train.n,
+        data.test.n,
+        (bytes(&data.train) + bytes(&data.test)) as f64 / 1e6
+    ));
     let metric = cfg.task.metric();
     let mut history = History {
         task: cfg.task.name().into(),
@@ -505,10 +516,10 @@ pub fn evaluate(
     model_path: &Path,
     source: &DataSource,
     batch: usize,
-    test_limit: Option<usize>,
+    (test_limit, image_size): (Option<usize>, Option<u32>),
     backend: BackendChoice,
 ) -> Result<Metrics> {
-    let (data, _) = load_data(task, source, (Some(1), test_limit), None)?;
+    let (data, _) = load_data(task, source, (Some(1), test_limit), image_size)?;
     let model = tasks::model_for(task, variant, data.sample, data.target);
     let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {

@@ -114,7 +114,17 @@ fn one_folder_is_split_by_the_seed_and_mixed_images_are_resized() {
         ]);
         assert!(r.status.success(), "{}", text(&r));
         let h = History::read(&out).unwrap();
-        assert!(h.epochs.last().unwrap().test_metric > 0.6, "{task}: far above the 1/3 of chance: {h:?}");
+        let last = h.epochs.last().unwrap();
+        assert!(last.test_metric > 0.6, "{task}: far above the 1/3 of chance: {h:?}");
+        // `evaluate` reads the same test images back and gives the last epoch's figures.
+        let model = out.join("model.safetensors");
+        let r = bin(&[
+            "evaluate", "--task", task, "--model", model.to_str().unwrap(), "--dataset", "classes", "--data",
+            root.to_str().unwrap(), "--test-split", "0.25", "--seed", "7", "--channels", "3", "--image-size", "12",
+            "--batch-size", "9", "--backend", "cpu",
+        ]);
+        let want = format!("test_loss {:.4} - test_acc {:.4}", last.test_loss, last.test_metric);
+        assert!(r.status.success() && text(&r).contains(&want), "{task}: {} should contain {want}", text(&r));
     }
 }
 

@@ -141,7 +141,8 @@ impl GpuBackend {
         let align = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
         let too_big = |name: &str, size: u64| {
             Error::Gpu(format!(
-                "buffer '{name}' needs {} MiB but {} binds at most {} MiB",
+                "buffer '{name}' needs {} MiB but {} binds at most {} MiB per buffer; smaller images \
+                 (--image-size), fewer samples (--train-limit, --test-limit) or --backend cpu fit",
                 size >> 20,
                 gpu.info.name,
                 max >> 20
