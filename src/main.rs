@@ -63,7 +63,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
     },
-    /// Segment a folder of PNG images with a Warwick checkpoint: one map PNG per image.
+    /// Segment a folder of PNG images with a Warwick checkpoint (one map PNG per image), or label
+    /// a folder of PNG or JPEG images with a classifier's (a CSV: file, class, probability).
     Predict {
         #[arg(long, value_enum)]
         task: Task,
@@ -73,12 +74,14 @@ enum Cmd {
         /// Folder of PNG images (any size; RGB, grey or RGBA).
         #[arg(long)]
         input: PathBuf,
-        /// Folder for the maps (created; one `<name>.png` per input, 255 = gland).
+        /// Warwick: folder for the maps (created; one `<name>.png` per input, 255 = gland). A
+        /// classifier: the CSV file to write.
         #[arg(long)]
         output: PathBuf,
-        /// The side the network sees; maps are scaled back to each image's size.
-        #[arg(long, default_value_t = 128)]
-        image_size: u32,
+        /// The side the network sees [default: warwick 128, maps scaled back to each image's
+        /// size; a classifier: its run's --image-size, else 28]
+        #[arg(long)]
+        image_size: Option<u32>,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
     },
@@ -409,10 +412,13 @@ fn main() {
                 println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
             })
         }
+        Some(Cmd::Predict { task: Task::Warwick, model, input, output, image_size, backend }) => {
+            gpu_train::predict::segment(&model, &input, &output, image_size.unwrap_or(128), backend)
+                .map(|n| println!("wrote {n} maps to {}", output.display()))
+        }
         Some(Cmd::Predict { task, model, input, output, image_size, backend }) => {
-            gpu_train::predict::predict(task, &model, &input, &output, image_size, backend).map(|n| {
-                println!("wrote {n} maps to {}", output.display());
-            })
+            gpu_train::predict::classify(task, &model, &input, &output, image_size, backend)
+                .map(|n| println!("wrote {n} rows to {}", output.display()))
         }
         Some(Cmd::Reproduce { out, backend, quick, only, data, overwrite, jobs }) => {
             on_ctrl_c();

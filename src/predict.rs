@@ -1,30 +1,22 @@
-//! `gpu-train predict`: a Warwick checkpoint segments a folder of PNG images.
+//! `gpu-train predict`: a Warwick checkpoint segments a folder of PNG images; a classifier's
+//! checkpoint labels a folder of PNG or JPEG images, one CSV row each.
 
 use crate::checkpoint;
+use crate::data::folders::read_planes;
 use crate::data::{warwick, Dataset, Split};
 use crate::error::{Error, Result};
-use crate::files::write_png;
+use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
 use crate::model::Shape;
-use crate::run::{backend_factory, check_image_size, BackendChoice};
+use crate::run::{backend_factory, check_image_size, BackendChoice, TrainConfig};
 use crate::tasks::{self, Task};
 use crate::train::{Session, SessionOptions};
 use std::path::{Path, PathBuf};
 
 /// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps
 /// (255 = gland) at each image's own size; returns how many.
-pub fn predict(
-    task: Task,
-    model_path: &Path,
-    input: &Path,
-    output: &Path,
-    side: u32,
-    backend: BackendChoice,
-) -> Result<usize> {
-    if task != Task::Warwick {
-        return Err(Error::Config("predict segments images: it needs --task warwick".into()));
-    }
-    check_image_size(task, side)?;
+pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backend: BackendChoice) -> Result<usize> {
+    check_image_size(Task::Warwick, side)?;
     let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
     let mut names: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -48,6 +40,7 @@ pub fn predict(
     let sample = Shape::new(3, s, s);
     let split = Split { x, y: vec![0; n * s * s], n };
     let data = Dataset { train: split.clone(), test: split, sample, target: Target::Mask };
+    let task = Task::Warwick;
     let model = tasks::model(task, tasks::defaults(task).variant, sample);
     let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {
@@ -67,4 +60,77 @@ pub fn predict(
         write_png(&output.join(path.file_name().expect("a file")), map)?;
     }
     Ok(n)
+}
+
+/// Labels every PNG or JPEG image in `input` with a classifier's checkpoint and writes
+/// `output`, a CSV of file, class and probability; returns how many. The run folder beside the
+/// checkpoint gives the network's variant, the image size and channels of its data, and its
+/// class names (`classes.json`); without one, the task's defaults and MNIST's 28x28 grey digits.
+/// `side` overrides the image size.
+pub fn classify(
+    task: Task,
+    model_path: &Path,
+    input: &Path,
+    output: &Path,
+    side: Option<u32>,
+    backend: BackendChoice,
+) -> Result<usize> {
+    let run = model_path.parent().unwrap_or(Path::new("."));
+    let cfg: Option<TrainConfig> =
+        std::fs::read(run.join("config.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let names: Option<Vec<String>> =
+        std::fs::read(run.join("classes.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let (variant, channels) = match &cfg {
+        Some(c) => (c.variant, c.channels.unwrap_or(1)),
+        None => (tasks::defaults(task).variant, 1),
+    };
+    let side = side.or(cfg.as_ref().and_then(|c| c.image_size)).unwrap_or(28);
+    let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| ["png", "jpg", "jpeg"].iter().any(|e| x.eq_ignore_ascii_case(e))))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::bad_file(input, "holds no PNG or JPEG images"));
+    }
+    let saved = checkpoint::load(model_path)?;
+    // The output layer's bias: one value per class.
+    let classes = saved
+        .iter()
+        .filter(|(k, _)| k.ends_with(".bias"))
+        .max_by_key(|(k, _)| layer_index(k))
+        .map_or(10, |(_, t)| t.data.len());
+    let mut x = Vec::new();
+    for f in &files {
+        x.extend(read_planes(f, channels, Some(side))?.0);
+    }
+    let (s, n) = (side as usize, files.len());
+    let sample = if task == Task::MnistMlp { Shape::flat(channels * s * s) } else { Shape::new(channels, s, s) };
+    let split = Split { x, y: vec![0; n], n };
+    let data = Dataset { train: split.clone(), test: split, sample, target: Target::Classes(classes) };
+    let model = tasks::model_for(task, variant, sample, data.target);
+    let init = checkpoint::match_params(model_path, &saved, &model.params()?)?;
+    let opts = SessionOptions {
+        batch: 100,
+        optimizer: tasks::defaults(task).optimizer,
+        seed: 0,
+        shuffle: false,
+        mirrored: false,
+        init: Some(init),
+    };
+    let (_, probs) = Session::new(&model, &data, opts, backend_factory(backend))?.predict_test()?;
+    let mut csv = String::from("file,class,probability\n");
+    for (f, p) in files.iter().zip(probs.chunks(classes)) {
+        let best = (0..classes).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        let name = names.as_ref().and_then(|n| n.get(best).cloned()).unwrap_or_else(|| best.to_string());
+        csv += &format!("{},{},{:.6}\n", f.file_name().unwrap_or_default().to_string_lossy(), name, p[best]);
+    }
+    atomic_write(output, csv.as_bytes())?;
+    Ok(n)
+}
+
+/// The layer index of a checkpoint key (`"9.bias"` → 9).
+fn layer_index(key: &str) -> usize {
+    key.split('.').next().and_then(|i| i.parse().ok()).unwrap_or(0)
 }

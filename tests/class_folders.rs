@@ -119,12 +119,51 @@ fn one_folder_is_split_by_the_seed_and_mixed_images_are_resized() {
         // `evaluate` reads the same test images back and gives the last epoch's figures.
         let model = out.join("model.safetensors");
         let r = bin(&[
-            "evaluate", "--task", task, "--model", model.to_str().unwrap(), "--dataset", "classes", "--data",
-            root.to_str().unwrap(), "--test-split", "0.25", "--seed", "7", "--channels", "3", "--image-size", "12",
-            "--batch-size", "9", "--backend", "cpu",
+            "evaluate",
+            "--task",
+            task,
+            "--model",
+            model.to_str().unwrap(),
+            "--dataset",
+            "classes",
+            "--data",
+            root.to_str().unwrap(),
+            "--test-split",
+            "0.25",
+            "--seed",
+            "7",
+            "--channels",
+            "3",
+            "--image-size",
+            "12",
+            "--batch-size",
+            "9",
+            "--backend",
+            "cpu",
         ]);
         let want = format!("test_loss {:.4} - test_acc {:.4}", last.test_loss, last.test_metric);
         assert!(r.status.success() && text(&r).contains(&want), "{task}: {} should contain {want}", text(&r));
+        // `predict` labels a folder by the run's class names: every star, or nearly.
+        let csv = out.join("stars.csv");
+        let (input, output) = (root.join("star"), csv.to_str().unwrap());
+        let r = bin(&[
+            "predict",
+            "--task",
+            task,
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output,
+            "--backend",
+            "cpu",
+        ]);
+        assert!(r.status.success(), "{}", text(&r));
+        let rows: Vec<String> = std::fs::read_to_string(&csv).unwrap().lines().skip(1).map(String::from).collect();
+        assert_eq!(rows.len(), 24);
+        let stars = rows.iter().filter(|r| r.split(',').nth(1) == Some("star")).count();
+        assert!(stars >= 18 && rows[0].starts_with("000.png,"), "{task}: {rows:?}");
     }
 }
 

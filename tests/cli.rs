@@ -157,7 +157,7 @@ fn bad_flags_are_refused_before_work() {
     let others: &[(&[&str], &str)] = &[
         (&["reproduce", "--jobs", "0", "--out", e], "--jobs must be at least 1"),
         (&["--task", "mnist-mlp", "--overwrite"], "required arguments were not provided:\n  --out"),
-        (&["predict", "--task", "mnist-cnn", "--model", m, "--input", e, "--output", e], "it needs --task warwick"),
+        (&["predict", "--task", "mnist-cnn", "--model", m, "--input", e, "--output", e], "holds no PNG or JPEG images"),
         (&["predict", "--task", "warwick", "--model", m, "--input", e, "--output", e], "holds no .png images"),
         (&["predict", "--task", "warwick", "--model", m, "--input", "/nonexistent", "--output", e], "/nonexistent"),
     ];
