@@ -2,15 +2,17 @@
 //! checkpoint labels a folder of PNG or JPEG images, one CSV row each.
 
 use crate::checkpoint;
+use crate::checkpoint::Tensor;
 use crate::data::folders::read_planes;
 use crate::data::{warwick, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
-use crate::model::Shape;
+use crate::model::{Model, Shape};
 use crate::run::{backend_factory, check_image_size, BackendChoice, TrainConfig};
 use crate::tasks::{self, Task};
 use crate::train::{Session, SessionOptions};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps
@@ -39,19 +41,10 @@ pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backen
     let (s, n) = (side as usize, names.len());
     let sample = Shape::new(3, s, s);
     let split = Split { x, y: vec![0; n * s * s], n };
-    let data = Dataset { train: split.clone(), test: split, sample, target: Target::Mask };
     let task = Task::Warwick;
     let model = tasks::model(task, tasks::defaults(task).variant, sample);
-    let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
-    let opts = SessionOptions {
-        batch: 5,
-        optimizer: tasks::defaults(task).optimizer,
-        seed: 0,
-        shuffle: false,
-        mirrored: false,
-        init: Some(init),
-    };
-    let (_, probs) = Session::new(&model, &data, opts, backend_factory(backend))?.predict_test()?;
+    let saved = checkpoint::load(model_path)?;
+    let probs = outputs(task, (&model, model_path, &saved), split, Target::Mask, backend)?;
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     for (i, (path, &(w, h))) in names.iter().zip(&sizes).enumerate() {
         let map: Vec<u8> = probs[i * s * s..][..s * s].iter().map(|&p| if p > 0.5 { 255 } else { 0 }).collect();
@@ -108,18 +101,8 @@ pub fn classify(
     let (s, n) = (side as usize, files.len());
     let sample = if task == Task::MnistMlp { Shape::flat(channels * s * s) } else { Shape::new(channels, s, s) };
     let split = Split { x, y: vec![0; n], n };
-    let data = Dataset { train: split.clone(), test: split, sample, target: Target::Classes(classes) };
-    let model = tasks::model_for(task, variant, sample, data.target);
-    let init = checkpoint::match_params(model_path, &saved, &model.params()?)?;
-    let opts = SessionOptions {
-        batch: 100,
-        optimizer: tasks::defaults(task).optimizer,
-        seed: 0,
-        shuffle: false,
-        mirrored: false,
-        init: Some(init),
-    };
-    let (_, probs) = Session::new(&model, &data, opts, backend_factory(backend))?.predict_test()?;
+    let model = tasks::model_for(task, variant, sample, Target::Classes(classes));
+    let probs = outputs(task, (&model, model_path, &saved), split, Target::Classes(classes), backend)?;
     let mut csv = String::from("file,class,probability\n");
     for (f, p) in files.iter().zip(probs.chunks(classes)) {
         let best = (0..classes).fold(0, |b, i| if p[i] > p[b] { i } else { b });
@@ -128,6 +111,29 @@ pub fn classify(
     }
     atomic_write(output, csv.as_bytes())?;
     Ok(n)
+}
+
+/// The network's outputs (probabilities) on `samples`, with the checkpoint `saved` (read from
+/// `path`) loaded into `model`.
+fn outputs(
+    task: Task,
+    (model, path, saved): (&Model, &Path, &BTreeMap<String, Tensor>),
+    samples: Split,
+    target: Target,
+    backend: BackendChoice,
+) -> Result<Vec<f32>> {
+    let init = checkpoint::match_params(path, saved, &model.params()?)?;
+    let sample = model.input;
+    let data = Dataset { train: samples.clone(), test: samples, sample, target };
+    let opts = SessionOptions {
+        batch: tasks::defaults(task).batch,
+        optimizer: tasks::defaults(task).optimizer,
+        seed: 0,
+        shuffle: false,
+        mirrored: false,
+        init: Some(init),
+    };
+    Ok(Session::new(model, &data, opts, backend_factory(backend))?.predict_test()?.1)
 }
 
 /// The layer index of a checkpoint key (`"9.bias"` → 9).
