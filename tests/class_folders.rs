@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{text, tmp, TempPath};
+use common::{assert_refused, text, tmp, TempPath};
 use gpu_train::data::folders::{load, Options};
 use gpu_train::report::History;
 use std::path::Path;
@@ -222,14 +222,5 @@ fn bad_folders_and_flags_are_named() {
         (&["--task", "warwick", "--dataset", "classes", "--data", d], "--task warwick segments images"),
         (&["--task", "mnist-cnn", "--dataset", "classes", "--data", d, "--image-size", "0"], "--image-size must be 1"),
     ];
-    for (args, want) in cases {
-        let out = tmp("bad-classes-run");
-        let r = bin(&[&args[..], &["--backend", "cpu", "--out", out.to_str().unwrap()]].concat());
-        assert!(
-            !r.status.success() && text(&r).contains(want) && !text(&r).contains("panicked"),
-            "{args:?}: {}",
-            text(&r)
-        );
-        assert!(!out.exists(), "{args:?} left a run folder");
-    }
+    assert_refused(cases);
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{text, tmp, TempPath};
+use common::{assert_refused, text, tmp, TempPath};
 use flate2::write::GzEncoder;
 use gpu_train::data::idx::{load_dir, read_idx, STEMS};
 use gpu_train::report::History;
@@ -157,14 +157,5 @@ fn bad_sets_are_named() {
         (&["--task", "mnist-mlp", "--dataset", "idx", "--data", "/nonexistent"], "is not a folder"),
         (&["--task", "mnist-mlp", "--dataset", "csv", "--data", d], "invalid value 'csv' for '--dataset"),
     ];
-    for (args, want) in cases {
-        let out = tmp("idx-bad-flags-run");
-        let r = bin(&[&args[..], &["--backend", "cpu", "--out", out.to_str().unwrap()]].concat());
-        assert!(
-            !r.status.success() && text(&r).contains(want) && !text(&r).contains("panicked"),
-            "{args:?}: {}",
-            text(&r)
-        );
-        assert!(!out.exists(), "{args:?} left a run folder");
-    }
+    assert_refused(cases);
 }

@@ -74,6 +74,16 @@ pub mod slot {
         metrics[SAMPLES] += n as f32;
         metrics[BATCHES] += 1.0;
     }
+
+    /// Adds a segmentation batch of `n` samples of `per` values: its summed loss, its Dice
+    /// `2Σtp/(Σt + Σp)` (1 when both sums are 0) and those sums (`yp` = Σtp, `y` = Σt, `p` = Σp).
+    pub fn add_segmentation_batch(metrics: &mut [f32], loss: f64, (yp, y, p): (f64, f64, f64), n: usize, per: usize) {
+        let dice = if y + p > 0.0 { 2.0 * yp / (y + p) } else { 1.0 };
+        add_batch(metrics, loss / per as f64, dice, n);
+        metrics[YP] += yp as f32;
+        metrics[Y] += y as f32;
+        metrics[P] += p as f32;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

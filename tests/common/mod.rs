@@ -226,6 +226,25 @@ impl AsRef<std::ffi::OsStr> for TempPath {
     }
 }
 
+/// Runs `gpu-train` with each case's flags, plus `--backend cpu` and `--out` a fresh folder:
+/// each must fail with its message, without a panic, and leave no run folder.
+pub fn assert_refused(cases: &[(&[&str], &str)]) {
+    for (args, want) in cases {
+        let out = tmp("refused-run");
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .args(*args)
+            .args(["--backend", "cpu", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            !r.status.success() && text(&r).contains(want) && !text(&r).contains("panicked"),
+            "{args:?}: {}",
+            text(&r)
+        );
+        assert!(!out.exists(), "{args:?} left a run folder");
+    }
+}
+
 /// A [`TempPath`] for a test of the command line or a run.
 pub fn tmp(name: &str) -> TempPath {
     TempPath::new(&format!("test-{name}"))

@@ -107,11 +107,7 @@ pub fn sigmoid_bce(
     }
     let [loss, yp, y, p_sum] =
         parts.iter().fold([0.0f64; 4], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]);
-    let dice = if y + p_sum > 0.0 { 2.0 * yp / (y + p_sum) } else { 1.0 };
-    slot::add_batch(metrics, loss / per as f64, dice, n);
-    metrics[slot::YP] += yp as f32;
-    metrics[slot::Y] += y as f32;
-    metrics[slot::P] += p_sum as f32;
+    slot::add_segmentation_batch(metrics, loss, (yp, y, p_sum), n, per);
 }
 
 /// `counts[true·k + predicted] += 1` for each sample.

@@ -146,11 +146,7 @@ pub fn sigmoid_bce(
     if let Some(grad) = grad {
         grad.iter_mut().zip(&g).for_each(|(o, &v)| *o = v as f32);
     }
-    let dice = if y + p_sum > 0.0 { 2.0 * yp / (y + p_sum) } else { 1.0 };
-    slot::add_batch(metrics, loss / per as f64, dice, n);
-    metrics[slot::YP] += yp as f32;
-    metrics[slot::Y] += y as f32;
-    metrics[slot::P] += p_sum as f32;
+    slot::add_segmentation_batch(metrics, loss, (yp, y, p_sum), n, per);
 }
 
 /// `counts[true·k + predicted] += 1` per sample.
