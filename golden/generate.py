@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the PyTorch golden fixtures that the tests compare every backend with: one safetensors
 file per op family and per network, the kinds and names of ../shared/golden (see its README).
+Fixtures that ../shared/golden lacks (ops added since) are committed in golden/fixtures/.
 Values are computed in float64 from float32 inputs and stored as float32; optimiser steps follow
 Keras' formulas. Not needed to build or test: the tests read ../shared/golden, or the folder
 named by GPU_TRAIN_GOLDEN, so a regenerated set is checked with
@@ -101,6 +102,20 @@ def losses(out, d):
     save(out, "sigmoid_bce_dice", dict(logits=logits, target=target, probs=p, loss=loss.reshape(1), glogits=g,
                                        dice=dice.reshape(1)),
          reduction="mean over all elements", dice="2*sum(y*p)/(sum(y)+sum(p)) over the whole batch")
+    # Masks of classes: class indices per pixel, softmax over the channels (the layout of
+    # F.cross_entropy on [n, k, h, w]); the prediction is each pixel's most probable class.
+    logits, target = d.normal(2, 4, 5, 6, scale=2.0).requires_grad_(), torch.randint(0, 4, (2, 5, 6), generator=d.g)
+    loss = F.cross_entropy(logits, target)
+    (g,) = torch.autograd.grad(loss, logits)
+    pred = logits.argmax(1)
+    counts = torch.tensor([[((pred == c) & (target == c)).sum(), (target == c).sum(), (pred == c).sum()]
+                           for c in range(4)], dtype=torch.float64)
+    present = counts[:, 1] + counts[:, 2] > 0
+    dice = (2 * counts[present, 0] / (counts[present, 1] + counts[present, 2])).mean()
+    save(out, "pixel_softmax_cross_entropy", dict(logits=logits, target=target.double(), probs=F.softmax(logits, 1),
+                                                  loss=loss.reshape(1), glogits=g, counts=counts, dice=dice.reshape(1)),
+         reduction="mean over all pixels", counts="per class: pixels predicted and true, true, predicted",
+         dice="mean over classes present in truth or prediction of 2*both/(true+predicted)")
     w = d.normal(4, 3, 3, 3).requires_grad_()
     penalty = 1e-4 * (w * w).sum()
     (gw,) = torch.autograd.grad(penalty, w)

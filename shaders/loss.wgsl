@@ -21,6 +21,13 @@
 //                matmul.wgsl does, with w then b in `layer`; with BACKWARD, also that
 //                convolution's data gradient gx[s, c, q] = w[c]·g[s, q] into layer_gx (with
 //                FUSE, act_gx as in dense_softmax_ce_backward).
+//   pixel_softmax_ce: one thread per pixel, the workgroups of each batch apart: softmax over
+//                the n_in classes (channels `per` apart), probs, grad (p - onehot)/(n·per) when
+//                has_grad, and in aux each workgroup's loss sum, then per class the pixels where
+//                truth and prediction (the first most probable class) agree, where the truth is,
+//                where the prediction is (counted in integers); then pixel_softmax_ce_total (one
+//                workgroup) adds them in order, batch by batch: loss, the batch's mean per-class
+//                Dice (over classes present in truth or prediction) and the counts (slots 7…).
 //   confusion:   counts[true·k + predicted] += 1, one workgroup counting in integers, for up
 //                to 1,024 cells at a time (the sums are exact, so the order does not matter).
 // Bindings: logits, truth (the target), probs, grad, metrics (confusion: counts in the logits
@@ -29,12 +36,13 @@
 // gradients, or the convolution's weights and bias).
 
 struct P {
-    // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce).
+    // Classes (softmax_ce, confusion) or elements per sample (sigmoid_bce, pixel_softmax_ce).
     per: u32,
     has_grad: u32,
     batch: u32,
     // The layer run here (dense_softmax_ce*, conv_sigmoid_bce): its inputs per sample (the
     // convolution's channels), and where its bias starts after its weights (in aux, or layer).
+    // pixel_softmax_ce: the classes.
     n_in: u32,
     bias_at: u32,
 }
@@ -302,6 +310,112 @@ fn sigmoid_bce_total(@builtin(local_invocation_index) li: u32) {
 
 const CELLS: u32 = 1024u;
 var<workgroup> cells: array<atomic<u32>, CELLS>;
+
+// Floats each workgroup of pixel_softmax_ce leaves in aux: its loss, then three counts per class.
+fn pixel_stride() -> u32 {
+    return 1u + 3u * p.n_in;
+}
+
+@compute @workgroup_size(256)
+fn pixel_softmax_ce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                    @builtin(local_invocation_index) li: u32) {
+    let w = wg.x + wg.y * groups.x;
+    let k = p.n_in;
+    for (var j = li; j < 3u * k; j += 256u) {
+        atomicStore(&cells[j], 0u);
+    }
+    workgroupBarrier();
+    var loss = 0.0;
+    let b = w / batch_groups();
+    if b < batch_count() {
+        let at = batch_at(b);
+        let e = (w % batch_groups()) * 256u + li;
+        if e < at.y * p.per {
+            let s = at.x + e / p.per;
+            let q = e % p.per;
+            let first = s * k * p.per + q;
+            var m = logits[first];
+            for (var c = 1u; c < k; c++) {
+                m = max(m, logits[first + c * p.per]);
+            }
+            var sum = 0.0;
+            for (var c = 0u; c < k; c++) {
+                sum += exp(logits[first + c * p.per] - m);
+            }
+            let t = u32(truth[s * p.per + q]);
+            var best = 0u;
+            var best_p = 0.0;
+            for (var c = 0u; c < k; c++) {
+                let pr = exp(logits[first + c * p.per] - m) / sum;
+                probs[first + c * p.per] = pr;
+                if p.has_grad != 0u {
+                    grad[first + c * p.per] = (pr - select(0.0, 1.0, c == t)) / f32(at.y * p.per);
+                }
+                if c == 0u || pr > best_p {
+                    best = c;
+                    best_p = pr;
+                }
+            }
+            loss = log(sum) - (logits[first + t * p.per] - m);
+            atomicAdd(&cells[3u * t + 1u], 1u);
+            atomicAdd(&cells[3u * best + 2u], 1u);
+            if best == t {
+                atomicAdd(&cells[3u * t], 1u);
+            }
+        }
+    }
+    let total = workgroup_sum(li, vec4(loss, 0.0, 0.0, 0.0));
+    if li == 0u {
+        aux[w * pixel_stride()] = total.x;
+    }
+    for (var j = li; j < 3u * k; j += 256u) {
+        aux[w * pixel_stride() + 1u + j] = f32(atomicLoad(&cells[j]));
+    }
+}
+
+var<workgroup> class_counts: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn pixel_softmax_ce_total(@builtin(local_invocation_index) li: u32) {
+    let k = p.n_in;
+    for (var b = 0u; b < batch_count(); b++) {
+        let at = batch_at(b);
+        let first = b * batch_groups();
+        let used = (at.y * p.per + 255u) / 256u;
+        var acc = vec4(0.0);
+        for (var g = li; g < used; g += 256u) {
+            acc.x += aux[(first + g) * pixel_stride()];
+        }
+        let total = workgroup_sum(li, acc);
+        if li < 3u * k {
+            // Whole numbers below 2^24: exact in any order.
+            var count = 0.0;
+            for (var g = 0u; g < used; g++) {
+                count += aux[(first + g) * pixel_stride() + 1u + li];
+            }
+            class_counts[li] = count;
+            metrics[7u + li] += count;
+        }
+        workgroupBarrier();
+        if li == 0u {
+            var dice = 0.0;
+            var present = 0u;
+            for (var c = 0u; c < k; c++) {
+                let both = class_counts[3u * c] + class_counts[3u * c];
+                let t_p = class_counts[3u * c + 1u] + class_counts[3u * c + 2u];
+                if t_p > 0.0 {
+                    dice += both / t_p;
+                    present++;
+                }
+            }
+            metrics[0] += total.x / f32(p.per);
+            metrics[1] += select(1.0, dice / f32(present), present > 0u);
+            metrics[2] += f32(at.y);
+            metrics[3] += 1.0;
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(256)
 fn confusion(@builtin(local_invocation_index) li: u32) {

@@ -54,6 +54,9 @@ enum Cmd {
         seed: u64,
         #[arg(long)]
         channels: Option<usize>,
+        /// --dataset masks: the classes of pixels the masks hold, as in training.
+        #[arg(long)]
+        classes: Option<usize>,
         #[arg(long)]
         image_size: Option<u32>,
         #[arg(long, default_value_t = 100)]
@@ -281,6 +284,11 @@ struct TrainArgs {
     /// --dataset classes: 1 (grey) or 3 (RGB) channels per image [default: 1]
     #[arg(long)]
     channels: Option<usize>,
+    /// --dataset masks: the classes of pixels, the masks' values being 0 to K-1 (2: a binary
+    /// mask of any two values) [default: two values are a binary mask, more are class indices
+    /// up to the largest]
+    #[arg(long)]
+    classes: Option<usize>,
     /// Run folder, which must be new or empty [default: runs/<task>-<date>-<time>, with -2, -3, …
     /// for runs started in the same second]
     #[arg(long)]
@@ -318,7 +326,7 @@ struct TrainArgs {
     /// --backend may be given with it).
     #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
         "dropout", "l2", "act_after_pool", "seed", "out", "overwrite", "init", "augment", "no_shuffle", "train_limit",
-        "test_limit", "image_size", "show_worst", "checkpoint_every", "dataset", "test_split", "channels"])]
+        "test_limit", "image_size", "show_worst", "checkpoint_every", "dataset", "test_split", "channels", "classes"])]
     resume: Option<PathBuf>,
 }
 
@@ -364,6 +372,7 @@ impl TrainArgs {
             dataset: self.dataset,
             test_split: self.test_split,
             channels: self.channels,
+            classes: self.classes,
             backend: self.backend.unwrap_or(BackendChoice::Auto),
             claim: match (&self.out, self.overwrite) {
                 (None, _) => Claim::Unique,
@@ -401,15 +410,17 @@ fn main() {
             test_split,
             seed,
             channels,
+            classes,
             image_size,
             batch_size,
             test_limit,
             backend,
         }) => {
-            let source = run::DataSource { data, kind: dataset, test_split, channels, seed };
+            let source = run::DataSource { data, kind: dataset, test_split, channels, classes, seed };
             let limits = (test_limit, image_size);
             run::evaluate(net.task, net.variant(), &model, &source, batch_size, limits, backend).map(|m| {
-                println!("test_loss {:.4} - test_{} {:.4}", m.loss, net.task.metric(), m.metric);
+                let iou = m.mean_iou().map(|v| format!(" - test_mean_iou {v:.4}")).unwrap_or_default();
+                println!("test_loss {:.4} - test_{} {:.4}{iou}", m.loss, net.task.metric(), m.metric);
             })
         }
         Some(Cmd::Predict { task: Task::Warwick, model, input, output, image_size, backend }) => {

@@ -4,7 +4,7 @@
 use crate::checkpoint;
 use crate::checkpoint::Tensor;
 use crate::data::folders::read_planes;
-use crate::data::{warwick, Dataset, Split};
+use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
@@ -15,8 +15,9 @@ use crate::train::{Session, SessionOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps
-/// (255 = gland) at each image's own size; returns how many.
+/// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps at
+/// each image's own size (a binary model's: 255 = gland; a model of classes: the class index of
+/// each pixel); returns how many.
 pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backend: BackendChoice) -> Result<usize> {
     check_image_size(Task::Warwick, side)?;
     let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
@@ -28,26 +29,35 @@ pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backen
     if names.is_empty() {
         return Err(Error::bad_file(input, "holds no .png images"));
     }
-    let (mut x, mut sizes, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut x, mut sizes) = (Vec::new(), Vec::new());
     for path in &names {
-        let dims =
-            image::image_dimensions(path).map_err(|e| Error::bad_file(path, format!("cannot read the PNG: {e}")))?;
-        x.extend(warwick::read_image(path, Some(side), &mut notes)?);
-        sizes.push(dims);
-    }
-    for note in notes {
-        eprintln!("note: {note}");
+        let (planes, _) = read_planes(path, 3, Some(side))?;
+        x.extend(planes);
+        sizes.push(image::image_dimensions(path).map_err(|e| Error::bad_file(path, e.to_string()))?);
     }
     let (s, n) = (side as usize, names.len());
     let sample = Shape::new(3, s, s);
     let split = Split { x, y: vec![0; n * s * s], n };
     let task = Task::Warwick;
-    let model = tasks::model(task, tasks::defaults(task).variant, sample);
     let saved = checkpoint::load(model_path)?;
-    let probs = outputs(task, (&model, model_path, &saved), split, Target::Mask, backend)?;
+    let target = match output_units(&saved) {
+        1 => Target::Mask,
+        k => Target::Segments(k),
+    };
+    let model = tasks::model_for(task, tasks::defaults(task).variant, sample, target);
+    let probs = outputs(task, (&model, model_path, &saved), split, target, backend)?;
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    let k = target.pixel_classes();
     for (i, (path, &(w, h))) in names.iter().zip(&sizes).enumerate() {
-        let map: Vec<u8> = probs[i * s * s..][..s * s].iter().map(|&p| if p > 0.5 { 255 } else { 0 }).collect();
+        let map: Vec<u8> = match k {
+            0 => probs[i * s * s..][..s * s].iter().map(|&p| if p > 0.5 { 255 } else { 0 }).collect(),
+            _ => {
+                let p = &probs[i * k * s * s..][..k * s * s];
+                (0..s * s)
+                    .map(|q| (1..k).fold(0, |b, c| if p[c * s * s + q] > p[b * s * s + q] { c } else { b }) as u8)
+                    .collect()
+            }
+        };
         let map = image::GrayImage::from_raw(side, side, map).expect("side² bytes");
         let map = image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest);
         write_png(&output.join(path.file_name().expect("a file")), map)?;
@@ -88,12 +98,7 @@ pub fn classify(
         return Err(Error::bad_file(input, "holds no PNG or JPEG images"));
     }
     let saved = checkpoint::load(model_path)?;
-    // The output layer's bias: one value per class.
-    let classes = saved
-        .iter()
-        .filter(|(k, _)| k.ends_with(".bias"))
-        .max_by_key(|(k, _)| layer_index(k))
-        .map_or(10, |(_, t)| t.data.len());
+    let classes = output_units(&saved);
     let mut x = Vec::new();
     for f in &files {
         x.extend(read_planes(f, channels, Some(side))?.0);
@@ -134,6 +139,15 @@ fn outputs(
         init: Some(init),
     };
     Ok(Session::new(model, &data, opts, backend_factory(backend))?.predict_test()?.1)
+}
+
+/// The output layer's units (its bias's length): one per class, or 1 for a binary mask.
+fn output_units(saved: &BTreeMap<String, Tensor>) -> usize {
+    saved
+        .iter()
+        .filter(|(k, _)| k.ends_with(".bias"))
+        .max_by_key(|(k, _)| layer_index(k))
+        .map_or(1, |(_, t)| t.data.len())
 }
 
 /// The layer index of a checkpoint key (`"9.bias"` → 9).

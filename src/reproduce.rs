@@ -184,6 +184,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
         dataset: None,
         test_split: None,
         channels: None,
+        classes: None,
         backend: o.backend,
         out: o.out.join("runs").join(e.name),
         claim: Claim::New,

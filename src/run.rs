@@ -12,7 +12,7 @@ use crate::graph::Target;
 use crate::model::{Act, Shape};
 use crate::optim::Optimizer;
 use crate::report::pictures::{misclassified, worst_segmentations, write_curves};
-use crate::report::{plot, write_confusion, EpochRecord, History};
+use crate::report::{plot, write_class_scores, write_confusion, EpochRecord, History};
 use crate::tasks::{self, Task, Variant};
 use crate::train::{EpochEnd, Metrics, Session, SessionOptions};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -56,6 +56,9 @@ pub struct TrainConfig {
     /// `--dataset classes`: 1 (grey) or 3 (RGB) channels.
     #[serde(default)]
     pub channels: Option<usize>,
+    /// `--dataset masks`: classes of pixels (2: binary).
+    #[serde(default)]
+    pub classes: Option<usize>,
     pub backend: BackendChoice,
     pub out: PathBuf,
     /// How `out` is taken: a new or empty folder, a unique name from a stem, or replacing a run.
@@ -101,6 +104,9 @@ impl TrainConfig {
         if (self.test_split.is_some() || self.channels.is_some()) && self.dataset != Some(DataKind::Classes) {
             return Err(Error::Config("--test-split and --channels apply to --dataset classes only".into()));
         }
+        if self.classes.is_some() && self.dataset != Some(DataKind::Masks) {
+            return Err(Error::Config("--classes applies to --dataset masks only".into()));
+        }
         if self.channels.is_some_and(|c| c != 1 && c != 3) {
             return Err(Error::Config(format!(
                 "--channels must be 1 (grey) or 3 (RGB), got {}",
@@ -133,6 +139,7 @@ pub struct DataSource {
     pub kind: Option<DataKind>,
     pub test_split: Option<f32>,
     pub channels: Option<usize>,
+    pub classes: Option<usize>,
     /// Splits a folder of classes (`test_split`).
     pub seed: u64,
 }
@@ -144,6 +151,7 @@ impl TrainConfig {
             kind: self.dataset,
             test_split: self.test_split,
             channels: self.channels,
+            classes: self.classes,
             seed: self.seed,
         }
     }
@@ -164,9 +172,9 @@ pub fn load_data(
     };
     let mut d = match (source.kind, task) {
         (Some(DataKind::Masks), Task::Warwick) => {
-            let (train, test, sample, skipped) = masks::load(dir("masks")?, image_size)?;
+            let (set, skipped) = masks::load(dir("masks")?, &masks::FOLDERS, image_size, source.classes)?;
             say_skipped(&skipped);
-            Dataset { train, test, sample, target: Target::Mask }
+            set
         }
         (Some(DataKind::Masks), _) => {
             return Err(Error::Config("--dataset masks holds masks to segment: use --task warwick".into()))
@@ -208,13 +216,8 @@ pub fn load_data(
 
 /// Says which files of a folder of the user's were passed over.
 fn say_skipped(skipped: &[PathBuf]) {
-    if !skipped.is_empty() {
-        let shown: Vec<String> = skipped.iter().take(5).map(|p| p.display().to_string()).collect();
-        let more = match skipped.len() {
-            n if n > 5 => format!(" and {} more", n - 5),
-            _ => String::new(),
-        };
-        say(format!("skipped {} files that are not PNG or JPEG images: {}{more}", skipped.len(), shown.join(", ")));
+    if let Some(line) = crate::data::skipped_line(skipped) {
+        say(line);
     }
 }
 
@@ -352,10 +355,18 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         Shape { c, h, w } => format!("{c}x{h}x{w}"),
     };
     say(format!(
-        "data: {} training and {} test samples of {sample}, {:.1} MB held by the backend for the whole run",
+        "data: {} training and {} test samples of {sample}, {:.1} MB held by the backend for the whole run{}",
         data.train.n,
         data.test.n,
-        (bytes(&data.train) + bytes(&data.test)) as f64 / 1e6
+        (bytes(&data.train) + bytes(&data.test)) as f64 / 1e6,
+        match session.backend().buffer_budget() {
+            Some(b) => format!(
+                " (largest buffer {:.1} MiB, within the budget of {:.1} MiB per buffer)",
+                data.train.x.len().max(data.test.x.len()) as f64 / (1u64 << 20) as f64,
+                b as f64 / (1u64 << 20) as f64
+            ),
+            None => " in host memory".into(),
+        }
     ));
     let metric = cfg.task.metric();
     let mut history = History {
@@ -404,10 +415,14 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         }
         if epoch == cfg.epochs {
             probs = p;
+            if !test.classes.is_empty() {
+                write_class_scores(&cfg.out, &test.classes)?;
+            }
         }
         let seconds = start.elapsed().as_secs_f64();
+        let iou = test.mean_iou().map(|v| format!(" - test_mean_iou {v:.4}")).unwrap_or_default();
         say(format!(
-            "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}",
+            "Epoch {epoch}/{} - {seconds:.2}s - loss {:.4} - {metric} {:.4} - test_loss {:.4} - test_{metric} {:.4}{iou}",
             cfg.epochs, train.loss, train.metric, test.loss, test.metric
         ));
         history.epochs.push(EpochRecord {
@@ -417,6 +432,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             test_loss: test.loss,
             test_metric: test.metric,
             test_dice_whole: test.dice_whole,
+            test_mean_iou: test.mean_iou(),
             seconds,
         });
         if checkpoint_due(cfg.checkpoint_every, (epoch, cfg.epochs), saved_at.elapsed()) {
@@ -439,7 +455,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             plot::confusion(&cfg.out.join("confusion.png"), &title, &counts, k)?;
             misclassified(&cfg.out, &data, &probs, k)?;
         }
-        _ => worst_segmentations(&cfg.out, &data, &probs, cfg.show_worst)?,
+        (_, target) => worst_segmentations(&cfg.out, &data, &probs, target.pixel_classes(), cfg.show_worst)?,
     }
     Ok(RunResult { history, out: cfg.out.clone(), backend: session.backend_name() })
 }

@@ -138,13 +138,29 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
 }
 
 /// The task's network for samples of `input` shape and the data's `target`: a classifier gets
-/// one output unit per class.
+/// one output unit per class, a segmenter of classes one output channel per class and a
+/// softmax over them.
 pub fn model_for(task: Task, v: Variant, input: Shape, target: Target) -> Model {
     let mut m = model(task, v, input);
-    if let Target::Classes(k) = target {
-        if let Some(Layer::Dense { units, .. }) = m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Dense { .. })) {
-            *units = k;
+    match target {
+        Target::Classes(k) => {
+            if let Some(Layer::Dense { units, .. }) =
+                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Dense { .. }))
+            {
+                *units = k;
+            }
         }
+        Target::Segments(k) => {
+            if let Some(Layer::Conv2d { filters, .. }) =
+                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Conv2d { .. }))
+            {
+                *filters = k;
+            }
+            if let Some(last) = m.layers.last_mut() {
+                *last = Layer::Activation(Act::Softmax);
+            }
+        }
+        Target::Mask => {}
     }
     m
 }

@@ -24,14 +24,62 @@ pub struct SessionOptions {
 }
 
 /// One pass's figures, as Keras reports them.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Metrics {
     /// Mean loss per sample (L2 penalty included).
     pub loss: f64,
     /// Accuracy over all samples, or the mean of per-batch Dice.
     pub metric: f64,
-    /// Dice over every pixel of the pass at once (segmentation only).
+    /// Dice over every pixel of the pass at once (segmentation only); with classes of pixels,
+    /// the mean of [`ClassScore::dice`] over the classes present.
     pub dice_whole: Option<f64>,
+    /// Each class's scores over the whole pass (masks of classes only).
+    pub classes: Vec<ClassScore>,
+}
+
+/// One class of pixels over a whole pass, the prediction being the most probable class.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ClassScore {
+    /// `2·both/(truth + predicted)`, `None` when the class is in neither.
+    pub dice: Option<f64>,
+    /// `both/(truth + predicted - both)`, `None` likewise.
+    pub iou: Option<f64>,
+    /// Pixels of the class in the truth.
+    pub pixels: u64,
+}
+
+impl Metrics {
+    /// The mean of [`ClassScore::iou`] over the classes present (masks of classes only).
+    pub fn mean_iou(&self) -> Option<f64> {
+        let present: Vec<f64> = self.classes.iter().filter_map(|c| c.iou).collect();
+        (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
+    }
+
+    /// From a metrics buffer (`m`, [`slot`] layout) of `classes` classes of pixels; `per_batch`
+    /// says whether `METRIC` is summed per batch (segmentation) or per sample (accuracy).
+    fn read(m: &[f32], per_batch: bool, classes: usize) -> Metrics {
+        let samples = m[slot::SAMPLES] as f64;
+        let metric = m[slot::METRIC] as f64 / if per_batch { m[slot::BATCHES] as f64 } else { samples };
+        let counts: Vec<[f64; 3]> =
+            (0..classes).map(|c| std::array::from_fn(|j| m[slot::CLASS_COUNTS + 3 * c + j] as f64)).collect();
+        let classes: Vec<ClassScore> = counts
+            .iter()
+            .map(|&[both, t, p]| {
+                let present = t + p > 0.0;
+                ClassScore {
+                    dice: present.then(|| 2.0 * both / (t + p)),
+                    iou: present.then(|| both / (t + p - both)),
+                    pixels: t as u64,
+                }
+            })
+            .collect();
+        let dice_whole = match (per_batch, classes.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(2.0 * m[slot::YP] as f64 / (m[slot::Y] as f64 + m[slot::P] as f64)),
+            (true, false) => Some(slot::mean_dice(counts.into_iter())),
+        };
+        Metrics { loss: m[slot::LOSS] as f64 / samples, metric, dice_whole, classes }
+    }
 }
 
 pub struct Session {
@@ -47,6 +95,8 @@ pub struct Session {
     /// Batches done in the epoch in progress (0 between epochs).
     batch: usize,
     classes: bool,
+    /// Classes of pixels the metrics count (masks of classes), else 0.
+    pixel_classes: usize,
 }
 
 /// Where a session stands between two steps, beyond its tensors: with them, enough to go on
@@ -118,9 +168,20 @@ impl Session {
             backend.upload_f32(p.value, v)?;
         }
         let order = (0..plan.train_data.index_len as u32).collect();
-        let classes = matches!(data.target, Target::Classes(_));
+        let (classes, pixel_classes) = (matches!(data.target, Target::Classes(_)), data.target.pixel_classes());
         let train_ops: Vec<Op> = plan.train.all().cloned().collect();
-        Ok(Session { plan, train_ops, backend, rng, steps: 0, shuffle: opts.shuffle, order, batch: 0, classes })
+        Ok(Session {
+            plan,
+            train_ops,
+            backend,
+            rng,
+            steps: 0,
+            shuffle: opts.shuffle,
+            order,
+            batch: 0,
+            classes,
+            pixel_classes,
+        })
     }
 
     pub fn backend_name(&self) -> String {
@@ -150,20 +211,7 @@ impl Session {
     /// The metrics of the given metrics buffers, read back together (one wait for the device).
     fn metrics(&mut self, bufs: &[BufId]) -> Result<Vec<Metrics>> {
         let read = self.backend.download_all(bufs)?;
-        Ok(read
-            .iter()
-            .map(|m| {
-                let samples = m[slot::SAMPLES] as f64;
-                let metric = if self.classes {
-                    m[slot::METRIC] as f64 / samples
-                } else {
-                    m[slot::METRIC] as f64 / m[slot::BATCHES] as f64
-                };
-                let dice_whole =
-                    (!self.classes).then(|| 2.0 * m[slot::YP] as f64 / (m[slot::Y] as f64 + m[slot::P] as f64));
-                Metrics { loss: m[slot::LOSS] as f64 / samples, metric, dice_whole }
-            })
-            .collect())
+        Ok(read.iter().map(|m| Metrics::read(m, !self.classes, self.pixel_classes)).collect())
     }
 
     /// Steps until the end of the epoch (starting one if none is in progress, picking up a
@@ -203,7 +251,9 @@ impl Session {
     /// `keep_probs`, also the output probabilities as [`Self::predict_test`] gives them.
     pub fn end_epoch(&mut self, keep_probs: bool) -> Result<(Metrics, Metrics, Vec<f32>)> {
         let probs = self.test_steps(keep_probs)?;
-        let [train, test] = self.metrics(&[self.plan.train_metrics, self.plan.test_metrics])?[..] else {
+        let Ok([train, test]) =
+            <[Metrics; 2]>::try_from(self.metrics(&[self.plan.train_metrics, self.plan.test_metrics])?)
+        else {
             unreachable!("two buffers read")
         };
         Ok((train, test, probs))
@@ -229,7 +279,8 @@ impl Session {
                 wanted.push((state_key(&p.spec.key, i), p.spec.shape.clone(), buf));
             }
         }
-        wanted.push((TRAIN_METRICS.into(), vec![slot::LEN], self.plan.train_metrics));
+        let metrics_len = self.plan.buffers[self.plan.train_metrics.0].len;
+        wanted.push((TRAIN_METRICS.into(), vec![metrics_len], self.plan.train_metrics));
         let tensors = self.read(wanted)?;
         let progress =
             Progress { steps: self.steps, batch: self.batch, rng: self.rng.state(), order: self.order.clone() };
@@ -288,7 +339,7 @@ impl Session {
 
     fn test_pass(&mut self, keep_probs: bool) -> Result<(Metrics, Vec<f32>)> {
         let probs = self.test_steps(keep_probs)?;
-        Ok((self.metrics(&[self.plan.test_metrics])?[0], probs))
+        Ok((self.metrics(&[self.plan.test_metrics])?.remove(0), probs))
     }
 
     /// Runs the test pass's steps; with `keep_probs`, returns the probabilities of every sample.

@@ -69,7 +69,7 @@ fn mnist_digits_as_png_folders_train_as_a_user_would_try_it() {
     ]);
     assert!(r.status.success(), "{}", text(&r));
     assert!(
-        text(&r).contains("skipped 2 files that are not PNG or JPEG images") && text(&r).contains(".DS_Store"),
+        text(&r).contains("skipped 2 files that are not images of the set") && text(&r).contains(".DS_Store"),
         "{}",
         text(&r)
     );

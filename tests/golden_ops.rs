@@ -139,6 +139,27 @@ fn sigmoid_bce_dice_matches_golden(kind: Kind) {
     assert_close("glogits", &be.download_f32(grad).unwrap(), &g["glogits"].data, GRAD.0, GRAD.1);
 }
 
+/// `F.cross_entropy` over the channels of `[n, k, h, w]` logits, and the per-class counts and
+/// mean Dice of the most probable classes.
+fn pixel_softmax_cross_entropy_matches_golden(kind: Kind) {
+    let g = golden("pixel_softmax_cross_entropy");
+    let [n, k, h, w] = g["logits"].shape[..] else { panic!("logits are [n, k, h, w]") };
+    let per = h * w;
+    let mut r = Rig::default();
+    let (logits, target) = (r.f32(&g["logits"].data), r.f32(&g["target"].data));
+    let (probs, grad, metrics) = (r.zeros(n * k * per), r.zeros(n * k * per), r.zeros(slot::len(k)));
+    let mut be = r.on(kind);
+    let op =
+        Op::PixelSoftmaxCrossEntropy { logits, target, probs, grad: Some(grad), metrics, classes: k, per, batch: n };
+    run(&mut *be, &[op], n);
+    let m = be.download_f32(metrics).unwrap();
+    assert_close("probs", &be.download_f32(probs).unwrap(), &g["probs"].data, FWD.0, FWD.1);
+    assert_close("loss", &[m[slot::LOSS] / n as f32], &g["loss"].data, FWD.0, FWD.1);
+    assert_close("glogits", &be.download_f32(grad).unwrap(), &g["glogits"].data, GRAD.0, GRAD.1);
+    assert_eq!(m[slot::CLASS_COUNTS..], g["counts"].data[..], "counts are whole numbers, exact");
+    assert_close("dice", &[m[slot::METRIC]], &g["dice"].data, FWD.0, FWD.1);
+}
+
 fn l2_matches_golden(kind: Kind) {
     let g = golden("l2");
     let len = g["w"].data.len();
@@ -185,6 +206,7 @@ on_every_backend!(
     activations_match_golden,
     softmax_cross_entropy_matches_golden,
     sigmoid_bce_dice_matches_golden,
+    pixel_softmax_cross_entropy_matches_golden,
     l2_matches_golden,
     optimizers_match_golden,
 );

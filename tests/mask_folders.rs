@@ -4,7 +4,8 @@
 mod common;
 
 use common::{assert_refused, text, tmp, TempPath};
-use gpu_train::data::masks::load;
+use gpu_train::data::masks::{load, FOLDERS};
+use gpu_train::graph::Target;
 use gpu_train::report::History;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -81,8 +82,10 @@ fn warwick_as_a_masks_set_trains_bit_for_bit_as_the_built_in_set() {
 fn image_mask_pairs_of_mixed_sizes_train() {
     let root = tmp("mixed-masks");
     mixed_set(&root, 12);
-    let (train, test, sample, _) = load(&root, Some(32)).unwrap();
+    let (set, _) = load(&root, &FOLDERS, Some(32), None).unwrap();
+    let (train, test, sample) = (&set.train, &set.test, set.sample);
     assert_eq!((train.n, test.n, sample.c, sample.h, sample.w), (12, 12, 3, 32, 32));
+    assert_eq!(set.target, Target::Mask);
     assert!(train.y.iter().all(|&v| v <= 1) && train.y.contains(&1) && train.y.contains(&0));
     let out = tmp("mixed-masks-run");
     let r = bin(&[
@@ -110,6 +113,105 @@ fn image_mask_pairs_of_mixed_sizes_train() {
     assert!(out.join("worst_1.png").is_file());
 }
 
+/// Masks of three classes (0 background, 1 a red disc, 2 a blue square): the FCN gets three
+/// output channels and a softmax, learns, and reports each class; `predict` writes class maps.
+#[test]
+fn masks_of_three_classes_train_and_predict() {
+    let root = tmp("three-classes");
+    for split in ["train", "test"] {
+        for d in ["images", "masks"] {
+            std::fs::create_dir_all(root.join(split).join(d)).unwrap();
+        }
+        for i in 0..10u32 {
+            let seed = i + if split == "test" { 50 } else { 0 };
+            let (cx, cy) = (4 + seed * 7 % 14, 4 + seed * 5 % 14);
+            let (sx, sy) = (18 + seed * 3 % 10, 16 + seed * 11 % 12);
+            let class = |x: u32, y: u32| {
+                if (x as i32 - cx as i32).pow(2) + (y as i32 - cy as i32).pow(2) < 20 {
+                    1
+                } else if x >= sx && x < sx + 6 && y >= sy && y < sy + 6 {
+                    2
+                } else {
+                    0
+                }
+            };
+            let noise = |x: u32, y: u32| ((x * 31 + y * 17 + seed * 7) % 50) as u8;
+            let colour = [[0u8, 0, 0], [200, 30, 30], [30, 30, 200]];
+            let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                image::Rgb(colour[class(x, y) as usize].map(|c| c.saturating_add(noise(x, y))))
+            });
+            let mask = image::GrayImage::from_fn(32, 32, |x, y| image::Luma([class(x, y)]));
+            img.save(root.join(split).join("images").join(format!("p{i}.png"))).unwrap();
+            mask.save(root.join(split).join("masks").join(format!("p{i}.png"))).unwrap();
+        }
+    }
+    let (set, _) = load(&root, &FOLDERS, None, None).unwrap();
+    assert_eq!(set.target, Target::Segments(3));
+    let out = tmp("three-classes-run");
+    let args = ["--task", "warwick", "--dataset", "masks", "--data", root.to_str().unwrap(), "--epochs", "80"];
+    let r = bin(&[&args[..], &["--batch-size", "2", "--backend", "cpu", "--out", out.to_str().unwrap()]].concat());
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(text(&r).contains("test_mean_iou"), "{}", text(&r));
+    let h = History::read(&out).unwrap();
+    let (first, last) = (&h.epochs[0], h.epochs.last().unwrap());
+    assert!(last.loss < 0.5 * first.loss, "{h:?}");
+    assert!(last.test_mean_iou.unwrap() > 0.6 && first.test_mean_iou.unwrap() < 0.5, "{h:?}");
+    let scores = std::fs::read_to_string(out.join("class_scores.csv")).unwrap();
+    assert_eq!(scores.lines().count(), 4, "a header and three classes: {scores}");
+    assert!(out.join("worst_1.png").is_file());
+
+    let maps = tmp("three-classes-maps");
+    let model = out.join("model.safetensors");
+    let r = bin(&[
+        "predict",
+        "--task",
+        "warwick",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        root.join("test/images").to_str().unwrap(),
+        "--output",
+        maps.to_str().unwrap(),
+        "--image-size",
+        "32",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(r.status.success(), "{}", text(&r));
+    let map = image::open(maps.join("p0.png")).unwrap().to_luma8();
+    assert!(map.pixels().all(|p| p[0] < 3), "maps hold class indices");
+}
+
+/// The data stay on the GPU while each buffer fits the budget: the run says it, and past it
+/// stops before training with the size needed and the budget.
+#[test]
+fn the_gpu_data_budget_is_stated_and_kept() {
+    let root = tmp("budget");
+    mixed_set(&root, 6);
+    let out = tmp("budget-run");
+    let run = |budget: &str, side: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gpu-train"))
+            .env("GPU_TRAIN_GPU_BUFFER_MIB", budget)
+            .args(["--task", "warwick", "--dataset", "masks", "--data", root.to_str().unwrap(), "--epochs", "1"])
+            .args(["--image-size", side, "--backend", "gpu", "--overwrite", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let r = run("1", "32");
+    assert!(r.status.success(), "{}", text(&r));
+    assert!(text(&r).contains("largest buffer 0.0 MiB, within the budget of 1.0 MiB per buffer"), "{}", text(&r));
+    // 6 images of 3x256x256: 1.1 MiB.
+    let r = run("1", "256");
+    assert!(!r.status.success());
+    assert!(text(&r).contains("buffer 'train.x' needs 1.1 MiB but the budget is 1.0 MiB per buffer"), "{}", text(&r));
+    let r = run("lots", "32");
+    assert!(
+        text(&r).contains("GPU_TRAIN_GPU_BUFFER_MIB must be a whole number of MiB ≥ 1, got \"lots\""),
+        "{}",
+        text(&r)
+    );
+}
+
 /// Each fault: an error naming the file or folder and what is wrong.
 #[test]
 fn bad_mask_sets_are_named() {
@@ -118,7 +220,8 @@ fn bad_mask_sets_are_named() {
         mixed_set(&root, 3);
         root
     };
-    let err = |root: &Path, size| load(root, size).unwrap_err().to_string();
+    let err_with = |root: &Path, size, classes| load(root, &FOLDERS, size, classes).unwrap_err().to_string();
+    let err = |root: &Path, size| err_with(root, size, None);
     let root = case("sizes");
     assert!(err(&root, None).contains("where the first image is") && err(&root, None).contains("--image-size"));
 
@@ -128,12 +231,30 @@ fn bad_mask_sets_are_named() {
 
     let root = case("orphan-image");
     std::fs::remove_file(root.join("test/masks/s001.png")).unwrap();
-    assert!(err(&root, Some(16)).contains("s001.jpg: has no mask s001.png"), "{}", err(&root, Some(16)));
+    let e = err(&root, Some(16));
+    assert!(e.contains("s001.png: is missing: the mask of") && e.contains("s001.jpg"), "{e}");
 
-    let root = case("three-values");
-    let (_, mask) = pair(40, 32, 0, (1, 3));
+    // Grey levels, not class indices: more values than a binary mask, and too many classes.
+    let root = case("grey-levels");
+    let (_, mask) = pair(40, 32, 0, (128, 255));
     mask.save(root.join("train/masks/s000.png")).unwrap();
-    assert!(err(&root, Some(16)).contains("a binary mask holds two values"), "{}", err(&root, Some(16)));
+    let e = err(&root, Some(16));
+    assert!(e.contains("train/masks/s000.png: brings the masks' values to [1, 2, 128, 255]"), "{e}");
+    assert!(e.contains("at most 64 classes"), "{e}");
+
+    // Class indices beyond --classes, and more than two values for --classes 2.
+    let root = case("classes");
+    let (_, mask) = pair(40, 32, 0, (0, 3));
+    mask.save(root.join("test/masks/s002.png")).unwrap();
+    let e = err_with(&root, Some(16), Some(3));
+    assert!(e.contains("test/masks/s002.png: holds the value 3, out of range for --classes 3 (0 to 2)"), "{e}");
+    assert!(err_with(&root, Some(16), Some(2)).contains("more than a binary mask's two"));
+    assert!(err_with(&root, Some(16), Some(1)).contains("--classes 1: masks hold 2 to 64 classes"));
+
+    let root = case("colour-mask");
+    let (img, _) = pair(40, 32, 0, (0, 1));
+    img.save(root.join("train/masks/s000.png")).unwrap();
+    assert!(err(&root, Some(16)).contains("s000.png: is Rgb8; a mask must be grey"), "{}", err(&root, Some(16)));
 
     let root = case("mask-size");
     let (_, mask) = pair(20, 16, 0, (1, 2));
@@ -157,5 +278,6 @@ fn bad_mask_sets_are_named() {
     assert_refused(&[
         (&["--task", "mnist-cnn", "--dataset", "masks", "--data", d], "use --task warwick"),
         (&["--task", "warwick", "--dataset", "masks", "--image-size", "30"], "multiple of 4"),
+        (&["--task", "warwick", "--classes", "3"], "--classes applies to --dataset masks only"),
     ]);
 }

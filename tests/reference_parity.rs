@@ -16,7 +16,7 @@
 mod common;
 
 use common::*;
-use gpu_train::graph::{BufId, ConvGeom, Dtype, Op, Step};
+use gpu_train::graph::{slot, BufId, ConvGeom, Dtype, Op, Step};
 use gpu_train::model::{Act, Shape};
 use gpu_train::rng::Rng;
 
@@ -234,14 +234,33 @@ fn losses() {
         let z = r.f32(&values(&mut rng, n * per).iter().map(|v| 4.0 * v).collect::<Vec<_>>());
         let mask = r.f32(&(0..n * per).map(|_| f32::from(u8::from(below(&mut rng, 2) == 0))).collect::<Vec<_>>());
         let (p2, g2, m2) = (r.zeros(n * per), r.zeros(n * per), r.zeros(8));
+        // Pixels of `kp` classes. Logits on a grid of 1/4 keep exact ties (which every backend
+        // breaks alike, towards the first class) and keep distinct logits far enough apart that
+        // f32 and f64 rank their probabilities alike, so the class counts must agree exactly.
+        let (kp, pixels) = (1 + size(&mut rng, 9), size(&mut rng, 200));
+        let z3 = r.f32(&values(&mut rng, n * kp * pixels).iter().map(|v| (16.0 * v).round() / 4.0).collect::<Vec<_>>());
+        let classes = r.f32(&(0..n * pixels).map(|_| below(&mut rng, kp as u32) as f32).collect::<Vec<_>>());
+        let (p3, g3, m3) = (r.zeros(n * kp * pixels), r.zeros(n * kp * pixels), r.zeros(slot::len(kp)));
         // With the gradient, a step is one batch (training); without, several (a test pass).
         let (steps, grad) = if below(&mut rng, 2) == 0 { (n.min(batch), Some(grad)) } else { (n, None) };
         let ops = [
             Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, batch },
             Op::Confusion { probs, target, counts, classes: k },
             Op::SigmoidBce { logits: z, target: mask, probs: p2, grad: grad.map(|_| g2), metrics: m2, per, batch },
+            Op::PixelSoftmaxCrossEntropy {
+                logits: z3,
+                target: classes,
+                probs: p3,
+                grad: grad.map(|_| g3),
+                metrics: m3,
+                classes: kp,
+                per: pixels,
+                batch,
+            },
         ];
-        let what = format!("losses seed {seed}: n {steps} batch {batch} classes {k} per {per}");
+        let what = format!(
+            "losses seed {seed}: n {steps} batch {batch} classes {k} per {per}, pixels {pixels} of {kp} classes"
+        );
         three_way(&what, &r, &ops, steps, 1, Tol::Formula(1e-5, 1e-6));
     }
 }
@@ -306,6 +325,7 @@ fn index_mod(r: &mut Rig, rng: &mut Rng, n: usize, samples: usize) -> BufId {
 #[test]
 fn training_steps() {
     use gpu_train::bench::synthetic;
+    use gpu_train::graph::Target;
     use gpu_train::optim::Optimizer;
     use gpu_train::tasks::{self, Task, Variant};
     use gpu_train::train::{Session, SessionOptions};
@@ -318,19 +338,25 @@ fn training_steps() {
     let adam = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-3 };
     let v = |activation, dropout, l2, act_after_pool| Variant { activation, dropout, l2, act_after_pool };
     let setups = [
-        (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false),
-        (Task::MnistMlp, Shape::flat(70), 5, v(Act::Tanh, 0.3, 1e-3, false), momentum, false),
-        (Task::MnistMlp, Shape::flat(33), 6, v(Act::Relu, 0.0, 0.0, false), adam, false),
-        (Task::MnistCnn, Shape::new(1, 28, 28), 6, v(Act::Relu, 0.0, 0.0, false), sgd, false),
-        (Task::MnistCnn, Shape::new(1, 12, 12), 5, v(Act::Tanh, 0.0, 0.0, true), adam, false),
-        (Task::MnistCnn, Shape::new(1, 20, 16), 4, v(Act::Relu, 0.5, 1e-3, false), momentum, false),
-        (Task::Warwick, Shape::new(3, 16, 16), 3, v(Act::Relu, 0.0, 1e-3, false), adam, true),
-        (Task::Warwick, Shape::new(3, 12, 20), 2, v(Act::Relu, 0.3, 0.0, false), sgd, false),
+        (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, 0),
+        (Task::MnistMlp, Shape::flat(70), 5, v(Act::Tanh, 0.3, 1e-3, false), momentum, false, 0),
+        (Task::MnistMlp, Shape::flat(33), 6, v(Act::Relu, 0.0, 0.0, false), adam, false, 0),
+        (Task::MnistCnn, Shape::new(1, 28, 28), 6, v(Act::Relu, 0.0, 0.0, false), sgd, false, 0),
+        (Task::MnistCnn, Shape::new(1, 12, 12), 5, v(Act::Tanh, 0.0, 0.0, true), adam, false, 0),
+        (Task::MnistCnn, Shape::new(1, 20, 16), 4, v(Act::Relu, 0.5, 1e-3, false), momentum, false, 0),
+        (Task::Warwick, Shape::new(3, 16, 16), 3, v(Act::Relu, 0.0, 1e-3, false), adam, true, 0),
+        (Task::Warwick, Shape::new(3, 12, 20), 2, v(Act::Relu, 0.3, 0.0, false), sgd, false, 0),
+        (Task::Warwick, Shape::new(3, 16, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, 4),
     ];
-    for (i, &(task, sample, batch, variant, optimizer, mirrored)) in setups.iter().enumerate() {
-        let model = tasks::model(task, variant, sample);
+    // The last number: classes of pixels (masks of class indices), 0 for the task's own target.
+    for (i, &(task, sample, batch, variant, optimizer, mirrored, classes)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
         let mut data = synthetic(task, sample, 2 * batch, batch, 31 + i as u64);
+        if classes > 0 {
+            data.target = Target::Segments(classes);
+            data.train.y.iter_mut().chain(&mut data.test.y).for_each(|v| *v %= classes as u8);
+        }
+        let model = tasks::model_for(task, variant, sample, data.target);
         data.train.x.iter_mut().for_each(|v| *v = if below(&mut rng, 2) == 0 { 0 } else { *v & 0xF0 });
         let specs = model.params().unwrap();
         let init: Vec<Vec<f32>> = specs.iter().map(|p| (0..p.len()).map(|_| 0.2 * rng.normal()).collect()).collect();

@@ -34,6 +34,11 @@ pub trait Backend {
         Ok(())
     }
     /// Bytes of device memory this backend has allocated (0 where it does not count them).
+    /// The most bytes one buffer may hold, where the backend has such a limit (a device's
+    /// largest binding); the data's buffers must each fit it.
+    fn buffer_budget(&self) -> Option<u64> {
+        None
+    }
     fn allocated_bytes(&self) -> u64 {
         0
     }

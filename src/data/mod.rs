@@ -32,6 +32,14 @@ impl Split {
     }
 }
 
+/// A line naming the files of a folder that were passed over, if any (the first five).
+pub fn skipped_line(skipped: &[std::path::PathBuf]) -> Option<String> {
+    let shown: Vec<String> = skipped.iter().take(5).map(|p| p.display().to_string()).collect();
+    let more = if skipped.len() > 5 { format!(" and {} more", skipped.len() - 5) } else { String::new() };
+    (!skipped.is_empty())
+        .then(|| format!("skipped {} files that are not images of the set: {}{more}", skipped.len(), shown.join(", ")))
+}
+
 /// What a `--data` folder of the user's holds, instead of a task's built-in set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -60,7 +68,7 @@ impl Dataset {
     pub fn label_len(&self) -> usize {
         match self.target {
             Target::Classes(_) => 1,
-            Target::Mask => self.sample.h * self.sample.w,
+            Target::Mask | Target::Segments(_) => self.sample.h * self.sample.w,
         }
     }
 

@@ -13,6 +13,19 @@ pub enum Target {
     Classes(usize),
     /// A binary map of the output's shape per sample (u8, gland where > 0); sigmoid output.
     Mask,
+    /// A map of class indices per sample (u8, `[h, w]`), for an output of one channel per class
+    /// (`[classes, h, w]`); softmax over the channels at each pixel.
+    Segments(usize),
+}
+
+impl Target {
+    /// Classes of pixels the metrics count one by one (0 for labels and binary masks).
+    pub fn pixel_classes(self) -> usize {
+        match self {
+            Target::Segments(k) => k,
+            Target::Classes(_) | Target::Mask => 0,
+        }
+    }
 }
 
 /// The data the plan reads: sample counts and shapes, stored as u8 on the backend.
@@ -35,6 +48,10 @@ pub struct PlanOptions {
     /// Seed of the dropout masks.
     pub dropout_seed: u32,
 }
+
+/// Most classes a mask may hold: the GPU counts each class's pixels in one 256-thread
+/// workgroup, three counts per class.
+pub const MAX_PIXEL_CLASSES: usize = 64;
 
 /// Bytes that a test pass's own buffers may take: it runs in steps of as many training batches
 /// as fit (fewer, larger steps), adding its metrics batch by batch.
@@ -109,7 +126,7 @@ impl Builder {
 fn split_head(model: &Model, target: Target) -> Result<&[Layer]> {
     let (head, body) = model.layers.split_last().ok_or_else(|| Error::Model("the model has no layers".into()))?;
     let want = match target {
-        Target::Classes(_) => Act::Softmax,
+        Target::Classes(_) | Target::Segments(_) => Act::Softmax,
         Target::Mask => Act::Sigmoid,
     };
     if *head != Layer::Activation(want) {
@@ -141,6 +158,18 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
             k
         }
         Target::Mask => out_shape.len(),
+        Target::Segments(k) => {
+            if !(2..=MAX_PIXEL_CLASSES).contains(&k) {
+                return Err(Error::Model(format!("masks of {k} classes: 2 to {MAX_PIXEL_CLASSES} are supported")));
+            }
+            if out_shape.c != k {
+                return Err(Error::Model(format!(
+                    "the model puts out {} channels but the masks hold {k} classes",
+                    out_shape.c
+                )));
+            }
+            out_shape.h * out_shape.w
+        }
     };
     if model.input != data.sample {
         return Err(Error::Model(format!("the model takes {} but the samples are {}", model.input, data.sample)));
@@ -182,11 +211,12 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         });
     }
     let (acts, aux) = (&pass.acts, &pass.aux);
-    let train_metrics = b.buf("metrics.train", slot::LEN, Dtype::F32);
-    let test_metrics = b.buf("metrics.test", slot::LEN, Dtype::F32);
+    let metrics_len = slot::len(data.target.pixel_classes());
+    let train_metrics = b.buf("metrics.train", metrics_len, Dtype::F32);
+    let test_metrics = b.buf("metrics.test", metrics_len, Dtype::F32);
     let confusion = match data.target {
         Target::Classes(k) => Some(b.buf("confusion", k * k, Dtype::F32)),
-        Target::Mask => None,
+        Target::Mask | Target::Segments(_) => None,
     };
 
     let forward = |pass: &Pass, train: bool| -> Vec<Op> {
@@ -233,6 +263,9 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         match data.target {
             Target::Classes(k) => Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, batch },
             Target::Mask => Op::SigmoidBce { logits, target, probs, grad, metrics, per: per_target, batch },
+            Target::Segments(classes) => {
+                Op::PixelSoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, per: per_target, batch }
+            }
         }
     };
     let l2_ops = |train: bool, metrics: BufId| -> Vec<Op> {
@@ -261,13 +294,17 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         };
         let y = match data.target {
             Target::Classes(classes) => Op::GatherOneHot { labels: d.y, index: d.index, out: target, classes },
-            Target::Mask => Op::Gather {
+            Target::Mask | Target::Segments(_) => Op::Gather {
                 data: d.y,
                 index: d.index,
                 out: target,
-                shape: out_shape,
+                // One class index per pixel, or one 0/1 value per output value.
+                shape: match data.target {
+                    Target::Segments(_) => Shape::new(1, out_shape.h, out_shape.w),
+                    _ => out_shape,
+                },
                 scale: 1.0,
-                binarize: true,
+                binarize: data.target == Target::Mask,
                 mirrored: if d.index_len > d.n { d.n } else { 0 },
             },
         };

@@ -4,7 +4,7 @@
 mod build;
 mod op;
 
-pub use build::{build, DataSpec, PlanOptions, Target};
+pub use build::{build, DataSpec, PlanOptions, Target, MAX_PIXEL_CLASSES};
 pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet, Step};
 
 use crate::model::ParamSpec;

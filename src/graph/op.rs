@@ -65,6 +65,14 @@ pub mod slot {
     pub const Y: usize = 5;
     pub const P: usize = 6;
     pub const LEN: usize = 7;
+    /// Segmenting into classes: from `LEN` on, per class `c`, the pixels where both truth and the
+    /// prediction (the most probable class) are `c`, where the truth is, where the prediction is.
+    pub const CLASS_COUNTS: usize = LEN;
+
+    /// Slots of a metrics buffer for `classes` classes of pixels (0: one binary mask, or labels).
+    pub fn len(classes: usize) -> usize {
+        LEN + 3 * classes
+    }
 
     /// Adds a batch of `n` samples: `loss_sum` is its mean loss × n, `metric` its correct count
     /// or Dice.
@@ -83,6 +91,29 @@ pub mod slot {
         metrics[YP] += yp as f32;
         metrics[Y] += y as f32;
         metrics[P] += p as f32;
+    }
+
+    /// The mean over classes of `2·both/(truth + predicted)` from per-class counts, leaving out
+    /// classes neither holds (1 when every class is left out).
+    pub fn mean_dice(counts: impl Iterator<Item = [f64; 3]>) -> f64 {
+        let (sum, present) = counts
+            .filter(|[_, t, p]| t + p > 0.0)
+            .fold((0.0, 0usize), |(sum, k), [both, t, p]| (sum + 2.0 * both / (t + p), k + 1));
+        if present == 0 {
+            1.0
+        } else {
+            sum / present as f64
+        }
+    }
+
+    /// Adds a batch of `n` samples segmented into classes: its summed loss over `per` pixels each,
+    /// its mean per-class Dice ([`mean_dice`]) and each class's counts.
+    pub fn add_class_batch(metrics: &mut [f32], loss: f64, counts: &[[u64; 3]], n: usize, per: usize) {
+        let dice = mean_dice(counts.iter().map(|c| c.map(|v| v as f64)));
+        add_batch(metrics, loss / per as f64, dice, n);
+        for (slot, &v) in metrics[CLASS_COUNTS..].iter_mut().zip(counts.iter().flatten()) {
+            *slot += v as f32;
+        }
     }
 }
 
@@ -227,6 +258,20 @@ pub enum Op {
         per: usize,
         batch: usize,
     },
+    /// Softmax over `classes` channels + cross-entropy at each pixel of `logits[n, classes, per]`
+    /// against `target[n, per]` (class indices as f32), mean over every pixel: writes `probs`,
+    /// the gradient `(p - onehot)/(n·per)` when asked, and adds loss, mean per-class Dice and
+    /// per-class counts ([`slot::CLASS_COUNTS`]) to `metrics`, batch by batch as `SigmoidBce`.
+    PixelSoftmaxCrossEntropy {
+        logits: BufId,
+        target: BufId,
+        probs: BufId,
+        grad: Option<BufId>,
+        metrics: BufId,
+        classes: usize,
+        per: usize,
+        batch: usize,
+    },
     /// Adds `lambda·Σw²` (× n) to the loss slot and, when asked, `2·lambda·w` to `grad`.
     L2 {
         w: BufId,
@@ -289,7 +334,8 @@ impl Op {
             Op::ActivationBackward { y, gy, .. } => [y, gy].contains(&id),
             Op::DropoutBackward { gy, mask, .. } => [gy, mask].contains(&id),
             Op::SoftmaxCrossEntropy { logits, target, metrics, .. }
-            | Op::SigmoidBce { logits, target, metrics, .. } => [logits, target, metrics].contains(&id),
+            | Op::SigmoidBce { logits, target, metrics, .. }
+            | Op::PixelSoftmaxCrossEntropy { logits, target, metrics, .. } => [logits, target, metrics].contains(&id),
             Op::L2 { w, grad, metrics, .. } => [w, metrics].contains(&id) || grad == Some(id),
             Op::Confusion { probs, target, counts, .. } => [probs, target, counts].contains(&id),
             Op::Sgd { w, g, .. } => [w, g].contains(&id),

@@ -49,19 +49,68 @@ fn grey_rgb(values: impl Iterator<Item = u8>) -> Vec<u8> {
     values.flat_map(|v| [v, v, v]).collect()
 }
 
+/// Each pixel's predicted class from `probs` (`[k, hw]`; `k` 0: one probability of the
+/// foreground per pixel, foreground above 0.5), the first most probable of ties.
+fn predicted(probs: &[f32], k: usize, hw: usize) -> Vec<u8> {
+    match k {
+        0 => probs[..hw].iter().map(|&p| u8::from(p > 0.5)).collect(),
+        _ => (0..hw)
+            .map(|q| (1..k).fold(0, |b, c| if probs[c * hw + q] > probs[b * hw + q] { c } else { b }) as u8)
+            .collect(),
+    }
+}
+
+/// Distinct colours for class maps: black background, then well-separated hues.
+const PALETTE: [[u8; 3]; 8] = [
+    [0, 0, 0],
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+];
+
+/// RGB bytes of a map of classes (`k` 0: white foreground on black).
+fn map_rgb(map: &[u8], k: usize) -> Vec<u8> {
+    map.iter()
+        .flat_map(|&c| match k {
+            0 => [255 * c; 3],
+            _ => PALETTE[usize::from(c) % PALETTE.len()],
+        })
+        .collect()
+}
+
 /// `worst_<rank>.png` for the `count` test images with the lowest Dice: the image, the true map
-/// and the predicted map (probability > 0.5) side by side, titled with the Dice.
-pub fn worst_segmentations(out: &Path, data: &Dataset, probs: &[f32], count: usize) -> Result<()> {
+/// and the predicted map side by side, titled with the Dice. `k`: the classes of pixels (0: one
+/// binary mask, scored with its probabilities as the training metric; else the mean of each
+/// present class's Dice of the predicted classes).
+pub fn worst_segmentations(out: &Path, data: &Dataset, probs: &[f32], k: usize, count: usize) -> Result<()> {
     let (side, hw) = (data.sample.h, data.sample.h * data.sample.w);
-    let mut scores: Vec<(usize, f64)> =
-        (0..data.test.n).map(|i| (i, dice(&data.test.y[i * hw..][..hw], &probs[i * hw..][..hw]))).collect();
+    let per = k.max(1) * hw;
+    let truth = |i: usize| &data.test.y[i * hw..][..hw];
+    let score = |i: usize| match k {
+        0 => dice(truth(i), &probs[i * hw..][..hw]),
+        _ => {
+            let p = predicted(&probs[i * per..][..per], k, hw);
+            let counts = (0..k as u8).map(|c| {
+                let (t, q) = (truth(i).iter().map(|&v| v == c), p.iter().map(|&v| v == c));
+                t.zip(q).fold([0.0; 3], |[b, t, q], (x, y)| {
+                    [b + f64::from(u8::from(x && y)), t + f64::from(u8::from(x)), q + f64::from(u8::from(y))]
+                })
+            });
+            crate::graph::slot::mean_dice(counts)
+        }
+    };
+    let mut scores: Vec<(usize, f64)> = (0..data.test.n).map(|i| (i, score(i))).collect();
     scores.sort_by(|a, b| a.1.total_cmp(&b.1));
     for (rank, &(i, d)) in scores.iter().take(count).enumerate() {
         let image = rgb_of(&data.test.x[i * 3 * hw..][..3 * hw], hw);
-        let truth = grey_rgb(data.test.y[i * hw..][..hw].iter().map(|&t| t * 255));
-        let pred = grey_rgb(probs[i * hw..][..hw].iter().map(|&p| if p > 0.5 { 255 } else { 0 }));
+        let pred = map_rgb(&predicted(&probs[i * per..][..per], k, hw), k);
         let title = format!("test image {}: Dice {d:.3}", i + 1);
-        let tiles = [(image, "image".into()), (truth, "true map".into()), (pred, "predicted map".into())];
+        let tiles =
+            [(image, "image".into()), (map_rgb(truth(i), k), "true map".into()), (pred, "predicted map".into())];
         plot::grid(&out.join(format!("worst_{}.png", rank + 1)), &title, &tiles, side as u32, 2, 3)?;
     }
     Ok(())

@@ -110,6 +110,56 @@ pub fn sigmoid_bce(
     slot::add_segmentation_batch(metrics, loss, (yp, y, p_sum), n, per);
 }
 
+/// Softmax over the `k` channels and cross-entropy at each pixel of `logits[n, k, per]` against
+/// class indices `target[n, per]`, mean over every pixel, and the batch's per-class counts (the
+/// prediction is the most probable class, the first of ties). Samples run in parallel; their
+/// sums are added in order, so results do not depend on threads.
+pub fn pixel_softmax_cross_entropy(
+    logits: &[f32],
+    target: &[f32],
+    probs: &mut [f32],
+    grad: Option<&mut [f32]>,
+    metrics: &mut [f32],
+    (n, k, per): (usize, usize, usize),
+) {
+    let len = n * k * per;
+    let sample = |(s, p): (usize, &mut [f32])| {
+        let (z, t) = (&logits[s * k * per..][..k * per], &target[s * per..][..per]);
+        let (mut loss, mut counts) = (0.0f64, vec![[0u64; 3]; k]);
+        for q in 0..per {
+            let m = (0..k).fold(f32::NEG_INFINITY, |a, c| a.max(z[c * per + q]));
+            let log_sum = (0..k).map(|c| ((z[c * per + q] - m) as f64).exp()).sum::<f64>().ln();
+            let truth = t[q] as usize;
+            for c in 0..k {
+                let log_p = (z[c * per + q] - m) as f64 - log_sum;
+                p[c * per + q] = log_p.exp() as f32;
+                if c == truth {
+                    loss -= log_p;
+                }
+            }
+            let predicted = (1..k).fold(0, |best, c| if p[c * per + q] > p[best * per + q] { c } else { best });
+            counts[truth][1] += 1;
+            counts[predicted][2] += 1;
+            counts[truth][0] += u64::from(predicted == truth);
+        }
+        (loss, counts)
+    };
+    let parts: Vec<(f64, Vec<[u64; 3]>)> = probs[..len].par_chunks_mut(k * per).enumerate().map(sample).collect();
+    if let Some(g) = grad {
+        g[..len].par_chunks_mut(k * per).zip(probs[..len].par_chunks(k * per)).enumerate().for_each(|(s, (g, p))| {
+            for (i, (g, p)) in g.iter_mut().zip(p).enumerate() {
+                let hot = f32::from(u8::from(target[s * per + i % per] as usize == i / per));
+                *g = (p - hot) / (n * per) as f32;
+            }
+        });
+    }
+    let (loss, counts) = parts.into_iter().fold((0.0, vec![[0u64; 3]; k]), |(loss, mut all), (l, c)| {
+        all.iter_mut().zip(c).for_each(|(a, c)| (0..3).for_each(|j| a[j] += c[j]));
+        (loss + l, all)
+    });
+    slot::add_class_batch(metrics, loss, &counts, n, per);
+}
+
 /// `counts[true·k + predicted] += 1` for each sample.
 pub fn confusion(probs: &[f32], target: &[f32], counts: &mut [f32], n: usize, k: usize) {
     for s in 0..n {

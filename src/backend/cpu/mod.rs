@@ -465,6 +465,25 @@ impl CpuBackend {
                 self.bufs.put_opt(grad, g);
                 self.bufs.put(metrics, m);
             }
+            Op::PixelSoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, per, batch } => {
+                let (mut p, mut g, mut m) = (self.bufs.take(probs), self.bufs.take_opt(grad), self.bufs.take(metrics));
+                let (z, t) = (self.bufs.f(logits), self.bufs.f(target));
+                for (at, n) in loss::batches(n, batch) {
+                    let (rows, pixels) = (at * k * per..(at + n) * k * per, at * per..(at + n) * per);
+                    let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
+                    loss::pixel_softmax_cross_entropy(
+                        &z[rows.clone()],
+                        &t[pixels],
+                        &mut p[rows],
+                        g,
+                        &mut m,
+                        (n, k, per),
+                    );
+                }
+                self.bufs.put(probs, p);
+                self.bufs.put_opt(grad, g);
+                self.bufs.put(metrics, m);
+            }
             Op::L2 { w, grad, metrics, lambda, len } => {
                 let (mut g, mut m) = (self.bufs.take_opt(grad), self.bufs.take(metrics));
                 optim::l2(&self.bufs.f(w)[..len], g.as_deref_mut(), &mut m, lambda, n);

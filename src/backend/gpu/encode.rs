@@ -367,6 +367,20 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             total.binds = vec![buf(6, metrics), (LOSS_AUX, Bind::Scratch)];
             vec![each, total]
         }
+        Op::PixelSoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, per, batch } => {
+            let mut each = loss("pixel_softmax_ce", (per, batch), logits, target, probs, grad, metrics);
+            each.params[3] = classes as u32;
+            each.binds.push((LOSS_AUX, Bind::Scratch));
+            let groups = (batch * per).div_ceil(256);
+            each.grid = Grid::Batches { batch: batch as u32, per: groups as u32 };
+            each.scratch = (1 + 3 * classes) * max_n(logits, classes * per).div_ceil(batch) * groups;
+            let mut total = each.clone();
+            total.kernel = Kernel::new(Family::Loss, "pixel_softmax_ce_total");
+            total.binds = vec![buf(6, metrics), (LOSS_AUX, Bind::Scratch)];
+            total.grid = Grid::Single;
+            total.scratch = 0;
+            vec![each, total]
+        }
         Op::Confusion { probs, target, counts, classes } => vec![launch(
             Kernel::new(Family::Loss, "confusion"),
             vec![classes as u32, 0, 0, 0, 0],

@@ -101,6 +101,8 @@ pub struct GpuBackend {
     errors: Arc<Mutex<Vec<String>>>,
     /// Bytes of every buffer this backend made.
     allocated: u64,
+    /// Bytes one buffer may hold ([`buffer_budget`]).
+    budget: u64,
 }
 
 fn storage_usage() -> wgpu::BufferUsages {
@@ -124,6 +126,22 @@ fn layout_entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgp
     }
 }
 
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// The most bytes one buffer may hold: a kernel binds each buffer whole, so this is the budget
+/// of each split's images and masks on the device. The device's largest storage binding, or
+/// less with `GPU_TRAIN_GPU_BUFFER_MIB` (to leave room on a shared card).
+fn buffer_budget(limits: &wgpu::Limits) -> Result<u64> {
+    let device = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    match std::env::var("GPU_TRAIN_GPU_BUFFER_MIB") {
+        Err(_) => Ok(device),
+        Ok(v) => match v.parse::<u64>() {
+            Ok(mib) if mib > 0 => Ok(device.min(mib << 20)),
+            _ => Err(Error::Config(format!("GPU_TRAIN_GPU_BUFFER_MIB must be a whole number of MiB ≥ 1, got {v:?}"))),
+        },
+    }
+}
+
 impl GpuBackend {
     /// Creates the plan's buffers on `gpu`; a buffer larger than the device can bind is an error
     /// naming it.
@@ -137,15 +155,15 @@ impl GpuBackend {
             sink.lock().expect("error list").push(format!("device lost ({reason:?}): {msg}"))
         });
         let limits = gpu.device.limits();
-        let max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max = buffer_budget(&limits)?;
         let align = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
         let too_big = |name: &str, size: u64| {
             Error::Gpu(format!(
-                "buffer '{name}' needs {} MiB but {} binds at most {} MiB per buffer; smaller images \
-                 (--image-size), fewer samples (--train-limit, --test-limit) or --backend cpu fit",
-                size >> 20,
+                "buffer '{name}' needs {:.1} MiB but the budget is {:.1} MiB per buffer on {}; smaller \
+                 images (--image-size), fewer samples (--train-limit, --test-limit) or --backend cpu fit",
+                size as f64 / MIB,
+                max as f64 / MIB,
                 gpu.info.name,
-                max >> 20
             ))
         };
         let device = &gpu.device;
@@ -247,6 +265,7 @@ impl GpuBackend {
             build_time: Duration::ZERO,
             errors,
             allocated,
+            budget: max,
             gpu,
         })
     }
@@ -570,6 +589,9 @@ impl Backend for GpuBackend {
     }
     fn build_time(&self) -> Duration {
         self.build_time
+    }
+    fn buffer_budget(&self) -> Option<u64> {
+        Some(self.budget)
     }
     fn allocated_bytes(&self) -> u64 {
         self.allocated

@@ -149,6 +149,47 @@ pub fn sigmoid_bce(
     slot::add_segmentation_batch(metrics, loss, (yp, y, p_sum), n, per);
 }
 
+/// Softmax over the `k` channels and cross-entropy at each pixel of one batch of `n` samples
+/// `[k, per]` against class indices `target[n, per]`, mean over every pixel: `probs`, the
+/// gradient `(p - onehot)/(n·per)`, and in `metrics` the batch's loss × n, its mean per-class
+/// Dice and the per-class counts, the prediction being the most probable class (the first of
+/// ties).
+pub fn pixel_softmax_cross_entropy(
+    (logits, target): (&[f32], &[f32]),
+    probs: &mut [f32],
+    grad: Option<&mut [f32]>,
+    metrics: &mut [f32],
+    (n, k, per): (usize, usize, usize),
+) {
+    let mut loss = 0.0f64;
+    let mut counts = vec![[0u64; 3]; k];
+    let mut g = vec![0.0f64; n * k * per];
+    for s in 0..n {
+        for q in 0..per {
+            let at = |c: usize| (s * k + c) * per + q;
+            let t = target[s * per + q] as usize;
+            let m = (0..k).map(|c| f64::from(logits[at(c)])).fold(f64::NEG_INFINITY, f64::max);
+            let log_sum = (0..k).map(|c| (f64::from(logits[at(c)]) - m).exp()).sum::<f64>().ln();
+            for c in 0..k {
+                let log_p = f64::from(logits[at(c)]) - m - log_sum;
+                probs[at(c)] = log_p.exp() as f32;
+                g[at(c)] = (log_p.exp() - f64::from(u8::from(c == t))) / (n * per) as f64;
+                if c == t {
+                    loss -= log_p;
+                }
+            }
+            let predicted = (1..k).fold(0, |best, c| if probs[at(c)] > probs[at(best)] { c } else { best });
+            counts[t][1] += 1;
+            counts[predicted][2] += 1;
+            counts[t][0] += u64::from(predicted == t);
+        }
+    }
+    if let Some(grad) = grad {
+        grad.iter_mut().zip(&g).for_each(|(o, &v)| *o = v as f32);
+    }
+    slot::add_class_batch(metrics, loss, &counts, n, per);
+}
+
 /// `counts[true·k + predicted] += 1` per sample.
 pub fn confusion(probs: &[f32], target: &[f32], counts: &mut [f32], n: usize, k: usize) {
     for s in 0..n {

@@ -130,6 +130,16 @@ impl ReferenceBackend {
                     }
                 })
             }
+            Op::PixelSoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes: k, per, batch } => self
+                .with3((grad, probs, metrics), |be, mut g, p, m| {
+                    for at in (0..n).step_by(batch.max(1)) {
+                        let b = batch.min(n - at);
+                        let (rows, pixels) = (at * k * per..(at + b) * k * per, at * per..(at + b) * per);
+                        let zt = (&be.f(logits)[rows.clone()], &be.f(target)[pixels]);
+                        let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
+                        e::pixel_softmax_cross_entropy(zt, &mut p[rows], g, m, (b, k, per));
+                    }
+                }),
             Op::L2 { w, grad, metrics, lambda, len } => {
                 let mut g = grad.map(|g| self.take(g));
                 self.with(metrics, |be, m| e::l2(&be.f(w)[..len], g.as_deref_mut(), m, lambda, n));
