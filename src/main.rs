@@ -59,8 +59,10 @@ enum Cmd {
         classes: Option<usize>,
         #[arg(long)]
         image_size: Option<u32>,
-        #[arg(long, default_value_t = 100)]
-        batch_size: usize,
+        /// Batches of the test pass: Dice is a mean over batches, so the training batch size
+        /// gives the figures of the run's history [default: the task's training batch]
+        #[arg(long)]
+        batch_size: Option<usize>,
         #[arg(long)]
         test_limit: Option<usize>,
         #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -418,7 +420,8 @@ fn main() {
         }) => {
             let source = run::DataSource { data, kind: dataset, test_split, channels, classes, seed };
             let limits = (test_limit, image_size);
-            run::evaluate(net.task, net.variant(), &model, &source, batch_size, limits, backend).map(|m| {
+            let batch = batch_size.unwrap_or(tasks::defaults(net.task).batch);
+            run::evaluate(net.task, net.variant(), &model, &source, batch, limits, backend).map(|m| {
                 let iou = m.mean_iou().map(|v| format!(" - test_mean_iou {v:.4}")).unwrap_or_default();
                 println!("test_loss {:.4} - test_{} {:.4}{iou}", m.loss, net.task.metric(), m.metric);
             })

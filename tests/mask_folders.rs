@@ -160,8 +160,13 @@ fn masks_of_three_classes_train_and_predict() {
     assert_eq!(scores.lines().count(), 4, "a header and three classes: {scores}");
     assert!(out.join("worst_1.png").is_file());
 
-    let maps = tmp("three-classes-maps");
     let model = out.join("model.safetensors");
+    let args = ["evaluate", "--task", "warwick", "--model", model.to_str().unwrap(), "--dataset", "masks"];
+    let r = bin(&[&args[..], &["--data", root.to_str().unwrap(), "--batch-size", "2", "--backend", "cpu"]].concat());
+    let want = format!("test_dice {:.4} - test_mean_iou {:.4}", last.test_metric, last.test_mean_iou.unwrap());
+    assert!(text(&r).contains(&want), "evaluate gives the run's last figures, {want}: {}", text(&r));
+
+    let maps = tmp("three-classes-maps");
     let r = bin(&[
         "predict",
         "--task",

@@ -131,12 +131,7 @@ pub fn load(dir: &Path, o: Options) -> Result<ClassFolders> {
         Ok(out)
     };
     let (train, test) = (labelled(train, "train")?, labelled(test, "test")?);
-    let bar = indicatif::ProgressBar::new((train.len() + test.len()) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("decoding images [{bar:30}] {pos}/{len} {elapsed_precise}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = decoding_bar(train.len() + test.len());
     let (train, test) = (decode(&train, o, &bar)?, decode(&test, o, &bar)?);
     bar.finish_and_clear();
     let sizes = [&train, &test].map(|s| s.1);
@@ -193,6 +188,17 @@ fn decode(
     let x = images.iter().flat_map(|(px, _)| px.iter().copied()).collect();
     let y = files.iter().map(|(_, l)| *l).collect();
     Ok((Split { x, y, n: files.len() }, first, sizes))
+}
+
+/// A progress bar for decoding `files` files (drawn only on a terminal).
+pub(crate) fn decoding_bar(files: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(files as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("decoding images [{bar:30}] {pos}/{len} {elapsed_precise}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }
 
 /// One image as `[channels, h, w]` bytes (1: grey, 3: RGB), resized bilinearly to `size x size`

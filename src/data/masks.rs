@@ -7,12 +7,13 @@
 //! neighbour, else all must be of one size. The FCN halves the size twice and doubles it twice,
 //! so sides must be multiples of 4.
 
-use super::folders::read_planes;
+use super::folders::{decoding_bar, read_planes};
 use super::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::graph::{Target, MAX_PIXEL_CLASSES};
 use crate::model::Shape;
 use image::imageops::FilterType;
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -154,10 +155,17 @@ fn read_mask(path: &Path, size: Option<u32>) -> Result<(Vec<u8>, (usize, usize))
 /// A split's decoded images `[3, h, w]` and masks, each with its `(h, w)`.
 type Decoded = (Vec<(Vec<u8>, (usize, usize))>, Vec<(Vec<u8>, (usize, usize))>);
 
-fn decode(pairs: &[(PathBuf, PathBuf)], size: Option<u32>) -> Result<Decoded> {
-    let images = pairs.par_iter().map(|(i, _)| read_planes(i, 3, size)).collect::<Result<Vec<_>>>()?;
-    let masks = pairs.par_iter().map(|(_, m)| read_mask(m, size)).collect::<Result<Vec<_>>>()?;
-    Ok((images, masks))
+/// Decodes on every core, counting each pair on `bar`.
+fn decode(pairs: &[(PathBuf, PathBuf)], size: Option<u32>, bar: &ProgressBar) -> Result<Decoded> {
+    let both = pairs
+        .par_iter()
+        .map(|(i, m)| {
+            let pair = (read_planes(i, 3, size)?, read_mask(m, size)?);
+            bar.inc(1);
+            Ok(pair)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(both.into_iter().unzip())
 }
 
 /// What the masks' values mean, from the values of the whole set and `--classes`.
@@ -197,7 +205,9 @@ pub fn load(dir: &Path, layout: &Layout, size: Option<u32>, classes: Option<usiz
     let mut skipped = Vec::new();
     let [train, test] = layout.splits.map(|s| pairs(&dir.join(s), layout, &mut skipped));
     let (train, test) = (train?, test?);
-    let (train_d, test_d) = (decode(&train, size)?, decode(&test, size)?);
+    let bar = decoding_bar(train.len() + test.len());
+    let (train_d, test_d) = (decode(&train, size, &bar)?, decode(&test, size, &bar)?);
+    bar.finish_and_clear();
     let (h, w) = train_d.0[0].1;
     let all = train.iter().zip(train_d.0.iter().zip(&train_d.1)).chain(test.iter().zip(test_d.0.iter().zip(&test_d.1)));
     let mut levels: Vec<(u8, PathBuf)> = Vec::new();
