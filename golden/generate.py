@@ -122,6 +122,15 @@ def losses(out, d):
     save(out, "l2", dict(w=w, penalty=penalty.reshape(1), gw=gw), l2="0.0001")
 
 
+def avg_pooling(out, d):
+    # Odd height and width: the last row and column are dropped, their gradient 0.
+    x = d.normal(2, 3, 7, 9).requires_grad_()
+    y = F.avg_pool2d(x, 2)
+    gy = d.normal(*y.shape)
+    (gx,) = grads(y, gy, x)
+    save(out, "avgpool2x2", dict(x=x, y=y, gy=gy, gx=gx), kernel="2", stride="2")
+
+
 def optimizers(out, d):
     """Three steps from w0 with gradients g0..g2, in Keras' forms."""
     w0, gs = d.normal(3, 5), [d.normal(3, 5) for _ in range(3)]
@@ -198,7 +207,7 @@ def main():
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     d = Draw(a.seed)
-    for part in (linear_family, pooling_and_activations, losses, optimizers, models):
+    for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling):
         part(a.out, d)
     print(f"wrote {len(list(a.out.glob('*.safetensors')))} fixtures to {a.out}")
 

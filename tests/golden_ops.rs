@@ -83,6 +83,20 @@ fn maxpool_matches_golden(kind: Kind) {
     assert_close("gx", &be.download_f32(gx).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
 }
 
+/// `F.avg_pool2d(x, 2)` on 7x9 planes: the odd last row and column dropped.
+fn avgpool_matches_golden(kind: Kind) {
+    let g = golden("avgpool2x2");
+    let [n, c, h, w] = dims(&g["x"]);
+    let shape = Shape::new(c, h, w);
+    let mut r = Rig::default();
+    let (x, gy) = (r.f32(&g["x"].data), r.f32(&g["gy"].data));
+    let (y, gx) = (r.zeros(g["y"].data.len()), r.zeros(g["x"].data.len()));
+    let mut be = r.on(kind);
+    run(&mut *be, &[Op::AvgPool2d { x, y, shape }, Op::AvgPool2dBackward { gy, gx, shape }], n);
+    assert_close("y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
+    assert_close("gx", &be.download_f32(gx).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
+}
+
 fn activations_match_golden(kind: Kind) {
     let g = golden("activations");
     let [n, per, ..] = dims(&g["x"]);
@@ -203,6 +217,7 @@ on_every_backend!(
     conv2d_1x1_matches_golden,
     conv_transpose_matches_golden,
     maxpool_matches_golden,
+    avgpool_matches_golden,
     activations_match_golden,
     softmax_cross_entropy_matches_golden,
     sigmoid_bce_dice_matches_golden,

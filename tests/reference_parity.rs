@@ -186,6 +186,22 @@ fn max_pool() {
     }
 }
 
+/// Odd sizes (the last row and column dropped); each mean sums four terms.
+#[test]
+fn avg_pool() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(450 + seed);
+        let s = Shape { c: size(&mut rng, 5), h: 1 + size(&mut rng, 15), w: 1 + size(&mut rng, 15) };
+        let n = size(&mut rng, 4);
+        let out = s.c * (s.h / 2) * (s.w / 2);
+        let mut r = Rig::default();
+        let (x, gy) = (r.f32(&values(&mut rng, n * s.len())), r.f32(&values(&mut rng, n * out)));
+        let (y, gx) = (r.zeros(n * out), r.zeros(n * s.len()));
+        let ops = [Op::AvgPool2d { x, y, shape: s }, Op::AvgPool2dBackward { gy, gx, shape: s }];
+        three_way(&format!("avg_pool seed {seed}: n {n} {s:?}"), &r, &ops, n, 1, Tol::Sums(4));
+    }
+}
+
 #[test]
 fn activations_and_dropout() {
     for seed in 0..cases() {
@@ -326,6 +342,7 @@ fn index_mod(r: &mut Rig, rng: &mut Rng, n: usize, samples: usize) -> BufId {
 fn training_steps() {
     use gpu_train::bench::synthetic;
     use gpu_train::graph::Target;
+    use gpu_train::model::Layer;
     use gpu_train::optim::Optimizer;
     use gpu_train::tasks::{self, Task, Variant};
     use gpu_train::train::{Session, SessionOptions};
@@ -337,26 +354,39 @@ fn training_steps() {
     // the gradients; `optimisers` above checks Adam's update itself at ε = 1e-7.
     let adam = Optimizer::Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-3 };
     let v = |activation, dropout, l2, act_after_pool| Variant { activation, dropout, l2, act_after_pool };
+    /// What a setup changes in the task's network or data.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Twist {
+        None,
+        /// Masks of this many classes of pixels.
+        Segments(usize),
+        /// Average pooling in place of every max pooling.
+        AvgPool,
+    }
     let setups = [
-        (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, 0),
-        (Task::MnistMlp, Shape::flat(70), 5, v(Act::Tanh, 0.3, 1e-3, false), momentum, false, 0),
-        (Task::MnistMlp, Shape::flat(33), 6, v(Act::Relu, 0.0, 0.0, false), adam, false, 0),
-        (Task::MnistCnn, Shape::new(1, 28, 28), 6, v(Act::Relu, 0.0, 0.0, false), sgd, false, 0),
-        (Task::MnistCnn, Shape::new(1, 12, 12), 5, v(Act::Tanh, 0.0, 0.0, true), adam, false, 0),
-        (Task::MnistCnn, Shape::new(1, 20, 16), 4, v(Act::Relu, 0.5, 1e-3, false), momentum, false, 0),
-        (Task::Warwick, Shape::new(3, 16, 16), 3, v(Act::Relu, 0.0, 1e-3, false), adam, true, 0),
-        (Task::Warwick, Shape::new(3, 12, 20), 2, v(Act::Relu, 0.3, 0.0, false), sgd, false, 0),
-        (Task::Warwick, Shape::new(3, 16, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, 4),
+        (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, Twist::None),
+        (Task::MnistMlp, Shape::flat(70), 5, v(Act::Tanh, 0.3, 1e-3, false), momentum, false, Twist::None),
+        (Task::MnistMlp, Shape::flat(33), 6, v(Act::Relu, 0.0, 0.0, false), adam, false, Twist::None),
+        (Task::MnistCnn, Shape::new(1, 28, 28), 6, v(Act::Relu, 0.0, 0.0, false), sgd, false, Twist::None),
+        (Task::MnistCnn, Shape::new(1, 12, 12), 5, v(Act::Tanh, 0.0, 0.0, true), adam, false, Twist::None),
+        (Task::MnistCnn, Shape::new(1, 20, 16), 4, v(Act::Relu, 0.5, 1e-3, false), momentum, false, Twist::None),
+        (Task::Warwick, Shape::new(3, 16, 16), 3, v(Act::Relu, 0.0, 1e-3, false), adam, true, Twist::None),
+        (Task::Warwick, Shape::new(3, 12, 20), 2, v(Act::Relu, 0.3, 0.0, false), sgd, false, Twist::None),
+        (Task::Warwick, Shape::new(3, 16, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Segments(4)),
+        (Task::MnistCnn, Shape::new(1, 14, 18), 4, v(Act::Tanh, 0.0, 0.0, true), momentum, false, Twist::AvgPool),
+        (Task::Warwick, Shape::new(3, 12, 16), 2, v(Act::Relu, 0.0, 0.0, false), adam, false, Twist::AvgPool),
     ];
-    // The last number: classes of pixels (masks of class indices), 0 for the task's own target.
-    for (i, &(task, sample, batch, variant, optimizer, mirrored, classes)) in setups.iter().enumerate() {
+    for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
         let mut data = synthetic(task, sample, 2 * batch, batch, 31 + i as u64);
-        if classes > 0 {
-            data.target = Target::Segments(classes);
-            data.train.y.iter_mut().chain(&mut data.test.y).for_each(|v| *v %= classes as u8);
+        if let Twist::Segments(k) = twist {
+            data.target = Target::Segments(k);
+            data.train.y.iter_mut().chain(&mut data.test.y).for_each(|v| *v %= k as u8);
         }
-        let model = tasks::model_for(task, variant, sample, data.target);
+        let mut model = tasks::model_for(task, variant, sample, data.target);
+        if twist == Twist::AvgPool {
+            model.layers.iter_mut().filter(|l| **l == Layer::MaxPool2d).for_each(|l| *l = Layer::AvgPool2d);
+        }
         data.train.x.iter_mut().for_each(|v| *v = if below(&mut rng, 2) == 0 { 0 } else { *v & 0xF0 });
         let specs = model.params().unwrap();
         let init: Vec<Vec<f32>> = specs.iter().map(|p| (0..p.len()).map(|_| 0.2 * rng.normal()).collect()).collect();

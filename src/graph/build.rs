@@ -241,6 +241,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
                 Layer::MaxPool2d => {
                     ops.push(Op::MaxPool2d { x, y, argmax: aux[i].expect("pool has argmax"), shape: s })
                 }
+                Layer::AvgPool2d => ops.push(Op::AvgPool2d { x, y, shape: s }),
                 Layer::Activation(act) => ops.push(Op::Activation { act, x, y, per: s.len() }),
                 Layer::Flatten => {}
                 // In evaluation (rate 0) the mask is all ones.
@@ -340,6 +341,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
                         gx,
                         shape: s,
                     }),
+                    Layer::AvgPool2d => backward.push(Op::AvgPool2dBackward { gy, gx, shape: s }),
                     Layer::Activation(act) => backward.push(Op::ActivationBackward { act, y, gy, gx, per: s.len() }),
                     Layer::Dropout(_) => backward.push(Op::DropoutBackward {
                         gy,

@@ -204,6 +204,18 @@ pub enum Op {
         gx: BufId,
         shape: Shape,
     },
+    /// `y[n, c, h/2, w/2]`: the mean of each 2x2 window, `((a + b) + (c + d))·0.25`.
+    AvgPool2d {
+        x: BufId,
+        y: BufId,
+        shape: Shape,
+    },
+    /// `gx = gy/4` across each window (0 in a dropped odd last row or column).
+    AvgPool2dBackward {
+        gy: BufId,
+        gx: BufId,
+        shape: Shape,
+    },
     /// Elementwise over `[n, per]`.
     Activation {
         act: Act,
@@ -329,7 +341,10 @@ impl Op {
             Op::DenseBackward { x, w, gy, .. }
             | Op::Conv2dBackward { x, w, gy, .. }
             | Op::ConvTranspose2dBackward { x, w, gy, .. } => [x, w, gy].contains(&id),
-            Op::MaxPool2d { x, .. } | Op::Activation { x, .. } | Op::Dropout { x, .. } => x == id,
+            Op::MaxPool2d { x, .. } | Op::AvgPool2d { x, .. } | Op::Activation { x, .. } | Op::Dropout { x, .. } => {
+                x == id
+            }
+            Op::AvgPool2dBackward { gy, .. } => gy == id,
             Op::MaxPool2dBackward { gy, argmax, .. } => [gy, argmax].contains(&id),
             Op::ActivationBackward { y, gy, .. } => [y, gy].contains(&id),
             Op::DropoutBackward { gy, mask, .. } => [gy, mask].contains(&id),

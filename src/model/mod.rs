@@ -86,6 +86,8 @@ pub enum Layer {
     },
     /// 2x2, stride 2, 'valid': `[c, h, w] -> [c, h/2, w/2]` (an odd last row/column is dropped).
     MaxPool2d,
+    /// 2x2 mean, stride 2, 'valid': `[c, h, w] -> [c, h/2, w/2]` (PyTorch's `AvgPool2d(2)`).
+    AvgPool2d,
     Activation(Act),
     Flatten,
     /// Drops `rate` of the units while training and scales the rest by `1/(1-rate)`.
@@ -99,6 +101,7 @@ impl Layer {
             Layer::Conv2d { .. } => "Conv2D",
             Layer::Conv2dTranspose { .. } => "Conv2DTranspose",
             Layer::MaxPool2d => "MaxPooling2D",
+            Layer::AvgPool2d => "AveragePooling2D",
             Layer::Activation(_) => "Activation",
             Layer::Flatten => "Flatten",
             Layer::Dropout(_) => "Dropout",
@@ -133,9 +136,9 @@ impl Layer {
                 Shape::new(filters, input.h, input.w)
             }
             Layer::Conv2dTranspose { filters, .. } => Shape::new(filters, 2 * input.h, 2 * input.w),
-            Layer::MaxPool2d => {
+            Layer::MaxPool2d | Layer::AvgPool2d => {
                 if input.h < 2 || input.w < 2 {
-                    return Err(Error::Model(format!("MaxPooling2D needs at least 2x2, got {input}")));
+                    return Err(Error::Model(format!("{} needs at least 2x2, got {input}", self.type_name())));
                 }
                 Shape::new(input.c, input.h / 2, input.w / 2)
             }

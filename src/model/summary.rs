@@ -36,6 +36,7 @@ fn snake(layer: &Layer) -> String {
         Layer::Conv2d { .. } => "conv2d",
         Layer::Conv2dTranspose { .. } => "conv2d_transpose",
         Layer::MaxPool2d => "max_pooling2d",
+        Layer::AvgPool2d => "average_pooling2d",
         Layer::Activation(_) => "activation",
         Layer::Flatten => "flatten",
         Layer::Dropout(_) => "dropout",

@@ -2,6 +2,7 @@
 //! scratch are allocated once; a step allocates nothing.
 
 mod activation;
+mod avgpool;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod conv2d;
@@ -398,6 +399,16 @@ impl CpuBackend {
                 maxpool::backward(self.bufs.f(gy), self.bufs.u32(argmax), &mut gxv, act, n, shape);
                 self.bufs.put(gx, gxv);
                 self.bufs.put_opt(out, outv);
+            }
+            Op::AvgPool2d { x, y, ref shape } => {
+                let mut yv = self.bufs.take(y);
+                avgpool::forward(self.bufs.f(x), &mut yv, n, shape);
+                self.bufs.put(y, yv);
+            }
+            Op::AvgPool2dBackward { gy, gx, ref shape } => {
+                let mut gxv = self.bufs.take(gx);
+                avgpool::backward(self.bufs.f(gy), &mut gxv, n, shape);
+                self.bufs.put(gx, gxv);
             }
             Op::Activation { act, x, y, per } => {
                 let mut yv = self.bufs.take(y);

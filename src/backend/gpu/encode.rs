@@ -330,6 +330,18 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             &[buf(2, gy), buf(3, argmax), buf(4, gx)],
             Grid::Flat(Size::per_n(shape.len())),
         )],
+        Op::AvgPool2d { x, y, shape } => vec![launch(
+            Kernel::new(Family::AvgPool, "forward"),
+            vec![shape.c as u32, shape.h as u32, shape.w as u32],
+            &[buf(2, x), buf(3, y)],
+            Grid::Flat(Size::per_n(shape.c * (shape.h / 2) * (shape.w / 2))),
+        )],
+        Op::AvgPool2dBackward { gy, gx, shape } => vec![launch(
+            Kernel::new(Family::AvgPool, "backward"),
+            vec![shape.c as u32, shape.h as u32, shape.w as u32],
+            &[buf(2, gy), buf(3, gx)],
+            Grid::Flat(Size::per_n(shape.len())),
+        )],
         Op::Activation { act, x, y, per } => vec![launch(
             Kernel::new(Family::Activation, "forward").with("ACT", act_code(act)),
             vec![per as u32, 0, 0],

@@ -21,6 +21,7 @@ pub enum Family {
     Conv2d,
     ConvTranspose,
     MaxPool,
+    AvgPool,
     Activation,
     Loss,
     Optim,
@@ -28,12 +29,13 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Gather,
         Family::Dense,
         Family::Conv2d,
         Family::ConvTranspose,
         Family::MaxPool,
+        Family::AvgPool,
         Family::Activation,
         Family::Loss,
         Family::Optim,
@@ -47,6 +49,7 @@ impl Family {
             Family::Conv2d => "conv2d.wgsl",
             Family::ConvTranspose => "conv_transpose.wgsl",
             Family::MaxPool => "maxpool.wgsl",
+            Family::AvgPool => "avgpool.wgsl",
             Family::Activation => "activation.wgsl",
             Family::Loss => "loss.wgsl",
             Family::Optim => "optim.wgsl",
@@ -61,6 +64,7 @@ impl Family {
             Family::Conv2d => include_str!("../../../shaders/conv2d.wgsl"),
             Family::ConvTranspose => include_str!("../../../shaders/conv_transpose.wgsl"),
             Family::MaxPool => include_str!("../../../shaders/maxpool.wgsl"),
+            Family::AvgPool => include_str!("../../../shaders/avgpool.wgsl"),
             Family::Activation => include_str!("../../../shaders/activation.wgsl"),
             Family::Loss => include_str!("../../../shaders/loss.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
@@ -123,6 +127,8 @@ pub fn all_kernels() -> Vec<Kernel> {
         Kernel::new(Family::Gather, "gather"),
         Kernel::new(Family::MaxPool, "forward"),
         Kernel::new(Family::MaxPool, "backward"),
+        Kernel::new(Family::AvgPool, "forward"),
+        Kernel::new(Family::AvgPool, "backward"),
         Kernel::new(Family::Activation, "dropout"),
         Kernel::new(Family::Activation, "dropout_backward"),
         Kernel::new(Family::Loss, "softmax_ce"),
@@ -133,6 +139,8 @@ pub fn all_kernels() -> Vec<Kernel> {
         with_step(Kernel::new(Family::Loss, "dense_softmax_ce_backward")),
         Kernel::new(Family::Loss, "sigmoid_bce"),
         Kernel::new(Family::Loss, "sigmoid_bce_total"),
+        Kernel::new(Family::Loss, "pixel_softmax_ce"),
+        Kernel::new(Family::Loss, "pixel_softmax_ce_total"),
         Kernel::new(Family::Loss, "confusion"),
         Kernel::new(Family::Reduce, "sum_slices"),
     ];

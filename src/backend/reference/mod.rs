@@ -89,6 +89,10 @@ impl ReferenceBackend {
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
                 self.with(gx, |be, gx| l::max_pool_backward(be.f(gy), be.bufs.u32(argmax), gx, n, shape))
             }
+            Op::AvgPool2d { x, y, ref shape } => self.with(y, |be, y| l::avg_pool(be.f(x), y, n, shape)),
+            Op::AvgPool2dBackward { gy, gx, ref shape } => {
+                self.with(gx, |be, gx| l::avg_pool_backward(be.f(gy), gx, n, shape))
+            }
             Op::Activation { act, x, y, per } => {
                 self.with(y, |be, y| e::activation(act, &be.f(x)[..n * per], &mut y[..n * per]))
             }
