@@ -117,6 +117,8 @@ pub fn compare(o: &Options) -> Result<Vec<Row>> {
     let tasks = [Task::MnistMlp, Task::MnistCnn, Task::Warwick];
     let mut rows: Vec<Row> =
         tasks.iter().map(|t| Row { task: t.name().into(), epochs: epochs(*t), ..Default::default() }).collect();
+    // The backend and, on the CPU, the instruction-set level the figures are for.
+    println!("gpu-train backend: {}", make_backend(o.backend, &[])?.0.describe());
     for round in 1..=o.rounds {
         for (task, row) in tasks.iter().zip(&mut rows) {
             let t = ours(*task, o.backend)?;

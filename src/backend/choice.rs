@@ -81,7 +81,10 @@ impl Drop for Opening {
 pub fn make(opened: Opened, descs: &[BufDesc]) -> Result<(Box<dyn Backend>, String)> {
     Ok(match opened {
         Opened::Gpu(gpu, why) => (Box::new(GpuBackend::new(*gpu, descs)?), why),
-        Opened::Cpu(why) => (Box::new(CpuBackend::new(descs)), why),
+        Opened::Cpu(why) => {
+            crate::backend::cpu::level::checked()?;
+            (Box::new(CpuBackend::new(descs)), why)
+        }
         Opened::Reference => (Box::new(ReferenceBackend::new(descs)), "asked for (slow: the oracle)".into()),
     })
 }

@@ -36,7 +36,7 @@ fn rows(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, usiz
 /// `out[2j] = even[j] + add`, `out[2j + 1] = odd[j] + add` for `j < even.len()`.
 fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
+    if super::level::avx512() {
         // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
         return unsafe { super::avx512::interleave(even, odd, add, out) };
     }
@@ -48,7 +48,7 @@ fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
 /// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for `j < even.len()`.
 fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
+    if super::level::avx512() {
         // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
         return unsafe { super::avx512::deinterleave(src, even, odd) };
     }

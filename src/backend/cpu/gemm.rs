@@ -1,8 +1,9 @@
-//! Matrix products: a packing-free AVX-512 kernel when the right operand is row-major and some
-//! dimension is small (or its rows are a convolution's taps), else `matrixmultiply`; both give
-//! the same bits. Split across threads by rows or column blocks of the output. Also the copies
+//! Matrix products: a packing-free kernel (AVX-512 or AVX2, by the process's level) when the
+//! right operand is row-major and some dimension is small (or its rows are a convolution's
+//! taps), else `matrixmultiply`; all give the same bits. Split across threads by rows or column blocks of the output. Also the copies
 //! and transposes that arrange their operands.
 
+use super::level::{level, Level};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 
@@ -49,34 +50,53 @@ fn check_out(m: usize, n: usize, len: usize, rs_c: usize) {
 /// may access those elements meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
-    #[cfg(target_arch = "x86_64")]
     if b.cs == 1 && in_place(m, k, n) {
-        // SAFETY: the CPU has AVX-512F; the kernel checks the inputs' bounds, the caller `c`'s.
-        return super::avx512::gemm(m, k, n, a, b.data, Rows::strided(b.rs), beta, c, rs_c);
+        // SAFETY: `in_place` holds only where the CPU runs the kernel; it checks the inputs'
+        // bounds, the caller `c`'s.
+        return in_place_raw(m, k, n, a, b.data, Rows::strided(b.rs), beta, c, rs_c);
     }
     packed_raw(m, k, n, a, b, beta, c, rs_c)
 }
 
-/// `c[m, n] = a[m, k]·B + beta·c` with row `p` of `B` the `n` floats of `b` from
-/// `rows.offset(p)`: a convolution's taps read in place from zero-bordered planes. Needs
-/// AVX-512 ([`taps_in_place`]).
+/// The in-place kernel of the process's level: AVX-512 or AVX2 (the same bits).
+///
+/// # Safety
+/// The level must have an in-place kernel ([`taps_in_place`]); `c` as for [`gemm_raw`].
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: &mut [f32]) {
-    assert!(taps_in_place(), "products over taps need AVX-512");
-    check_out(m, n, c.len(), n);
-    // SAFETY: the CPU has AVX-512F; the kernel checks the inputs' bounds, `c` is borrowed.
+unsafe fn in_place_raw(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View,
+    b: &[f32],
+    rows: Rows,
+    beta: f32,
+    c: *mut f32,
+    rs_c: usize,
+) {
     #[cfg(target_arch = "x86_64")]
-    unsafe {
-        super::avx512::gemm(m, k, n, a, b, rows, beta, c.as_mut_ptr(), n)
+    match level() {
+        Level::Avx512 => return super::avx512::gemm(m, k, n, a, b, rows, beta, c, rs_c),
+        Level::Avx2 => return super::avx2::gemm(m, k, n, a, b, rows, beta, c, rs_c),
+        _ => {}
     }
+    unreachable!("no in-place kernel at this level")
 }
 
-/// Whether [`gemm_taps`] runs here.
+/// `c[m, n] = a[m, k]·B + beta·c` with row `p` of `B` the `n` floats of `b` from
+/// `rows.offset(p)`: a convolution's taps read in place from zero-bordered planes. Needs
+/// AVX2 or AVX-512 ([`taps_in_place`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: &mut [f32]) {
+    assert!(taps_in_place(), "products over taps need AVX2 or AVX-512");
+    check_out(m, n, c.len(), n);
+    // SAFETY: the level has the kernel; it checks the inputs' bounds, `c` is borrowed.
+    unsafe { in_place_raw(m, k, n, a, b, rows, beta, c.as_mut_ptr(), n) }
+}
+
+/// Whether the in-place kernel ([`gemm_taps`]) runs at the process's level.
 pub fn taps_in_place() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return super::avx512::available();
-    #[allow(unreachable_code)]
-    false
+    cfg!(target_arch = "x86_64") && level() >= Level::Avx2
 }
 
 /// [`gemm_to`] through matrixmultiply, which packs both operands.
@@ -214,10 +234,7 @@ pub fn par_rows(m: usize, k: usize, n: usize) -> usize {
 /// the CPU has AVX-512 and some dimension is small. Packing pays for itself once every
 /// dimension is large (and the packed path blocks for the caches).
 pub fn in_place(m: usize, k: usize, n: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return m.min(n).min(k) <= 64 && super::avx512::available();
-    #[allow(unreachable_code)]
-    false
+    m.min(n).min(k) <= 64 && taps_in_place()
 }
 
 /// As [`gemm`], with `c` split across the thread pool when the product is large: into column
@@ -259,7 +276,7 @@ pub fn row_stride(len: usize) -> usize {
 /// with a different row stride.
 pub fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
+    if super::level::avx512() {
         // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
         return unsafe { super::avx512::copy_rows(src, ss, dst, ds, rows, len) };
     }
@@ -281,7 +298,7 @@ pub fn transpose_rows(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mu
     }
     let (mut tiled_rows, mut tiled_cols) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
+    if super::level::avx512() {
         // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
         unsafe { super::avx512::transpose_tiles(src, rs, rows, cols, dst) };
         (tiled_rows, tiled_cols) = (rows - rows % 8, cols - cols % 8);
@@ -328,6 +345,34 @@ mod tests {
 
     /// Split across threads by columns (wide products) or rows (tall ones), the same bits as on
     /// one thread.
+    /// The AVX2 and AVX-512 in-place kernels give the same bits, over rows and over taps (where
+    /// this CPU has both).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn in_place_kernels_agree_across_levels() {
+        if !Level::available().contains(&Level::Avx512) {
+            eprintln!("SKIPPED: this CPU has no AVX-512 to compare the AVX2 kernel with");
+            return;
+        }
+        let mut rng = Rng::new(5);
+        let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+        for (m, k, n, taps) in [(1, 1, 1, 1), (7, 300, 19, 1), (13, 27, 40, 3), (24, 75, 9, 5), (30, 600, 33, 1)] {
+            let (wp, plane) = (n + taps + 2, (n + taps + 2) * (taps + 3));
+            let rows = if taps > 1 { Rows { k: taps, wp, plane } } else { Rows::strided(wp) };
+            let a = values(m * k);
+            let b = values(rows.offset(k.max(1) - 1) + n + 1);
+            let c0 = values(m * n);
+            let run = |kernel: unsafe fn(usize, usize, usize, View, &[f32], Rows, f32, *mut f32, usize)| {
+                let mut c = c0.clone();
+                // SAFETY: the CPU has both levels' instructions; `c` holds m x n.
+                unsafe { kernel(m, k, n, View::rows(&a, k), &b, rows, 1.0, c.as_mut_ptr(), n) };
+                c
+            };
+            let (avx2, avx512) = (run(super::super::avx2::gemm), run(super::super::avx512::gemm));
+            assert!(avx2.iter().zip(&avx512).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n}, taps {taps}");
+        }
+    }
+
     #[test]
     fn split_products_match_one_thread() {
         let mut rng = Rng::new(4);

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 /// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
+    if super::level::avx512() {
         // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
         return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) };
     }
@@ -30,7 +30,7 @@ fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax:
 /// get each window's gradient at its maximum and 0 elsewhere.
 fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
+    if super::level::avx512() {
         // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
         return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) };
     }

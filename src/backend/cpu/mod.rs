@@ -4,12 +4,15 @@
 mod activation;
 mod avgpool;
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod conv2d;
 mod conv_transpose;
 mod dense;
 mod gather;
 mod gemm;
+pub mod level;
 mod loss;
 mod maxpool;
 mod optim;
@@ -531,8 +534,8 @@ impl CpuBackend {
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
         match rayon::current_num_threads() {
-            1 => "cpu (1 thread)".to_string(),
-            n => format!("cpu ({n} threads)"),
+            1 => format!("cpu (1 thread, {})", level::level().name()),
+            n => format!("cpu ({n} threads, {})", level::level().name()),
         }
     }
     fn upload_f32(&mut self, buf: BufId, data: &[f32]) -> Result<()> {
