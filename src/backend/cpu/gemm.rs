@@ -345,6 +345,10 @@ mod tests {
 
     /// Split across threads by columns (wide products) or rows (tall ones), the same bits as on
     /// one thread.
+    /// An in-place kernel's signature.
+    #[cfg(target_arch = "x86_64")]
+    type InPlace = unsafe fn(usize, usize, usize, View, &[f32], Rows, f32, *mut f32, usize);
+
     /// The AVX2 and AVX-512 in-place kernels give the same bits, over rows and over taps (where
     /// this CPU has both).
     #[test]
@@ -362,7 +366,7 @@ mod tests {
             let a = values(m * k);
             let b = values(rows.offset(k.max(1) - 1) + n + 1);
             let c0 = values(m * n);
-            let run = |kernel: unsafe fn(usize, usize, usize, View, &[f32], Rows, f32, *mut f32, usize)| {
+            let run = |kernel: InPlace| {
                 let mut c = c0.clone();
                 // SAFETY: the CPU has both levels' instructions; `c` holds m x n.
                 unsafe { kernel(m, k, n, View::rows(&a, k), &b, rows, 1.0, c.as_mut_ptr(), n) };
