@@ -4,6 +4,8 @@
 //! nothing listening, `--no-download`, and a report run with no data anywhere. No test reaches
 //! beyond this machine.
 
+#![cfg(feature = "download")]
+
 mod common;
 
 use common::{text, tmp};

@@ -94,6 +94,7 @@ pub fn apply(act: Act, v: &mut [f32]) {
 }
 
 /// [`apply`] compiled for `level`'s instructions: the same operations at each, so the same bits.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn apply_at(level: Level, act: Act, v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {

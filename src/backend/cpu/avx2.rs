@@ -1,7 +1,8 @@
 //! The in-place product of `avx512.rs` with AVX2 and FMA: the right operand read in place
 //! (row-major, or rows at a convolution's tap offsets), no packing. Each output element is
 //! summed as there (one fused multiply-add chain from zero over each block of [`KC`] terms,
-//! each block then added to `c`), so the two levels give the same bits.
+//! each block then added to `c`), so the two levels give the same bits. Also the transposes
+//! (8x8 tiles of 256-bit vectors), at both levels.
 
 use super::gemm::{Rows, View};
 use std::arch::x86_64::*;
@@ -98,11 +99,23 @@ struct Tile {
     rs_c: usize,
 }
 
+/// The 8 floats at `p`, or only the lanes of `mask` (the others 0) when not `full`.
+#[inline(always)]
+unsafe fn load(p: *const f32, full: bool, mask: __m256i) -> __m256 {
+    if full {
+        _mm256_loadu_ps(p)
+    } else {
+        _mm256_maskload_ps(p, mask)
+    }
+}
+
 impl Tile {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(&self) {
         let Rows { k, wp, plane } = self.rows;
         let masks = self.masks.map(|m| _mm256_loadu_si256(m.as_ptr().cast()));
+        // Masked moves are slow on some CPUs: whole vectors move plainly.
+        let full = self.masks.map(|m| m[7] != 0);
         let mut k0 = 0;
         while k0 < self.k {
             let kc = KC.min(self.k - k0);
@@ -125,7 +138,7 @@ impl Tile {
                 }
                 let mut bv = [_mm256_setzero_ps(); V];
                 for (v, bv) in bv.iter_mut().enumerate() {
-                    *bv = _mm256_maskload_ps(row.add(8 * v), masks[v]);
+                    *bv = load(row.add(8 * v), full[v], masks[v]);
                 }
                 let a = self.a.add(p * self.cs_a);
                 for (i, acc) in acc.iter_mut().enumerate() {
@@ -141,15 +154,61 @@ impl Tile {
                 for (v, &acc) in acc.iter().enumerate() {
                     let cp = self.c.add(i * self.rs_c + 8 * v);
                     let sum = if store {
-                        let old = _mm256_mul_ps(_mm256_maskload_ps(cp, masks[v]), beta);
+                        let old = _mm256_mul_ps(load(cp, full[v], masks[v]), beta);
                         _mm256_add_ps(old, acc)
                     } else {
                         acc
                     };
-                    _mm256_maskstore_ps(cp, masks[v], sum);
+                    if full[v] {
+                        _mm256_storeu_ps(cp, sum);
+                    } else {
+                        _mm256_maskstore_ps(cp, masks[v], sum);
+                    }
                 }
             }
             k0 += kc;
+        }
+    }
+}
+
+/// `dst[j·rows + i] = src[i·rs + j]`: 8x8 tiles transposed in registers; the caller handles
+/// the rows and columns past the last whole tile.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_tiles(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(
+        rows == 0 || (src.len() >= (rows - 1) * rs + cols && dst.len() >= rows * cols),
+        "transpose slices too small"
+    );
+    for i0 in (0..rows - rows % 8).step_by(8) {
+        for j0 in (0..cols - cols % 8).step_by(8) {
+            let s = src.as_ptr().add(i0 * rs + j0);
+            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(s.add(i * rs)));
+            // Pairs, then quads, then halves: the standard three-stage 8x8 shuffle.
+            let t: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (t[i / 4 * 4 + i % 2], t[i / 4 * 4 + i % 2 + 2]);
+                if i % 4 < 2 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xee>(a, b)
+                }
+            });
+            let d = dst.as_mut_ptr().add(j0 * rows + i0);
+            for (j, &lo) in [u[0], u[2], u[1], u[3]].iter().enumerate() {
+                let hi = u[[4, 6, 5, 7][j]];
+                _mm256_storeu_ps(d.add(j * rows), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                _mm256_storeu_ps(d.add((j + 4) * rows), _mm256_permute2f128_ps::<0x31>(lo, hi));
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Products whose right operand is read in place with AVX-512 (row-major, or rows at a
 //! convolution's tap offsets): no packing, which for the small channel counts of these networks
-//! costs as much as the arithmetic. Also the vector rows of pooling, transposes and copies.
+//! costs as much as the arithmetic. Also the vector rows of pooling, and copies.
 //!
 //! Every output element is summed in matrixmultiply's order: one fused multiply-add chain from
 //! zero over each block of [`KC`] terms, each block then added to `c` (or stored, for the first
@@ -161,48 +161,6 @@ impl Tile {
                 }
             }
             k0 += kc;
-        }
-    }
-}
-
-/// `dst[j·rows + i] = src[i·rs + j]`: 8x8 tiles transposed in registers; the caller handles
-/// the rows and columns past the last whole tile.
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`available`]).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn transpose_tiles(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(
-        rows == 0 || (src.len() >= (rows - 1) * rs + cols && dst.len() >= rows * cols),
-        "transpose slices too small"
-    );
-    for i0 in (0..rows - rows % 8).step_by(8) {
-        for j0 in (0..cols - cols % 8).step_by(8) {
-            let s = src.as_ptr().add(i0 * rs + j0);
-            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(s.add(i * rs)));
-            // Pairs, then quads, then halves: the standard three-stage 8x8 shuffle.
-            let t: [__m256; 8] = std::array::from_fn(|i| {
-                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                if i % 2 == 0 {
-                    _mm256_unpacklo_ps(a, b)
-                } else {
-                    _mm256_unpackhi_ps(a, b)
-                }
-            });
-            let u: [__m256; 8] = std::array::from_fn(|i| {
-                let (a, b) = (t[i / 4 * 4 + i % 2], t[i / 4 * 4 + i % 2 + 2]);
-                if i % 4 < 2 {
-                    _mm256_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm256_shuffle_ps::<0xee>(a, b)
-                }
-            });
-            let d = dst.as_mut_ptr().add(j0 * rows + i0);
-            for (j, &lo) in [u[0], u[2], u[1], u[3]].iter().enumerate() {
-                let hi = u[[4, 6, 5, 7][j]];
-                _mm256_storeu_ps(d.add(j * rows), _mm256_permute2f128_ps::<0x20>(lo, hi));
-                _mm256_storeu_ps(d.add((j + 4) * rows), _mm256_permute2f128_ps::<0x31>(lo, hi));
-            }
         }
     }
 }

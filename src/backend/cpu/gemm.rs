@@ -63,6 +63,7 @@ unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
 /// # Safety
 /// The level must have an in-place kernel ([`taps_in_place`]); `c` as for [`gemm_raw`].
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 unsafe fn in_place_raw(
     m: usize,
     k: usize,
@@ -143,12 +144,14 @@ unsafe fn packed_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, 
 /// zero-bordered planes `plane` floats apart whose image rows are `wp` wide. With `k = 1`, a
 /// row-major matrix whose rows are `plane` apart.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Rows {
     pub k: usize,
     pub wp: usize,
     pub plane: usize,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Rows {
     pub fn strided(rs: usize) -> Self {
         Rows { k: 1, wp: 0, plane: rs }
@@ -290,19 +293,26 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     transpose_rows(src, cols, rows, cols, dst)
 }
 
+/// The whole 8x8 tiles of [`transpose_rows`] in vectors, where the level has them: the rows
+/// and columns they cover.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn transpose_tiles(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if level() >= Level::Avx2 {
+        // SAFETY: the CPU has AVX2; the function checks the slice bounds.
+        unsafe { super::avx2::transpose_tiles(src, rs, rows, cols, dst) };
+        return (rows - rows % 8, cols - cols % 8);
+    }
+    (0, 0)
+}
+
 /// `dst[j·rows + i] = src[i·rs + j]`: the transpose of a `rows x cols` matrix whose rows are
 /// `rs` apart.
 pub fn transpose_rows(src: &[f32], rs: usize, rows: usize, cols: usize, dst: &mut [f32]) {
     if rows == 1 {
         return dst[..cols].copy_from_slice(&src[..cols]);
     }
-    let (mut tiled_rows, mut tiled_cols) = (0, 0);
-    #[cfg(target_arch = "x86_64")]
-    if super::level::avx512() {
-        // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
-        unsafe { super::avx512::transpose_tiles(src, rs, rows, cols, dst) };
-        (tiled_rows, tiled_cols) = (rows - rows % 8, cols - cols % 8);
-    }
+    let (tiled_rows, tiled_cols) = transpose_tiles(src, rs, rows, cols, dst);
     let mut scalar = |i_range: std::ops::Range<usize>, j_range: std::ops::Range<usize>| {
         for i in i_range {
             for j in j_range.clone() {
