@@ -2,29 +2,15 @@
 //! convolution's tap offsets): no packing, which for the small channel counts of these networks
 //! costs as much as the arithmetic. Also the vector rows of pooling, and copies.
 //!
-//! Every output element is summed in matrixmultiply's order: one fused multiply-add chain from
-//! zero over each block of [`KC`] terms, each block then added to `c` (or stored, for the first
-//! block when `beta` is 0). The results are therefore bit for bit those of the packed path.
+//! Every output element is summed in matrixmultiply's order ([`super::tiles`]), so the results
+//! are bit for bit those of the packed path.
 
 use super::gemm::{Rows, View};
+use super::tiles::{dispatch, for_tiles, RowWalk, Tile, KC};
 use std::arch::x86_64::*;
 
-/// matrixmultiply's depth block for f32 (`S_KC`).
-const KC: usize = 256;
 /// Most rows of a tile: 24 rows of one vector or 12 rows of two keep the sums in registers.
 const ROWS: usize = 24;
-
-/// Calls [`Tile::run`] with the tile's row count `r` and whether its right operand's rows are
-/// kernel taps as constants.
-macro_rules! dispatch {
-    ($t:expr, $r:expr, $v:literal, $($n:literal)+) => {
-        match ($r, $t.rows.k > 1) {
-            $(($n, false) => $t.run::<$n, $v, false>(),)+
-            $(($n, true) => $t.run::<$n, $v, true>(),)+
-            _ => unreachable!("tile rows out of range"),
-        }
-    };
-}
 
 /// Whether this CPU runs the kernels here (matrixmultiply's AVX-512 path is then the one they
 /// reproduce).
@@ -33,57 +19,20 @@ pub fn available() -> bool {
 }
 
 /// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
-/// `p < k`.
+/// `p < k`, in tiles of 16-lane vectors ([`for_tiles`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]); `c` must be valid for reads and writes at
 /// those places, and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: *mut f32, rs_c: usize) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for i in 0..m {
-            let row = std::slice::from_raw_parts_mut(c.add(i * rs_c), n);
-            row.iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+    for_tiles((m, k, n), a, b, rows, beta, (c, rs_c), (16, ROWS), |t, r, two| {
+        if two {
+            dispatch!(run, t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);
+        } else {
+            dispatch!(run, t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
         }
-        return;
-    }
-    assert!(rows.k == 1 || (rows.wp >= rows.k && rows.plane >= rows.k * rows.wp), "taps out of order");
-    assert!(
-        a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.len() >= rows.offset(k - 1) + n,
-        "gemm input too small"
-    );
-    // Column blocks of two vectors, the last of one when 16 lanes hold it; row blocks of even
-    // height, so that no thin last block reloads the right operand for few sums.
-    for j0 in (0..n).step_by(32) {
-        let lanes = n - j0;
-        let two = lanes > 16;
-        let masks = [lane_mask(lanes), lane_mask(lanes.saturating_sub(16))];
-        let most = if two { ROWS / 2 } else { ROWS };
-        let height = m.div_ceil(m.div_ceil(most));
-        for i0 in (0..m).step_by(height) {
-            let r = height.min(m - i0);
-            let t = Tile {
-                k,
-                a: a.data.as_ptr().add(i0 * a.rs),
-                rs_a: a.rs,
-                cs_a: a.cs,
-                b: b.as_ptr().add(j0),
-                rows,
-                masks,
-                beta,
-                c: c.add(i0 * rs_c + j0),
-                rs_c,
-            };
-            if two {
-                dispatch!(t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);
-            } else {
-                dispatch!(t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
-            }
-        }
-    }
+    })
 }
 
 /// The first `lanes` of 16 lanes (all of them from 16 up).
@@ -95,72 +44,39 @@ fn lane_mask(lanes: usize) -> u16 {
     }
 }
 
-/// One block of at most `R` rows and `16·V` columns of `c`, with pointers at its first element.
-struct Tile {
-    k: usize,
-    a: *const f32,
-    rs_a: usize,
-    cs_a: usize,
-    b: *const f32,
-    rows: Rows,
-    /// Live lanes of each of the `V` column vectors.
-    masks: [u16; 2],
-    beta: f32,
-    c: *mut f32,
-    rs_c: usize,
-}
-
-impl Tile {
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(&self) {
-        let Rows { k, wp, plane } = self.rows;
-        let mut k0 = 0;
-        while k0 < self.k {
-            let kc = KC.min(self.k - k0);
-            let mut acc = [[_mm512_setzero_ps(); V]; R];
-            // Row `p`'s offset, kept up to date tap by tap.
-            let (mut off, mut kx, mut ky) =
-                if TAPS { (self.rows.offset(k0), k0 % k, k0 / k % k) } else { (k0 * plane, 0, 0) };
-            for p in k0..k0 + kc {
-                let row = self.b.add(off);
-                if TAPS {
-                    (off, kx) = (off + 1, kx + 1);
-                    if kx == k {
-                        (off, kx, ky) = (off + wp - k, 0, ky + 1);
-                        if ky == k {
-                            (off, ky) = (off + plane - k * wp, 0);
-                        }
-                    }
+/// One tile of `R` rows and `V` vectors.
+#[target_feature(enable = "avx512f")]
+unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(t: &Tile) {
+    let masks = t.lanes.map(lane_mask);
+    for k0 in (0..t.k).step_by(KC) {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let mut walk = RowWalk::from(t.rows, k0);
+        for p in k0..(k0 + KC).min(t.k) {
+            let row = t.b.add(walk.next::<TAPS>());
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_maskz_loadu_ps(masks[v], row.add(16 * v));
+            }
+            let a = t.a.add(p * t.cs_a);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i * t.rs_a));
+                for (acc, bv) in acc.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, *bv, *acc);
+                }
+            }
+        }
+        let store = k0 > 0 || t.beta != 0.0;
+        let beta = _mm512_set1_ps(if k0 > 0 { 1.0 } else { t.beta });
+        for (i, acc) in acc.iter().enumerate() {
+            for (v, &acc) in acc.iter().enumerate() {
+                let cp = t.c.add(i * t.rs_c + 16 * v);
+                let sum = if store {
+                    _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(masks[v], cp), beta), acc)
                 } else {
-                    off += plane;
-                }
-                let mut bv = [_mm512_setzero_ps(); V];
-                for (v, bv) in bv.iter_mut().enumerate() {
-                    *bv = _mm512_maskz_loadu_ps(self.masks[v], row.add(16 * v));
-                }
-                let a = self.a.add(p * self.cs_a);
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.add(i * self.rs_a));
-                    for (acc, bv) in acc.iter_mut().zip(&bv) {
-                        *acc = _mm512_fmadd_ps(av, *bv, *acc);
-                    }
-                }
+                    acc
+                };
+                _mm512_mask_storeu_ps(cp, masks[v], sum);
             }
-            let store = k0 > 0 || self.beta != 0.0;
-            let beta = _mm512_set1_ps(if k0 > 0 { 1.0 } else { self.beta });
-            for (i, acc) in acc.iter().enumerate() {
-                for (v, &acc) in acc.iter().enumerate() {
-                    let cp = self.c.add(i * self.rs_c + 16 * v);
-                    let sum = if store {
-                        let old = _mm512_mul_ps(_mm512_maskz_loadu_ps(self.masks[v], cp), beta);
-                        _mm512_add_ps(old, acc)
-                    } else {
-                        acc
-                    };
-                    _mm512_mask_storeu_ps(cp, self.masks[v], sum);
-                }
-            }
-            k0 += kc;
         }
     }
 }

@@ -16,6 +16,8 @@ pub mod level;
 mod loss;
 mod maxpool;
 mod optim;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
 use super::host::HostBuffers;
 use super::Backend;
