@@ -256,6 +256,16 @@ fn bad_mask_sets_are_named() {
     assert!(err_with(&root, Some(16), Some(2)).contains("more than a binary mask's two"));
     assert!(err_with(&root, Some(16), Some(1)).contains("--classes 1: masks hold 2 to 64 classes"));
 
+    let root = case("unreadable");
+    std::fs::write(root.join("train/images/s001.jpg"), b"not a jpeg at all").unwrap();
+    let e = err(&root, Some(16));
+    assert!(e.contains("train/images/s001.jpg") && e.contains("cannot read the image"), "{e}");
+
+    let root = case("two-extensions");
+    std::fs::copy(root.join("train/images/s000.png"), root.join("train/images/s000.jpeg")).unwrap();
+    let e = err(&root, Some(16));
+    assert!(e.contains("s000.png: and another image differ only by extension"), "{e}");
+
     let root = case("colour-mask");
     let (img, _) = pair(40, 32, 0, (0, 1));
     img.save(root.join("train/masks/s000.png")).unwrap();
