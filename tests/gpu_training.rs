@@ -176,3 +176,30 @@ fn a_training_steps_launches_are_timed_on_the_device() {
         }
     }
 }
+
+/// The launches of a training step and of a test step of each report network at its real
+/// sizes and settings, pinned: a change that splits a fused launch, or stops merging the
+/// parameter updates, changes these numbers.
+#[test]
+fn launches_per_step_are_pinned() {
+    for (task, train_launches, test_launches) in
+        [(Task::MnistMlp, 4, 4), (Task::MnistCnn, 14, 7), (Task::Warwick, 19, 8)]
+    {
+        let (d, sample) = (tasks::defaults(task), tasks::input_shape(task));
+        let data = synthetic(task, sample, 2 * d.batch, d.batch, 3);
+        let opts = SessionOptions {
+            batch: d.batch,
+            optimizer: d.optimizer,
+            seed: 1,
+            shuffle: true,
+            mirrored: false,
+            init: None,
+        };
+        let model = tasks::model(task, d.variant, sample);
+        let mut s = Session::new(&model, &data, opts, |descs| Ok(backend(Kind::Gpu, descs))).unwrap();
+        let (train, test) = (s.train_ops.clone(), s.plan.eval.clone());
+        s.backend().prepare(&[&train, &test]).unwrap();
+        let got = (s.backend().launches(&train), s.backend().launches(&test));
+        assert_eq!(got, (Some(train_launches), Some(test_launches)), "{task:?}: (training, test) launches");
+    }
+}
