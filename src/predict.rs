@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
 use crate::model::{Model, Shape};
+use crate::report::pictures::predicted;
 use crate::run::{backend_factory, check_image_size, BackendChoice, TrainConfig};
 use crate::tasks::{self, Task};
 use crate::train::{Session, SessionOptions};
@@ -49,15 +50,10 @@ pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backen
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     let k = target.pixel_classes();
     for (i, (path, &(w, h))) in names.iter().zip(&sizes).enumerate() {
-        let map: Vec<u8> = match k {
-            0 => probs[i * s * s..][..s * s].iter().map(|&p| if p > 0.5 { 255 } else { 0 }).collect(),
-            _ => {
-                let p = &probs[i * k * s * s..][..k * s * s];
-                (0..s * s)
-                    .map(|q| (1..k).fold(0, |b, c| if p[c * s * s + q] > p[b * s * s + q] { c } else { b }) as u8)
-                    .collect()
-            }
-        };
+        let hw = s * s;
+        let map = predicted(&probs[i * k.max(1) * hw..][..k.max(1) * hw], k, hw);
+        // A binary map as 0 and 255; a map of classes as their indices.
+        let map: Vec<u8> = if k == 0 { map.iter().map(|&v| 255 * v).collect() } else { map };
         let map = image::GrayImage::from_raw(side, side, map).expect("side² bytes");
         let map = image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest);
         write_png(&output.join(path.file_name().expect("a file")), map)?;

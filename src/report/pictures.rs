@@ -51,7 +51,7 @@ fn grey_rgb(values: impl Iterator<Item = u8>) -> Vec<u8> {
 
 /// Each pixel's predicted class from `probs` (`[k, hw]`; `k` 0: one probability of the
 /// foreground per pixel, foreground above 0.5), the first most probable of ties.
-fn predicted(probs: &[f32], k: usize, hw: usize) -> Vec<u8> {
+pub fn predicted(probs: &[f32], k: usize, hw: usize) -> Vec<u8> {
     match k {
         0 => probs[..hw].iter().map(|&p| u8::from(p > 0.5)).collect(),
         _ => (0..hw)

@@ -1,7 +1,7 @@
 //! Losses fused with the output activation, and the metrics they add to a metrics buffer
 //! (slots in [`crate::graph::slot`]). Sums run in f64.
 
-use crate::graph::slot;
+use crate::graph::{slot, MAX_PIXEL_CLASSES};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk of the sigmoid loss (fixed, so sums do not depend on threads).
@@ -110,22 +110,34 @@ pub fn sigmoid_bce(
     slot::add_segmentation_batch(metrics, loss, (yp, y, p_sum), n, per);
 }
 
+/// Each sample's loss and per-class counts in [`pixel_softmax_cross_entropy`], kept between
+/// calls so that a step allocates nothing.
+#[derive(Default)]
+pub struct PixelParts {
+    loss: Vec<f64>,
+    counts: Vec<[u64; 3]>,
+}
+
 /// Softmax over the `k` channels and cross-entropy at each pixel of `logits[n, k, per]` against
 /// class indices `target[n, per]`, mean over every pixel, and the batch's per-class counts (the
 /// prediction is the most probable class, the first of ties). Samples run in parallel; their
 /// sums are added in order, so results do not depend on threads.
 pub fn pixel_softmax_cross_entropy(
-    logits: &[f32],
-    target: &[f32],
+    (logits, target): (&[f32], &[f32]),
     probs: &mut [f32],
     grad: Option<&mut [f32]>,
     metrics: &mut [f32],
+    parts: &mut PixelParts,
     (n, k, per): (usize, usize, usize),
 ) {
     let len = n * k * per;
-    let sample = |(s, p): (usize, &mut [f32])| {
+    parts.loss.resize(n, 0.0);
+    parts.counts.clear();
+    parts.counts.resize(n * k, [0; 3]);
+    let per_sample = parts.loss.par_iter_mut().zip(parts.counts.par_chunks_mut(k));
+    probs[..len].par_chunks_mut(k * per).zip(per_sample).enumerate().for_each(|(s, (p, (loss, counts)))| {
         let (z, t) = (&logits[s * k * per..][..k * per], &target[s * per..][..per]);
-        let (mut loss, mut counts) = (0.0f64, vec![[0u64; 3]; k]);
+        *loss = 0.0;
         for q in 0..per {
             let m = (0..k).fold(f32::NEG_INFINITY, |a, c| a.max(z[c * per + q]));
             let log_sum = (0..k).map(|c| ((z[c * per + q] - m) as f64).exp()).sum::<f64>().ln();
@@ -134,7 +146,7 @@ pub fn pixel_softmax_cross_entropy(
                 let log_p = (z[c * per + q] - m) as f64 - log_sum;
                 p[c * per + q] = log_p.exp() as f32;
                 if c == truth {
-                    loss -= log_p;
+                    *loss -= log_p;
                 }
             }
             let predicted = (1..k).fold(0, |best, c| if p[c * per + q] > p[best * per + q] { c } else { best });
@@ -142,9 +154,7 @@ pub fn pixel_softmax_cross_entropy(
             counts[predicted][2] += 1;
             counts[truth][0] += u64::from(predicted == truth);
         }
-        (loss, counts)
-    };
-    let parts: Vec<(f64, Vec<[u64; 3]>)> = probs[..len].par_chunks_mut(k * per).enumerate().map(sample).collect();
+    });
     if let Some(g) = grad {
         g[..len].par_chunks_mut(k * per).zip(probs[..len].par_chunks(k * per)).enumerate().for_each(|(s, (g, p))| {
             for (i, (g, p)) in g.iter_mut().zip(p).enumerate() {
@@ -153,11 +163,11 @@ pub fn pixel_softmax_cross_entropy(
             }
         });
     }
-    let (loss, counts) = parts.into_iter().fold((0.0, vec![[0u64; 3]; k]), |(loss, mut all), (l, c)| {
-        all.iter_mut().zip(c).for_each(|(a, c)| (0..3).for_each(|j| a[j] += c[j]));
-        (loss + l, all)
-    });
-    slot::add_class_batch(metrics, loss, &counts, n, per);
+    let mut counts = [[0u64; 3]; MAX_PIXEL_CLASSES];
+    for sample in parts.counts.chunks(k) {
+        counts.iter_mut().zip(sample).for_each(|(a, c)| (0..3).for_each(|j| a[j] += c[j]));
+    }
+    slot::add_class_batch(metrics, parts.loss.iter().sum(), &counts[..k], n, per);
 }
 
 /// `counts[true·k + predicted] += 1` for each sample.

@@ -40,6 +40,8 @@ pub struct CpuBackend {
     partial: Vec<f32>,
     /// The sigmoid loss's per-chunk sums.
     loss_parts: Vec<[f64; 4]>,
+    /// The pixel loss's per-sample sums.
+    pixel_parts: loss::PixelParts,
 }
 
 /// `out[i] = Σ_s Σ_j x[s, i, j]` for `x[n, rows, cols]`, rows in parallel. Each row of `cols`
@@ -224,6 +226,7 @@ impl CpuBackend {
             scratch: HashMap::new(),
             partial: Vec::new(),
             loss_parts: Vec::new(),
+            pixel_parts: loss::PixelParts::default(),
         }
     }
 
@@ -487,14 +490,8 @@ impl CpuBackend {
                 for (at, n) in loss::batches(n, batch) {
                     let (rows, pixels) = (at * k * per..(at + n) * k * per, at * per..(at + n) * per);
                     let g = g.as_deref_mut().map(|g| &mut g[rows.clone()]);
-                    loss::pixel_softmax_cross_entropy(
-                        &z[rows.clone()],
-                        &t[pixels],
-                        &mut p[rows],
-                        g,
-                        &mut m,
-                        (n, k, per),
-                    );
+                    let zt = (&z[rows.clone()], &t[pixels]);
+                    loss::pixel_softmax_cross_entropy(zt, &mut p[rows], g, &mut m, &mut self.pixel_parts, (n, k, per));
                 }
                 self.bufs.put(probs, p);
                 self.bufs.put_opt(grad, g);
