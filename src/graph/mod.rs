@@ -2,9 +2,11 @@
 //! of an evaluation step. A backend allocates the buffers once and runs the ops.
 
 mod build;
+mod fuse;
 mod op;
 
 pub use build::{build, DataSpec, PlanOptions, Target, MAX_PIXEL_CLASSES};
+pub use fuse::{fuse, Fusable, Fused};
 pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet, Step};
 
 use crate::model::ParamSpec;

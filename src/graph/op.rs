@@ -358,4 +358,32 @@ impl Op {
             Op::Adam { w, g, m, v, .. } => [w, g, m, v].contains(&id),
         }
     }
+
+    /// Whether the op writes buffer `id` (outputs it adds to included).
+    pub fn writes(&self, id: BufId) -> bool {
+        match *self {
+            Op::Gather { out, .. } | Op::GatherOneHot { out, .. } => out == id,
+            Op::Dense { y, .. } | Op::Conv2d { y, .. } | Op::ConvTranspose2d { y, .. } => y == id,
+            Op::DenseBackward { gx, gw, gb, .. }
+            | Op::Conv2dBackward { gx, gw, gb, .. }
+            | Op::ConvTranspose2dBackward { gx, gw, gb, .. } => [gw, gb].contains(&id) || gx == Some(id),
+            Op::MaxPool2d { y, argmax, .. } => [y, argmax].contains(&id),
+            Op::AvgPool2d { y, .. } | Op::Activation { y, .. } => y == id,
+            Op::Dropout { y, mask, .. } => [y, mask].contains(&id),
+            Op::MaxPool2dBackward { gx, .. }
+            | Op::AvgPool2dBackward { gx, .. }
+            | Op::ActivationBackward { gx, .. }
+            | Op::DropoutBackward { gx, .. } => gx == id,
+            Op::SoftmaxCrossEntropy { probs, grad, metrics, .. }
+            | Op::SigmoidBce { probs, grad, metrics, .. }
+            | Op::PixelSoftmaxCrossEntropy { probs, grad, metrics, .. } => {
+                [probs, metrics].contains(&id) || grad == Some(id)
+            }
+            Op::L2 { grad, metrics, .. } => metrics == id || grad == Some(id),
+            Op::Confusion { counts, .. } => counts == id,
+            Op::Sgd { w, .. } => w == id,
+            Op::Momentum { w, v, .. } => [w, v].contains(&id),
+            Op::Adam { w, m, v, .. } => [w, m, v].contains(&id),
+        }
+    }
 }

@@ -22,7 +22,7 @@ mod tiles;
 use super::host::HostBuffers;
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{BufDesc, BufId, Op, Step};
+use crate::graph::{fuse, BufDesc, BufId, Fusable, Op, Step};
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
@@ -218,6 +218,11 @@ fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     }
     &mut v[..len]
 }
+
+/// What this backend runs inside a producer: a convolution's activation and then its max
+/// pooling where the pooling fits its blocks, the activation's backward inside a max pooling's
+/// backward, or inside a convolution's input gradient that nothing else reads.
+const FUSABLE: Fusable = Fusable { dense_activation: false, kept_gradient: false, conv_pool: conv2d::pools_in_blocks };
 
 impl CpuBackend {
     pub fn new(descs: &[BufDesc]) -> Self {
@@ -553,56 +558,9 @@ impl Backend for CpuBackend {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
         // pool, instead of waking it and sleeping until it is done once per loop.
         rayon::scope(|_| {
-            let mut i = 0;
-            while i < ops.len() {
-                let (op, next) = (&ops[i], |k: usize| ops.get(i + k));
-                // An activation runs inside the op before it when it reads that op's output.
-                let fused = match (op, next(1)) {
-                    (
-                        Op::Conv2d { y, .. } | Op::ConvTranspose2d { y, .. },
-                        Some(next @ &Op::Activation { act, x, y: out, .. }),
-                    ) if x == *y && out != *y && act != Act::Softmax => Some(next),
-                    (
-                        Op::MaxPool2dBackward { gx, .. },
-                        Some(next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
-                    ) if gy == *gx && out != *gx && act != Act::Softmax => Some(next),
-                    // After a convolution's backward only when nothing later reads its gradient.
-                    (
-                        Op::Conv2dBackward { gx: Some(gx), .. } | Op::ConvTranspose2dBackward { gx: Some(gx), .. },
-                        Some(next @ &Op::ActivationBackward { act, gy, gx: out, .. }),
-                    ) if gy == *gx
-                        && out != *gx
-                        && act != Act::Softmax
-                        && !ops[i + 2..].iter().any(|o| o.reads(*gx)) =>
-                    {
-                        Some(next)
-                    }
-                    _ => None,
-                };
-                // Max pooling runs inside a convolution (and its activation) whose output it reads.
-                let pooled = match (op, fused) {
-                    (_, Some(&Op::Activation { y, .. })) => Some(y),
-                    (&Op::Conv2d { y, .. }, None) => Some(y),
-                    _ => None,
-                };
-                let pool = match (op, next(1 + fused.is_some() as usize)) {
-                    (Op::Conv2d { g, .. }, Some(next @ &Op::MaxPool2d { x, .. }))
-                        if Some(x) == pooled && conv2d::pools_in_blocks(g) =>
-                    {
-                        Some(next)
-                    }
-                    _ => None,
-                };
-                let done = i + 1 + fused.is_some() as usize + pool.is_some() as usize;
-                // The output between `op` and `fused` is written only if a later op reads it.
-                let between = match fused {
-                    Some(&Op::Activation { x, .. }) => Some(x),
-                    Some(&Op::ActivationBackward { gy, .. }) => Some(gy),
-                    _ => None,
-                };
-                let keep = between.is_some_and(|id| ops[done..].iter().any(|o| o.reads(id)));
-                self.run_op(op, step, fused, keep, pool);
-                i = done;
+            for unit in fuse(ops, &FUSABLE) {
+                let at = |i: Option<usize>| i.map(|i| &ops[i]);
+                self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, at(unit.pool));
             }
         });
         Ok(())

@@ -14,10 +14,10 @@ use super::{Backend, Profile};
 use crate::error::{Error, Result};
 use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
 use crate::optim::adam_correction;
-use encode::{encode, Bind, Grid, Launch};
+use encode::{Bind, Grid, Launch};
 use passes::{
-    combine_sums, conv_into_loss, dense_into_loss, fold_update, fuse_activations, loss_runs_dense_backward,
-    merge_updates, pair_gathers, place_scratch, pool_on_the_fly, unpool_in_products,
+    combine_sums, conv_into_loss, dense_into_loss, fold_update, loss_runs_dense_backward, lower, merge_updates,
+    pair_gathers, place_scratch, pool_on_the_fly, unpool_in_products,
 };
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
@@ -349,12 +349,12 @@ impl GpuBackend {
 
     /// The launches that run `ops`, after every pass, and the scratch floats they need.
     fn launches_of(&self, ops: &[Op]) -> (Vec<Launch>, usize) {
-        let all: Vec<_> = ops.iter().flat_map(|op| encode(op, &self.descs)).collect();
+        let all = lower(ops, &self.descs);
         let bufs = &self.bufs;
         let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
         let set = |id: BufId| self.descs[id.0].set;
         let len = |id: BufId| self.descs[id.0].len;
-        let fused = dense_into_loss(pool_on_the_fly(fuse_activations(pair_gathers(all))), (&set, &place), &len);
+        let fused = dense_into_loss(pool_on_the_fly(pair_gathers(all)), (&set, &place), &len);
         let fused = unpool_in_products(conv_into_loss(fused, (&set, &place)));
         let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
         // The member of `other` at a gradient's place in the gradient set.

@@ -1,8 +1,9 @@
-//! Rewrites of an op list's launches that make fewer of them with the same arithmetic: an
-//! activation run by the launch before it, a batch and its targets gathered together, the
-//! optimiser updates merged over their parameter set, every weight gradient's slices added in
-//! one launch, and the optimiser's step taken by the launches that write the gradients; a max
-//! pooling that is never stored (`pool`), and the last layer run by its loss (`loss`).
+//! An op list's launches, with each activation run by its producer's launch as the plan's fusion
+//! decides ([`lower`]), and rewrites of them that make fewer with the same arithmetic: a batch
+//! and its targets gathered together, the optimiser updates merged over their parameter set,
+//! every weight gradient's slices added in one launch, and the optimiser's step taken by the
+//! launches that write the gradients; a max pooling that is never stored (`pool`), and the last
+//! layer run by its loss (`loss`).
 
 mod loss;
 mod pool;
@@ -11,10 +12,10 @@ pub use loss::{conv_into_loss, dense_into_loss, loss_runs_dense_backward};
 pub use pool::{pool_on_the_fly, unpool_in_products};
 
 use super::encode::{
-    launch, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN, POOL_ACT_OUT,
+    encode, launch, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN, POOL_ACT_OUT,
 };
 use super::shaders::{Family, Kernel};
-use crate::graph::{BufId, ParamSet};
+use crate::graph::{fuse, BufDesc, BufId, Fusable, Op, ParamSet};
 
 /// Where a parameter-set buffer lies in its set's storage: (position in the set, byte offset,
 /// bytes).
@@ -23,11 +24,27 @@ pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 /// Which parameter set a buffer belongs to, and where it lies in it.
 pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
 
-/// Folds each activation that follows a product of its input (forward, or its gradient going
-/// back) into that product, and each activation's backward that follows a pooling's backward
-/// into the pooling; the producer then stores both its own result and the activation's.
-pub fn fuse_activations(launches: Vec<Launch>) -> Vec<Launch> {
-    merge_neighbours(launches, fuse_activation)
+/// What this backend runs inside a producer: the activation of any product (forward, or its
+/// backward in an input-gradient product) and of a max pooling's backward, storing the
+/// producer's own output as well. A max pooling forward is read through by the convolutions
+/// after it instead ([`pool_on_the_fly`]).
+const FUSABLE: Fusable = Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| false };
+
+/// The launches of `ops`, unit by unit as [`fuse`] groups them for this backend: an activation
+/// is run by the last launch of its producer, which stores both its own result and the
+/// activation's. `descs` size the weight-gradient splits.
+pub fn lower(ops: &[Op], descs: &[BufDesc]) -> Vec<Launch> {
+    let mut out = Vec::with_capacity(ops.len());
+    for unit in fuse(ops, &FUSABLE) {
+        let mut launches = encode(&ops[unit.op], descs);
+        if let Some(a) = unit.act {
+            let act = &encode(&ops[a], descs)[0];
+            let last = launches.last_mut().expect("a producer launches");
+            *last = fuse_activation(last, act).expect("the plan fuses only what this backend runs");
+        }
+        out.extend(launches);
+    }
+    out
 }
 
 /// Replaces each launch and the one after it by `merge(prev, next)` where that gives one, again
@@ -453,46 +470,37 @@ mod tests {
         encode(&Op::Activation { act: Act::Relu, x: BufId(x), y: BufId(y), per: 64 }, &[])[0].clone()
     }
 
-    fn dense(x: usize, y: usize) -> Launch {
-        let (w, b) = (BufId(90), BufId(91));
-        product(
-            Family::Dense,
-            0,
-            &[8, 64],
-            &[buf(A, BufId(x)), buf(B, w), buf(BIAS, b), buf(C, BufId(y))],
-            (Size::per_n(1), Size::fixed(64), Size::fixed(1)),
-            100,
-        )
+    /// Buffers of 4 samples of up to 128 floats each.
+    pub(super) fn descs(count: usize) -> Vec<BufDesc> {
+        let desc = BufDesc { name: String::new(), len: 4 * 128, dtype: crate::graph::Dtype::F32, set: None };
+        vec![desc; count]
     }
 
     #[test]
     fn an_activation_of_a_product_is_stored_by_the_product() {
-        let fused = fuse_activations(vec![dense(0, 1), relu(1, 2)]);
+        let dense =
+            |x: usize, y: usize| Op::Dense { x: BufId(x), w: BufId(8), b: BufId(9), y: BufId(y), n_in: 8, n_out: 64 };
+        let act = |x: usize, y: usize| Op::Activation { act: Act::Relu, x: BufId(x), y: BufId(y), per: 64 };
+        let fused = lower(&[dense(0, 1), act(1, 2)], &descs(10));
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.constant("FUSE"), Some(1));
         assert_eq!(fused[0].kernel.constant("ACT"), Some(0));
         assert!(fused[0].binds.contains(&(ACT_OUT, Bind::Buf(BufId(2)))));
         // An activation of another buffer stays a launch of its own.
-        assert_eq!(fuse_activations(vec![dense(0, 1), relu(3, 2)]).len(), 2);
+        assert_eq!(lower(&[dense(0, 1), act(3, 2)], &descs(10)).len(), 2);
     }
 
     #[test]
     fn an_activation_backward_after_pooling_backward_is_run_by_the_pooling() {
         let shape = crate::model::Shape::new(2, 4, 4);
-        let pool = |gx: usize| {
-            let op = Op::MaxPool2dBackward { gy: BufId(0), argmax: BufId(1), gx: BufId(gx), shape };
-            encode(&op, &[])[0].clone()
-        };
-        let act =
-            encode(&Op::ActivationBackward { act: Act::Tanh, y: BufId(3), gy: BufId(2), gx: BufId(4), per: 32 }, &[])
-                [0]
-            .clone();
-        let fused = fuse_activations(vec![pool(2), act.clone()]);
+        let pool = |gx: usize| Op::MaxPool2dBackward { gy: BufId(0), argmax: BufId(1), gx: BufId(gx), shape };
+        let act = Op::ActivationBackward { act: Act::Tanh, y: BufId(3), gy: BufId(2), gx: BufId(4), per: 32 };
+        let fused = lower(&[pool(2), act.clone()], &descs(6));
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.constant("ACT"), Some(2));
         assert!(fused[0].binds.contains(&(POOL_ACT_IN, Bind::Buf(BufId(3)))));
         assert!(fused[0].binds.contains(&(POOL_ACT_OUT, Bind::Buf(BufId(4)))));
-        assert_eq!(fuse_activations(vec![pool(5), act]).len(), 2);
+        assert_eq!(lower(&[pool(5), act], &descs(6)).len(), 2);
     }
 
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.

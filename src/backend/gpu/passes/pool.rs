@@ -117,7 +117,7 @@ fn unpool_in_product(product: &Launch, pool: &Launch, later: &[Launch]) -> Optio
 mod tests {
     use super::*;
     use crate::backend::gpu::encode::{encode, Bind};
-    use crate::backend::gpu::passes::fuse_activations;
+    use crate::backend::gpu::passes::lower;
     use crate::backend::gpu::passes::tests::relu;
     use crate::graph::Op;
     use crate::model::Act;
@@ -143,17 +143,18 @@ mod tests {
             64
         ];
         let act_back = Op::ActivationBackward { act: Act::Relu, y: id(1), gy: id(7), gx: id(8), per: 2 * side * side };
-        let mut ls = fuse_activations(
-            [
-                encode(&conv(40, 0), &descs),
-                vec![relu(0, 1)],
-                encode(&Op::MaxPool2d { x: id(1), y: id(2), argmax: id(3), shape }, &descs),
-                encode(&conv(2, 4), &descs),
-                encode(&backward, &descs),
-                encode(&Op::MaxPool2dBackward { gy: id(6), argmax: id(3), gx: id(7), shape }, &descs),
-                encode(&act_back, &descs),
-            ]
-            .concat(),
+        let act = Op::Activation { act: Act::Relu, x: id(0), y: id(1), per: 64 };
+        let mut ls = lower(
+            &[
+                conv(40, 0),
+                act,
+                Op::MaxPool2d { x: id(1), y: id(2), argmax: id(3), shape },
+                conv(2, 4),
+                backward,
+                Op::MaxPool2dBackward { gy: id(6), argmax: id(3), gx: id(7), shape },
+                act_back,
+            ],
+            &descs,
         );
         ls.extend(also);
         ls
