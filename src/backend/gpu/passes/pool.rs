@@ -116,7 +116,7 @@ fn unpool_in_product(product: &Launch, pool: &Launch, later: &[Launch]) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::encode::{encode, Bind};
+    use crate::backend::gpu::encode::Bind;
     use crate::backend::gpu::passes::lower;
     use crate::backend::gpu::passes::tests::relu;
     use crate::graph::Op;
