@@ -4,6 +4,7 @@
 
 mod device;
 mod encode;
+mod layout;
 mod passes;
 mod profile;
 pub mod shaders;
@@ -12,13 +13,11 @@ pub use device::{adapter, is_software, unfit, Gpu};
 
 use super::{Backend, Profile};
 use crate::error::{Error, Result};
-use crate::graph::{BufDesc, BufId, Dtype, Op, ParamSet, Step};
+use crate::graph::{BufDesc, BufId, Op, Step};
 use crate::optim::adam_correction;
-use encode::{Bind, Grid, Launch};
-use passes::{
-    combine_sums, conv_into_loss, dense_into_loss, fold_update, loss_runs_dense_backward, lower, merge_updates,
-    pair_gathers, place_scratch, pool_on_the_fly, unpool_in_products,
-};
+use encode::{Bind, Grid};
+use layout::{byte_len, Layout};
+use passes::launches;
 use shaders::{Family, Kernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,14 +34,22 @@ const SLOT: u64 = 256;
 /// Storage bindings 2..2+STORAGE of every kernel.
 const STORAGE: u32 = 10;
 
+/// Byte alignment of parameter-set members when an op list is lowered without a device: the
+/// largest any adapter may ask for (wgpu's default limit).
+const ANY_ALIGN: u64 = 256;
+
+/// The kernels of the launches that run `ops` over the plan buffers `descs`, in order, found
+/// without a device.
+pub fn kernels_of(ops: &[Op], descs: &[BufDesc]) -> Vec<Kernel> {
+    launches(ops, descs, &Layout::new(descs, ANY_ALIGN)).0.into_iter().map(|l| l.kernel).collect()
+}
+
 /// Where a plan buffer lives: its own wgpu buffer, or a range of its parameter set's.
 #[derive(Clone)]
 struct Slice {
     buffer: wgpu::Buffer,
     offset: u64,
     size: u64,
-    /// Position in its parameter set.
-    member: Option<usize>,
 }
 
 impl Slice {
@@ -55,7 +62,7 @@ impl Slice {
     }
 
     fn whole(buffer: wgpu::Buffer) -> Self {
-        Slice { size: buffer.size(), buffer, offset: 0, member: None }
+        Slice { size: buffer.size(), buffer, offset: 0 }
     }
 }
 
@@ -78,6 +85,7 @@ pub struct GpuBackend {
     gpu: Gpu,
     descs: Vec<BufDesc>,
     bufs: Vec<Slice>,
+    places: Layout,
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
     modules: HashMap<Family, wgpu::ShaderModule>,
@@ -107,14 +115,6 @@ pub struct GpuBackend {
 
 fn storage_usage() -> wgpu::BufferUsages {
     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
-}
-
-fn byte_len(d: &BufDesc) -> u64 {
-    let bytes = match d.dtype {
-        Dtype::U8 => d.len,
-        Dtype::F32 | Dtype::U32 => d.len * 4,
-    };
-    (bytes as u64).next_multiple_of(4).max(4)
 }
 
 fn layout_entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
@@ -175,25 +175,9 @@ impl GpuBackend {
                 mapped_at_creation: false,
             })
         };
-        // Each parameter set in one buffer, its members at aligned offsets in plan order: the
-        // sets hold like lengths in like order, so a parameter has the same offset in each.
-        let mut sets: Vec<(ParamSet, u64, usize)> = Vec::new();
-        let mut placed = Vec::with_capacity(descs.len());
-        for d in descs {
-            placed.push(d.set.map(|set| {
-                let i = sets.iter().position(|s| s.0 == set).unwrap_or_else(|| {
-                    sets.push((set, 0, 0));
-                    sets.len() - 1
-                });
-                let (_, end, members) = &mut sets[i];
-                let at = (*end, *members);
-                *end += byte_len(d).next_multiple_of(align);
-                *members += 1;
-                (i, at)
-            }));
-        }
-        let mut set_bufs = Vec::with_capacity(sets.len());
-        for &(set, size, _) in &sets {
+        let layout = Layout::new(descs, align);
+        let mut set_bufs = Vec::with_capacity(layout.sets.len());
+        for &(set, size) in &layout.sets {
             let name = format!("{set:?} parameters");
             if size > max {
                 return Err(too_big(&name, size));
@@ -201,20 +185,18 @@ impl GpuBackend {
             set_bufs.push(make(&name, size.max(4)));
         }
         let mut bufs = Vec::with_capacity(descs.len());
-        for (d, place) in descs.iter().zip(placed) {
-            let size = byte_len(d);
+        for ((d, member), &size) in descs.iter().zip(&layout.members).zip(&layout.sizes) {
             if size > max {
                 return Err(too_big(&d.name, size));
             }
-            bufs.push(match place {
-                Some((i, (offset, member))) => {
-                    Slice { buffer: set_bufs[i].clone(), offset, size, member: Some(member) }
-                }
+            bufs.push(match member {
+                Some(m) => Slice { buffer: set_bufs[m.set].clone(), offset: m.offset, size },
                 None => Slice::whole(make(&d.name, size)),
             });
         }
-        let own: u64 = bufs.iter().filter(|b| b.member.is_none()).map(|b| b.size).sum();
-        let allocated = own + sets.iter().map(|s| s.1).sum::<u64>() + STORAGE as u64 * 16 + STEPS_PER_SUBMIT * SLOT;
+        let own: u64 = layout.members.iter().zip(&layout.sizes).filter(|(m, _)| m.is_none()).map(|(_, s)| s).sum();
+        let allocated =
+            own + layout.sets.iter().map(|s| s.1).sum::<u64>() + STORAGE as u64 * 16 + STEPS_PER_SUBMIT * SLOT;
         let mut entries = vec![
             layout_entry(0, wgpu::BufferBindingType::Uniform, true),
             layout_entry(1, wgpu::BufferBindingType::Uniform, false),
@@ -222,11 +204,11 @@ impl GpuBackend {
         entries.extend(
             (2..2 + STORAGE).map(|b| layout_entry(b, wgpu::BufferBindingType::Storage { read_only: false }, false)),
         );
-        let layout =
+        let bind_layout =
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: None,
-            bind_group_layouts: &[Some(&layout)],
+            bind_group_layouts: &[Some(&bind_layout)],
             immediate_size: 0,
         });
         let dummies = (0..STORAGE)
@@ -248,7 +230,8 @@ impl GpuBackend {
         Ok(GpuBackend {
             descs: descs.to_vec(),
             bufs,
-            layout,
+            places: layout,
+            layout: bind_layout,
             pipeline_layout,
             modules: HashMap::new(),
             pipelines: HashMap::new(),
@@ -347,29 +330,9 @@ impl GpuBackend {
         }
     }
 
-    /// The launches that run `ops`, after every pass, and the scratch floats they need.
-    fn launches_of(&self, ops: &[Op]) -> (Vec<Launch>, usize) {
-        let all = lower(ops, &self.descs);
-        let bufs = &self.bufs;
-        let place = |id: BufId| bufs[id.0].member.map(|m| (m, bufs[id.0].offset, bufs[id.0].size));
-        let set = |id: BufId| self.descs[id.0].set;
-        let len = |id: BufId| self.descs[id.0].len;
-        let fused = dense_into_loss(pool_on_the_fly(pair_gathers(all)), (&set, &place), &len);
-        let fused = unpool_in_products(conv_into_loss(fused, (&set, &place)));
-        let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
-        // The member of `other` at a gradient's place in the gradient set.
-        let counterpart = |id: BufId, other: ParamSet| {
-            let member = bufs[id.0].member?;
-            (set(id) == Some(ParamSet::Grad)).then_some(())?;
-            (0..bufs.len()).map(BufId).find(|&b| set(b) == Some(other) && bufs[b.0].member == Some(member))
-        };
-        let folded = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
-        (loss_runs_dense_backward(folded, (&set, &place), &len), scratch_len)
-    }
-
     fn compile(&mut self, ops: &[Op]) -> Program {
-        let mut launches = Vec::new();
-        let (all, scratch_len) = self.launches_of(ops);
+        let mut compiled = Vec::new();
+        let (all, scratch_len) = launches(ops, &self.descs, &self.places);
         let scratch = self.scratch(scratch_len);
         self.build_pipelines(all.iter().map(|l| &l.kernel));
         for launch in all {
@@ -394,7 +357,7 @@ impl GpuBackend {
                     Some((_, Bind::Scratch)) => {
                         let (at, len) = (launch.scratch_at, launch.scratch);
                         let len = if len > 0 { len } else { scratch_len.max(1) - at };
-                        Slice { buffer: scratch.clone(), offset: at as u64 * 4, size: len as u64 * 4, member: None }
+                        Slice { buffer: scratch.clone(), offset: at as u64 * 4, size: len as u64 * 4 }
                     }
                     None => Slice::whole(self.dummies[i as usize].clone()),
                 })
@@ -421,13 +384,13 @@ impl GpuBackend {
                 layout: &self.layout,
                 entries: &entries,
             });
-            launches.push(Compiled { kernel: launch.kernel, pipeline, bind_group, grid: launch.grid });
+            compiled.push(Compiled { kernel: launch.kernel, pipeline, bind_group, grid: launch.grid });
         }
         let adam = ops.iter().find_map(|op| match *op {
             Op::Adam { beta1, beta2, .. } => Some((beta1, beta2)),
             _ => None,
         });
-        Program { ops: ops.to_vec(), launches, adam }
+        Program { ops: ops.to_vec(), launches: compiled, adam }
     }
 
     /// The index of the program of `ops`, compiled first if need be.
@@ -574,8 +537,10 @@ impl Backend for GpuBackend {
     fn prepare(&mut self, lists: &[&[Op]]) -> Result<()> {
         let new: Vec<&[Op]> =
             lists.iter().copied().filter(|ops| !self.programs.iter().any(|p| p.ops == *ops)).collect();
-        let kernels: Vec<Kernel> =
-            new.iter().flat_map(|ops| self.launches_of(ops).0.into_iter().map(|l| l.kernel)).collect();
+        let kernels: Vec<Kernel> = new
+            .iter()
+            .flat_map(|ops| launches(ops, &self.descs, &self.places).0.into_iter().map(|l| l.kernel))
+            .collect();
         self.build_pipelines(kernels.iter());
         for ops in new {
             self.program(ops)?;

@@ -7,8 +7,6 @@ const ACT: &str = include_str!("../../../shaders/act.wgsl");
 
 /// Weight-gradient split counts the encoder may choose (see `matmul.wgsl`); 0 is a plain product.
 pub const SPLITS: [u32; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
-/// Tile sides of the matrix product.
-pub const TILES: [u32; 2] = [16, 64];
 /// The most workgroup memory a kernel uses, in bytes: a transposed convolution's weight and bias
 /// gradients in one launch, with the product's tiles and a summing tree (`tests/shaders.rs`
 /// measures every kernel).
@@ -119,93 +117,6 @@ impl Kernel {
         let value = |name: &str, v: u32| if name == "LR" { f32::from_bits(v) as f64 } else { v as f64 };
         self.constants.iter().map(|&(k, v)| (k, value(k, v))).collect()
     }
-}
-
-/// Every specialisation the encoder can ask for.
-pub fn all_kernels() -> Vec<Kernel> {
-    let mut out = vec![
-        Kernel::new(Family::Gather, "gather"),
-        Kernel::new(Family::MaxPool, "forward"),
-        Kernel::new(Family::MaxPool, "backward"),
-        Kernel::new(Family::AvgPool, "forward"),
-        Kernel::new(Family::AvgPool, "backward"),
-        Kernel::new(Family::Activation, "dropout"),
-        Kernel::new(Family::Activation, "dropout_backward"),
-        Kernel::new(Family::Loss, "softmax_ce"),
-        Kernel::new(Family::Loss, "dense_softmax_ce"),
-        Kernel::new(Family::Loss, "dense_softmax_ce_backward"),
-        Kernel::new(Family::Loss, "conv_sigmoid_bce"),
-        Kernel::new(Family::Loss, "conv_sigmoid_bce").with("BACKWARD", 1),
-        with_step(Kernel::new(Family::Loss, "dense_softmax_ce_backward")),
-        Kernel::new(Family::Loss, "sigmoid_bce"),
-        Kernel::new(Family::Loss, "sigmoid_bce_total"),
-        Kernel::new(Family::Loss, "pixel_softmax_ce"),
-        Kernel::new(Family::Loss, "pixel_softmax_ce_total"),
-        Kernel::new(Family::Loss, "confusion"),
-        Kernel::new(Family::Reduce, "sum_slices"),
-    ];
-    for entry in ["sgd", "momentum", "adam", "l2"] {
-        out.push(Kernel::new(Family::Optim, entry));
-    }
-    out.push(Kernel::new(Family::MaxPool, "backward").with("FROM_INPUT", 1));
-    for act in 0..3 {
-        let loss = Kernel::new(Family::Loss, "dense_softmax_ce_backward").with("FUSE", 1).with("ACT", act);
-        out.extend([with_step(loss.clone()), loss]);
-        out.push(Kernel::new(Family::Loss, "conv_sigmoid_bce").with("BACKWARD", 1).with("FUSE", 1).with("ACT", act));
-        out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act));
-        out.push(Kernel::new(Family::MaxPool, "backward").with("FUSE", 1).with("ACT", act).with("FROM_INPUT", 1));
-        out.push(Kernel::new(Family::Activation, "forward").with("ACT", act));
-        out.push(Kernel::new(Family::Activation, "backward").with("ACT", act));
-    }
-    for family in [Family::Dense, Family::Conv2d, Family::ConvTranspose] {
-        // Dense and Conv2d sum the bias gradient as a column of the weight gradient.
-        let bias_col = |k: Kernel| if family == Family::ConvTranspose { k } else { k.with("BIAS_COL", 1) };
-        for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
-            for mode in 0..2 {
-                out.push(gemm(family, mode, 0, (tm, tn)));
-                for act in 0..3 {
-                    out.push(gemm(family, mode, 0, (tm, tn)).with("FUSE", mode + 1).with("ACT", act));
-                }
-            }
-            for splits in SPLITS {
-                out.push(bias_col(gemm(family, 2, splits, (tm, tn))));
-            }
-            out.push(with_step(bias_col(gemm(family, 2, 1, (tm, tn)))));
-        }
-        if family == Family::Conv2d {
-            // Forward and weight-gradient products may read their input through a pooling.
-            let pooled: Vec<Kernel> = out
-                .iter()
-                .filter(|k| k.family == family && matches!(k.constant("MODE"), Some(0 | 2)))
-                .map(|k| k.clone().with("POOLED", 1))
-                .collect();
-            out.extend(pooled);
-            // Data-gradient products may go on back through a pooling and an activation.
-            for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
-                out.extend((0..3).map(|act| gemm(family, 1, 0, (tm, tn)).with("UNPOOL", 1).with("ACT", act)));
-            }
-        }
-        if family == Family::ConvTranspose {
-            for splits in SPLITS {
-                out.push(row_sums(family, splits));
-            }
-            out.push(with_step(row_sums(family, 1)));
-            // The weight and bias gradients in one launch, both in slices.
-            let many = &SPLITS[1..];
-            for (tm, tn) in TILES.iter().flat_map(|&tm| TILES.map(|tn| (tm, tn))) {
-                for (&splits, &rows) in many.iter().flat_map(|s| many.iter().map(move |r| (s, r))) {
-                    out.push(weight_and_bias(gemm(family, 2, splits, (tm, tn)), rows));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A one-slice weight-gradient kernel that also takes the SGD step (the rate is validated at
-/// one value: it is a plain constant of the arithmetic).
-fn with_step(k: Kernel) -> Kernel {
-    k.with("UPDATE", 1).with("LR", 0.25f32.to_bits())
 }
 
 /// The tiled product of a family's `mode`, with `splits` slices (0: none) and (rows, columns)

@@ -14,6 +14,7 @@ pub use pool::{pool_on_the_fly, unpool_in_products};
 use super::encode::{
     encode, launch, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN, POOL_ACT_OUT,
 };
+use super::layout::Layout;
 use super::shaders::{Family, Kernel};
 use crate::graph::{fuse, BufDesc, BufId, Fusable, Op, ParamSet};
 
@@ -45,6 +46,25 @@ pub fn lower(ops: &[Op], descs: &[BufDesc]) -> Vec<Launch> {
         out.extend(launches);
     }
     out
+}
+
+/// The launches that run `ops` with buffers laid out as `layout`, after every pass, and the
+/// scratch floats they need. Needs no device.
+pub fn launches(ops: &[Op], descs: &[BufDesc], layout: &Layout) -> (Vec<Launch>, usize) {
+    let place = |id: BufId| layout.place(id);
+    let set = |id: BufId| descs[id.0].set;
+    let len = |id: BufId| descs[id.0].len;
+    let all = lower(ops, descs);
+    let fused = dense_into_loss(pool_on_the_fly(pair_gathers(all)), (&set, &place), &len);
+    let fused = unpool_in_products(conv_into_loss(fused, (&set, &place)));
+    let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
+    // The member of `other` at a gradient's place in the gradient set.
+    let counterpart = |id: BufId, other: ParamSet| {
+        (set(id) == Some(ParamSet::Grad)).then_some(())?;
+        layout.counterpart(id, other)
+    };
+    let folded = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
+    (loss_runs_dense_backward(folded, (&set, &place), &len), scratch_len)
 }
 
 /// Replaces each launch and the one after it by `merge(prev, next)` where that gives one, again
