@@ -1,12 +1,14 @@
-//! Fusion, decided once on an op list for both fast backends: each producer (a dense layer, a
+//! Fusion, decided once on an op list for both fast backends. Each producer (a dense layer, a
 //! convolution or transposed convolution, going forward or computing its input's gradient, or a
 //! max pooling's backward) takes as its epilogue the elementwise activation that reads what it
-//! writes, and a convolution the max pooling after that. The decision comes from which op
-//! reads and writes which buffer ([`Op::reads`], [`Op::writes`]) and from what the backend says
-//! it can run ([`Fusable`]); the backend then runs each [`Fused`] as one unit. The reference
-//! backend runs every op on its own.
+//! writes, and a convolution the max pooling after that; a max pooling that only convolutions
+//! read may instead never be stored, the convolutions reading through it, and its backward then
+//! runs inside the input-gradient product of the convolution after it. The decisions come from
+//! which op reads and writes which buffer ([`Op::reads`], [`Op::writes`]) and from what the
+//! backend says it can run ([`Fusable`]); the backend then runs each [`Fused`] as one unit. The
+//! reference backend runs every op on its own.
 
-use super::{ConvGeom, Op};
+use super::{BufId, ConvGeom, Op};
 use crate::model::Act;
 
 /// The epilogues a backend can run inside their producer.
@@ -22,16 +24,22 @@ pub struct Fusable {
     /// Whether a max pooling of the convolution's output runs inside a convolution of this
     /// geometry.
     pub conv_pool: fn(&ConvGeom) -> bool,
+    /// Convolutions read their input through a max pooling of even sides, which is then not
+    /// stored; its backward finds each window's maximum again from the pooling's input, and
+    /// runs inside the input-gradient product of the convolution after it.
+    pub read_through_pool: bool,
 }
 
-/// One unit of work: the op at `op`, with the activation at `act` (forward or backward) and the
-/// max pooling at `pool` as its epilogue (indices into the op list).
+/// One unit of work: the op at `op`, then the max pooling backward at `unpool`, the activation
+/// at `act` (forward or backward) and the max pooling at `pool`, each an epilogue of what comes
+/// before it (indices into the op list).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fused {
     pub op: usize,
+    pub unpool: Option<usize>,
     pub act: Option<usize>,
     pub pool: Option<usize>,
-    /// Whether an op after the unit reads the output between `op` and `act`, which must then be
+    /// Whether an op after the unit reads the output that `act` reads, which must then be
     /// stored.
     pub keep: bool,
 }
@@ -39,7 +47,25 @@ pub struct Fused {
 impl Fused {
     /// The index after the unit's last op.
     pub fn end(&self) -> usize {
-        1 + self.pool.or(self.act).unwrap_or(self.op)
+        1 + self.pool.or(self.act).or(self.unpool).unwrap_or(self.op)
+    }
+}
+
+/// How a backend runs an op list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fusion {
+    pub units: Vec<Fused>,
+    /// The max poolings read through (indices of their forward ops), which no unit runs.
+    pub read_through: Vec<usize>,
+}
+
+impl Fusion {
+    /// The max pooling read through whose output (or argmax) is `id`: its forward op.
+    pub fn pooling_of<'a>(&self, ops: &'a [Op], id: BufId) -> Option<&'a Op> {
+        self.read_through
+            .iter()
+            .map(|&i| &ops[i])
+            .find(|op| matches!(**op, Op::MaxPool2d { y, argmax, .. } if y == id || argmax == id))
     }
 }
 
@@ -67,7 +93,7 @@ fn stores_both(op: &Op, can: &Fusable) -> bool {
 
 /// The buffer that `next`, an elementwise activation (forward or backward), reads from the op
 /// before it, and its output, if `next` is one.
-fn activation_io(next: &Op) -> Option<(super::BufId, super::BufId, bool)> {
+fn activation_io(next: &Op) -> Option<(BufId, BufId, bool)> {
     match *next {
         Op::Activation { act, x, y, .. } if act != Act::Softmax => Some((x, y, true)),
         Op::ActivationBackward { act, gy, gx, .. } if act != Act::Softmax => Some((gy, gx, false)),
@@ -76,39 +102,112 @@ fn activation_io(next: &Op) -> Option<(super::BufId, super::BufId, bool)> {
 }
 
 /// The op list as units for a backend that can run `can`.
-pub fn fuse(ops: &[Op], can: &Fusable) -> Vec<Fused> {
-    let mut units = Vec::with_capacity(ops.len());
+pub fn fuse(ops: &[Op], can: &Fusable) -> Fusion {
+    let mut fusion = Fusion { units: Vec::with_capacity(ops.len()), read_through: Vec::new() };
     let mut i = 0;
     while i < ops.len() {
-        let op = &ops[i];
-        let mut unit = Fused { op: i, act: None, pool: None, keep: false };
-        // What the unit's last op writes, that a pooling may read.
-        let mut last = match *op {
-            Op::Conv2d { y, .. } => Some(y),
-            _ => None,
-        };
-        if let Some((input, out, forward)) = ops.get(i + 1).and_then(activation_io) {
-            let read_later = ops[i + 2..].iter().any(|o| o.reads(input));
-            let fits = op.writes(input) && !op.writes(out) && produces_for_activation(op, forward, can);
-            if fits && (!read_later || stores_both(op, can)) {
-                unit.act = Some(i + 1);
-                last = last.map(|_| out);
-            }
-        }
-        if let (Op::Conv2d { g, .. }, Some(y)) = (op, last) {
-            let at = unit.end();
-            if matches!(ops.get(at), Some(&Op::MaxPool2d { x, .. }) if x == y) && (can.conv_pool)(g) {
-                unit.pool = Some(at);
-            }
-        }
-        if let Some(a) = unit.act {
-            let (input, _, _) = activation_io(&ops[a]).expect("an activation");
-            unit.keep = ops[unit.end()..].iter().any(|o| o.reads(input));
+        let unit = unit_at(ops, i, can, &fusion);
+        if can.read_through_pool && reads_through(ops, i, can) {
+            fusion.read_through.push(i);
+        } else {
+            fusion.units.push(unit);
         }
         i = unit.end();
-        units.push(unit);
     }
-    units
+    fusion
+}
+
+/// The unit that starts with op `i`, given the poolings read through so far.
+fn unit_at(ops: &[Op], i: usize, can: &Fusable, so_far: &Fusion) -> Fused {
+    let op = &ops[i];
+    let mut unit = Fused { op: i, unpool: None, act: None, pool: None, keep: false };
+    // The producer of what an activation may read: the op, or the pooling backward it runs.
+    let mut producer = op;
+    if let (Op::Conv2dBackward { gx: Some(gx), .. }, Some(back @ Op::MaxPool2dBackward { gy, argmax, gx: raw, .. })) =
+        (op, ops.get(i + 1))
+    {
+        let through = so_far.pooling_of(ops, *argmax);
+        let act_after = ops.get(i + 2).and_then(activation_io);
+        // The activation's backward must read the pooling's gradient and the pooling's input,
+        // and nothing after it the pooling's own gradient.
+        let fits = match (through, act_after, ops.get(i + 2)) {
+            (Some(&Op::MaxPool2d { x, .. }), Some((input, _, false)), Some(&Op::ActivationBackward { y, .. })) => {
+                input == *raw && y == x && !ops[i + 3..].iter().any(|o| o.reads(*raw))
+            }
+            _ => false,
+        };
+        if gy == gx && fits {
+            unit.unpool = Some(i + 1);
+            producer = back;
+        }
+    }
+    // What the unit's last op writes, that a pooling may read.
+    let mut last = match *op {
+        Op::Conv2d { y, .. } => Some(y),
+        _ => None,
+    };
+    let next = unit.end();
+    if let Some((input, out, forward)) = ops.get(next).and_then(activation_io) {
+        let read_later = ops[next + 1..].iter().any(|o| o.reads(input));
+        let fits = producer.writes(input) && !producer.writes(out) && produces_for_activation(producer, forward, can);
+        if fits && (!read_later || stores_both(producer, can)) {
+            unit.act = Some(next);
+            last = last.map(|_| out);
+        }
+    }
+    if let (Op::Conv2d { g, .. }, Some(y)) = (op, last) {
+        let at = unit.end();
+        if matches!(ops.get(at), Some(&Op::MaxPool2d { x, .. }) if x == y) && (can.conv_pool)(g) {
+            unit.pool = Some(at);
+        }
+    }
+    if let Some(a) = unit.act {
+        let (input, _, _) = activation_io(&ops[a]).expect("an activation");
+        unit.keep = ops[unit.end()..].iter().any(|o| o.reads(input));
+    }
+    unit
+}
+
+/// Whether op `i` is a max pooling of even sides that convolutions may read through: only
+/// convolutions read its output, as their input (forward or for the weight gradient); only its
+/// backward reads its argmax; and after it nothing reads or writes its input but the backward
+/// of the activation that wrote it, run inside the pooling's backward.
+fn reads_through(ops: &[Op], i: usize, can: &Fusable) -> bool {
+    let Op::MaxPool2d { x, y, argmax, shape } = ops[i] else {
+        return false;
+    };
+    let half = |g: &ConvGeom| g.c_in == shape.c && g.h == shape.h / 2 && g.w == shape.w / 2;
+    let even = shape.h % 2 == 0 && shape.w % 2 == 0;
+    if !even || ops[..i].iter().any(|o| o.reads(y) || o.reads(argmax)) {
+        return false;
+    }
+    let mut read = false;
+    for (j, o) in ops.iter().enumerate().skip(i + 1) {
+        if o.reads(y) || o.writes(y) {
+            match *o {
+                Op::Conv2d { x: input, ref g, .. } | Op::Conv2dBackward { x: input, ref g, .. }
+                    if input == y && half(g) && !o.writes(y) =>
+                {
+                    read = true
+                }
+                _ => return false,
+            }
+        }
+        if o.reads(argmax) && !matches!(*o, Op::MaxPool2dBackward { argmax: a, .. } if a == argmax) {
+            return false;
+        }
+        if o.reads(x) || o.writes(x) {
+            // The activation's backward after the pooling's backward, fused into it.
+            let fused = matches!(ops[j - 1], Op::MaxPool2dBackward { argmax: a, .. } if a == argmax)
+                && unit_at(ops, j - 1, can, &Fusion::default()).act == Some(j)
+                && matches!(*o, Op::ActivationBackward { y: fx, .. } if fx == x)
+                && !o.writes(x);
+            if !fused {
+                return false;
+            }
+        }
+    }
+    read
 }
 
 #[cfg(test)]
@@ -118,8 +217,10 @@ mod tests {
     use crate::model::Shape;
 
     const G: ConvGeom = ConvGeom { c_in: 2, c_out: 3, h: 8, w: 8, k: 3 };
-    const ALL: Fusable = Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| true };
-    const LEAST: Fusable = Fusable { dense_activation: false, kept_gradient: false, conv_pool: |_| false };
+    const ALL: Fusable =
+        Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| true, read_through_pool: false };
+    const LEAST: Fusable =
+        Fusable { dense_activation: false, kept_gradient: false, conv_pool: |_| false, read_through_pool: false };
 
     fn id(i: usize) -> BufId {
         BufId(i)
@@ -140,7 +241,7 @@ mod tests {
         Op::ActivationBackward { act: Act::Tanh, y: id(50), gy: id(gy), gx: id(gx), per: 128 }
     }
     fn units(ops: &[Op], can: &Fusable) -> Vec<(usize, Option<usize>, Option<usize>, bool)> {
-        fuse(ops, can).iter().map(|u| (u.op, u.act, u.pool, u.keep)).collect()
+        fuse(ops, can).units.iter().map(|u| (u.op, u.act, u.pool, u.keep)).collect()
     }
 
     #[test]
@@ -183,5 +284,27 @@ mod tests {
         // Backward activations do not follow forward products, nor forward ones backward products.
         assert_eq!(units(&[conv(0, 1), act_back(1, 2)], &ALL).len(), 2);
         assert_eq!(units(&[conv_back(5, 6), act(Act::Relu, 6, 7)], &ALL).len(), 2);
+    }
+
+    #[test]
+    fn a_pooling_read_through_is_not_run_and_its_backward_runs_in_the_product_after_it() {
+        let through = Fusable { read_through_pool: true, conv_pool: |_| false, ..ALL };
+        let g = ConvGeom { c_in: 3, c_out: 2, h: 4, w: 4, k: 3 };
+        let back = Op::Conv2dBackward { x: id(3), w: id(80), gy: id(10), gx: Some(id(11)), gw: id(82), gb: id(83), g };
+        let unpool = Op::MaxPool2dBackward { gy: id(11), argmax: id(99), gx: id(12), shape: Shape::new(3, 8, 8) };
+        let relu_back = Op::ActivationBackward { act: Act::Relu, y: id(2), gy: id(12), gx: id(13), per: 192 };
+        let after = Op::Conv2d { x: id(3), w: id(80), b: id(81), y: id(4), g };
+        let ops = [conv(0, 1), act(Act::Relu, 1, 2), pool(2, 3), after, back, unpool, relu_back];
+        let fusion = fuse(&ops, &through);
+        assert_eq!(fusion.read_through, [2]);
+        let last = Fused { op: 4, unpool: Some(5), act: Some(6), pool: None, keep: false };
+        assert_eq!(fusion.units.last(), Some(&last));
+        assert_eq!(fusion.units.len(), 3);
+        // A backend that reads through no pooling, or a dense layer reading the pooled values.
+        assert!(fuse(&ops, &ALL).read_through.is_empty());
+        let dense = Op::Dense { x: id(3), w: id(90), b: id(91), y: id(5), n_in: 48, n_out: 4 };
+        let mut stored = ops.to_vec();
+        stored.push(dense);
+        assert!(fuse(&stored, &through).read_through.is_empty());
     }
 }

@@ -222,7 +222,12 @@ fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// What this backend runs inside a producer: a convolution's activation and then its max
 /// pooling where the pooling fits its blocks, the activation's backward inside a max pooling's
 /// backward, or inside a convolution's input gradient that nothing else reads.
-const FUSABLE: Fusable = Fusable { dense_activation: false, kept_gradient: false, conv_pool: conv2d::pools_in_blocks };
+const FUSABLE: Fusable = Fusable {
+    dense_activation: false,
+    kept_gradient: false,
+    conv_pool: conv2d::pools_in_blocks,
+    read_through_pool: false,
+};
 
 impl CpuBackend {
     pub fn new(descs: &[BufDesc]) -> Self {
@@ -558,7 +563,7 @@ impl Backend for CpuBackend {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
         // pool, instead of waking it and sleeping until it is done once per loop.
         rayon::scope(|_| {
-            for unit in fuse(ops, &FUSABLE) {
+            for unit in fuse(ops, &FUSABLE).units {
                 let at = |i: Option<usize>| i.map(|i| &ops[i]);
                 self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, at(unit.pool));
             }

@@ -94,6 +94,7 @@ fn with_conv_data_grad(launches: &mut Vec<Launch>, i: usize, conv: &Launch, sets
         k.family == Family::Conv2d
             && k.entry == "matmul"
             && k.constant("MODE") == Some(1)
+            && k.constant("UNPOOL").is_none()
             && l.params == conv.params
             && (bound(l, A), bound(l, B)) == (Some(Bind::Buf(w)), Some(grad))
             && (fuse.is_none() || (fuse == Some(2) && bound(l, ACT_IN) == Some(x)))

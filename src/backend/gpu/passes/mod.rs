@@ -9,7 +9,7 @@ mod loss;
 mod pool;
 
 pub use loss::{conv_into_loss, dense_into_loss, loss_runs_dense_backward};
-pub use pool::{pool_on_the_fly, unpool_in_products};
+use pool::{read_through, unpool};
 
 use super::encode::{
     encode, launch, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN, POOL_ACT_OUT,
@@ -27,22 +27,34 @@ pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
 
 /// What this backend runs inside a producer: the activation of any product (forward, or its
 /// backward in an input-gradient product) and of a max pooling's backward, storing the
-/// producer's own output as well. A max pooling forward is read through by the convolutions
-/// after it instead ([`pool_on_the_fly`]).
-const FUSABLE: Fusable = Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| false };
+/// producer's own output as well; a max pooling is read through by the convolutions after it
+/// where it can be ([`pool`]).
+const FUSABLE: Fusable =
+    Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| false, read_through_pool: true };
 
 /// The launches of `ops`, unit by unit as [`fuse`] groups them for this backend: an activation
-/// is run by the last launch of its producer, which stores both its own result and the
-/// activation's. `descs` size the weight-gradient splits.
+/// (or a pooling's backward and its activation's) is run by the last launch of its producer,
+/// which stores both its own result and the epilogue's, and a pooling read through has no
+/// launch. `descs` size the weight-gradient splits.
 pub fn lower(ops: &[Op], descs: &[BufDesc]) -> Vec<Launch> {
+    let fusion = fuse(ops, &FUSABLE);
+    let first = |i: usize| encode(&ops[i], descs).swap_remove(0);
     let mut out = Vec::with_capacity(ops.len());
-    for unit in fuse(ops, &FUSABLE) {
+    for unit in &fusion.units {
         let mut launches = encode(&ops[unit.op], descs);
-        if let Some(a) = unit.act {
-            let act = &encode(&ops[a], descs)[0];
-            let last = launches.last_mut().expect("a producer launches");
-            *last = fuse_activation(last, act).expect("the plan fuses only what this backend runs");
-        }
+        let mut last = launches.pop().expect("a producer launches");
+        let epilogue = match unit.unpool {
+            Some(back) => {
+                let act = first(unit.act.expect("an unpooling runs its activation's backward"));
+                let mut back = fuse_pool_activation(&first(back), &act).expect("a pooling's backward");
+                read_through(&mut back, ops, &fusion);
+                Some(unpool(&last, &back))
+            }
+            None => unit.act.map(|a| fuse_activation(&last, &first(a)).expect("the plan fuses what this backend runs")),
+        };
+        last = epilogue.unwrap_or(last);
+        launches.push(last);
+        launches.iter_mut().for_each(|l| read_through(l, ops, &fusion));
         out.extend(launches);
     }
     out
@@ -55,8 +67,7 @@ pub fn launches(ops: &[Op], descs: &[BufDesc], layout: &Layout) -> (Vec<Launch>,
     let set = |id: BufId| descs[id.0].set;
     let len = |id: BufId| descs[id.0].len;
     let all = lower(ops, descs);
-    let fused = dense_into_loss(pool_on_the_fly(pair_gathers(all)), (&set, &place), &len);
-    let fused = unpool_in_products(conv_into_loss(fused, (&set, &place)));
+    let fused = conv_into_loss(dense_into_loss(pair_gathers(all), (&set, &place), &len), (&set, &place));
     let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
     // The member of `other` at a gradient's place in the gradient set.
     let counterpart = |id: BufId, other: ParamSet| {
