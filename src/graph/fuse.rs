@@ -5,10 +5,11 @@
 //! read may instead never be stored, the convolutions reading through it, and its backward then
 //! runs inside the input-gradient product of the convolution after it. The decisions come from
 //! which op reads and writes which buffer ([`Op::reads`], [`Op::writes`]) and from what the
-//! backend says it can run ([`Fusable`]); the backend then runs each [`Fused`] as one unit. The
-//! reference backend runs every op on its own.
+//! backend says it can run ([`Fusable`]); the backend then runs each [`Fused`] as one unit. A
+//! loss may also compute its logits, in place of the layer before it, and that layer's backward.
+//! The reference backend runs every op on its own.
 
-use super::{BufId, ConvGeom, Op};
+use super::{BufDesc, BufId, ConvGeom, Op};
 use crate::model::Act;
 
 /// The epilogues a backend can run inside their producer.
@@ -28,7 +29,29 @@ pub struct Fusable {
     /// stored; its backward finds each window's maximum again from the pooling's input, and
     /// runs inside the input-gradient product of the convolution after it.
     pub read_through_pool: bool,
+    /// Whether a loss can compute its logits, in place of the layer `producer` (a dense layer
+    /// before a softmax cross-entropy, a 1x1 convolution to one channel before a sigmoid
+    /// cross-entropy), in steps of up to `rows` samples, with the plan's buffers `descs`.
+    pub logits_in_loss: LossLayer,
+    /// Whether such a loss can also run the layer's backward `op`.
+    pub backward_in_loss: LossLayer,
 }
+
+/// Whether a loss can run a layer's op, in steps of up to `rows` samples, with the plan's
+/// buffers `descs`.
+pub type LossLayer = fn(op: &Op, rows: usize, descs: &[BufDesc]) -> bool;
+
+/// A backend that runs no layer inside a loss.
+pub fn no_loss_layer(_: &Op, _: usize, _: &[BufDesc]) -> bool {
+    false
+}
+
+/// Most multiply-adds that one thread of a loss computing its dense layer (forward, or forward
+/// and backward) does one after the other: such a loss is one workgroup, so beyond this it takes
+/// longer than the product launches it saves. The MLP's output layer (100 inputs, 10 classes,
+/// batch 100) is 400 going forward and 1,700 both ways; the CNN's (1,568 inputs) 6,272 going
+/// forward.
+pub const LOSS_LAYER_MACS: usize = 4096;
 
 /// One unit of work: the op at `op`, then the max pooling backward at `unpool`, the activation
 /// at `act` (forward or backward) and the max pooling at `pool`, each an epilogue of what comes
@@ -36,6 +59,10 @@ pub struct Fusable {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fused {
     pub op: usize,
+    /// The loss that computes its logits from `op` (a layer's forward), and that layer's
+    /// backward, run by the loss too.
+    pub loss: Option<usize>,
+    pub backward: Option<usize>,
     pub unpool: Option<usize>,
     pub act: Option<usize>,
     pub pool: Option<usize>,
@@ -47,7 +74,7 @@ pub struct Fused {
 impl Fused {
     /// The index after the unit's last op.
     pub fn end(&self) -> usize {
-        1 + self.pool.or(self.act).or(self.unpool).unwrap_or(self.op)
+        1 + self.pool.or(self.act).or(self.unpool).or(self.backward).or(self.loss).unwrap_or(self.op)
     }
 }
 
@@ -101,12 +128,13 @@ fn activation_io(next: &Op) -> Option<(BufId, BufId, bool)> {
     }
 }
 
-/// The op list as units for a backend that can run `can`.
-pub fn fuse(ops: &[Op], can: &Fusable) -> Fusion {
+/// The op list as units for a backend that can run `can`; `descs` size the buffers (a step has
+/// at most as many samples as its logits buffer holds).
+pub fn fuse(ops: &[Op], descs: &[BufDesc], can: &Fusable) -> Fusion {
     let mut fusion = Fusion { units: Vec::with_capacity(ops.len()), read_through: Vec::new() };
     let mut i = 0;
     while i < ops.len() {
-        let unit = unit_at(ops, i, can, &fusion);
+        let unit = unit_at(ops, i, descs, can, &fusion);
         if can.read_through_pool && reads_through(ops, i, can) {
             fusion.read_through.push(i);
         } else {
@@ -117,12 +145,53 @@ pub fn fuse(ops: &[Op], can: &Fusable) -> Fusion {
     fusion
 }
 
+/// The loss at `i + 1` that computes its logits in place of the layer at `i`, and the loss's
+/// layer's backward at `i + 2` that it also runs, where `can` allows.
+fn loss_of(ops: &[Op], i: usize, descs: &[BufDesc], can: &Fusable) -> (Option<usize>, Option<usize>) {
+    let rows = |logits: BufId, per: usize| descs[logits.0].len / per;
+    // Each thread's multiply-adds, forward and both ways, and the steps' most samples.
+    let (forward, both, rows, grad) = match (&ops[i], ops.get(i + 1)) {
+        (&Op::Dense { y, n_in, n_out, .. }, Some(&Op::SoftmaxCrossEntropy { logits, classes, grad, .. }))
+            if logits == y && classes == n_out =>
+        {
+            let rows = rows(logits, classes);
+            let forward = (rows * classes).div_ceil(256) * n_in;
+            let both = (rows * n_in).div_ceil(256) * classes + (classes * (n_in + 1)).div_ceil(256) * rows;
+            (forward, both, rows, grad)
+        }
+        (&Op::Conv2d { y, ref g, .. }, Some(&Op::SigmoidBce { logits, per, grad, .. }))
+            if logits == y && g.k == 1 && g.c_out == 1 =>
+        {
+            (0, 0, rows(logits, per), grad)
+        }
+        _ => return (None, None),
+    };
+    if forward > LOSS_LAYER_MACS || !(can.logits_in_loss)(&ops[i], rows, descs) {
+        return (None, None);
+    }
+    let backward = match (&ops[i], ops.get(i + 2)) {
+        (&Op::Dense { x, w, .. }, Some(back @ &Op::DenseBackward { x: bx, w: bw, gy, gx: Some(_), .. }))
+        | (&Op::Conv2d { x, w, .. }, Some(back @ &Op::Conv2dBackward { x: bx, w: bw, gy, gx: Some(_), .. }))
+            if (x, w) == (bx, bw)
+                && Some(gy) == grad
+                && both <= LOSS_LAYER_MACS
+                && (can.backward_in_loss)(back, rows, descs) =>
+        {
+            Some(i + 2)
+        }
+        _ => None,
+    };
+    (Some(i + 1), backward)
+}
+
 /// The unit that starts with op `i`, given the poolings read through so far.
-fn unit_at(ops: &[Op], i: usize, can: &Fusable, so_far: &Fusion) -> Fused {
+fn unit_at(ops: &[Op], i: usize, descs: &[BufDesc], can: &Fusable, so_far: &Fusion) -> Fused {
     let op = &ops[i];
-    let mut unit = Fused { op: i, unpool: None, act: None, pool: None, keep: false };
-    // The producer of what an activation may read: the op, or the pooling backward it runs.
-    let mut producer = op;
+    let (loss, backward) = loss_of(ops, i, descs, can);
+    let mut unit = Fused { op: i, loss, backward, unpool: None, act: None, pool: None, keep: false };
+    // The producer of what an activation may read: the op, the layer's backward that the loss
+    // runs, or the pooling backward that the op runs.
+    let mut producer = backward.map_or(op, |b| &ops[b]);
     if let (Op::Conv2dBackward { gx: Some(gx), .. }, Some(back @ Op::MaxPool2dBackward { gy, argmax, gx: raw, .. })) =
         (op, ops.get(i + 1))
     {
@@ -143,7 +212,7 @@ fn unit_at(ops: &[Op], i: usize, can: &Fusable, so_far: &Fusion) -> Fused {
     }
     // What the unit's last op writes, that a pooling may read.
     let mut last = match *op {
-        Op::Conv2d { y, .. } => Some(y),
+        Op::Conv2d { y, .. } if loss.is_none() => Some(y),
         _ => None,
     };
     let next = unit.end();
@@ -199,7 +268,7 @@ fn reads_through(ops: &[Op], i: usize, can: &Fusable) -> bool {
         if o.reads(x) || o.writes(x) {
             // The activation's backward after the pooling's backward, fused into it.
             let fused = matches!(ops[j - 1], Op::MaxPool2dBackward { argmax: a, .. } if a == argmax)
-                && unit_at(ops, j - 1, can, &Fusion::default()).act == Some(j)
+                && unit_at(ops, j - 1, &[], can, &Fusion::default()).act == Some(j)
                 && matches!(*o, Op::ActivationBackward { y: fx, .. } if fx == x)
                 && !o.writes(x);
             if !fused {
@@ -217,10 +286,27 @@ mod tests {
     use crate::model::Shape;
 
     const G: ConvGeom = ConvGeom { c_in: 2, c_out: 3, h: 8, w: 8, k: 3 };
-    const ALL: Fusable =
-        Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| true, read_through_pool: false };
-    const LEAST: Fusable =
-        Fusable { dense_activation: false, kept_gradient: false, conv_pool: |_| false, read_through_pool: false };
+    const ALL: Fusable = Fusable {
+        dense_activation: true,
+        kept_gradient: true,
+        conv_pool: |_| true,
+        read_through_pool: false,
+        logits_in_loss: |_, _, _| true,
+        backward_in_loss: |_, _, _| true,
+    };
+    const LEAST: Fusable = Fusable {
+        dense_activation: false,
+        kept_gradient: false,
+        conv_pool: |_| false,
+        read_through_pool: false,
+        logits_in_loss: no_loss_layer,
+        backward_in_loss: no_loss_layer,
+    };
+
+    /// 100 buffers of 1,000 floats.
+    fn descs() -> Vec<BufDesc> {
+        vec![BufDesc { name: String::new(), len: 1000, dtype: crate::graph::Dtype::F32, set: None }; 100]
+    }
 
     fn id(i: usize) -> BufId {
         BufId(i)
@@ -241,7 +327,7 @@ mod tests {
         Op::ActivationBackward { act: Act::Tanh, y: id(50), gy: id(gy), gx: id(gx), per: 128 }
     }
     fn units(ops: &[Op], can: &Fusable) -> Vec<(usize, Option<usize>, Option<usize>, bool)> {
-        fuse(ops, can).units.iter().map(|u| (u.op, u.act, u.pool, u.keep)).collect()
+        fuse(ops, &descs(), can).units.iter().map(|u| (u.op, u.act, u.pool, u.keep)).collect()
     }
 
     #[test]
@@ -295,16 +381,56 @@ mod tests {
         let relu_back = Op::ActivationBackward { act: Act::Relu, y: id(2), gy: id(12), gx: id(13), per: 192 };
         let after = Op::Conv2d { x: id(3), w: id(80), b: id(81), y: id(4), g };
         let ops = [conv(0, 1), act(Act::Relu, 1, 2), pool(2, 3), after, back, unpool, relu_back];
-        let fusion = fuse(&ops, &through);
+        let fusion = fuse(&ops, &descs(), &through);
         assert_eq!(fusion.read_through, [2]);
-        let last = Fused { op: 4, unpool: Some(5), act: Some(6), pool: None, keep: false };
+        let last = Fused { op: 4, loss: None, backward: None, unpool: Some(5), act: Some(6), pool: None, keep: false };
         assert_eq!(fusion.units.last(), Some(&last));
         assert_eq!(fusion.units.len(), 3);
         // A backend that reads through no pooling, or a dense layer reading the pooled values.
-        assert!(fuse(&ops, &ALL).read_through.is_empty());
+        assert!(fuse(&ops, &descs(), &ALL).read_through.is_empty());
         let dense = Op::Dense { x: id(3), w: id(90), b: id(91), y: id(5), n_in: 48, n_out: 4 };
         let mut stored = ops.to_vec();
         stored.push(dense);
-        assert!(fuse(&stored, &through).read_through.is_empty());
+        assert!(fuse(&stored, &descs(), &through).read_through.is_empty());
+    }
+
+    #[test]
+    fn a_loss_computes_its_layer_and_runs_its_backward_where_the_sums_are_short() {
+        // 1,000 logits of 10 classes: 100 samples a step.
+        let dense = |n_in: usize| Op::Dense { x: id(1), w: id(90), b: id(91), y: id(2), n_in, n_out: 10 };
+        let loss = Op::SoftmaxCrossEntropy {
+            logits: id(2),
+            target: id(3),
+            probs: id(4),
+            grad: Some(id(5)),
+            metrics: id(6),
+            classes: 10,
+            batch: 100,
+        };
+        let back = |n_in: usize| Op::DenseBackward {
+            x: id(1),
+            w: id(90),
+            gy: id(5),
+            gx: Some(id(7)),
+            gw: id(92),
+            gb: id(93),
+            n_in,
+            n_out: 10,
+        };
+        let tanh = Op::ActivationBackward { act: Act::Tanh, y: id(1), gy: id(7), gx: id(8), per: 100 };
+        let ops = |n_in: usize| [dense(n_in), loss.clone(), back(n_in), tanh.clone()];
+        let full =
+            Fused { op: 0, loss: Some(1), backward: Some(2), unpool: None, act: Some(3), pool: None, keep: false };
+        assert_eq!(fuse(&ops(100), &descs(), &ALL).units, [full]);
+        // 100 samples of 1,024 inputs: 4,096 multiply-adds a thread forward, more both ways.
+        let forward_only = Fused { backward: None, act: None, ..full };
+        assert_eq!(fuse(&ops(1024), &descs(), &ALL).units[0], forward_only);
+        // 1,025: each op on its own (the dense layer's backward takes the activation's).
+        let apart = fuse(&ops(1025), &descs(), &ALL).units;
+        assert_eq!(
+            apart.iter().map(|u| (u.op, u.loss, u.act)).collect::<Vec<_>>(),
+            [(0, None, None), (1, None, None), (2, None, Some(3))]
+        );
+        assert_eq!(fuse(&ops(100), &descs(), &LEAST).units.len(), 4);
     }
 }

@@ -6,7 +6,7 @@ mod fuse;
 mod op;
 
 pub use build::{build, DataSpec, PlanOptions, Target, MAX_PIXEL_CLASSES};
-pub use fuse::{fuse, Fusable, Fused, Fusion};
+pub use fuse::{fuse, no_loss_layer, Fusable, Fused, Fusion, LOSS_LAYER_MACS};
 pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet, Step};
 
 use crate::model::ParamSpec;

@@ -22,7 +22,7 @@ mod tiles;
 use super::host::HostBuffers;
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{fuse, BufDesc, BufId, Fusable, Op, Step};
+use crate::graph::{fuse, no_loss_layer, BufDesc, BufId, Fusable, Op, Step};
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
@@ -34,6 +34,8 @@ const CHUNKS: usize = 8;
 
 pub struct CpuBackend {
     bufs: HostBuffers,
+    /// The plan's buffers, which the fusion of an op list reads.
+    descs: Vec<BufDesc>,
     /// Scratch of each convolution, keyed by its input buffer (forward fills it, backward reads
     /// it), and of each dense layer's transposed weights, keyed by the weights.
     scratch: HashMap<BufId, Vec<f32>>,
@@ -227,12 +229,15 @@ const FUSABLE: Fusable = Fusable {
     kept_gradient: false,
     conv_pool: conv2d::pools_in_blocks,
     read_through_pool: false,
+    logits_in_loss: no_loss_layer,
+    backward_in_loss: no_loss_layer,
 };
 
 impl CpuBackend {
     pub fn new(descs: &[BufDesc]) -> Self {
         CpuBackend {
             bufs: HostBuffers::new(descs),
+            descs: descs.to_vec(),
             scratch: HashMap::new(),
             partial: Vec::new(),
             loss_parts: Vec::new(),
@@ -563,7 +568,7 @@ impl Backend for CpuBackend {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
         // pool, instead of waking it and sleeping until it is done once per loop.
         rayon::scope(|_| {
-            for unit in fuse(ops, &FUSABLE).units {
+            for unit in fuse(ops, &self.descs, &FUSABLE).units {
                 let at = |i: Option<usize>| i.map(|i| &ops[i]);
                 self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, at(unit.pool));
             }

@@ -82,6 +82,8 @@ pub struct Launch {
     pub scratch_at: usize,
     /// For a sum of slices: the products whose slices it adds.
     pub sums: Vec<Slices>,
+    /// The op of the list it runs (its unit's first where it runs several).
+    pub op: usize,
 }
 
 /// One product's weight-gradient slices (see `reduce.wgsl`), to be added into `w` (and the
@@ -108,7 +110,7 @@ impl Slices {
 }
 
 pub(super) fn launch(kernel: Kernel, params: Vec<u32>, binds: &[(u32, Bind)], grid: Grid) -> Launch {
-    Launch { kernel, params, binds: binds.to_vec(), grid, scratch: 0, scratch_at: 0, sums: Vec::new() }
+    Launch { kernel, params, binds: binds.to_vec(), grid, scratch: 0, scratch_at: 0, sums: Vec::new(), op: 0 }
 }
 
 pub(super) fn buf(slot: u32, id: BufId) -> (u32, Bind) {
@@ -133,7 +135,7 @@ pub(super) const POOL_ACT_OUT: u32 = 6;
 /// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 128
 /// terms per slice, at most 512, so that long sums spread over many workgroups; the slices are
 /// then added by one workgroup per element.
-fn splits(k_max: usize) -> u32 {
+pub(super) fn splits(k_max: usize) -> u32 {
     let s = (k_max / 128).clamp(1, 512) as u32;
     let s = 1 << s.ilog2();
     debug_assert!(shaders::SPLITS.contains(&s));

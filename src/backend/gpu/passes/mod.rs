@@ -8,15 +8,16 @@
 mod loss;
 mod pool;
 
-pub use loss::{conv_into_loss, dense_into_loss, loss_runs_dense_backward};
+use loss::{conv_loss, dense_loss, loss_runs_dense_backward, with_conv_data_grad, DENSE_LOSS_ROWS};
 use pool::{read_through, unpool};
 
 use super::encode::{
-    encode, launch, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN, POOL_ACT_OUT,
+    encode, launch, splits, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN,
+    POOL_ACT_OUT,
 };
 use super::layout::Layout;
 use super::shaders::{Family, Kernel};
-use crate::graph::{fuse, BufDesc, BufId, Fusable, Op, ParamSet};
+use crate::graph::{fuse, BufDesc, BufId, Fusable, Fusion, Op, ParamSet};
 
 /// Where a parameter-set buffer lies in its set's storage: (position in the set, byte offset,
 /// bytes).
@@ -28,33 +29,96 @@ pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
 /// What this backend runs inside a producer: the activation of any product (forward, or its
 /// backward in an input-gradient product) and of a max pooling's backward, storing the
 /// producer's own output as well; a max pooling is read through by the convolutions after it
-/// where it can be ([`pool`]).
-const FUSABLE: Fusable =
-    Fusable { dense_activation: true, kept_gradient: true, conv_pool: |_| false, read_through_pool: true };
+/// where it can be ([`pool`]); a loss computes the logits of the layer before it ([`loss`]).
+const FUSABLE: Fusable = Fusable {
+    dense_activation: true,
+    kept_gradient: true,
+    conv_pool: |_| false,
+    read_through_pool: true,
+    logits_in_loss,
+    backward_in_loss,
+};
 
-/// The launches of `ops`, unit by unit as [`fuse`] groups them for this backend: an activation
-/// (or a pooling's backward and its activation's) is run by the last launch of its producer,
-/// which stores both its own result and the epilogue's, and a pooling read through has no
-/// launch. `descs` size the weight-gradient splits.
-pub fn lower(ops: &[Op], descs: &[BufDesc]) -> Vec<Launch> {
-    let fusion = fuse(ops, &FUSABLE);
-    let first = |i: usize| encode(&ops[i], descs).swap_remove(0);
+/// The loss kernels read a layer's weights and bias as one span of their parameter set, the
+/// bias after the weights; `dense_softmax_ce` has a thread per sample, `conv_sigmoid_bce` takes
+/// any number of pixels.
+fn logits_in_loss(producer: &Op, rows: usize, descs: &[BufDesc]) -> bool {
+    match *producer {
+        Op::Dense { w, b, .. } => in_one_set(w, b, descs) && rows <= DENSE_LOSS_ROWS,
+        Op::Conv2d { w, b, .. } => in_one_set(w, b, descs),
+        _ => false,
+    }
+}
+
+/// `dense_softmax_ce_backward` writes the weight and bias gradients as one span of the gradient
+/// set, and sums them in one slice, as the product of few rows does; `conv_sigmoid_bce` computes
+/// a convolution's data gradient.
+fn backward_in_loss(op: &Op, rows: usize, descs: &[BufDesc]) -> bool {
+    match *op {
+        Op::DenseBackward { gw, gb, .. } => in_one_set(gw, gb, descs) && splits(rows) == 1,
+        Op::Conv2dBackward { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether `a` and `b` belong to one parameter set, `b` after `a` (as a plan adds a layer's
+/// weights and bias).
+fn in_one_set(a: BufId, b: BufId, descs: &[BufDesc]) -> bool {
+    descs[a.0].set.is_some() && descs[a.0].set == descs[b.0].set && b.0 > a.0
+}
+
+/// The launches of `ops` with buffers laid out as `layout`, unit by unit as [`fuse`] groups them
+/// for this backend: an activation (or a pooling's backward and its activation's) is run by the
+/// last launch of its producer, which stores both its own result and the epilogue's; a pooling
+/// read through has no launch; a loss runs the layer before it (and that layer's data gradient,
+/// for a convolution; a dense layer's backward joins it in [`launches`], once the SGD step has
+/// been taken by the weight gradient). Each launch is tagged with the index of its op.
+fn lower(ops: &[Op], descs: &[BufDesc], layout: &Layout, fusion: &Fusion) -> Vec<Launch> {
+    let place = |id: BufId| layout.place(id);
+    let first = |i: usize| {
+        let mut l = encode(&ops[i], descs).swap_remove(0);
+        l.op = i;
+        l
+    };
     let mut out = Vec::with_capacity(ops.len());
     for unit in &fusion.units {
-        let mut launches = encode(&ops[unit.op], descs);
-        let mut last = launches.pop().expect("a producer launches");
-        let epilogue = match unit.unpool {
-            Some(back) => {
-                let act = first(unit.act.expect("an unpooling runs its activation's backward"));
-                let mut back = fuse_pool_activation(&first(back), &act).expect("a pooling's backward");
-                read_through(&mut back, ops, &fusion);
-                Some(unpool(&last, &back))
+        let mut launches = match unit.loss {
+            Some(loss) => {
+                let producer = first(unit.op);
+                let mut launches = encode(&ops[loss], descs);
+                launches.iter_mut().for_each(|l| l.op = loss);
+                launches[0] = match ops[unit.op] {
+                    Op::Dense { .. } => dense_loss(&producer, &launches[0], &place),
+                    _ => conv_loss(&producer, &launches[0], &place),
+                };
+                launches
             }
-            None => unit.act.map(|a| fuse_activation(&last, &first(a)).expect("the plan fuses what this backend runs")),
+            None => Vec::new(),
         };
-        last = epilogue.unwrap_or(last);
-        launches.push(last);
-        launches.iter_mut().for_each(|l| read_through(l, ops, &fusion));
+        let body = if unit.loss.is_some() { unit.backward } else { Some(unit.op) };
+        if let Some(body) = body {
+            let mut own = encode(&ops[body], descs);
+            own.iter_mut().for_each(|l| l.op = body);
+            let last = own.pop().expect("an op launches");
+            let last = match (unit.unpool, unit.act) {
+                (Some(back), Some(act)) => {
+                    let mut back = fuse_pool_activation(&first(back), &first(act)).expect("a pooling's backward");
+                    read_through(&mut back, ops, fusion);
+                    unpool(&last, &back)
+                }
+                (None, Some(act)) => {
+                    fuse_activation(&last, &first(act)).expect("the plan fuses what this backend runs")
+                }
+                _ => last,
+            };
+            match (unit.loss, &ops[unit.op]) {
+                // A convolution's input gradient is computed by its loss.
+                (Some(_), Op::Conv2d { .. }) => with_conv_data_grad(&mut launches[0], &last),
+                _ => own.push(last),
+            }
+            launches.extend(own);
+        }
+        launches.iter_mut().for_each(|l| read_through(l, ops, fusion));
         out.extend(launches);
     }
     out
@@ -65,17 +129,16 @@ pub fn lower(ops: &[Op], descs: &[BufDesc]) -> Vec<Launch> {
 pub fn launches(ops: &[Op], descs: &[BufDesc], layout: &Layout) -> (Vec<Launch>, usize) {
     let place = |id: BufId| layout.place(id);
     let set = |id: BufId| descs[id.0].set;
-    let len = |id: BufId| descs[id.0].len;
-    let all = lower(ops, descs);
-    let fused = conv_into_loss(dense_into_loss(pair_gathers(all), (&set, &place), &len), (&set, &place));
-    let (placed, scratch_len) = place_scratch(merge_updates(fused, &place));
+    let fusion = fuse(ops, descs, &FUSABLE);
+    let all = lower(ops, descs, layout, &fusion);
+    let (placed, scratch_len) = place_scratch(merge_updates(pair_gathers(all), &place));
     // The member of `other` at a gradient's place in the gradient set.
     let counterpart = |id: BufId, other: ParamSet| {
         (set(id) == Some(ParamSet::Grad)).then_some(())?;
         layout.counterpart(id, other)
     };
     let folded = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
-    (loss_runs_dense_backward(folded, (&set, &place), &len), scratch_len)
+    (loss_runs_dense_backward(folded, &fusion.units, (&set, &place)), scratch_len)
 }
 
 /// Replaces each launch and the one after it by `merge(prev, next)` where that gives one, again
@@ -501,6 +564,11 @@ mod tests {
         encode(&Op::Activation { act: Act::Relu, x: BufId(x), y: BufId(y), per: 64 }, &[])[0].clone()
     }
 
+    /// The launches of `ops` over `descs`, members of sets 256-byte aligned.
+    pub(super) fn lowered(ops: &[Op], descs: &[BufDesc]) -> Vec<Launch> {
+        launches(ops, descs, &Layout::new(descs, 256)).0
+    }
+
     /// Buffers of 4 samples of up to 128 floats each.
     pub(super) fn descs(count: usize) -> Vec<BufDesc> {
         let desc = BufDesc { name: String::new(), len: 4 * 128, dtype: crate::graph::Dtype::F32, set: None };
@@ -512,13 +580,13 @@ mod tests {
         let dense =
             |x: usize, y: usize| Op::Dense { x: BufId(x), w: BufId(8), b: BufId(9), y: BufId(y), n_in: 8, n_out: 64 };
         let act = |x: usize, y: usize| Op::Activation { act: Act::Relu, x: BufId(x), y: BufId(y), per: 64 };
-        let fused = lower(&[dense(0, 1), act(1, 2)], &descs(10));
+        let fused = lowered(&[dense(0, 1), act(1, 2)], &descs(10));
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.constant("FUSE"), Some(1));
         assert_eq!(fused[0].kernel.constant("ACT"), Some(0));
         assert!(fused[0].binds.contains(&(ACT_OUT, Bind::Buf(BufId(2)))));
         // An activation of another buffer stays a launch of its own.
-        assert_eq!(lower(&[dense(0, 1), act(3, 2)], &descs(10)).len(), 2);
+        assert_eq!(lowered(&[dense(0, 1), act(3, 2)], &descs(10)).len(), 2);
     }
 
     #[test]
@@ -526,12 +594,12 @@ mod tests {
         let shape = crate::model::Shape::new(2, 4, 4);
         let pool = |gx: usize| Op::MaxPool2dBackward { gy: BufId(0), argmax: BufId(1), gx: BufId(gx), shape };
         let act = Op::ActivationBackward { act: Act::Tanh, y: BufId(3), gy: BufId(2), gx: BufId(4), per: 32 };
-        let fused = lower(&[pool(2), act.clone()], &descs(6));
+        let fused = lowered(&[pool(2), act.clone()], &descs(6));
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.constant("ACT"), Some(2));
         assert!(fused[0].binds.contains(&(POOL_ACT_IN, Bind::Buf(BufId(3)))));
         assert!(fused[0].binds.contains(&(POOL_ACT_OUT, Bind::Buf(BufId(4)))));
-        assert_eq!(lower(&[pool(5), act], &descs(6)).len(), 2);
+        assert_eq!(lowered(&[pool(5), act], &descs(6)).len(), 2);
     }
 
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.

@@ -55,7 +55,8 @@ pub fn unpool(product: &Launch, pool: &Launch) -> Launch {
 #[cfg(test)]
 mod tests {
     use crate::backend::gpu::encode::{Bind, Launch, ACT_IN, ACT_OUT, B};
-    use crate::backend::gpu::passes::{bound, lower};
+    use crate::backend::gpu::passes::bound;
+    use crate::backend::gpu::passes::tests::lowered;
     use crate::backend::gpu::shaders::Family;
     use crate::graph::{BufDesc, BufId, ConvGeom, Dtype, Op};
     use crate::model::{Act, Shape};
@@ -82,7 +83,7 @@ mod tests {
             Op::ActivationBackward { act: Act::Relu, y: id(1), gy: id(7), gx: id(8), per },
         ];
         ops.extend(also);
-        lower(&ops, &vec![desc; 64])
+        lowered(&ops, &vec![desc; 64])
     }
 
     #[test]
