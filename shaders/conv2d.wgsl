@@ -17,6 +17,8 @@ struct P {
     h: u32,
     w: u32,
     k: u32,
+    // The SGD step's rate, where the weight gradient takes the step (UPDATE in matmul.wgsl).
+    lr: f32,
 }
 
 @group(0) @binding(1) var<uniform> p: P;

@@ -19,6 +19,8 @@ struct P {
     w: u32,
     // weight_and_bias: where the bias gradient's slices start in part.
     rows_at: u32,
+    // The SGD step's rate, where the weight gradient takes the step (UPDATE in matmul.wgsl).
+    lr: f32,
 }
 
 @group(0) @binding(1) var<uniform> p: P;

@@ -8,6 +8,8 @@
 struct P {
     n_in: u32,
     n_out: u32,
+    // The SGD step's rate, where the weight gradient takes the step (UPDATE in matmul.wgsl).
+    lr: f32,
 }
 
 @group(0) @binding(1) var<uniform> p: P;

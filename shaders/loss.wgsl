@@ -45,6 +45,8 @@ struct P {
     // pixel_softmax_ce: the classes.
     n_in: u32,
     bias_at: u32,
+    // The SGD step's rate, where this loss takes the step (UPDATE).
+    lr: f32,
 }
 
 @group(0) @binding(1) var<uniform> p: P;
@@ -62,7 +64,6 @@ struct P {
 override BACKWARD: u32 = 0u;
 override FUSE: u32 = 0u;
 override UPDATE: u32 = 0u;
-override LR: f32 = 0.0;
 
 // sigmoid_bce's four sums of its workgroup w, at aux[4w..4w + 4].
 fn part(w: u32) -> vec4<f32> {
@@ -151,7 +152,7 @@ fn dense_softmax_ce_backward(@builtin(local_invocation_index) li: u32) {
         let at = select(o * p.n_in + i, p.bias_at + o, i == p.n_in);
         layer[at] = acc;
         if UPDATE == 1u {
-            aux[at] -= LR * acc;
+            aux[at] -= p.lr * acc;
         }
     }
 }

@@ -54,10 +54,9 @@ fn dims() -> vec3<u32> {
     return vec3(d.x, d.y + BIAS_COL, d.z);
 }
 
-// 1 for weight gradients (MODE 2, one slice) whose optimiser step is plain SGD with rate LR:
+// 1 for weight gradients (MODE 2, one slice) whose optimiser step is plain SGD with rate p.lr:
 // the product also takes the step, with the weights in act_out and the biases in act_in.
 override UPDATE: u32 = 0u;
-override LR: f32 = 0.0;
 
 // A batch sum's element (m, n) of the weight gradient, or of the bias gradient in column N.
 fn store_sum(m: u32, n: u32, v: f32) {
@@ -65,12 +64,12 @@ fn store_sum(m: u32, n: u32, v: f32) {
     if BIAS_COL == 1u && n == d.y {
         bias[m] = v;
         if UPDATE == 1u {
-            act_in[m] -= LR * v;
+            act_in[m] -= p.lr * v;
         }
     } else {
         c[m * d.y + n] = v;
         if UPDATE == 1u {
-            act_out[m * d.y + n] -= LR * v;
+            act_out[m * d.y + n] -= p.lr * v;
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Every WGSL module parses and validates with naga, and so does every specialisation (entry
 //! point + override constants) that the plans of the report's networks and their variants,
 //! at several sizes and every optimiser, lower to; the workgroup memory the backend asks of an
-//! adapter is what the largest of them uses. Needs no adapter.
+//! adapter is what the largest of them uses; and each family's parameter struct and storage
+//! bindings are the ones its Rust mirror (`backend/gpu/bindings.rs`) declares. Needs no adapter.
 
+use gpu_train::backend::gpu::bindings::declared;
 use gpu_train::backend::gpu::kernels_of;
 use gpu_train::backend::gpu::shaders::{Family, Kernel, WORKGROUP_BYTES};
 use gpu_train::graph::{build, DataSpec, PlanOptions, Target};
@@ -82,9 +84,7 @@ fn emitted() -> HashSet<Kernel> {
 fn every_kernel_the_plans_emit_validates() {
     let mut modules = HashMap::new();
     for family in Family::ALL {
-        let src = family.source();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(&src)));
+        let module = module(family);
         let info = validate(&module);
         modules.insert(family, (module, info));
     }
@@ -114,4 +114,62 @@ fn every_kernel_the_plans_emit_validates() {
     // Every family is emitted.
     let families: HashSet<Family> = kernels.iter().map(|k| k.family).collect();
     assert_eq!(families.len(), Family::ALL.len(), "{} kernels", kernels.len());
+}
+
+fn module(family: Family) -> naga::Module {
+    let src = family.source();
+    naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(&src)))
+}
+
+/// The WGSL scalar a Rust field type names, if it is one.
+fn scalar(rust: &str) -> Option<naga::Scalar> {
+    match rust {
+        "u32" => Some(naga::Scalar::U32),
+        "f32" => Some(naga::Scalar::F32),
+        _ => None,
+    }
+}
+
+#[test]
+fn each_familys_parameters_and_bindings_match_its_rust_mirror() {
+    for family in Family::ALL {
+        let m = module(family);
+        let (structs, slots) = declared(family);
+        let file = family.file();
+        // The parameters: binding 1 holds `P`, and each mirrored struct's fields are the WGSL
+        // struct's members, at the same offsets, of the same sizes and scalar types.
+        let params = m.global_variables.iter().find(|(_, v)| v.binding.as_ref().is_some_and(|b| b.binding == 1));
+        let params = params.unwrap_or_else(|| panic!("{file}: no binding 1"));
+        assert_eq!(m.types[params.1.ty].name.as_deref(), Some("P"), "{file}: binding 1");
+        for (name, fields, bytes) in structs {
+            let ty = m.types.iter().find(|(_, t)| t.name.as_deref() == Some(name));
+            let ty = ty.unwrap_or_else(|| panic!("{file}: no struct {name}")).1;
+            let naga::TypeInner::Struct { members, span } = &ty.inner else {
+                panic!("{file}: {name} is not a struct");
+            };
+            assert_eq!(*span as usize, bytes, "{file}: {name}'s size");
+            assert_eq!(members.len(), fields.len(), "{file}: struct {name}'s fields");
+            for (mem, &(field, offset, size, rust)) in members.iter().zip(fields) {
+                let inner = &m.types[mem.ty].inner;
+                let wgsl = (mem.name.as_deref().unwrap_or(""), mem.offset as usize, inner.size(m.to_ctx()) as usize);
+                assert_eq!(wgsl, (field, offset, size), "{file}: {name}.{field}");
+                // Scalars by type too; arrays and vectors by size.
+                if let Some(scalar) = scalar(rust) {
+                    assert_eq!(inner.scalar(), Some(scalar), "{file}: {name}.{field}'s type");
+                }
+            }
+        }
+        // The storage bindings: numbers and names.
+        let mut wgsl: Vec<(u32, String)> = m
+            .global_variables
+            .iter()
+            .filter_map(|(_, v)| {
+                let b = v.binding.as_ref()?;
+                (b.group == 0 && b.binding >= 2).then(|| (b.binding, v.name.clone().unwrap_or_default()))
+            })
+            .collect();
+        wgsl.sort();
+        let rust: Vec<(u32, String)> = slots.iter().map(|&(n, name)| (n, name.to_string())).collect();
+        assert_eq!(wgsl, rust, "{file}: storage bindings");
+    }
 }

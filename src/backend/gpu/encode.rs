@@ -1,6 +1,9 @@
 //! What each op asks of the device: kernels, their parameters, buffers and dispatch sizes.
 //! Pure data, built once per op list; `n` (the batch) is applied when a step is recorded.
 
+use super::bindings::{
+    self, ActP, ConvP, ConvTransposeP, DenseP, Gather, GatherP, GatherPart, Gemm, LossP, Mode, OptimP, Params, PoolP,
+};
 use super::shaders::{self, Family, Kernel};
 use crate::graph::{BufDesc, BufId, ConvGeom, Op};
 use crate::model::Act;
@@ -73,8 +76,7 @@ pub enum Bind {
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub kernel: Kernel,
-    /// The family's `P` struct, every field 4 bytes (f32 as bits).
-    pub params: Vec<u32>,
+    pub params: Params,
     pub binds: Vec<(u32, Bind)>,
     pub grid: Grid,
     /// Scratch floats this launch needs, and where they start in the scratch buffer.
@@ -109,28 +111,13 @@ impl Slices {
     }
 }
 
-pub(super) fn launch(kernel: Kernel, params: Vec<u32>, binds: &[(u32, Bind)], grid: Grid) -> Launch {
+pub(super) fn launch(kernel: Kernel, params: Params, binds: &[(u32, Bind)], grid: Grid) -> Launch {
     Launch { kernel, params, binds: binds.to_vec(), grid, scratch: 0, scratch_at: 0, sums: Vec::new(), op: 0 }
 }
 
-pub(super) fn buf(slot: u32, id: BufId) -> (u32, Bind) {
-    (slot, Bind::Buf(id))
+pub(super) fn buf(slot: impl Into<u32>, id: BufId) -> (u32, Bind) {
+    (slot.into(), Bind::Buf(id))
 }
-
-pub(super) const A: u32 = 2;
-pub(super) const B: u32 = 3;
-pub(super) const BIAS: u32 = 4;
-pub(super) const C: u32 = 5;
-pub(super) const PART: u32 = 6;
-pub(super) const ACT_OUT: u32 = 7;
-pub(super) const ACT_IN: u32 = 8;
-pub(super) const LOSS_AUX: u32 = 7;
-pub(super) const LOSS_LAYER_X: u32 = 8;
-pub(super) const LOSS_LAYER_GX: u32 = 9;
-pub(super) const LOSS_ACT_GX: u32 = 10;
-pub(super) const LOSS_LAYER: u32 = 11;
-pub(super) const POOL_ACT_IN: u32 = 5;
-pub(super) const POOL_ACT_OUT: u32 = 6;
 
 /// Weight-gradient slices for a reduction of up to `k_max` terms: a power of two, about 128
 /// terms per slice, at most 512, so that long sums spread over many workgroups; the slices are
@@ -161,14 +148,14 @@ fn tiles(m: usize, n: usize, z: usize) -> (u32, u32) {
 /// A plain product `M × N`, `z` deep, sized for the tiles at the largest batch `max_n`.
 pub(super) fn product(
     family: Family,
-    mode: u32,
-    params: &[u32],
+    mode: Mode,
+    params: &Params,
     binds: &[(u32, Bind)],
     (m, n, z): (Size, Size, Size),
     max_n: usize,
 ) -> Launch {
     let (tm, tn) = tiles(m.at(max_n) as usize, n.at(max_n) as usize, z.at(max_n) as usize);
-    launch(shaders::gemm(family, mode, 0, (tm, tn)), params.to_vec(), binds, Grid::Tiles { m, n, z, tm, tn })
+    launch(shaders::gemm(family, mode, 0, (tm, tn)), params.clone(), binds, Grid::Tiles { m, n, z, tm, tn })
 }
 
 /// Sums over the batch into `out`, in slices, then the slices added in order by a launch that
@@ -178,34 +165,36 @@ pub(super) fn product(
 /// `k_max` is the number of terms at the largest batch. One slice is written straight to `out`.
 pub(super) fn batch_sum(
     family: Family,
-    params: &[u32],
+    params: &Params,
     (a, b, bias): (BufId, Option<BufId>, Option<BufId>),
     out: BufId,
     (m, n, k_max): (usize, usize, usize),
 ) -> Vec<Launch> {
     let s = splits(k_max);
     let z = Size::fixed(s as usize);
-    let dest = if s == 1 { buf(C, out) } else { (PART, Bind::Scratch) };
+    let dest = if s == 1 { buf(Gemm::C, out) } else { (Gemm::Part.into(), Bind::Scratch) };
     let cols = n + usize::from(bias.is_some());
     let with_bias = |k: Kernel| if bias.is_some() { k.with("BIAS_COL", 1) } else { k };
     let mut sum = match b {
         Some(b) => {
             let (tm, tn) = tiles(m, cols, s as usize);
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(cols), z, tm, tn };
-            let mut binds = vec![buf(A, a), buf(B, b), dest];
-            binds.extend(bias.filter(|_| s == 1).map(|g| buf(BIAS, g)));
-            launch(with_bias(shaders::gemm(family, 2, s, (tm, tn))), params.to_vec(), &binds, grid)
+            let mut binds = vec![buf(Gemm::A, a), buf(Gemm::B, b), dest];
+            binds.extend(bias.filter(|_| s == 1).map(|g| buf(Gemm::Bias, g)));
+            launch(with_bias(shaders::gemm(family, Mode::WeightGrad, s, (tm, tn))), params.clone(), &binds, grid)
         }
         None => {
             let grid = Grid::Tiles { m: Size::fixed(m), n: Size::fixed(1), z, tm: 1, tn: 1 };
-            launch(shaders::row_sums(family, s), params.to_vec(), &[buf(B, a), dest], grid)
+            launch(shaders::row_sums(family, s), params.clone(), &[buf(Gemm::B, a), dest], grid)
         }
     };
     if s == 1 {
         return vec![sum];
     }
     sum.scratch = s as usize * m * cols;
-    let mut reduce = launch(Kernel::new(Family::Reduce, "sum_slices"), Vec::new(), &[(2, Bind::Scratch)], Grid::Single);
+    let part = (bindings::Reduce::Part.into(), Bind::Scratch);
+    let mut reduce =
+        launch(Kernel::new(Family::Reduce, "sum_slices"), Params::Reduce(Box::default()), &[part], Grid::Single);
     reduce.sums = vec![Slices { len: m * cols, splits: s, cols: n, w: out, bias, at: 0 }];
     vec![sum, reduce]
 }
@@ -224,7 +213,10 @@ fn weight_and_bias(weight: &[Launch], bias: &[Launch], c_out: usize) -> Option<V
     let tiles = m.at(0).div_ceil(tm) * n.at(0).div_ceil(tn) * z.at(0);
     let mut both = product.clone();
     both.kernel = shaders::weight_and_bias(product.kernel.clone(), row_splits);
-    both.params[4] = product.scratch as u32;
+    match &mut both.params {
+        Params::ConvTranspose(p) => p.rows_at = product.scratch as u32,
+        other => panic!("{other:?}: not a transposed convolution's"),
+    }
     both.grid = Grid::PerElement(Size::fixed(tiles as usize + c_out * row_splits as usize));
     both.scratch = product.scratch + rows.scratch;
     let mut sums = weight_sum.clone();
@@ -232,15 +224,11 @@ fn weight_and_bias(weight: &[Launch], bias: &[Launch], c_out: usize) -> Option<V
     Some(vec![both, sums])
 }
 
-/// Settings of one part of a gather launch (`Part` in `gather.wgsl`), padded to 8 words.
-pub(super) const GATHER_PART: usize = 8;
-
-/// A gather launch with one part: `part` = (per, w, scale, kind, mirrored).
-fn gather(part: [u32; 5], data: BufId, index: BufId, out: BufId) -> Launch {
-    let mut params = part.to_vec();
-    params.resize(2 * GATHER_PART, 0);
-    let binds = [buf(2, data), buf(3, index), buf(4, out)];
-    launch(Kernel::new(Family::Gather, "gather"), params, &binds, Grid::Flat(Size::per_n(part[0] as usize)))
+/// A gather launch with one part.
+fn gather(part: GatherPart, data: BufId, index: BufId, out: BufId) -> Launch {
+    let binds = [buf(Gather::Data0, data), buf(Gather::Index, index), buf(Gather::Out0, out)];
+    let params = Params::Gather(GatherP { parts: [part, GatherPart::default()] });
+    launch(Kernel::new(Family::Gather, "gather"), params, &binds, Grid::Flat(Size::per_n(part.per as usize)))
 }
 
 fn act_code(act: Act) -> u32 {
@@ -252,63 +240,81 @@ fn act_code(act: Act) -> u32 {
     }
 }
 
-/// A convolution's `P`: (c_in, c_out, h, w) and the kernel side, or for the transposed
-/// convolution `rows_at` (0 until [`weight_and_bias`] sets it).
-fn conv_params(g: &ConvGeom, transposed: bool) -> Vec<u32> {
-    let last = if transposed { 0 } else { g.k as u32 };
-    vec![g.c_in as u32, g.c_out as u32, g.h as u32, g.w as u32, last]
+fn conv_params(g: &ConvGeom) -> Params {
+    let [c_in, c_out, h, w, k] = [g.c_in, g.c_out, g.h, g.w, g.k].map(|v| v as u32);
+    Params::Conv(ConvP { c_in, c_out, h, w, k, lr: 0.0 })
+}
+
+fn conv_transpose_params(g: &ConvGeom) -> Params {
+    let [c_in, c_out, h, w] = [g.c_in, g.c_out, g.h, g.w].map(|v| v as u32);
+    Params::ConvTranspose(ConvTransposeP { c_in, c_out, h, w, rows_at: 0, lr: 0.0 })
+}
+
+fn pool_params(shape: &crate::model::Shape) -> Params {
+    Params::Pool(PoolP { c: shape.c as u32, h: shape.h as u32, w: shape.w as u32 })
+}
+
+fn act_params(per: usize) -> Params {
+    Params::Act(ActP { per: per as u32, rate: 0.0, seed: 0 })
 }
 
 /// The launches that run `op`; `descs` size the weight-gradient splits by the largest batch.
 pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
+    use bindings::{Act as A, AvgPool, Loss as L, MaxPool, Optim as O};
     let max_n = |id: BufId, per: usize| descs[id.0].len / per;
+    let pool = |(family, entry), shape: &crate::model::Shape, per: usize, binds: &[(u32, Bind)]| {
+        vec![launch(Kernel::new(family, entry), pool_params(shape), binds, Grid::Flat(Size::per_n(per)))]
+    };
     match *op {
         Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
-            let part = [shape.len() as u32, shape.w as u32, scale.to_bits(), binarize.into(), mirrored as u32];
-            vec![gather(part, data, index, out)]
+            let (per, w, kind, mirrored) = (shape.len() as u32, shape.w as u32, binarize.into(), mirrored as u32);
+            vec![gather(GatherPart { per, w, scale, kind, mirrored, ..Default::default() }, data, index, out)]
         }
         Op::GatherOneHot { labels, index, out, classes } => {
-            vec![gather([classes as u32, 0, 0, 2, 0], labels, index, out)]
+            vec![gather(GatherPart { per: classes as u32, kind: 2, ..Default::default() }, labels, index, out)]
         }
         Op::Dense { x, w, b, y, n_in, n_out } => {
             let dims = (Size::per_n(1), Size::fixed(n_out), Size::fixed(1));
-            let binds = [buf(A, x), buf(B, w), buf(BIAS, b), buf(C, y)];
-            vec![product(Family::Dense, 0, &[n_in as u32, n_out as u32], &binds, dims, max_n(x, n_in))]
+            let binds = [buf(Gemm::A, x), buf(Gemm::B, w), buf(Gemm::Bias, b), buf(Gemm::C, y)];
+            let p = dense_params(n_in, n_out);
+            vec![product(Family::Dense, Mode::Forward, &p, &binds, dims, max_n(x, n_in))]
         }
         Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
-            let (p, batch) = ([n_in as u32, n_out as u32], max_n(gy, n_out));
+            let (p, batch) = (dense_params(n_in, n_out), max_n(gy, n_out));
             let mut out = batch_sum(Family::Dense, &p, (gy, Some(x), Some(gb)), gw, (n_out, n_in, batch));
             out.extend(gx.map(|gx| {
                 let dims = (Size::per_n(1), Size::fixed(n_in), Size::fixed(1));
-                product(Family::Dense, 1, &p, &[buf(A, gy), buf(B, w), buf(C, gx)], dims, batch)
+                let binds = [buf(Gemm::A, gy), buf(Gemm::B, w), buf(Gemm::C, gx)];
+                product(Family::Dense, Mode::DataGrad, &p, &binds, dims, batch)
             }));
             out
         }
         Op::Conv2d { x, w, b, y, ref g } => {
             let dims = (Size::fixed(g.c_out), Size::fixed(g.h * g.w), Size::per_n(1));
-            let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
+            let binds = [buf(Gemm::A, w), buf(Gemm::B, x), buf(Gemm::Bias, b), buf(Gemm::C, y)];
             let batch = max_n(x, g.c_in * g.h * g.w);
-            vec![product(Family::Conv2d, 0, &conv_params(g, false), &binds, dims, batch)]
+            vec![product(Family::Conv2d, Mode::Forward, &conv_params(g), &binds, dims, batch)]
         }
         Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-            let (p, hw, r) = (conv_params(g, false), g.h * g.w, g.k * g.k);
+            let (p, hw, r) = (conv_params(g), g.h * g.w, g.k * g.k);
             let batch = max_n(gy, g.c_out * hw);
             let sizes = (g.c_out, g.c_in * r, batch * hw);
             let mut out = batch_sum(Family::Conv2d, &p, (gy, Some(x), Some(gb)), gw, sizes);
             out.extend(gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
-                product(Family::Conv2d, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)
+                let binds = [buf(Gemm::A, w), buf(Gemm::B, gy), buf(Gemm::C, gx)];
+                product(Family::Conv2d, Mode::DataGrad, &p, &binds, dims, batch)
             }));
             out
         }
         Op::ConvTranspose2d { x, w, b, y, ref g } => {
             let dims = (Size::fixed(g.c_out * 4), Size::fixed(g.h * g.w), Size::per_n(1));
-            let binds = [buf(A, w), buf(B, x), buf(BIAS, b), buf(C, y)];
+            let binds = [buf(Gemm::A, w), buf(Gemm::B, x), buf(Gemm::Bias, b), buf(Gemm::C, y)];
             let batch = max_n(x, g.c_in * g.h * g.w);
-            vec![product(Family::ConvTranspose, 0, &conv_params(g, true), &binds, dims, batch)]
+            vec![product(Family::ConvTranspose, Mode::Forward, &conv_transpose_params(g), &binds, dims, batch)]
         }
         Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-            let (p, hw) = (conv_params(g, true), g.h * g.w);
+            let (p, hw) = (conv_transpose_params(g), g.h * g.w);
             let batch = max_n(gy, g.c_out * 4 * hw);
             let weight =
                 batch_sum(Family::ConvTranspose, &p, (x, Some(gy), None), gw, (g.c_in, g.c_out * 4, batch * hw));
@@ -316,56 +322,48 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             let mut out = weight_and_bias(&weight, &bias, g.c_out).unwrap_or_else(|| [weight, bias].concat());
             out.extend(gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));
-                product(Family::ConvTranspose, 1, &p, &[buf(A, w), buf(B, gy), buf(C, gx)], dims, batch)
+                let binds = [buf(Gemm::A, w), buf(Gemm::B, gy), buf(Gemm::C, gx)];
+                product(Family::ConvTranspose, Mode::DataGrad, &p, &binds, dims, batch)
             }));
             out
         }
-        Op::MaxPool2d { x, y, argmax, shape } => vec![launch(
-            Kernel::new(Family::MaxPool, "forward"),
-            vec![shape.c as u32, shape.h as u32, shape.w as u32],
-            &[buf(2, x), buf(3, argmax), buf(4, y)],
-            Grid::Flat(Size::per_n(shape.c * (shape.h / 2) * (shape.w / 2))),
-        )],
-        Op::MaxPool2dBackward { gy, argmax, gx, shape } => vec![launch(
-            Kernel::new(Family::MaxPool, "backward"),
-            vec![shape.c as u32, shape.h as u32, shape.w as u32],
-            &[buf(2, gy), buf(3, argmax), buf(4, gx)],
-            Grid::Flat(Size::per_n(shape.len())),
-        )],
-        Op::AvgPool2d { x, y, shape } => vec![launch(
-            Kernel::new(Family::AvgPool, "forward"),
-            vec![shape.c as u32, shape.h as u32, shape.w as u32],
-            &[buf(2, x), buf(3, y)],
-            Grid::Flat(Size::per_n(shape.c * (shape.h / 2) * (shape.w / 2))),
-        )],
-        Op::AvgPool2dBackward { gy, gx, shape } => vec![launch(
-            Kernel::new(Family::AvgPool, "backward"),
-            vec![shape.c as u32, shape.h as u32, shape.w as u32],
-            &[buf(2, gy), buf(3, gx)],
-            Grid::Flat(Size::per_n(shape.len())),
-        )],
+        Op::MaxPool2d { x, y, argmax, ref shape } => {
+            let binds = [buf(MaxPool::Src, x), buf(MaxPool::Argmax, argmax), buf(MaxPool::Dst, y)];
+            pool((Family::MaxPool, "forward"), shape, shape.c * (shape.h / 2) * (shape.w / 2), &binds)
+        }
+        Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
+            let binds = [buf(MaxPool::Src, gy), buf(MaxPool::Argmax, argmax), buf(MaxPool::Dst, gx)];
+            pool((Family::MaxPool, "backward"), shape, shape.len(), &binds)
+        }
+        Op::AvgPool2d { x, y, ref shape } => {
+            let binds = [buf(AvgPool::Src, x), buf(AvgPool::Dst, y)];
+            pool((Family::AvgPool, "forward"), shape, shape.c * (shape.h / 2) * (shape.w / 2), &binds)
+        }
+        Op::AvgPool2dBackward { gy, gx, ref shape } => {
+            pool((Family::AvgPool, "backward"), shape, shape.len(), &[buf(AvgPool::Src, gy), buf(AvgPool::Dst, gx)])
+        }
         Op::Activation { act, x, y, per } => vec![launch(
             Kernel::new(Family::Activation, "forward").with("ACT", act_code(act)),
-            vec![per as u32, 0, 0],
-            &[buf(2, x), buf(4, y)],
+            act_params(per),
+            &[buf(A::A, x), buf(A::C, y)],
             Grid::Flat(Size::per_n(per)),
         )],
         Op::ActivationBackward { act, y, gy, gx, per } => vec![launch(
             Kernel::new(Family::Activation, "backward").with("ACT", act_code(act)),
-            vec![per as u32, 0, 0],
-            &[buf(2, y), buf(3, gy), buf(4, gx)],
+            act_params(per),
+            &[buf(A::A, y), buf(A::B, gy), buf(A::C, gx)],
             Grid::Flat(Size::per_n(per)),
         )],
         Op::Dropout { x, y, mask, per, rate, seed } => vec![launch(
             Kernel::new(Family::Activation, "dropout"),
-            vec![per as u32, rate.to_bits(), seed],
-            &[buf(2, x), buf(4, y), buf(5, mask)],
+            Params::Act(ActP { per: per as u32, rate, seed }),
+            &[buf(A::A, x), buf(A::C, y), buf(A::D, mask)],
             Grid::Flat(Size::per_n(per)),
         )],
         Op::DropoutBackward { gy, mask, gx, per } => vec![launch(
             Kernel::new(Family::Activation, "dropout_backward"),
-            vec![per as u32, 0, 0],
-            &[buf(2, mask), buf(3, gy), buf(4, gx)],
+            act_params(per),
+            &[buf(A::A, mask), buf(A::B, gy), buf(A::C, gx)],
             Grid::Flat(Size::per_n(per)),
         )],
         Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, batch } => {
@@ -373,63 +371,62 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
         }
         Op::SigmoidBce { logits, target, probs, grad, metrics, per, batch } => {
             let mut each = loss("sigmoid_bce", (per, batch), logits, target, probs, grad, metrics);
-            each.binds.push((LOSS_AUX, Bind::Scratch));
+            each.binds.push((L::Aux.into(), Bind::Scratch));
             let groups = (batch * per).div_ceil(256);
             each.grid = Grid::Batches { batch: batch as u32, per: groups as u32 };
             each.scratch = 4 * max_n(logits, per).div_ceil(batch) * groups;
             let mut total = loss("sigmoid_bce_total", (per, batch), logits, target, probs, grad, metrics);
-            total.binds = vec![buf(6, metrics), (LOSS_AUX, Bind::Scratch)];
+            total.binds = vec![buf(L::Metrics, metrics), (L::Aux.into(), Bind::Scratch)];
             vec![each, total]
         }
         Op::PixelSoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, per, batch } => {
             let mut each = loss("pixel_softmax_ce", (per, batch), logits, target, probs, grad, metrics);
-            each.params[3] = classes as u32;
-            each.binds.push((LOSS_AUX, Bind::Scratch));
+            if let Params::Loss(p) = &mut each.params {
+                p.n_in = classes as u32;
+            }
+            each.binds.push((L::Aux.into(), Bind::Scratch));
             let groups = (batch * per).div_ceil(256);
             each.grid = Grid::Batches { batch: batch as u32, per: groups as u32 };
             each.scratch = (1 + 3 * classes) * max_n(logits, classes * per).div_ceil(batch) * groups;
             let mut total = each.clone();
             total.kernel = Kernel::new(Family::Loss, "pixel_softmax_ce_total");
-            total.binds = vec![buf(6, metrics), (LOSS_AUX, Bind::Scratch)];
+            total.binds = vec![buf(L::Metrics, metrics), (L::Aux.into(), Bind::Scratch)];
             total.grid = Grid::Single;
             total.scratch = 0;
             vec![each, total]
         }
         Op::Confusion { probs, target, counts, classes } => vec![launch(
             Kernel::new(Family::Loss, "confusion"),
-            vec![classes as u32, 0, 0, 0, 0],
-            &[buf(2, counts), buf(3, target), buf(4, probs)],
+            Params::Loss(LossP { per: classes as u32, ..Default::default() }),
+            &[buf(L::Logits, counts), buf(L::Truth, target), buf(L::Probs, probs)],
             Grid::Single,
         )],
         Op::L2 { w, grad, metrics, lambda, len } => {
-            let mut binds = vec![buf(2, w), buf(4, metrics)];
-            binds.extend(grad.map(|g| buf(3, g)));
-            vec![launch(
-                Kernel::new(Family::Optim, "l2"),
-                vec![len as u32, lambda.to_bits(), 0, 0, 0, grad.is_some().into()],
-                &binds,
-                Grid::Single,
-            )]
+            let mut binds = vec![buf(O::W, w), buf(O::M, metrics)];
+            binds.extend(grad.map(|g| buf(O::G, g)));
+            let p = OptimP { len: len as u32, lr: lambda, has_grad: grad.is_some().into(), ..Default::default() };
+            vec![launch(Kernel::new(Family::Optim, "l2"), Params::Optim(p), &binds, Grid::Single)]
         }
         Op::Sgd { w, g, lr, len } => {
-            vec![update("sgd", [len as u32, lr.to_bits(), 0, 0, 0, 0], &[buf(2, w), buf(3, g)], len)]
+            let p = OptimP { len: len as u32, lr, ..Default::default() };
+            vec![update("sgd", p, &[buf(O::W, w), buf(O::G, g)])]
         }
-        Op::Momentum { w, g, v, lr, momentum, len } => vec![update(
-            "momentum",
-            [len as u32, lr.to_bits(), momentum.to_bits(), 0, 0, 0],
-            &[buf(2, w), buf(3, g), buf(4, v)],
-            len,
-        )],
-        Op::Adam { w, g, m, v, lr, beta1, beta2, eps, len } => vec![update(
-            "adam",
-            [len as u32, lr.to_bits(), beta1.to_bits(), beta2.to_bits(), eps.to_bits(), 0],
-            &[buf(2, w), buf(3, g), buf(4, m), buf(5, v)],
-            len,
-        )],
+        Op::Momentum { w, g, v, lr, momentum, len } => {
+            let p = OptimP { len: len as u32, lr, beta1: momentum, ..Default::default() };
+            vec![update("momentum", p, &[buf(O::W, w), buf(O::G, g), buf(O::M, v)])]
+        }
+        Op::Adam { w, g, m, v, lr, beta1, beta2, eps, len } => {
+            let p = OptimP { len: len as u32, lr, beta1, beta2, eps, has_grad: 0 };
+            vec![update("adam", p, &[buf(O::W, w), buf(O::G, g), buf(O::M, m), buf(O::V, v)])]
+        }
     }
 }
 
-/// A loss launch: `(per, batch)` as in `loss.wgsl`'s `P` (its dense layer's fields left 0).
+fn dense_params(n_in: usize, n_out: usize) -> Params {
+    Params::Dense(DenseP { n_in: n_in as u32, n_out: n_out as u32, lr: 0.0 })
+}
+
+/// A loss launch: `(per, batch)` as in `loss.wgsl`'s `P` (its layer's fields left 0).
 fn loss(
     entry: &'static str,
     (per, batch): (usize, usize),
@@ -439,16 +436,14 @@ fn loss(
     grad: Option<BufId>,
     metrics: BufId,
 ) -> Launch {
-    let mut binds = vec![buf(2, logits), buf(3, target), buf(4, probs), buf(6, metrics)];
-    binds.extend(grad.map(|g| buf(5, g)));
-    launch(
-        Kernel::new(Family::Loss, entry),
-        vec![per as u32, grad.is_some().into(), batch as u32, 0, 0],
-        &binds,
-        Grid::Single,
-    )
+    use bindings::Loss as L;
+    let mut binds = vec![buf(L::Logits, logits), buf(L::Truth, target), buf(L::Probs, probs), buf(L::Metrics, metrics)];
+    binds.extend(grad.map(|g| buf(L::Grad, g)));
+    let p = LossP { per: per as u32, has_grad: grad.is_some().into(), batch: batch as u32, ..Default::default() };
+    launch(Kernel::new(Family::Loss, entry), Params::Loss(p), &binds, Grid::Single)
 }
 
-pub(super) fn update(entry: &'static str, params: [u32; 6], binds: &[(u32, Bind)], len: usize) -> Launch {
-    launch(Kernel::new(Family::Optim, entry), params.to_vec(), binds, Grid::Flat(Size::fixed(len)))
+pub(super) fn update(entry: &'static str, p: OptimP, binds: &[(u32, Bind)]) -> Launch {
+    let grid = Grid::Flat(Size::fixed(p.len as usize));
+    launch(Kernel::new(Family::Optim, entry), Params::Optim(p), binds, grid)
 }

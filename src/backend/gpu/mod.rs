@@ -2,6 +2,7 @@
 //! bind groups are made once; a step records its dispatches into the pending command encoder,
 //! which is submitted every few steps, before an upload and when a result is read.
 
+pub mod bindings;
 mod device;
 mod encode;
 mod layout;
@@ -337,13 +338,14 @@ impl GpuBackend {
         self.build_pipelines(all.iter().map(|l| &l.kernel));
         for launch in all {
             let pipeline = self.pipelines[&launch.kernel].clone();
-            let mut params = launch.params.clone();
-            params.resize(params.len().next_multiple_of(4), 0);
-            self.allocated += params.len() as u64 * 4;
+            // A uniform binding's size is a multiple of 16 bytes.
+            let mut params = launch.params.bytes().to_vec();
+            params.resize(params.len().next_multiple_of(16), 0);
+            self.allocated += params.len() as u64;
             let device = &self.gpu.device;
             let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
-                contents: bytemuck::cast_slice(&params),
+                contents: &params,
                 usage: wgpu::BufferUsages::UNIFORM,
             });
             let storage: Vec<Slice> = (0..STORAGE)

@@ -1,6 +1,8 @@
 //! The WGSL sources, one per op family, and the specialisations (entry point + override
 //! constants) that the encoder asks for.
 
+use super::bindings::Mode;
+
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const ACT: &str = include_str!("../../../shaders/act.wgsl");
@@ -111,20 +113,22 @@ impl Kernel {
     pub fn constant(&self, name: &str) -> Option<u32> {
         self.constants.iter().find(|c| c.0 == name).map(|c| c.1)
     }
-    /// The override constants as the pipeline takes them: every one a u32 but the learning
-    /// rate `LR`, kept as f32 bits.
+    /// A product's mode.
+    pub fn mode(&self) -> Option<Mode> {
+        self.constant("MODE").and_then(Mode::of)
+    }
+    /// The override constants as the pipeline takes them.
     pub fn override_values(&self) -> Vec<(&'static str, f64)> {
-        let value = |name: &str, v: u32| if name == "LR" { f32::from_bits(v) as f64 } else { v as f64 };
-        self.constants.iter().map(|&(k, v)| (k, value(k, v))).collect()
+        self.constants.iter().map(|&(k, v)| (k, v as f64)).collect()
     }
 }
 
 /// The tiled product of a family's `mode`, with `splits` slices (0: none) and (rows, columns)
 /// tiles.
-pub fn gemm(family: Family, mode: u32, splits: u32, (tm, tn): (u32, u32)) -> Kernel {
+pub fn gemm(family: Family, mode: Mode, splits: u32, (tm, tn): (u32, u32)) -> Kernel {
     let (a, b) = k_fast(family, mode);
     Kernel::new(family, "matmul")
-        .with("MODE", mode)
+        .with("MODE", mode as u32)
         .with("SPLITS", splits)
         .with("TILE_M", tm)
         .with("TILE_N", tn)
@@ -134,13 +138,13 @@ pub fn gemm(family: Family, mode: u32, splits: u32, (tm, tn): (u32, u32)) -> Ker
 
 /// Whether consecutive k are adjacent in memory in A and in B, as the family's index maps for
 /// `mode` lay them out (see each family's `load_a` and `load_b`).
-fn k_fast(family: Family, mode: u32) -> (bool, bool) {
+fn k_fast(family: Family, mode: Mode) -> (bool, bool) {
     match (family, mode) {
-        (Family::Dense, 0) => (true, true),
-        (Family::Dense, 1) => (true, false),
+        (Family::Dense, Mode::Forward) => (true, true),
+        (Family::Dense, Mode::DataGrad) => (true, false),
         (Family::Dense, _) => (false, false),
-        (Family::Conv2d, 2) | (Family::ConvTranspose, 2) => (true, true),
-        (Family::ConvTranspose, 0) => (false, false),
+        (Family::Conv2d | Family::ConvTranspose, Mode::WeightGrad) => (true, true),
+        (Family::ConvTranspose, Mode::Forward) => (false, false),
         _ => (true, false),
     }
 }
@@ -153,5 +157,5 @@ pub fn weight_and_bias(k: Kernel, rows: u32) -> Kernel {
 
 /// Bias gradients: a family's mode 3 as row sums.
 pub fn row_sums(family: Family, splits: u32) -> Kernel {
-    Kernel::new(family, "row_sums").with("MODE", 3).with("SPLITS", splits)
+    Kernel::new(family, "row_sums").with("MODE", Mode::RowSums as u32).with("SPLITS", splits)
 }

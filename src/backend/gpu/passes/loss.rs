@@ -3,9 +3,8 @@
 //! to one channel before a sigmoid cross-entropy (forward and data gradient).
 
 use super::{bound, bound_buf, Place, Sets};
-use crate::backend::gpu::encode::{
-    Bind, Launch, A, ACT_IN, ACT_OUT, B, BIAS, C, LOSS_ACT_GX, LOSS_AUX, LOSS_LAYER, LOSS_LAYER_GX, LOSS_LAYER_X,
-};
+use crate::backend::gpu::bindings::{Gemm, Loss, Mode};
+use crate::backend::gpu::encode::{Bind, Launch};
 use crate::backend::gpu::shaders::{Family, Kernel};
 use crate::graph::{BufId, Fused};
 
@@ -22,22 +21,28 @@ fn bias_after(w: BufId, b: BufId, place: Place) -> u32 {
 /// The softmax cross-entropy `loss` that also computes its logits, as the dense layer's
 /// forward `product` would (`dense_softmax_ce`).
 pub fn dense_loss(product: &Launch, loss: &Launch, place: Place) -> Launch {
-    let (w, b) = (bound_buf(product, B).expect("weights"), bound_buf(product, BIAS).expect("bias"));
+    let (w, b) = (bound_buf(product, Gemm::B).expect("weights"), bound_buf(product, Gemm::Bias).expect("bias"));
     let mut fused = loss.clone();
     fused.kernel = Kernel::new(Family::Loss, "dense_softmax_ce");
-    fused.params[3..5].copy_from_slice(&[product.params[0], bias_after(w, b, place)]);
-    fused.binds.extend([(LOSS_AUX, Bind::Span(w, b)), (LOSS_LAYER_X, bound(product, A).expect("x"))]);
+    let p = fused.params.loss_mut();
+    (p.n_in, p.bias_at) = (product.params.dense().n_in, bias_after(w, b, place));
+    fused
+        .binds
+        .extend([(Loss::Aux.into(), Bind::Span(w, b)), (Loss::LayerX.into(), bound(product, Gemm::A).expect("x"))]);
     fused
 }
 
 /// The sigmoid cross-entropy `loss` that also computes its logits, as the 1x1 convolution to
 /// one channel `conv` would (`conv_sigmoid_bce`).
 pub fn conv_loss(conv: &Launch, loss: &Launch, place: Place) -> Launch {
-    let (w, b) = (bound_buf(conv, A).expect("weights"), bound_buf(conv, BIAS).expect("bias"));
+    let (w, b) = (bound_buf(conv, Gemm::A).expect("weights"), bound_buf(conv, Gemm::Bias).expect("bias"));
     let mut fused = loss.clone();
     fused.kernel = Kernel::new(Family::Loss, "conv_sigmoid_bce");
-    fused.params[3..5].copy_from_slice(&[conv.params[0], bias_after(w, b, place)]);
-    fused.binds.extend([(LOSS_LAYER_X, bound(conv, B).expect("x")), (LOSS_LAYER, Bind::Span(w, b))]);
+    let p = fused.params.loss_mut();
+    (p.n_in, p.bias_at) = (conv.params.conv().c_in, bias_after(w, b, place));
+    fused
+        .binds
+        .extend([(Loss::LayerX.into(), bound(conv, Gemm::B).expect("x")), (Loss::Layer.into(), Bind::Span(w, b))]);
     fused
 }
 
@@ -45,13 +50,13 @@ pub fn conv_loss(conv: &Launch, loss: &Launch, place: Place) -> Launch {
 /// the backward of the activation before the convolution, if `data` runs it).
 pub fn with_conv_data_grad(loss: &mut Launch, data: &Launch) {
     let k = &data.kernel;
-    assert!(k.family == Family::Conv2d && k.constant("MODE") == Some(1) && k.constant("UNPOOL").is_none());
+    assert!(k.family == Family::Conv2d && k.mode() == Some(Mode::DataGrad) && k.constant("UNPOOL").is_none());
     loss.kernel = loss.kernel.clone().with("BACKWARD", 1);
     if let Some(act) = k.constant("ACT") {
         loss.kernel = loss.kernel.clone().with("FUSE", 1).with("ACT", act);
-        loss.binds.push((LOSS_ACT_GX, bound(data, ACT_OUT).expect("the activation's output")));
+        loss.binds.push((Loss::ActGx.into(), bound(data, Gemm::ActOut).expect("the activation's output")));
     }
-    loss.binds.push((LOSS_LAYER_GX, bound(data, C).expect("the input gradient")));
+    loss.binds.push((Loss::LayerGx.into(), bound(data, Gemm::C).expect("the input gradient")));
 }
 
 /// Each loss launch that computes a dense layer's logits (`dense_softmax_ce`) and whose unit
@@ -78,26 +83,27 @@ pub fn loss_runs_dense_backward(launches: Vec<Launch>, units: &[Fused], sets: Se
 }
 
 fn with_dense_backward(loss: &Launch, next: [&Launch; 2], (set, place): Sets) -> Launch {
-    let dense = |l: &Launch, mode: u32| l.kernel.family == Family::Dense && l.kernel.constant("MODE") == Some(mode);
+    let dense = |l: &Launch, mode: Mode| l.kernel.family == Family::Dense && l.kernel.mode() == Some(mode);
     let (data, weight) = match next {
-        [a, b] if dense(a, 1) && dense(b, 2) => (a, b),
-        [a, b] if dense(a, 2) && dense(b, 1) => (b, a),
+        [a, b] if dense(a, Mode::DataGrad) && dense(b, Mode::WeightGrad) => (a, b),
+        [a, b] if dense(a, Mode::WeightGrad) && dense(b, Mode::DataGrad) => (b, a),
         _ => panic!("a dense layer's backward is a data and a weight gradient"),
     };
-    let Some(Bind::Span(w, b)) = bound(loss, LOSS_AUX) else {
+    let Some(Bind::Span(w, b)) = bound(loss, Loss::Aux) else {
         panic!("the loss binds the layer's parameters");
     };
-    let bias_at = loss.params[4];
+    let bias_at = loss.params.loss().bias_at;
     let (kd, kw) = (&data.kernel, &weight.kernel);
     let update = kw.constant("UPDATE").is_some();
-    let (gw, gb) = (bound_buf(weight, C).expect("gw"), bound_buf(weight, BIAS).expect("gb"));
+    let (gw, gb) = (bound_buf(weight, Gemm::C).expect("gw"), bound_buf(weight, Gemm::Bias).expect("gb"));
     let fits = kd.constant("SPLITS") == Some(0)
         && kw.constant("SPLITS") == Some(1)
         && kw.constant("BIAS_COL") == Some(1)
         && set(gw).is_some()
         && set(gw) == set(gb)
         && bias_after(gw, gb, place) == bias_at
-        && (!update || (bound(weight, ACT_OUT), bound(weight, ACT_IN)) == (Some(Bind::Buf(w)), Some(Bind::Buf(b))));
+        && (!update
+            || (bound(weight, Gemm::ActOut), bound(weight, Gemm::ActIn)) == (Some(Bind::Buf(w)), Some(Bind::Buf(b))));
     assert!(fits, "the layer's gradients lie in their set as its parameters in theirs: {kd:?}, {kw:?}");
     let mut fused = loss.clone();
     let mut kernel = Kernel::new(Family::Loss, "dense_softmax_ce_backward");
@@ -106,14 +112,15 @@ fn with_dense_backward(loss: &Launch, next: [&Launch; 2], (set, place): Sets) ->
         kernel = kernel.with("FUSE", 1).with("ACT", act);
     }
     if update {
-        kernel = kernel.with("UPDATE", 1).with("LR", kw.constant("LR").expect("a rate"));
+        kernel = kernel.with("UPDATE", 1);
+        fused.params.set_lr(weight.params.dense().lr);
     }
     fused.kernel = kernel;
-    fused.binds.push((LOSS_LAYER_GX, bound(data, C).expect("gx")));
+    fused.binds.push((Loss::LayerGx.into(), bound(data, Gemm::C).expect("gx")));
     if act.is_some() {
-        fused.binds.push((LOSS_ACT_GX, bound(data, ACT_OUT).expect("the activation's gradient")));
+        fused.binds.push((Loss::ActGx.into(), bound(data, Gemm::ActOut).expect("the activation's gradient")));
     }
-    fused.binds.push((LOSS_LAYER, Bind::Span(gw, gb)));
+    fused.binds.push((Loss::Layer.into(), Bind::Span(gw, gb)));
     fused
 }
 
@@ -167,9 +174,10 @@ mod tests {
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.entry, "dense_softmax_ce");
         // 8 inputs; the bias 512 bytes (80 floats, aligned) after the weights.
-        assert_eq!(fused[0].params[3..5], [8, 128]);
-        assert!(fused[0].binds.contains(&(LOSS_AUX, Bind::Span(BufId(0), BufId(1)))));
-        assert!(fused[0].binds.contains(&(LOSS_LAYER_X, Bind::Buf(BufId(50)))));
+        let p = fused[0].params.loss();
+        assert_eq!((p.n_in, p.bias_at), (8, 128));
+        assert!(fused[0].binds.contains(&(Loss::Aux.into(), Bind::Span(BufId(0), BufId(1)))));
+        assert!(fused[0].binds.contains(&(Loss::LayerX.into(), Bind::Buf(BufId(50)))));
         // Left alone: steps of more than 256 samples, long sums (the CNN's 100 samples of 10
         // outputs of 1,568 terms: 4 · 1,568 one after the other).
         assert_eq!(run(257, 8, &[dense(8), loss.clone()]).len(), 2);
@@ -181,14 +189,14 @@ mod tests {
         let both = run(100, 8, &[dense(8), loss.clone(), backward(50, 8)]);
         assert_eq!(both.len(), 1);
         assert_eq!(both[0].kernel.entry, "dense_softmax_ce_backward");
-        assert!(both[0].binds.contains(&(LOSS_LAYER_GX, Bind::Buf(BufId(56)))));
-        assert!(both[0].binds.contains(&(LOSS_LAYER, Bind::Span(BufId(10), BufId(11)))));
+        assert!(both[0].binds.contains(&(Loss::LayerGx.into(), Bind::Buf(BufId(56)))));
+        assert!(both[0].binds.contains(&(Loss::Layer.into(), Bind::Span(BufId(10), BufId(11)))));
         // With the backward of the activation before the layer.
         let act = Op::ActivationBackward { act: Act::Tanh, y: id(50), gy: id(56), gx: id(57), per: 8 };
         let with_act = run(100, 8, &[dense(8), loss.clone(), backward(50, 8), act]);
         assert_eq!(with_act.len(), 1);
         assert_eq!(with_act[0].kernel.constant("ACT"), Some(2));
-        assert!(with_act[0].binds.contains(&(LOSS_ACT_GX, Bind::Buf(BufId(57)))));
+        assert!(with_act[0].binds.contains(&(Loss::ActGx.into(), Bind::Buf(BufId(57)))));
         // Not when the weight gradient reads another input than the logits' product did, nor
         // for 256 samples a step (the weight gradient then sums in two slices).
         assert_eq!(run(100, 8, &[dense(8), loss.clone(), backward(58, 8)]).len(), 3);
@@ -220,9 +228,10 @@ mod tests {
         assert_eq!(after[0].kernel.entry, "conv_sigmoid_bce");
         assert_eq!(after[0].kernel.constant("BACKWARD"), Some(1));
         // 8 channels; the bias 256 bytes (8 floats, aligned) after the weights.
-        assert_eq!(after[0].params[3..5], [8, 64]);
-        assert!(after[0].binds.contains(&(LOSS_LAYER, Bind::Span(BufId(0), BufId(1)))));
-        assert!(after[0].binds.contains(&(LOSS_LAYER_GX, Bind::Buf(BufId(46)))));
+        let p = after[0].params.loss();
+        assert_eq!((p.n_in, p.bias_at), (8, 64));
+        assert!(after[0].binds.contains(&(Loss::Layer.into(), Bind::Span(BufId(0), BufId(1)))));
+        assert!(after[0].binds.contains(&(Loss::LayerGx.into(), Bind::Buf(BufId(46)))));
         // An op in between that reads the loss's gradient keeps the data gradient a launch of
         // its own.
         let between = Op::Activation { act: Act::Relu, x: id(44), y: id(49), per: 256 };

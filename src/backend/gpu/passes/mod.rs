@@ -11,10 +11,8 @@ mod pool;
 use loss::{conv_loss, dense_loss, loss_runs_dense_backward, with_conv_data_grad, DENSE_LOSS_ROWS};
 use pool::{read_through, unpool};
 
-use super::encode::{
-    encode, launch, splits, Bind, Grid, Launch, Size, Slices, ACT_IN, ACT_OUT, BIAS, C, GATHER_PART, POOL_ACT_IN,
-    POOL_ACT_OUT,
-};
+use super::bindings::{self, Gemm, MaxPool, Mode, Optim, Params, ReduceP, Segment, SEGMENTS};
+use super::encode::{encode, launch, splits, Bind, Grid, Launch, Size, Slices};
 use super::layout::Layout;
 use super::shaders::{Family, Kernel};
 use crate::graph::{fuse, BufDesc, BufId, Fusable, Fusion, Op, ParamSet};
@@ -154,12 +152,13 @@ fn merge_neighbours(launches: Vec<Launch>, merge: impl Fn(&Launch, &Launch) -> O
     out
 }
 
-fn bound(l: &Launch, slot: u32) -> Option<Bind> {
+fn bound(l: &Launch, slot: impl Into<u32>) -> Option<Bind> {
+    let slot = slot.into();
     l.binds.iter().find(|b| b.0 == slot).map(|b| b.1)
 }
 
 /// The buffer bound alone at `slot`, if any.
-fn bound_buf(l: &Launch, slot: u32) -> Option<BufId> {
+fn bound_buf(l: &Launch, slot: impl Into<u32>) -> Option<BufId> {
     match bound(l, slot)? {
         Bind::Buf(id) => Some(id),
         _ => None,
@@ -178,19 +177,19 @@ fn fuse_activation(producer: &Launch, act: &Launch) -> Option<Launch> {
         return None;
     }
     // The activation reads the product's result: as x going forward, as gy going back.
-    let (fuse, input) = match (k.constant("MODE")?, act.kernel.entry) {
-        (0, "forward") => (1, 2),
-        (1, "backward") => (2, 3),
+    let (fuse, input) = match (k.mode()?, act.kernel.entry) {
+        (Mode::Forward, "forward") => (1, bindings::Act::A),
+        (Mode::DataGrad, "backward") => (2, bindings::Act::B),
         _ => return None,
     };
-    if bound(act, input)? != bound(producer, C)? {
+    if bound(act, input)? != bound(producer, Gemm::C)? {
         return None;
     }
     let mut fused = producer.clone();
     fused.kernel = fused.kernel.with("FUSE", fuse).with("ACT", act.kernel.constant("ACT")?);
-    fused.binds.push((ACT_OUT, bound(act, 4)?));
+    fused.binds.push((Gemm::ActOut.into(), bound(act, bindings::Act::C)?));
     if fuse == 2 {
-        fused.binds.push((ACT_IN, bound(act, 2)?));
+        fused.binds.push((Gemm::ActIn.into(), bound(act, bindings::Act::A)?));
     }
     Some(fused)
 }
@@ -198,12 +197,14 @@ fn fuse_activation(producer: &Launch, act: &Launch) -> Option<Launch> {
 /// A pooling's backward and the backward of the activation that fed the pooling (its gy is
 /// the pooling's gx).
 fn fuse_pool_activation(pool: &Launch, act: &Launch) -> Option<Launch> {
-    if pool.kernel.entry != "backward" || act.kernel.entry != "backward" || bound(act, 3)? != bound(pool, 4)? {
+    let gy = bound(act, bindings::Act::B)?;
+    if pool.kernel.entry != "backward" || act.kernel.entry != "backward" || gy != bound(pool, MaxPool::Dst)? {
         return None;
     }
     let mut fused = pool.clone();
     fused.kernel = fused.kernel.with("FUSE", 1).with("ACT", act.kernel.constant("ACT")?);
-    fused.binds.extend([(POOL_ACT_IN, bound(act, 2)?), (POOL_ACT_OUT, bound(act, 4)?)]);
+    let (y, gx) = (bound(act, bindings::Act::A)?, bound(act, bindings::Act::C)?);
+    fused.binds.extend([(MaxPool::ActIn.into(), y), (MaxPool::ActOut.into(), gx)]);
     Some(fused)
 }
 
@@ -241,7 +242,8 @@ fn update_span(l: &Launch, place: Place) -> Option<(Spans, [u64; 4])> {
 }
 
 fn merge_update(a: &Launch, b: &Launch, place: Place) -> Option<Launch> {
-    if a.kernel != b.kernel || a.params[1..] != b.params[1..] {
+    let settings = |l: &Launch| bindings::OptimP { len: 0, ..*l.params.optim() };
+    if a.kernel != b.kernel || a.kernel.family != Family::Optim || settings(a) != settings(b) {
         return None;
     }
     let ((spans_a, [_, last_a, start, _]), (spans_b, [first_b, _, _, end])) =
@@ -253,7 +255,7 @@ fn merge_update(a: &Launch, b: &Launch, place: Place) -> Option<Launch> {
     let binds = spans_a.iter().zip(&spans_b).map(|(&(slot, first, _), &(_, _, last))| (slot, Bind::Span(first, last)));
     let len = ((end - start) / 4) as usize;
     let mut params = a.params.clone();
-    params[0] = len as u32;
+    params.optim_mut().len = len as u32;
     Some(Launch { binds: binds.collect(), params, grid: Grid::Flat(Size::fixed(len)), ..a.clone() })
 }
 
@@ -280,10 +282,6 @@ pub fn place_scratch(mut launches: Vec<Launch>) -> (Vec<Launch>, usize) {
 
 /// Outputs of one sum-of-slices launch (bindings o0..o2 of `reduce.wgsl`).
 const SUM_OUTPUTS: usize = 3;
-/// Words of a sum-of-slices launch's parameters before its segments (`count` and `adam`).
-const SUM_HEAD: usize = 8;
-/// Segments of one sum-of-slices launch (`MAX_SEGMENTS` in `reduce.wgsl`).
-const SUM_SEGMENTS: usize = 16;
 
 /// Merges the step's sums of slices into as few launches as bindings allow, each placed before
 /// the first launch that reads what it writes (the optimiser's, or an L2 penalty's), so that a
@@ -317,7 +315,7 @@ pub fn combine_sums(launches: Vec<Launch>, (set, place): Sets) -> Vec<Launch> {
 /// One launch adding the slices of `sums`, or `None` when there are none or they need more
 /// bindings or segments than one launch has.
 fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: Place) -> Option<Launch> {
-    if sums.is_empty() || sums.len() > SUM_SEGMENTS {
+    if sums.is_empty() || sums.len() > SEGMENTS {
         return None;
     }
     // Each output's binding: its parameter set's span, or the buffer itself.
@@ -344,29 +342,27 @@ fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: P
         };
         [b as u32, offset as u32]
     };
-    let mut params = vec![0; SUM_HEAD];
-    params[0] = sums.len() as u32;
+    let mut params = Box::new(ReduceP::default());
+    params.count[0] = sums.len() as u32;
     let mut first = 0;
-    for s in sums {
+    for (seg, s) in params.seg.iter_mut().zip(sums) {
         let [w_out, w_at] = locate(s.w);
         let [b_out, b_at] = s.bias.map_or([0, 0], locate);
-        params.extend([first, s.len as u32, s.splits, s.at as u32]);
-        params.extend([s.cols as u32, s.bias.is_some().into(), w_at, b_at]);
-        params.extend([w_out, b_out, 0, 0]);
+        *seg = Segment {
+            head: [first, s.len as u32, s.splits, s.at as u32],
+            shape: [s.cols as u32, s.bias.is_some().into(), w_at, b_at],
+            outs: [w_out, b_out, 0, 0],
+        };
         first += s.len as u32;
     }
-    params.resize(SUM_HEAD + 12 * SUM_SEGMENTS, 0);
-    let mut bound = vec![(2, Bind::Scratch)];
-    for (i, &(in_set, first, last)) in binds.iter().enumerate() {
+    let mut bound = vec![(bindings::Reduce::Part.into(), Bind::Scratch)];
+    let outputs = [bindings::Reduce::O0, bindings::Reduce::O1, bindings::Reduce::O2];
+    for (&(in_set, first, last), out) in binds.iter().zip(outputs) {
         let bind = if in_set.is_some() { Bind::Span(first, last) } else { Bind::Buf(first) };
-        bound.push((3 + i as u32, bind));
+        bound.push((out.into(), bind));
     }
-    let mut l = launch(
-        Kernel::new(Family::Reduce, "sum_slices"),
-        params,
-        &bound,
-        Grid::PerElement(Size::fixed(first as usize)),
-    );
+    let kernel = Kernel::new(Family::Reduce, "sum_slices");
+    let mut l = launch(kernel, Params::Reduce(params), &bound, Grid::PerElement(Size::fixed(first as usize)));
     l.sums = sums.to_vec();
     Some(l)
 }
@@ -375,9 +371,9 @@ fn sum_launch(sums: &[Slices], set: &dyn Fn(BufId) -> Option<ParamSet>, place: P
 /// them: a weight-gradient product or a bias row sum of one slice, or a sum of slices.
 fn gradients_written(l: &Launch) -> Option<Vec<BufId>> {
     let k = &l.kernel;
-    let one_slice = k.constant("SPLITS") == Some(1) && (k.entry == "row_sums" || k.constant("MODE") == Some(2));
+    let one_slice = k.constant("SPLITS") == Some(1) && (k.entry == "row_sums" || k.mode() == Some(Mode::WeightGrad));
     if k.family.is_gemm() && one_slice {
-        let outs = [Some(C), (k.constant("BIAS_COL") == Some(1)).then_some(BIAS)];
+        let outs = [Some(Gemm::C), (k.constant("BIAS_COL") == Some(1)).then_some(Gemm::Bias)];
         return outs.into_iter().flatten().map(|slot| bound_buf(l, slot)).collect();
     }
     (k.entry == "sum_slices").then(|| l.sums.iter().flat_map(Slices::outputs).collect())
@@ -418,7 +414,7 @@ fn try_fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) ->
         return None;
     }
     let adam = ls[u].kernel.entry == "adam";
-    let (first, last) = match bound(&ls[u], 3)? {
+    let (first, last) = match bound(&ls[u], Optim::G)? {
         Bind::Span(a, b) => (a, b),
         Bind::Buf(g) => (g, g),
         Bind::Scratch => return None,
@@ -454,8 +450,8 @@ fn try_fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) ->
             // A data-gradient product that reads the weights runs first, where independent.
             while i + 1 < u && touches(&ls[i + 1], &watched) {
                 let next = &ls[i + 1];
-                let product = next.kernel.family.is_gemm() && next.kernel.constant("MODE") == Some(1);
-                let writes: Vec<BufId> = [C, ACT_OUT].iter().filter_map(|&s| bound_buf(next, s)).collect();
+                let product = next.kernel.family.is_gemm() && next.kernel.mode() == Some(Mode::DataGrad);
+                let writes: Vec<BufId> = [Gemm::C, Gemm::ActOut].iter().filter_map(|&s| bound_buf(next, s)).collect();
                 if !product || touches(next, &grads) || touches(&ls[i], &writes) {
                     return None;
                 }
@@ -479,10 +475,9 @@ fn try_fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) ->
     })
 }
 
-/// Makes `l`, which writes `grads`, also take the step of the `update` launch (its parameters
-/// as `optim.wgsl`'s: length, rate, β1, β2, ε).
+/// Makes `l`, which writes `grads`, also take the step of the `update` launch.
 fn take_step(l: &mut Launch, grads: &[BufId], counterpart: Counterpart, update: &Launch) -> Option<()> {
-    let (lr, adam) = (update.params[1], update.kernel.entry == "adam");
+    let (u, adam) = (update.params.optim(), update.kernel.entry == "adam");
     let value = |g: BufId| counterpart(g, ParamSet::Value);
     if l.kernel.entry == "sum_slices" {
         // The one binding of the gradient set (every gradient here is in it).
@@ -490,20 +485,27 @@ fn take_step(l: &mut Launch, grads: &[BufId], counterpart: Counterpart, update: 
             Bind::Span(first, last) if grads.contains(&first) => Some((slot, first, last)),
             _ => None,
         })?;
-        l.params[1..4].copy_from_slice(&[1 + u32::from(adam), slot - 3, lr]);
-        let mut sets = vec![ParamSet::Value];
+        let Params::Reduce(p) = &mut l.params else {
+            return None;
+        };
+        p.count[1..4].copy_from_slice(&[1 + u32::from(adam), slot - u32::from(bindings::Reduce::O0), u.lr.to_bits()]);
+        let mut sets = vec![(bindings::Reduce::Values, ParamSet::Value)];
         if adam {
-            l.params[4..7].copy_from_slice(&update.params[2..5]);
-            sets.extend([ParamSet::State(0), ParamSet::State(1)]);
+            p.adam[..3].copy_from_slice(&[u.beta1, u.beta2, u.eps]);
+            sets.extend([
+                (bindings::Reduce::StateM, ParamSet::State(0)),
+                (bindings::Reduce::StateV, ParamSet::State(1)),
+            ]);
         }
-        for (binding, set) in (6..).zip(sets) {
-            l.binds.push((binding, Bind::Span(counterpart(first, set)?, counterpart(last, set)?)));
+        for (binding, set) in sets {
+            l.binds.push((binding.into(), Bind::Span(counterpart(first, set)?, counterpart(last, set)?)));
         }
     } else {
-        l.kernel = l.kernel.clone().with("UPDATE", 1).with("LR", lr);
-        l.binds.push((ACT_OUT, Bind::Buf(value(grads[0])?)));
+        l.kernel = l.kernel.clone().with("UPDATE", 1);
+        l.params.set_lr(u.lr);
+        l.binds.push((Gemm::ActOut.into(), Bind::Buf(value(grads[0])?)));
         if let Some(&bias) = grads.get(1) {
-            l.binds.push((ACT_IN, Bind::Buf(value(bias)?)));
+            l.binds.push((Gemm::ActIn.into(), Bind::Buf(value(bias)?)));
         }
     }
     Some(())
@@ -513,29 +515,33 @@ fn take_step(l: &mut Launch, grads: &[BufId], counterpart: Counterpart, update: 
 /// become one launch of two parts.
 pub fn pair_gathers(launches: Vec<Launch>) -> Vec<Launch> {
     merge_neighbours(launches, |a, b| {
-        let one_part = |l: &Launch| l.kernel.family == Family::Gather && l.params[GATHER_PART] == 0;
-        if !one_part(a) || !one_part(b) || bound(a, 3) != bound(b, 3) {
+        use bindings::Gather as G;
+        let one_part = |l: &Launch| l.kernel.family == Family::Gather && l.params.gather().parts[1].per == 0;
+        if !one_part(a) || !one_part(b) || bound(a, G::Index) != bound(b, G::Index) {
             return None;
         }
         let mut both = a.clone();
-        both.params[GATHER_PART..].copy_from_slice(&b.params[..GATHER_PART]);
-        both.binds.extend([(5, bound(b, 2)?), (6, bound(b, 4)?)]);
-        both.grid = Grid::Flat(Size::per_n((a.params[0] + b.params[0]) as usize));
+        let second = b.params.gather().parts[0];
+        both.params.gather_mut().parts[1] = second;
+        both.binds.extend([(G::Data1.into(), bound(b, G::Data0)?), (G::Out1.into(), bound(b, G::Out0)?)]);
+        both.grid = Grid::Flat(Size::per_n((a.params.gather().parts[0].per + second.per) as usize));
         Some(both)
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::encode::{batch_sum, buf, encode, product, update, A, B};
+    use super::super::encode::{batch_sum, buf, encode, product, update};
     use super::*;
+    use crate::backend::gpu::bindings::{ConvP, DenseP, GatherPart, OptimP};
     use crate::graph::Op;
     use crate::model::Act;
 
     fn adam(w: usize, lr: f32, len: usize) -> Launch {
         let ids = [w, w + 10, w + 20, w + 30].map(BufId);
-        let binds: Vec<_> = ids.iter().enumerate().map(|(i, &id)| buf(2 + i as u32, id)).collect();
-        update("adam", [len as u32, lr.to_bits(), 0, 0, 0, 0], &binds, len)
+        let binds: Vec<_> =
+            [Optim::W, Optim::G, Optim::M, Optim::V].into_iter().zip(ids).map(|(s, id)| buf(s, id)).collect();
+        update("adam", OptimP { len: len as u32, lr, ..Default::default() }, &binds)
     }
 
     /// Buffers 0..4 and their sets' copies (+10, +20, +30): 100, 7, 300, 5 floats, at offsets
@@ -555,7 +561,7 @@ mod tests {
         let merged = merge_updates(vec![adam(0, 0.1, 100), adam(1, 0.1, 7), adam(2, 0.1, 300)], &place);
         assert_eq!(merged.len(), 1);
         // 100 floats (512 bytes with the gap), 7 (256), then 300: 768 bytes + 1200.
-        assert_eq!(merged[0].params[0], (768 + 1200) / 4);
+        assert_eq!(merged[0].params.optim().len, (768 + 1200) / 4);
         assert_eq!(merged[0].binds[0], (2, Bind::Span(BufId(0), BufId(2))));
         assert_eq!(merged[0].binds[3], (5, Bind::Span(BufId(30), BufId(32))));
     }
@@ -584,7 +590,7 @@ mod tests {
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.constant("FUSE"), Some(1));
         assert_eq!(fused[0].kernel.constant("ACT"), Some(0));
-        assert!(fused[0].binds.contains(&(ACT_OUT, Bind::Buf(BufId(2)))));
+        assert!(fused[0].binds.contains(&(Gemm::ActOut.into(), Bind::Buf(BufId(2)))));
         // An activation of another buffer stays a launch of its own.
         assert_eq!(lowered(&[dense(0, 1), act(3, 2)], &descs(10)).len(), 2);
     }
@@ -597,15 +603,16 @@ mod tests {
         let fused = lowered(&[pool(2), act.clone()], &descs(6));
         assert_eq!(fused.len(), 1);
         assert_eq!(fused[0].kernel.constant("ACT"), Some(2));
-        assert!(fused[0].binds.contains(&(POOL_ACT_IN, Bind::Buf(BufId(3)))));
-        assert!(fused[0].binds.contains(&(POOL_ACT_OUT, Bind::Buf(BufId(4)))));
+        assert!(fused[0].binds.contains(&(MaxPool::ActIn.into(), Bind::Buf(BufId(3)))));
+        assert!(fused[0].binds.contains(&(MaxPool::ActOut.into(), Bind::Buf(BufId(4)))));
         assert_eq!(lowered(&[pool(5), act], &descs(6)).len(), 2);
     }
 
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.
     fn wgrad(w: usize, bias: usize) -> Vec<Launch> {
         let io = (BufId(98), Some(BufId(99)), Some(BufId(bias)));
-        batch_sum(Family::Conv2d, &[1, 4, 10, 10, 3], io, BufId(w), (4, 9, 100_000))
+        let p = Params::Conv(ConvP { c_in: 1, c_out: 4, h: 10, w: 10, k: 3, lr: 0.0 });
+        batch_sum(Family::Conv2d, &p, io, BufId(w), (4, 9, 100_000))
     }
 
     /// Buffers 0..4 are parameters, 10..14 their gradients and 20..24, 30..34 their optimiser
@@ -627,17 +634,17 @@ mod tests {
     /// The MLP's backward and update: dense weight gradients of one slice (buffers 12, 13 and
     /// 10, 11), between them the data gradient, which reads the weights (2), then SGD.
     fn mlp_backward(between: Option<Launch>) -> Vec<Launch> {
+        let p = Params::Dense(DenseP { n_in: 8, n_out: 4, lr: 0.0 });
         let wgrad = |w: usize| {
-            batch_sum(Family::Dense, &[8, 4], (BufId(50), Some(BufId(51)), Some(BufId(w + 1))), BufId(w), (4, 8, 100))
+            batch_sum(Family::Dense, &p, (BufId(50), Some(BufId(51)), Some(BufId(w + 1))), BufId(w), (4, 8, 100))
         };
         let dims = (Size::per_n(1), Size::fixed(8), Size::fixed(1));
-        let data_grad =
-            product(Family::Dense, 1, &[8, 4], &[buf(A, BufId(50)), buf(B, BufId(2)), buf(C, BufId(52))], dims, 100);
+        let binds = [buf(Gemm::A, BufId(50)), buf(Gemm::B, BufId(2)), buf(Gemm::C, BufId(52))];
+        let data_grad = product(Family::Dense, Mode::DataGrad, &p, &binds, dims, 100);
         let sgd = update(
             "sgd",
-            [480, 0.25f32.to_bits(), 0, 0, 0, 0],
-            &[(2, Bind::Span(BufId(0), BufId(3))), (3, Bind::Span(BufId(10), BufId(13)))],
-            480,
+            OptimP { len: 480, lr: 0.25, ..Default::default() },
+            &[(Optim::W.into(), Bind::Span(BufId(0), BufId(3))), (Optim::G.into(), Bind::Span(BufId(10), BufId(13)))],
         );
         let mut step = wgrad(12);
         step.push(data_grad);
@@ -662,14 +669,15 @@ mod tests {
     #[test]
     fn products_that_write_every_gradient_take_the_sgd_step() {
         let out = fold(mlp_backward(None));
-        let modes: Vec<_> = out.iter().map(|l| l.kernel.constant("MODE")).collect();
-        assert_eq!(modes, [Some(1), Some(2), Some(2)], "the data gradient first, no update launch");
+        let modes: Vec<_> = out.iter().map(|l| l.kernel.mode()).collect();
+        let expected = [Some(Mode::DataGrad), Some(Mode::WeightGrad), Some(Mode::WeightGrad)];
+        assert_eq!(modes, expected, "the data gradient first, no update launch");
         for (l, w) in out[1..].iter().zip([2, 0]) {
             assert_eq!(l.kernel.constant("UPDATE"), Some(1));
-            assert_eq!(l.kernel.constant("LR"), Some(0.25f32.to_bits()));
+            assert_eq!(l.params.dense().lr, 0.25);
             assert!(
-                l.binds.contains(&(ACT_OUT, Bind::Buf(BufId(w))))
-                    && l.binds.contains(&(ACT_IN, Bind::Buf(BufId(w + 1))))
+                l.binds.contains(&(Gemm::ActOut.into(), Bind::Buf(BufId(w))))
+                    && l.binds.contains(&(Gemm::ActIn.into(), Bind::Buf(BufId(w + 1))))
             );
         }
     }
@@ -684,9 +692,12 @@ mod tests {
         let kinds: Vec<_> = out.iter().map(|l| l.kernel.entry).collect();
         assert_eq!(kinds, ["matmul", "matmul", "sum_slices"]);
         let sum = &out[2];
-        assert_eq!(sum.params[1..4], [2, 0, 0.1f32.to_bits()], "Adam, on output binding 0");
-        for (binding, first) in [(6, 0), (7, 20), (8, 30)] {
-            assert!(sum.binds.contains(&(binding, Bind::Span(BufId(first), BufId(first + 3)))));
+        let Params::Reduce(p) = &sum.params else { panic!("a sum's parameters") };
+        assert_eq!(p.count[1..4], [2, 0, 0.1f32.to_bits()], "Adam, on output binding 0");
+        for (binding, first) in
+            [(bindings::Reduce::Values, 0), (bindings::Reduce::StateM, 20), (bindings::Reduce::StateV, 30)]
+        {
+            assert!(sum.binds.contains(&(binding.into(), Bind::Span(BufId(first), BufId(first + 3)))));
         }
         // Adam is not folded into products.
         let mut mlp = mlp_backward(None);
@@ -716,9 +727,10 @@ mod tests {
         assert_eq!(sum.binds, [(2, Bind::Scratch), (3, Bind::Span(BufId(10), BufId(13)))]);
         // 40 elements each (4 rows of 9 + the bias column); the second product's slices start
         // after the first's 512·40 floats; outputs at 0, 512, 768 and 2048 bytes in the set.
-        assert_eq!(sum.params[..SUM_HEAD], [2, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(sum.params[8..20], [0, 40, 512, 0, 9, 1, 0, 128, 0, 0, 0, 0]);
-        assert_eq!(sum.params[20..32], [40, 40, 512, 512 * 40, 9, 1, 192, 512, 0, 0, 0, 0]);
+        let Params::Reduce(p) = &sum.params else { panic!("a sum's parameters") };
+        assert_eq!((p.count, p.adam), ([2, 0, 0, 0], [0.0; 4]));
+        assert_eq!(p.seg[0], Segment { head: [0, 40, 512, 0], shape: [9, 1, 0, 128], outs: [0; 4] });
+        assert_eq!(p.seg[1], Segment { head: [40, 40, 512, 512 * 40], shape: [9, 1, 192, 512], outs: [0; 4] });
         assert_eq!(out[1].scratch_at, 512 * 40);
         assert_eq!(sum.grid.groups(1), [80, 1, 1]);
     }
@@ -734,7 +746,11 @@ mod tests {
         // gradient take two, so two products need two launches.
         let step: Vec<_> = (0..2).flat_map(|i| wgrad(60 + 2 * i, 61 + 2 * i)).collect();
         let out = sums(step);
-        let counts: Vec<_> = out.iter().filter(|l| l.kernel.entry == "sum_slices").map(|l| l.params[0]).collect();
+        let count = |l: &Launch| match &l.params {
+            Params::Reduce(p) => Some(p.count[0]),
+            _ => None,
+        };
+        let counts: Vec<_> = out.iter().filter_map(count).collect();
         assert_eq!(counts, [1, 1]);
         assert_eq!(out.iter().filter(|l| l.kernel.entry == "matmul").count(), 2);
     }
@@ -755,10 +771,14 @@ mod tests {
             |index: usize| Op::GatherOneHot { labels: BufId(3), index: BufId(index), out: BufId(4), classes: 10 };
         let both = pair_gathers([image.clone(), labels(1)].iter().flat_map(|op| encode(op, &[])).collect());
         assert_eq!(both.len(), 1);
-        assert_eq!(both[0].params[..GATHER_PART], [784, 28, (1.0f32 / 255.0).to_bits(), 0, 0, 0, 0, 0]);
-        assert_eq!(both[0].params[GATHER_PART..], [10, 0, 0, 2, 0, 0, 0, 0]);
+        let [first, second] = both[0].params.gather().parts;
+        assert_eq!(first, GatherPart { per: 784, w: 28, scale: 1.0 / 255.0, ..Default::default() });
+        assert_eq!(second, GatherPart { per: 10, kind: 2, ..Default::default() });
         assert_eq!(both[0].grid.groups(100), [(794 * 100u32).div_ceil(256), 1, 1]);
-        assert!(both[0].binds.contains(&(5, Bind::Buf(BufId(3)))) && both[0].binds.contains(&(6, Bind::Buf(BufId(4)))));
+        let (data, out) = (bindings::Gather::Data1.into(), bindings::Gather::Out1.into());
+        assert!(
+            both[0].binds.contains(&(data, Bind::Buf(BufId(3)))) && both[0].binds.contains(&(out, Bind::Buf(BufId(4))))
+        );
         // By another index list: two launches.
         assert_eq!(pair_gathers([image, labels(5)].iter().flat_map(|op| encode(op, &[])).collect()).len(), 2);
     }

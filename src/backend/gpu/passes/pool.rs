@@ -5,7 +5,8 @@
 //! (`UNPOOL` in `conv2d.wgsl`).
 
 use super::{bound, bound_buf};
-use crate::backend::gpu::encode::{Bind, Launch, ACT_IN, ACT_OUT, B, C, POOL_ACT_IN, POOL_ACT_OUT};
+use crate::backend::gpu::bindings::{Gemm, MaxPool, Mode};
+use crate::backend::gpu::encode::{Bind, Launch};
 use crate::backend::gpu::shaders::Family;
 use crate::graph::{Fusion, Op};
 
@@ -22,11 +23,14 @@ pub fn read_through(l: &mut Launch, ops: &[Op], fusion: &Fusion) {
         };
         let k = &l.kernel;
         let constant = if id == y {
-            let conv = k.family == Family::Conv2d && k.entry == "matmul" && matches!(k.constant("MODE"), Some(0 | 2));
-            assert!(conv && slot == B, "only a convolution's input reads through a pooling: {k:?}");
+            let conv = k.family == Family::Conv2d
+                && k.entry == "matmul"
+                && matches!(k.mode(), Some(Mode::Forward | Mode::WeightGrad));
+            assert!(conv && slot == u32::from(Gemm::B), "only a convolution's input reads through a pooling: {k:?}");
             "POOLED"
         } else {
-            assert!(k.family == Family::MaxPool && k.entry == "backward" && slot == 3, "{k:?} reads an argmax");
+            let backward = k.family == Family::MaxPool && k.entry == "backward";
+            assert!(backward && slot == u32::from(MaxPool::Argmax), "{k:?} reads an argmax");
             "FROM_INPUT"
         };
         l.binds.remove(i);
@@ -41,20 +45,24 @@ pub fn read_through(l: &mut Launch, ops: &[Op], fusion: &Fusion) {
 /// product's result.
 pub fn unpool(product: &Launch, pool: &Launch) -> Launch {
     let (kp, kq) = (&product.kernel, &pool.kernel);
-    let data_grad = kp.family == Family::Conv2d && kp.entry == "matmul" && kp.constant("MODE") == Some(1);
+    let data_grad = kp.family == Family::Conv2d && kp.entry == "matmul" && kp.mode() == Some(Mode::DataGrad);
     let from_input = kq.entry == "backward" && kq.constant("FROM_INPUT") == Some(1) && kq.constant("FUSE") == Some(1);
-    let x = bound(pool, 3);
-    let fits = bound(pool, 2) == bound(product, C) && bound(pool, POOL_ACT_IN) == x && bound_buf(pool, 4).is_some();
+    let x = bound(pool, MaxPool::Argmax);
+    let fits = bound(pool, MaxPool::Src) == bound(product, Gemm::C)
+        && bound(pool, MaxPool::ActIn) == x
+        && bound_buf(pool, MaxPool::Dst).is_some();
     assert!(data_grad && from_input && fits, "the plan unpools in an input-gradient product: {kp:?}, {kq:?}");
     let mut fused = product.clone();
     fused.kernel = fused.kernel.with("UNPOOL", 1).with("ACT", kq.constant("ACT").expect("an activation"));
-    fused.binds.extend([(ACT_OUT, bound(pool, POOL_ACT_OUT).expect("its output")), (ACT_IN, x.expect("x"))]);
+    let out = bound(pool, MaxPool::ActOut).expect("its output");
+    fused.binds.extend([(Gemm::ActOut.into(), out), (Gemm::ActIn.into(), x.expect("x"))]);
     fused
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::gpu::encode::{Bind, Launch, ACT_IN, ACT_OUT, B};
+    use crate::backend::gpu::bindings::{Gemm, MaxPool, Mode};
+    use crate::backend::gpu::encode::{Bind, Launch};
     use crate::backend::gpu::passes::bound;
     use crate::backend::gpu::passes::tests::lowered;
     use crate::backend::gpu::shaders::Family;
@@ -98,13 +106,14 @@ mod tests {
         // The second convolution's forward and weight gradient read relu's output through the
         // pooling; its data gradient reads no x.
         let pooled: Vec<_> = after.iter().filter(|l| l.kernel.constant("POOLED") == Some(1)).collect();
-        assert_eq!(pooled.iter().map(|l| l.kernel.constant("MODE")).collect::<Vec<_>>(), [Some(0), Some(2)]);
-        assert!(pooled.iter().all(|l| bound(l, B) == Some(Bind::Buf(BufId(1)))));
+        let modes: Vec<_> = pooled.iter().map(|l| l.kernel.mode()).collect();
+        assert_eq!(modes, [Some(Mode::Forward), Some(Mode::WeightGrad)]);
+        assert!(pooled.iter().all(|l| bound(l, Gemm::B) == Some(Bind::Buf(BufId(1)))));
         // The second convolution's data gradient also runs the pooling's backward and the relu's.
         let data = after.iter().find(|l| l.kernel.constant("UNPOOL") == Some(1)).expect("fused");
-        assert_eq!((data.kernel.constant("MODE"), data.kernel.constant("ACT")), (Some(1), Some(0)));
-        assert!(data.binds.contains(&(ACT_IN, Bind::Buf(BufId(1)))));
-        assert!(data.binds.contains(&(ACT_OUT, Bind::Buf(BufId(8)))));
+        assert_eq!((data.kernel.mode(), data.kernel.constant("ACT")), (Some(Mode::DataGrad), Some(0)));
+        assert!(data.binds.contains(&(Gemm::ActIn.into(), Bind::Buf(BufId(1)))));
+        assert!(data.binds.contains(&(Gemm::ActOut.into(), Bind::Buf(BufId(8)))));
         assert!(!after.iter().any(|l| l.kernel.family == Family::MaxPool));
 
         // Stored: odd sides, another reader of the pooled values, a later write of relu's output.
@@ -119,6 +128,6 @@ mod tests {
         assert_eq!(ls.len(), after.len() + 1);
         let back = ls.iter().find(|l| l.kernel.entry == "backward").expect("the pooling's backward");
         assert_eq!(back.kernel.constant("FROM_INPUT"), Some(1));
-        assert_eq!(bound(back, 3), Some(Bind::Buf(BufId(1))));
+        assert_eq!(bound(back, MaxPool::Argmax), Some(Bind::Buf(BufId(1))));
     }
 }
