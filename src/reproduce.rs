@@ -439,6 +439,17 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
         "failed": failed_json });
     atomic_write(&o.out.join("report.json"), &serde_json::to_vec_pretty(&json).expect("report serialises"))?;
 
+    let mut h = html_table(&title, outcomes, failed, wall);
+    h.push_str(&placement_html(outcomes));
+    h.push_str(&figure16_html(outcomes, &figures)?);
+    h.push_str(&pictures_html(o, outcomes));
+    h.push_str(&experiments_html(outcomes));
+    h.push_str("</body></html>\n");
+    atomic_write(&o.out.join("report.html"), h.as_bytes())
+}
+
+/// The HTML report's head and its table of experiments (and of the failed ones).
+fn html_table(title: &str, outcomes: &[Outcome], failed: &[(&str, String)], wall: f64) -> String {
     let mut h = String::new();
     write!(
         h,
@@ -448,7 +459,7 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
          img{{max-width:640px;margin:4px}} pre{{background:#f6f6f6;padding:8px;font-size:12px}} \
          .row{{display:flex;flex-wrap:wrap;align-items:flex-start}}</style></head><body>\n<h1>{t}</h1>\n\
          <p>Wall time {wall:.0} s. Each experiment's run folder (history, checkpoint, curves) is under <code>runs/</code>.</p>\n",
-        t = esc(&title)
+        t = esc(title)
     )
     .expect("string");
     h.push_str("<h2>Experiments</h2>\n<table><tr><th>experiment</th><th>settings</th><th>parameters</th><th>metric</th><th>final train</th><th>final test</th><th>best test (epoch)</th><th>first test above 0.97 / 0.7</th><th>s/epoch</th><th>backend</th><th>notes</th></tr>\n");
@@ -480,7 +491,12 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
         h.push_str("</ul>\n");
     }
 
-    // Activation before or after pooling: the report compares epoch times.
+    h
+}
+
+/// Activation before or after pooling: the report compares epoch times.
+fn placement_html(outcomes: &[Outcome]) -> String {
+    let mut h = String::new();
     let find = |name: &str| outcomes.iter().find(|x| x.experiment.name == name);
     if let (Some(a), Some(b)) = (find("1.3"), find("1.3-after")) {
         write!(
@@ -497,7 +513,13 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
         .expect("string");
     }
 
-    // The three regularisers of 2.2 beside the plain FCN, as the report's Figure 16.
+    h
+}
+
+/// The three regularisers of 2.2 beside the plain FCN, as the report's Figure 16, plotted into
+/// `figures`.
+fn figure16_html(outcomes: &[Outcome], figures: &Path) -> Result<String> {
+    let mut h = String::new();
     let fcn: Vec<&Outcome> = outcomes.iter().filter(|x| x.experiment.task == Task::Warwick).collect();
     if fcn.len() > 1 {
         h.push_str("<h2>Warwick: the plain FCN and the three regularisers (Figure 16)</h2>\n<div class=\"row\">");
@@ -518,7 +540,15 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
         h.push_str("</div>\n");
     }
 
-    // The best MNIST model's confusion matrix and mistakes.
+    Ok(h)
+}
+
+/// The best MNIST model's confusion matrix and mistakes, and the Warwick test images with the
+/// lowest Dice.
+fn pictures_html(o: &Options, outcomes: &[Outcome]) -> String {
+    let mut h = String::new();
+    let find = |name: &str| outcomes.iter().find(|x| x.experiment.name == name);
+    let fcn: Vec<&Outcome> = outcomes.iter().filter(|x| x.experiment.task == Task::Warwick).collect();
     let best = outcomes
         .iter()
         .filter(|x| x.experiment.task != Task::Warwick)
@@ -549,6 +579,12 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
         .expect("string");
     }
 
+    h
+}
+
+/// Each experiment's curves and model summary.
+fn experiments_html(outcomes: &[Outcome]) -> String {
+    let mut h = String::new();
     h.push_str("<h2>Each experiment</h2>\n");
     for x in outcomes {
         write!(
@@ -562,6 +598,5 @@ fn write_report(o: &Options, outcomes: &[Outcome], failed: &[(&str, String)], wa
         )
         .expect("string");
     }
-    h.push_str("</body></html>\n");
-    atomic_write(&o.out.join("report.html"), h.as_bytes())
+    h
 }

@@ -349,25 +349,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         say(format!("backend: {} — {why}", be.describe()));
         Ok(be)
     })?;
-    let bytes = |d: &crate::data::Split| d.x.len() + d.y.len();
-    let sample = match data.sample {
-        Shape { c, h: 1, w: 1 } => format!("{c} values"),
-        Shape { c, h, w } => format!("{c}x{h}x{w}"),
-    };
-    say(format!(
-        "data: {} training and {} test samples of {sample}, {:.1} MB held by the backend for the whole run{}",
-        data.train.n,
-        data.test.n,
-        (bytes(&data.train) + bytes(&data.test)) as f64 / 1e6,
-        match session.backend().buffer_budget() {
-            Some(b) => format!(
-                " (largest buffer {:.1} MiB, within the budget of {:.1} MiB per buffer)",
-                data.train.x.len().max(data.test.x.len()) as f64 / (1u64 << 20) as f64,
-                b as f64 / (1u64 << 20) as f64
-            ),
-            None => " in host memory".into(),
-        }
-    ));
+    say(data_line(&data, session.backend().buffer_budget()));
     let metric = cfg.task.metric();
     let mut history = History {
         task: cfg.task.name().into(),
@@ -448,16 +430,47 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         // Resumed after the last epoch: no test pass ran in this process.
         probs = session.predict_test()?.1;
     }
+    write_pictures(cfg, &data, &mut session, &probs)?;
+    Ok(RunResult { history, out: cfg.out.clone(), backend: session.backend_name() })
+}
+
+/// What the run holds of the data, and where: the `data:` line.
+fn data_line(data: &Dataset, budget: Option<u64>) -> String {
+    let bytes = |d: &crate::data::Split| d.x.len() + d.y.len();
+    let sample = match data.sample {
+        Shape { c, h: 1, w: 1 } => format!("{c} values"),
+        Shape { c, h, w } => format!("{c}x{h}x{w}"),
+    };
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    let held = match budget {
+        Some(b) => format!(
+            " (largest buffer {:.1} MiB, within the budget of {:.1} MiB per buffer)",
+            mib(data.train.x.len().max(data.test.x.len()) as f64),
+            mib(b as f64)
+        ),
+        None => " in host memory".into(),
+    };
+    format!(
+        "data: {} training and {} test samples of {sample}, {:.1} MB held by the backend for the whole run{held}",
+        data.train.n,
+        data.test.n,
+        (bytes(&data.train) + bytes(&data.test)) as f64 / 1e6,
+    )
+}
+
+/// The pictures of the last test pass (`probs`): the confusion matrix and the misclassified
+/// samples of a classifier, or the worst segmentations.
+fn write_pictures(cfg: &TrainConfig, data: &Dataset, session: &mut Session, probs: &[f32]) -> Result<()> {
     match (session.confusion()?, data.target) {
         (Some(counts), Target::Classes(k)) => {
             write_confusion(&cfg.out, &counts, k)?;
             let title = format!("{}: confusion on {} test images", cfg.task.name(), data.test.n);
             plot::confusion(&cfg.out.join("confusion.png"), &title, &counts, k)?;
-            misclassified(&cfg.out, &data, &probs, k)?;
+            misclassified(&cfg.out, data, probs, k)?;
         }
-        (_, target) => worst_segmentations(&cfg.out, &data, &probs, target.pixel_classes(), cfg.show_worst)?,
+        (_, target) => worst_segmentations(&cfg.out, data, probs, target.pixel_classes(), cfg.show_worst)?,
     }
-    Ok(RunResult { history, out: cfg.out.clone(), backend: session.backend_name() })
+    Ok(())
 }
 
 /// Whether the checkpoint is written after epoch `epoch` of `epochs`, `since` the last one, with

@@ -1,9 +1,10 @@
 //! Building a plan from a model, a data layout and an optimiser.
 
-use super::op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet};
+use super::layers::{self, LayerIo};
+use super::op::{slot, BufDesc, BufId, Dtype, Op, ParamSet};
 use super::{DataBufs, Plan, PlanParam, TrainOps};
 use crate::error::{Error, Result};
-use crate::model::{Act, Layer, Model, Shape};
+use crate::model::{Act, Layer, Model, ParamSpec, Shape};
 use crate::optim::Optimizer;
 
 /// What the model learns to predict.
@@ -111,6 +112,19 @@ impl Builder {
         ids.dedup();
         ids.iter().map(|id| self.buffers[id.0].len / batch).sum()
     }
+    /// Each parameter's value, gradient and optimiser states.
+    fn params(&mut self, specs: &[ParamSpec], optimizer: &Optimizer) -> Vec<PlanParam> {
+        let mut params = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let value = self.param(format!("param.{}", spec.key), spec.len(), ParamSet::Value);
+            let grad = self.param(format!("grad.{}", spec.key), spec.len(), ParamSet::Grad);
+            let state = (0..optimizer.state_count())
+                .map(|i| self.param(format!("state{i}.{}", spec.key), spec.len(), ParamSet::State(i as u8)))
+                .collect();
+            params.push(PlanParam { spec: spec.clone(), value, grad, state });
+        }
+        params
+    }
     fn data(&mut self, split: &str, n: usize, sample: usize, labels: usize, index_len: usize) -> DataBufs {
         DataBufs {
             x: self.buf(format!("{split}.x"), n * sample, Dtype::U8),
@@ -147,30 +161,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     let layers = split_head(model, data.target)?;
     let shapes = model.shapes()?;
     let out_shape = shapes[layers.len()];
-    let per_target = match data.target {
-        Target::Classes(k) => {
-            if out_shape.len() != k {
-                return Err(Error::Model(format!(
-                    "the model puts out {} values but there are {k} classes",
-                    out_shape.len()
-                )));
-            }
-            k
-        }
-        Target::Mask => out_shape.len(),
-        Target::Segments(k) => {
-            if !(2..=MAX_PIXEL_CLASSES).contains(&k) {
-                return Err(Error::Model(format!("masks of {k} classes: 2 to {MAX_PIXEL_CLASSES} are supported")));
-            }
-            if out_shape.c != k {
-                return Err(Error::Model(format!(
-                    "the model puts out {} channels but the masks hold {k} classes",
-                    out_shape.c
-                )));
-            }
-            out_shape.h * out_shape.w
-        }
-    };
+    let per_target = per_target(out_shape, data.target)?;
     if model.input != data.sample {
         return Err(Error::Model(format!("the model takes {} but the samples are {}", model.input, data.sample)));
     }
@@ -185,21 +176,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         opts.batch * (EVAL_BYTES / (4 * per_sample * opts.batch)).clamp(1, data.test_n.div_ceil(opts.batch));
     let eval_pass =
         if eval_batch == opts.batch { pass.clone() } else { b.pass("eval.", eval_batch, layers, &shapes, per_target) };
-
-    let mut params = Vec::new();
-    let specs = model.params()?;
-    for spec in &specs {
-        let value = b.param(format!("param.{}", spec.key), spec.len(), ParamSet::Value);
-        let grad = b.param(format!("grad.{}", spec.key), spec.len(), ParamSet::Grad);
-        let state = (0..opts.optimizer.state_count())
-            .map(|i| b.param(format!("state{i}.{}", spec.key), spec.len(), ParamSet::State(i as u8)))
-            .collect();
-        params.push(PlanParam { spec: spec.clone(), value, grad, state });
-    }
-    let param_of = |layer: usize| -> (BufId, BufId, BufId, BufId) {
-        let w = params.iter().position(|p| p.spec.layer == layer).expect("every layer with weights has params");
-        (params[w].value, params[w + 1].value, params[w].grad, params[w + 1].grad)
-    };
+    let params = b.params(&model.params()?, &opts.optimizer);
 
     // Gradients of the training pass's activations: grads[i] is that of layer i's input.
     let grad = |b: &mut Builder, name: String, shape: Shape| b.buf(name, opts.batch * shape.len(), Dtype::F32);
@@ -210,7 +187,6 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
             _ => Some(grad(&mut b, format!("grad.act.{i}"), shapes[i + 1])),
         });
     }
-    let (acts, aux) = (&pass.acts, &pass.aux);
     let metrics_len = slot::len(data.target.pixel_classes());
     let train_metrics = b.buf("metrics.train", metrics_len, Dtype::F32);
     let test_metrics = b.buf("metrics.test", metrics_len, Dtype::F32);
@@ -219,45 +195,23 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         Target::Mask | Target::Segments(_) => None,
     };
 
-    let forward = |pass: &Pass, train: bool| -> Vec<Op> {
-        let (acts, aux) = (&pass.acts, &pass.aux);
-        let mut ops = Vec::new();
-        for (i, layer) in layers.iter().enumerate() {
-            let (x, y, s) = (acts[i], acts[i + 1], shapes[i]);
-            let geom = |c_out, k| ConvGeom { c_in: s.c, c_out, h: s.h, w: s.w, k };
-            match *layer {
-                Layer::Dense { units, .. } => {
-                    let (w, bias, _, _) = param_of(i);
-                    ops.push(Op::Dense { x, w, b: bias, y, n_in: s.len(), n_out: units });
-                }
-                Layer::Conv2d { filters, kernel, .. } => {
-                    let (w, bias, _, _) = param_of(i);
-                    ops.push(Op::Conv2d { x, w, b: bias, y, g: geom(filters, kernel) });
-                }
-                Layer::Conv2dTranspose { filters, .. } => {
-                    let (w, bias, _, _) = param_of(i);
-                    ops.push(Op::ConvTranspose2d { x, w, b: bias, y, g: geom(filters, 2) });
-                }
-                Layer::MaxPool2d => {
-                    ops.push(Op::MaxPool2d { x, y, argmax: aux[i].expect("pool has argmax"), shape: s })
-                }
-                Layer::AvgPool2d => ops.push(Op::AvgPool2d { x, y, shape: s }),
-                Layer::Activation(act) => ops.push(Op::Activation { act, x, y, per: s.len() }),
-                Layer::Flatten => {}
-                // In evaluation (rate 0) the mask is all ones.
-                Layer::Dropout(rate) => ops.push(Op::Dropout {
-                    x,
-                    y,
-                    mask: aux[i].expect("dropout has a mask"),
-                    per: s.len(),
-                    rate: if train { rate } else { 0.0 },
-                    seed: opts.dropout_seed.wrapping_add(i as u32),
-                }),
-            }
+    // Layer i's buffers in a pass (its gradients in the training pass).
+    let io = |pass: &Pass, i: usize| {
+        let w = params.iter().position(|p| p.spec.layer == i);
+        LayerIo {
+            x: pass.acts[i],
+            y: pass.acts[i + 1],
+            s: shapes[i],
+            aux: pass.aux[i],
+            params: w.map(|w| (params[w].value, params[w + 1].value, params[w].grad, params[w + 1].grad)),
+            gy: grads[i + 1],
+            gx: grads[i],
         }
-        ops
     };
-
+    let forward = |pass: &Pass, train: bool| -> Vec<Op> {
+        let seed = |i: usize| opts.dropout_seed.wrapping_add(i as u32);
+        layers.iter().enumerate().filter_map(|(i, l)| layers::forward(l, &io(pass, i), train, seed(i))).collect()
+    };
     // The metrics add one batch per training batch, in every pass.
     let loss_op = |pass: &Pass, grad: Option<BufId>, metrics: BufId| {
         let (logits, target, probs, batch) = (pass.acts[layers.len()], pass.target, pass.probs, opts.batch);
@@ -270,104 +224,32 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         }
     };
     let l2_ops = |train: bool, metrics: BufId| -> Vec<Op> {
-        params
-            .iter()
-            .filter(|p| p.spec.l2 > 0.0)
-            .map(|p| Op::L2 {
-                w: p.value,
-                grad: train.then_some(p.grad),
-                metrics,
-                lambda: p.spec.l2,
-                len: p.spec.len(),
-            })
-            .collect()
-    };
-    let gather = |d: &DataBufs, pass: &Pass| {
-        let target = pass.target;
-        let x = Op::Gather {
-            data: d.x,
-            index: d.index,
-            out: pass.acts[0],
-            shape: data.sample,
-            scale: 1.0 / 255.0,
-            binarize: false,
-            mirrored: if d.index_len > d.n { d.n } else { 0 },
+        let penalised = params.iter().filter(|p| p.spec.l2 > 0.0);
+        let l2 = |p: &PlanParam| Op::L2 {
+            w: p.value,
+            grad: train.then_some(p.grad),
+            metrics,
+            lambda: p.spec.l2,
+            len: p.spec.len(),
         };
-        let y = match data.target {
-            Target::Classes(classes) => Op::GatherOneHot { labels: d.y, index: d.index, out: target, classes },
-            Target::Mask | Target::Segments(_) => Op::Gather {
-                data: d.y,
-                index: d.index,
-                out: target,
-                // One class index per pixel, or one 0/1 value per output value.
-                shape: match data.target {
-                    Target::Segments(_) => Shape::new(1, out_shape.h, out_shape.w),
-                    _ => out_shape,
-                },
-                scale: 1.0,
-                binarize: data.target == Target::Mask,
-                mirrored: if d.index_len > d.n { d.n } else { 0 },
-            },
-        };
-        vec![x, y]
+        penalised.map(l2).collect()
     };
 
-    let mut backward = Vec::new();
-    for (i, layer) in layers.iter().enumerate().rev() {
-        let (x, y, s) = (acts[i], acts[i + 1], shapes[i]);
-        // Only a leading Flatten has no output gradient; it needs no op.
-        let Some(gy) = grads[i + 1] else { continue };
-        let gx = grads[i];
-        let geom = |c_out, k| ConvGeom { c_in: s.c, c_out, h: s.h, w: s.w, k };
-        match *layer {
-            Layer::Dense { units, .. } => {
-                let (w, _, gw, gb) = param_of(i);
-                backward.push(Op::DenseBackward { x, w, gy, gx, gw, gb, n_in: s.len(), n_out: units });
-            }
-            Layer::Conv2d { filters, kernel, .. } => {
-                let (w, _, gw, gb) = param_of(i);
-                backward.push(Op::Conv2dBackward { x, w, gy, gx, gw, gb, g: geom(filters, kernel) });
-            }
-            Layer::Conv2dTranspose { filters, .. } => {
-                let (w, _, gw, gb) = param_of(i);
-                backward.push(Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, g: geom(filters, 2) });
-            }
-            _ => {
-                let Some(gx) = gx else { continue };
-                match *layer {
-                    Layer::MaxPool2d => backward.push(Op::MaxPool2dBackward {
-                        gy,
-                        argmax: aux[i].expect("pool has argmax"),
-                        gx,
-                        shape: s,
-                    }),
-                    Layer::AvgPool2d => backward.push(Op::AvgPool2dBackward { gy, gx, shape: s }),
-                    Layer::Activation(act) => backward.push(Op::ActivationBackward { act, y, gy, gx, per: s.len() }),
-                    Layer::Dropout(_) => backward.push(Op::DropoutBackward {
-                        gy,
-                        mask: aux[i].expect("dropout has a mask"),
-                        gx,
-                        per: s.len(),
-                    }),
-                    _ => {} // Flatten: its gradient buffer is its input's
-                }
-            }
-        }
-    }
-
+    let mut backward: Vec<Op> =
+        layers.iter().enumerate().rev().filter_map(|(i, l)| layers::backward(l, &io(&pass, i))).collect();
     // The penalty's gradient is added once the backward pass has written the weight gradients.
     backward.extend(l2_ops(true, train_metrics));
     let loss = vec![loss_op(&pass, grads[layers.len()], train_metrics)];
     let update = params.iter().map(|p| opts.optimizer.update_op(p.value, p.grad, &p.state, p.spec.len())).collect();
-    let mut eval = gather(&test_data, &eval_pass);
+    let mut eval = gather_ops(&test_data, &eval_pass, &data, out_shape);
     eval.extend(forward(&eval_pass, false));
     eval.push(loss_op(&eval_pass, None, test_metrics));
     eval.extend(l2_ops(false, test_metrics));
-    if let Some(counts) = confusion {
-        let Target::Classes(classes) = data.target else { unreachable!("confusion exists for classes") };
+    if let (Some(counts), Target::Classes(classes)) = (confusion, data.target) {
         eval.push(Op::Confusion { probs: eval_pass.probs, target: eval_pass.target, counts, classes });
     }
-    let train = TrainOps { gather: gather(&train_data, &pass), forward: forward(&pass, true), loss, backward, update };
+    let gather = gather_ops(&train_data, &pass, &data, out_shape);
+    let train = TrainOps { gather, forward: forward(&pass, true), loss, backward, update };
     Ok(Plan {
         batch: opts.batch,
         input: pass.acts[0],
@@ -387,6 +269,51 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         eval,
         buffers: b.buffers,
     })
+}
+
+/// Target values per sample for a model putting out `out` against `target`, or why they do not
+/// fit.
+fn per_target(out: Shape, target: Target) -> Result<usize> {
+    match target {
+        Target::Classes(k) if out.len() != k => {
+            Err(Error::Model(format!("the model puts out {} values but there are {k} classes", out.len())))
+        }
+        Target::Classes(k) => Ok(k),
+        Target::Mask => Ok(out.len()),
+        Target::Segments(k) if !(2..=MAX_PIXEL_CLASSES).contains(&k) => {
+            Err(Error::Model(format!("masks of {k} classes: 2 to {MAX_PIXEL_CLASSES} are supported")))
+        }
+        Target::Segments(k) if out.c != k => {
+            Err(Error::Model(format!("the model puts out {} channels but the masks hold {k} classes", out.c)))
+        }
+        Target::Segments(_) => Ok(out.h * out.w),
+    }
+}
+
+/// A step's gathers from the split `d` into `pass`: its samples (scaled to 0..1) and targets
+/// (one-hot labels, a binary mask of the output's shape, or a class index per pixel), mirrored
+/// where the index list runs past the samples.
+fn gather_ops(d: &DataBufs, pass: &Pass, data: &DataSpec, out: Shape) -> Vec<Op> {
+    let mirrored = if d.index_len > d.n { d.n } else { 0 };
+    let x = Op::Gather {
+        data: d.x,
+        index: d.index,
+        out: pass.acts[0],
+        shape: data.sample,
+        scale: 1.0 / 255.0,
+        binarize: false,
+        mirrored,
+    };
+    let (index, target) = (d.index, pass.target);
+    let y = match data.target {
+        Target::Classes(classes) => Op::GatherOneHot { labels: d.y, index, out: target, classes },
+        Target::Mask => Op::Gather { data: d.y, index, out: target, shape: out, scale: 1.0, binarize: true, mirrored },
+        Target::Segments(_) => {
+            let shape = Shape::new(1, out.h, out.w);
+            Op::Gather { data: d.y, index, out: target, shape, scale: 1.0, binarize: false, mirrored }
+        }
+    };
+    vec![x, y]
 }
 
 #[cfg(test)]

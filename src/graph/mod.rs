@@ -3,6 +3,7 @@
 
 mod build;
 mod fuse;
+mod layers;
 mod op;
 
 pub use build::{build, DataSpec, PlanOptions, Target, MAX_PIXEL_CLASSES};

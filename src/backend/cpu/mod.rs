@@ -304,6 +304,25 @@ impl CpuBackend {
     /// pooling after a convolution (and its activation). With `keep` false, no later op reads
     /// the output of `op` that `fused` reads, and it is not written.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
+        match op {
+            Op::Dense { .. }
+            | Op::DenseBackward { .. }
+            | Op::Conv2d { .. }
+            | Op::Conv2dBackward { .. }
+            | Op::ConvTranspose2d { .. }
+            | Op::ConvTranspose2dBackward { .. } => self.run_product(op, step.n, fused, keep, pool),
+            Op::SoftmaxCrossEntropy { .. }
+            | Op::SigmoidBce { .. }
+            | Op::PixelSoftmaxCrossEntropy { .. }
+            | Op::L2 { .. }
+            | Op::Confusion { .. } => self.run_loss(op, step.n),
+            Op::Sgd { .. } | Op::Momentum { .. } | Op::Adam { .. } => self.run_update(op, step.t),
+            _ => self.run_elementwise(op, step, fused, keep),
+        }
+    }
+
+    /// A dense layer, convolution or transposed convolution, with the epilogue fused into it.
+    fn run_product(&mut self, op: &Op, n: usize, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
         let act = match fused {
             Some(&Op::Activation { act, y, .. }) => Some((act, y)),
             _ => None,
@@ -316,28 +335,7 @@ impl CpuBackend {
             Some(&Op::MaxPool2d { y, argmax, .. }) => Some((y, argmax)),
             _ => None,
         };
-        let n = step.n;
         match *op {
-            Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
-                let mut o = self.bufs.take(out);
-                gather::gather(
-                    self.bufs.u8(data),
-                    self.bufs.u32(index),
-                    &mut o,
-                    &shape,
-                    scale,
-                    binarize,
-                    mirrored,
-                    n,
-                    step.offset,
-                );
-                self.bufs.put(out, o);
-            }
-            Op::GatherOneHot { labels, index, out, classes } => {
-                let mut o = self.bufs.take(out);
-                gather::one_hot(self.bufs.u8(labels), self.bufs.u32(index), &mut o, classes, n, step.offset);
-                self.bufs.put(out, o);
-            }
             Op::Dense { x, w, b, y, n_in, n_out } => {
                 let (mut yv, mut w_t) = (self.bufs.take(y), self.scratch.remove(&w).unwrap_or_default());
                 dense::forward(self.bufs.f(x), self.bufs.f(w), self.bufs.f(b), &mut yv, &mut w_t, n, n_in, n_out);
@@ -409,6 +407,39 @@ impl CpuBackend {
                     )
                 })
             }
+            _ => unreachable!("{op:?} is not run by this function"),
+        }
+    }
+
+    /// Gathers, poolings, activations and dropout (a max pooling's backward with the
+    /// activation's backward fused into it).
+    fn run_elementwise(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool) {
+        let act_grad = match fused {
+            Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
+            _ => None,
+        };
+        let n = step.n;
+        match *op {
+            Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
+                let mut o = self.bufs.take(out);
+                gather::gather(
+                    self.bufs.u8(data),
+                    self.bufs.u32(index),
+                    &mut o,
+                    &shape,
+                    scale,
+                    binarize,
+                    mirrored,
+                    n,
+                    step.offset,
+                );
+                self.bufs.put(out, o);
+            }
+            Op::GatherOneHot { labels, index, out, classes } => {
+                let mut o = self.bufs.take(out);
+                gather::one_hot(self.bufs.u8(labels), self.bufs.u32(index), &mut o, classes, n, step.offset);
+                self.bufs.put(out, o);
+            }
             Op::MaxPool2d { x, y, argmax, ref shape } => {
                 let (mut yv, mut am) = (self.bufs.take(y), self.bufs.take_u32(argmax));
                 maxpool::forward(self.bufs.f(x), &mut yv, &mut am, n, shape);
@@ -465,6 +496,13 @@ impl CpuBackend {
                 );
                 self.bufs.put(gx, gxv);
             }
+            _ => unreachable!("{op:?} is not run by this function"),
+        }
+    }
+
+    /// Losses, penalties and confusion counts over `n` samples.
+    fn run_loss(&mut self, op: &Op, n: usize) {
+        match *op {
             Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, batch } => {
                 let (mut p, mut g, mut m) = (self.bufs.take(probs), self.bufs.take_opt(grad), self.bufs.take(metrics));
                 let (z, t) = (self.bufs.f(logits), self.bufs.f(target));
@@ -523,6 +561,13 @@ impl CpuBackend {
                 loss::confusion(self.bufs.f(probs), self.bufs.f(target), &mut c, n, classes);
                 self.bufs.put(counts, c);
             }
+            _ => unreachable!("{op:?} is not run by this function"),
+        }
+    }
+
+    /// An optimiser's update at step `t`.
+    fn run_update(&mut self, op: &Op, t: u32) {
+        match *op {
             Op::Sgd { w, g, lr, .. } => {
                 let mut wv = self.bufs.take(w);
                 optim::sgd(&mut wv, self.bufs.f(g), lr);
@@ -536,11 +581,12 @@ impl CpuBackend {
             }
             Op::Adam { w, g, m, v, lr, beta1, beta2, eps, .. } => {
                 let (mut wv, mut mv, mut vv) = (self.bufs.take(w), self.bufs.take(m), self.bufs.take(v));
-                optim::adam(&mut wv, self.bufs.f(g), &mut mv, &mut vv, lr, beta1, beta2, eps, step.t);
+                optim::adam(&mut wv, self.bufs.f(g), &mut mv, &mut vv, lr, beta1, beta2, eps, t);
                 self.bufs.put(w, wv);
                 self.bufs.put(m, mv);
                 self.bufs.put(v, vv);
             }
+            _ => unreachable!("{op:?} is not run by this function"),
         }
     }
 }

@@ -260,19 +260,29 @@ fn act_params(per: usize) -> Params {
 
 /// The launches that run `op`; `descs` size the weight-gradient splits by the largest batch.
 pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
-    use bindings::{Act as A, AvgPool, Loss as L, MaxPool, Optim as O};
     let max_n = |id: BufId, per: usize| descs[id.0].len / per;
-    let pool = |(family, entry), shape: &crate::model::Shape, per: usize, binds: &[(u32, Bind)]| {
-        vec![launch(Kernel::new(family, entry), pool_params(shape), binds, Grid::Flat(Size::per_n(per)))]
-    };
+    match op {
+        Op::Dense { .. }
+        | Op::DenseBackward { .. }
+        | Op::Conv2d { .. }
+        | Op::Conv2dBackward { .. }
+        | Op::ConvTranspose2d { .. }
+        | Op::ConvTranspose2dBackward { .. } => encode_product(op, &max_n),
+        Op::SoftmaxCrossEntropy { .. }
+        | Op::SigmoidBce { .. }
+        | Op::PixelSoftmaxCrossEntropy { .. }
+        | Op::Confusion { .. }
+        | Op::L2 { .. }
+        | Op::Sgd { .. }
+        | Op::Momentum { .. }
+        | Op::Adam { .. } => encode_loss_or_update(op, &max_n),
+        _ => encode_elementwise(op),
+    }
+}
+
+/// A product's launches; `max_n(buffer, per)` is the most samples `buffer` holds.
+fn encode_product(op: &Op, max_n: &dyn Fn(BufId, usize) -> usize) -> Vec<Launch> {
     match *op {
-        Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
-            let (per, w, kind, mirrored) = (shape.len() as u32, shape.w as u32, binarize.into(), mirrored as u32);
-            vec![gather(GatherPart { per, w, scale, kind, mirrored, ..Default::default() }, data, index, out)]
-        }
-        Op::GatherOneHot { labels, index, out, classes } => {
-            vec![gather(GatherPart { per: classes as u32, kind: 2, ..Default::default() }, labels, index, out)]
-        }
         Op::Dense { x, w, b, y, n_in, n_out } => {
             let dims = (Size::per_n(1), Size::fixed(n_out), Size::fixed(1));
             let binds = [buf(Gemm::A, x), buf(Gemm::B, w), buf(Gemm::Bias, b), buf(Gemm::C, y)];
@@ -327,6 +337,24 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             }));
             out
         }
+        _ => unreachable!("{op:?} is not encoded here"),
+    }
+}
+
+/// Gathers, poolings, activations and dropout: one launch each.
+fn encode_elementwise(op: &Op) -> Vec<Launch> {
+    use bindings::{Act as A, AvgPool, MaxPool};
+    let pool = |(family, entry), shape: &crate::model::Shape, per: usize, binds: &[(u32, Bind)]| {
+        vec![launch(Kernel::new(family, entry), pool_params(shape), binds, Grid::Flat(Size::per_n(per)))]
+    };
+    match *op {
+        Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
+            let (per, w, kind, mirrored) = (shape.len() as u32, shape.w as u32, binarize.into(), mirrored as u32);
+            vec![gather(GatherPart { per, w, scale, kind, mirrored, ..Default::default() }, data, index, out)]
+        }
+        Op::GatherOneHot { labels, index, out, classes } => {
+            vec![gather(GatherPart { per: classes as u32, kind: 2, ..Default::default() }, labels, index, out)]
+        }
         Op::MaxPool2d { x, y, argmax, ref shape } => {
             let binds = [buf(MaxPool::Src, x), buf(MaxPool::Argmax, argmax), buf(MaxPool::Dst, y)];
             pool((Family::MaxPool, "forward"), shape, shape.c * (shape.h / 2) * (shape.w / 2), &binds)
@@ -366,6 +394,14 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             &[buf(A::A, mask), buf(A::B, gy), buf(A::C, gx)],
             Grid::Flat(Size::per_n(per)),
         )],
+        _ => unreachable!("{op:?} is not encoded here"),
+    }
+}
+
+/// Losses, penalties, confusion counts and optimiser updates.
+fn encode_loss_or_update(op: &Op, max_n: &dyn Fn(BufId, usize) -> usize) -> Vec<Launch> {
+    use bindings::{Loss as L, Optim as O};
+    match *op {
         Op::SoftmaxCrossEntropy { logits, target, probs, grad, metrics, classes, batch } => {
             vec![loss("softmax_ce", (classes, batch), logits, target, probs, grad, metrics)]
         }
@@ -419,6 +455,7 @@ pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
             let p = OptimP { len: len as u32, lr, beta1, beta2, eps, has_grad: 0 };
             vec![update("adam", p, &[buf(O::W, w), buf(O::G, g), buf(O::M, m), buf(O::V, v)])]
         }
+        _ => unreachable!("{op:?} is not encoded here"),
     }
 }
 

@@ -127,6 +127,26 @@ fn layout_entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool) -> wgp
     }
 }
 
+/// The one bind group layout every kernel shares (the per-step uniform with a dynamic offset,
+/// the parameters, then the storage bindings), and its pipeline layout.
+fn layouts(device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    let mut entries = vec![
+        layout_entry(0, wgpu::BufferBindingType::Uniform, true),
+        layout_entry(1, wgpu::BufferBindingType::Uniform, false),
+    ];
+    entries.extend(
+        (2..2 + STORAGE).map(|b| layout_entry(b, wgpu::BufferBindingType::Storage { read_only: false }, false)),
+    );
+    let bind_layout =
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: None,
+        bind_group_layouts: &[Some(&bind_layout)],
+        immediate_size: 0,
+    });
+    (bind_layout, pipeline_layout)
+}
+
 const MIB: f64 = (1u64 << 20) as f64;
 
 /// The most bytes one buffer may hold: a kernel binds each buffer whole, so this is the budget
@@ -198,20 +218,7 @@ impl GpuBackend {
         let own: u64 = layout.members.iter().zip(&layout.sizes).filter(|(m, _)| m.is_none()).map(|(_, s)| s).sum();
         let allocated =
             own + layout.sets.iter().map(|s| s.1).sum::<u64>() + STORAGE as u64 * 16 + STEPS_PER_SUBMIT * SLOT;
-        let mut entries = vec![
-            layout_entry(0, wgpu::BufferBindingType::Uniform, true),
-            layout_entry(1, wgpu::BufferBindingType::Uniform, false),
-        ];
-        entries.extend(
-            (2..2 + STORAGE).map(|b| layout_entry(b, wgpu::BufferBindingType::Storage { read_only: false }, false)),
-        );
-        let bind_layout =
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: None,
-            bind_group_layouts: &[Some(&bind_layout)],
-            immediate_size: 0,
-        });
+        let (bind_layout, pipeline_layout) = layouts(device);
         let dummies = (0..STORAGE)
             .map(|_| {
                 device.create_buffer(&wgpu::BufferDescriptor {
