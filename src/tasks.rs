@@ -1,7 +1,7 @@
 //! The report's networks and their default training settings.
 
 use crate::graph::Target;
-use crate::model::{Act, Init, Layer, Model, Shape};
+use crate::model::{Act, Conv2d, Conv2dTranspose, Dense, Dropout, Init, Layer, Model, Shape};
 use crate::optim::Optimizer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -82,18 +82,18 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
     let mut layers = Vec::new();
     match task {
         Task::MnistMlp => {
-            layers.push(Layer::Dense { units: 100, init: glorot, l2: v.l2 });
+            layers.push(Layer::Dense(Dense { units: 100, init: glorot, l2: v.l2 }));
             layers.push(act);
             if v.dropout > 0.0 {
-                layers.push(Layer::Dropout(v.dropout));
+                layers.push(Layer::Dropout(Dropout { rate: v.dropout }));
             }
-            layers.push(Layer::Dense { units: 10, init: glorot, l2: v.l2 });
+            layers.push(Layer::Dense(Dense { units: 10, init: glorot, l2: v.l2 }));
             layers.push(Layer::Activation(Act::Softmax));
         }
         Task::MnistCnn => {
             let init = Init::RandomNormal { stddev: 0.05 };
             for (i, filters) in [8, 16, 32].into_iter().enumerate() {
-                layers.push(Layer::Conv2d { filters, kernel: 3, init, l2: v.l2 });
+                layers.push(Layer::Conv2d(Conv2d { filters, kernel: 3, init, l2: v.l2 }));
                 let pool = i < 2;
                 if pool && v.act_after_pool {
                     layers.extend([Layer::MaxPool2d, act.clone()]);
@@ -106,30 +106,31 @@ pub fn model(task: Task, v: Variant, input: Shape) -> Model {
             }
             layers.push(Layer::Flatten);
             if v.dropout > 0.0 {
-                layers.push(Layer::Dropout(v.dropout));
+                layers.push(Layer::Dropout(Dropout { rate: v.dropout }));
             }
-            layers.push(Layer::Dense { units: 10, init, l2: v.l2 });
+            layers.push(Layer::Dense(Dense { units: 10, init, l2: v.l2 }));
             layers.push(Layer::Activation(Act::Softmax));
         }
         Task::Warwick => {
             let drop = |layers: &mut Vec<Layer>| {
                 if v.dropout > 0.0 {
-                    layers.push(Layer::Dropout(v.dropout));
+                    layers.push(Layer::Dropout(Dropout { rate: v.dropout }));
                 }
             };
             for (filters, pool) in [(8, true), (16, true), (32, false)] {
-                layers.extend([Layer::Conv2d { filters, kernel: 3, init: glorot, l2: v.l2 }, act.clone()]);
+                layers.extend([Layer::Conv2d(Conv2d { filters, kernel: 3, init: glorot, l2: v.l2 }), act.clone()]);
                 drop(&mut layers);
                 if pool {
                     layers.push(Layer::MaxPool2d);
                 }
             }
             for filters in [16, 8] {
-                layers.extend([Layer::Conv2dTranspose { filters, init: glorot, l2: v.l2 }, act.clone()]);
+                layers
+                    .extend([Layer::Conv2dTranspose(Conv2dTranspose { filters, init: glorot, l2: v.l2 }), act.clone()]);
                 drop(&mut layers);
             }
             layers.extend([
-                Layer::Conv2d { filters: 1, kernel: 1, init: glorot, l2: v.l2 },
+                Layer::Conv2d(Conv2d { filters: 1, kernel: 1, init: glorot, l2: v.l2 }),
                 Layer::Activation(Act::Sigmoid),
             ]);
         }
@@ -144,15 +145,15 @@ pub fn model_for(task: Task, v: Variant, input: Shape, target: Target) -> Model 
     let mut m = model(task, v, input);
     match target {
         Target::Classes(k) => {
-            if let Some(Layer::Dense { units, .. }) =
-                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Dense { .. }))
+            if let Some(Layer::Dense(Dense { units, .. })) =
+                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Dense(_)))
             {
                 *units = k;
             }
         }
         Target::Segments(k) => {
-            if let Some(Layer::Conv2d { filters, .. }) =
-                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Conv2d { .. }))
+            if let Some(Layer::Conv2d(Conv2d { filters, .. })) =
+                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Conv2d(_)))
             {
                 *filters = k;
             }

@@ -1,10 +1,10 @@
 //! Building a plan from a model, a data layout and an optimiser.
 
-use super::layers::{self, LayerIo};
+use super::layers::LayerIo;
 use super::op::{slot, BufDesc, BufId, Dtype, Op, ParamSet};
 use super::{DataBufs, Plan, PlanParam, TrainOps};
 use crate::error::{Error, Result};
-use crate::model::{Act, Layer, Model, ParamSpec, Shape};
+use crate::model::{Act, AuxOf, Layer, Model, ParamSpec, Shape};
 use crate::optim::Optimizer;
 
 /// What the model learns to predict.
@@ -93,12 +93,12 @@ impl Builder {
                 _ => f32s(self, format!("act.{i}"), shapes[i + 1].len()),
             };
             acts.push(y);
-            aux.push(match layer {
-                Layer::MaxPool2d => {
+            aux.push(match layer.kind().aux() {
+                Some(AuxOf::OutputIndices) => {
                     Some(self.buf(format!("{prefix}argmax.{i}"), batch * shapes[i + 1].len(), Dtype::U32))
                 }
-                Layer::Dropout(_) => Some(f32s(self, format!("mask.{i}"), shapes[i].len())),
-                _ => None,
+                Some(AuxOf::InputValues) => Some(f32s(self, format!("mask.{i}"), shapes[i].len())),
+                None => None,
             });
         }
         let target = f32s(self, "target".into(), per_target);
@@ -210,7 +210,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     };
     let forward = |pass: &Pass, train: bool| -> Vec<Op> {
         let seed = |i: usize| opts.dropout_seed.wrapping_add(i as u32);
-        layers.iter().enumerate().filter_map(|(i, l)| layers::forward(l, &io(pass, i), train, seed(i))).collect()
+        layers.iter().enumerate().filter_map(|(i, l)| l.kind().forward(&io(pass, i), train, seed(i))).collect()
     };
     // The metrics add one batch per training batch, in every pass.
     let loss_op = |pass: &Pass, grad: Option<BufId>, metrics: BufId| {
@@ -236,7 +236,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     };
 
     let mut backward: Vec<Op> =
-        layers.iter().enumerate().rev().filter_map(|(i, l)| layers::backward(l, &io(&pass, i))).collect();
+        layers.iter().enumerate().rev().filter_map(|(i, l)| l.kind().backward(&io(&pass, i))).collect();
     // The penalty's gradient is added once the backward pass has written the weight gradients.
     backward.extend(l2_ops(true, train_metrics));
     let loss = vec![loss_op(&pass, grads[layers.len()], train_metrics)];

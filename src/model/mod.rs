@@ -1,9 +1,11 @@
 //! Sequential model specs: layers, shape inference, parameter counts and the Keras-style summary.
 
 mod init;
+mod layers;
 mod summary;
 
 pub use init::{init_params, Init};
+pub use layers::{AuxOf, AvgPool2d, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d, Weights};
 pub use summary::summary;
 
 use crate::error::{Error, Result};
@@ -62,98 +64,6 @@ impl Act {
     }
 }
 
-/// One layer of a sequential model. Kernels may carry an L2 penalty `l2 * Σw²` (Keras `l2(λ)`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub enum Layer {
-    /// `[n_in] -> [units]`; weight `[units, n_in]`.
-    Dense {
-        units: usize,
-        init: Init,
-        l2: f32,
-    },
-    /// Odd square kernel, stride 1, 'same' zero padding; weight `[filters, c_in, k, k]`.
-    Conv2d {
-        filters: usize,
-        kernel: usize,
-        init: Init,
-        l2: f32,
-    },
-    /// Kernel 2, stride 2: `[c, h, w] -> [filters, 2h, 2w]`; weight `[c_in, filters, 2, 2]`.
-    Conv2dTranspose {
-        filters: usize,
-        init: Init,
-        l2: f32,
-    },
-    /// 2x2, stride 2, 'valid': `[c, h, w] -> [c, h/2, w/2]` (an odd last row/column is dropped).
-    MaxPool2d,
-    /// 2x2 mean, stride 2, 'valid': `[c, h, w] -> [c, h/2, w/2]` (PyTorch's `AvgPool2d(2)`).
-    AvgPool2d,
-    Activation(Act),
-    Flatten,
-    /// Drops `rate` of the units while training and scales the rest by `1/(1-rate)`.
-    Dropout(f32),
-}
-
-impl Layer {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Layer::Dense { .. } => "Dense",
-            Layer::Conv2d { .. } => "Conv2D",
-            Layer::Conv2dTranspose { .. } => "Conv2DTranspose",
-            Layer::MaxPool2d => "MaxPooling2D",
-            Layer::AvgPool2d => "AveragePooling2D",
-            Layer::Activation(_) => "Activation",
-            Layer::Flatten => "Flatten",
-            Layer::Dropout(_) => "Dropout",
-        }
-    }
-
-    /// The weight's shape (PyTorch layout) and the bias length, for layers with parameters.
-    pub fn param_shapes(&self, input: Shape) -> Option<(Vec<usize>, usize)> {
-        match *self {
-            Layer::Dense { units, .. } => Some((vec![units, input.len()], units)),
-            Layer::Conv2d { filters, kernel, .. } => Some((vec![filters, input.c, kernel, kernel], filters)),
-            Layer::Conv2dTranspose { filters, .. } => Some((vec![input.c, filters, 2, 2], filters)),
-            _ => None,
-        }
-    }
-
-    /// The output shape for `input`, or why this layer cannot take it.
-    pub fn output_shape(&self, input: Shape) -> Result<Shape> {
-        Ok(match *self {
-            Layer::Dense { units, .. } => {
-                if !input.is_flat() {
-                    return Err(Error::Model(format!(
-                        "Dense takes a flat input, got {input}: put a Flatten before it"
-                    )));
-                }
-                Shape::flat(units)
-            }
-            Layer::Conv2d { filters, kernel, .. } => {
-                if kernel % 2 == 0 || kernel == 0 {
-                    return Err(Error::Model(format!("Conv2D kernel must be odd for 'same' padding, got {kernel}")));
-                }
-                Shape::new(filters, input.h, input.w)
-            }
-            Layer::Conv2dTranspose { filters, .. } => Shape::new(filters, 2 * input.h, 2 * input.w),
-            Layer::MaxPool2d | Layer::AvgPool2d => {
-                if input.h < 2 || input.w < 2 {
-                    return Err(Error::Model(format!("{} needs at least 2x2, got {input}", self.type_name())));
-                }
-                Shape::new(input.c, input.h / 2, input.w / 2)
-            }
-            Layer::Flatten => Shape::flat(input.len()),
-            Layer::Activation(_) => input,
-            Layer::Dropout(rate) => {
-                if !(0.0..1.0).contains(&rate) {
-                    return Err(Error::Model(format!("dropout rate must be in [0, 1), got {rate}")));
-                }
-                input
-            }
-        })
-    }
-}
-
 /// A sequential model: an input shape and its layers in order.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Model {
@@ -185,6 +95,7 @@ impl Model {
         let mut shapes = vec![self.input];
         for (i, layer) in self.layers.iter().enumerate() {
             let s = layer
+                .kind()
                 .output_shape(shapes[i])
                 .map_err(|e| Error::Model(format!("layer {i} ({}): {e}", layer.type_name())))?;
             shapes.push(s);
@@ -197,15 +108,15 @@ impl Model {
         let shapes = self.shapes()?;
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            if let Some((w, b)) = layer.param_shapes(shapes[i]) {
-                let (init, l2) = match *layer {
-                    Layer::Dense { init, l2, .. }
-                    | Layer::Conv2d { init, l2, .. }
-                    | Layer::Conv2dTranspose { init, l2, .. } => (init, l2),
-                    _ => unreachable!("only layers with parameters have param shapes"),
-                };
-                out.push(ParamSpec { key: format!("{i}.weight"), shape: w, layer: i, init, l2 });
-                out.push(ParamSpec { key: format!("{i}.bias"), shape: vec![b], layer: i, init: Init::Zeros, l2: 0.0 });
+            if let Some(Weights { shape, init, l2, bias }) = layer.kind().weights(shapes[i]) {
+                out.push(ParamSpec { key: format!("{i}.weight"), shape, layer: i, init, l2 });
+                out.push(ParamSpec {
+                    key: format!("{i}.bias"),
+                    shape: vec![bias],
+                    layer: i,
+                    init: Init::Zeros,
+                    l2: 0.0,
+                });
             }
         }
         Ok(out)

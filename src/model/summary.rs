@@ -1,6 +1,6 @@
 //! The Keras-style summary table.
 
-use super::{Layer, Model};
+use super::Model;
 use crate::error::Result;
 
 /// `Layer (type) | Output Shape | Param #` for every layer, then the totals. Shapes are NCHW.
@@ -12,11 +12,11 @@ pub fn summary(model: &Model) -> Result<String> {
     let mut seen = std::collections::HashMap::new();
     let mut total = 0;
     for (i, layer) in model.layers.iter().enumerate() {
-        let base = snake(layer);
+        let base = layer.kind().name().1.to_string();
         let count = seen.entry(base.clone()).or_insert(0usize);
         let name = if *count == 0 { base.clone() } else { format!("{base}_{count}") };
         *count += 1;
-        let params = layer.param_shapes(shapes[i]).map_or(0, |(w, b)| w.iter().product::<usize>() + b);
+        let params = layer.kind().weights(shapes[i]).map_or(0, |w| w.shape.iter().product::<usize>() + w.bias);
         total += params;
         let label = format!("{name} ({})", layer.type_name());
         out += &format!("{label:<32}{:<22}{:>11}\n", shapes[i + 1].to_string(), thousands(params));
@@ -28,20 +28,6 @@ pub fn summary(model: &Model) -> Result<String> {
         thousands(total)
     );
     Ok(out)
-}
-
-fn snake(layer: &Layer) -> String {
-    match layer {
-        Layer::Dense { .. } => "dense",
-        Layer::Conv2d { .. } => "conv2d",
-        Layer::Conv2dTranspose { .. } => "conv2d_transpose",
-        Layer::MaxPool2d => "max_pooling2d",
-        Layer::AvgPool2d => "average_pooling2d",
-        Layer::Activation(_) => "activation",
-        Layer::Flatten => "flatten",
-        Layer::Dropout(_) => "dropout",
-    }
-    .to_string()
 }
 
 /// `21578` -> `21,578`.

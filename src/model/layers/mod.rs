@@ -1,0 +1,95 @@
+//! The layer kinds, one file each: its settings, the shape it puts out, its parameters (PyTorch
+//! layout, initialiser, L2 factor) and its forward and backward plan ops. The checkpoint keys
+//! of every kind are PyTorch's: `{layer index}.weight` and `.bias`.
+
+mod activation;
+mod conv2d;
+mod conv_transpose;
+mod dense;
+mod dropout;
+mod flatten;
+mod pool;
+
+pub use conv2d::Conv2d;
+pub use conv_transpose::Conv2dTranspose;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use pool::{AvgPool2d, MaxPool2d};
+
+use super::{Act, Init, Shape};
+use crate::error::Result;
+use crate::graph::{LayerIo, Op};
+
+/// A layer's weight (its shape in PyTorch's layout, initialiser and L2 factor) and bias length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    pub shape: Vec<usize>,
+    pub init: Init,
+    pub l2: f32,
+    pub bias: usize,
+}
+
+/// What every layer kind says about itself.
+pub trait Kind {
+    /// Keras' class name, and the snake-case name its summary rows take.
+    fn name(&self) -> (&'static str, &'static str);
+    /// The output shape for `input`, or why this kind cannot take it.
+    fn output_shape(&self, input: Shape) -> Result<Shape>;
+    /// Its weights and bias for `input`, if it has any.
+    fn weights(&self, _input: Shape) -> Option<Weights> {
+        None
+    }
+    /// Its forward op (none where its output is its input's buffer). Outside training
+    /// (`train` false) a dropout keeps every value; `seed` seeds its mask.
+    fn forward(&self, io: &LayerIo, train: bool, seed: u32) -> Option<Op>;
+    /// Its backward op: its parameters' gradients and, where wanted, its input's (none where
+    /// there is nothing to compute).
+    fn backward(&self, io: &LayerIo) -> Option<Op>;
+    /// Whether it keeps a buffer of its own between forward and backward (a pooling's argmax,
+    /// a dropout's mask), of its output's size (`true`) or its input's (`false`).
+    fn aux(&self) -> Option<AuxOf> {
+        None
+    }
+}
+
+/// Which shape a layer's own buffer takes, and its element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuxOf {
+    /// u32 indices, one per output value.
+    OutputIndices,
+    /// f32 values, one per input value.
+    InputValues,
+}
+
+/// One layer of a sequential model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub enum Layer {
+    Dense(Dense),
+    Conv2d(Conv2d),
+    Conv2dTranspose(Conv2dTranspose),
+    MaxPool2d,
+    AvgPool2d,
+    Activation(Act),
+    Flatten,
+    Dropout(Dropout),
+}
+
+impl Layer {
+    pub fn kind(&self) -> &dyn Kind {
+        match self {
+            Layer::Dense(k) => k,
+            Layer::Conv2d(k) => k,
+            Layer::Conv2dTranspose(k) => k,
+            Layer::MaxPool2d => &MaxPool2d,
+            Layer::AvgPool2d => &AvgPool2d,
+            Layer::Activation(k) => k,
+            Layer::Flatten => &Flatten,
+            Layer::Dropout(k) => k,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.kind().name().0
+    }
+}
