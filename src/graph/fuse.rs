@@ -6,7 +6,8 @@
 //! runs inside the input-gradient product of the convolution after it. The decisions come from
 //! which op reads and writes which buffer ([`Op::reads`], [`Op::writes`]) and from what the
 //! backend says it can run ([`Fusable`]); the backend then runs each [`Fused`] as one unit. A
-//! loss may also compute its logits, in place of the layer before it, and that layer's backward.
+//! loss may also compute its logits, in place of the layer before it, and that layer's backward;
+//! and the optimiser's updates may be taken by the ops that write the gradients.
 //! The reference backend runs every op on its own.
 
 use super::{BufDesc, BufId, ConvGeom, Op};
@@ -35,6 +36,9 @@ pub struct Fusable {
     pub logits_in_loss: LossLayer,
     /// Whether such a loss can also run the layer's backward `op`.
     pub backward_in_loss: LossLayer,
+    /// Whether the optimiser's `update` can be taken by `writer`, the op that writes its
+    /// gradient, as it writes it, with the plan's buffers `descs`.
+    pub step_in_gradient: fn(update: &Op, writer: &Op, descs: &[BufDesc]) -> bool,
 }
 
 /// Whether a loss can run a layer's op, in steps of up to `rows` samples, with the plan's
@@ -43,6 +47,11 @@ pub type LossLayer = fn(op: &Op, rows: usize, descs: &[BufDesc]) -> bool;
 
 /// A backend that runs no layer inside a loss.
 pub fn no_loss_layer(_: &Op, _: usize, _: &[BufDesc]) -> bool {
+    false
+}
+
+/// A backend that takes every optimiser step on its own.
+pub fn no_step_in_gradient(_: &Op, _: &Op, _: &[BufDesc]) -> bool {
     false
 }
 
@@ -84,6 +93,9 @@ pub struct Fusion {
     pub units: Vec<Fused>,
     /// The max poolings read through (indices of their forward ops), which no unit runs.
     pub read_through: Vec<usize>,
+    /// Whether the list's optimiser updates are taken by the ops that write their gradients
+    /// (all of them or none), rather than run as ops of their own.
+    pub steps_in_gradients: bool,
 }
 
 impl Fusion {
@@ -131,7 +143,8 @@ fn activation_io(next: &Op) -> Option<(BufId, BufId, bool)> {
 /// The op list as units for a backend that can run `can`; `descs` size the buffers (a step has
 /// at most as many samples as its logits buffer holds).
 pub fn fuse(ops: &[Op], descs: &[BufDesc], can: &Fusable) -> Fusion {
-    let mut fusion = Fusion { units: Vec::with_capacity(ops.len()), read_through: Vec::new() };
+    let steps_in_gradients = steps_in_gradients(ops, descs, can);
+    let mut fusion = Fusion { units: Vec::with_capacity(ops.len()), read_through: Vec::new(), steps_in_gradients };
     let mut i = 0;
     while i < ops.len() {
         let unit = unit_at(ops, i, descs, can, &fusion);
@@ -143,6 +156,58 @@ pub fn fuse(ops: &[Op], descs: &[BufDesc], can: &Fusable) -> Fusion {
         i = unit.end();
     }
     fusion
+}
+
+/// The parameter, gradient and optimiser states an update op moves or reads.
+fn update_buffers(op: &Op) -> Option<Vec<BufId>> {
+    match *op {
+        Op::Sgd { w, g, .. } => Some(vec![w, g]),
+        Op::Momentum { w, g, v, .. } => Some(vec![w, g, v]),
+        Op::Adam { w, g, m, v, .. } => Some(vec![w, g, m, v]),
+        _ => None,
+    }
+}
+
+/// An update op's settings, its buffers and length left out: what updates alike share.
+fn settings(op: &Op) -> Op {
+    let mut op = op.clone();
+    let none = BufId(0);
+    match &mut op {
+        Op::Sgd { w, g, len, .. } => (*w, *g, *len) = (none, none, 0),
+        Op::Momentum { w, g, v, len, .. } => (*w, *g, *v, *len) = (none, none, none, 0),
+        Op::Adam { w, g, m, v, len, .. } => (*w, *g, *m, *v, *len) = (none, none, none, none, 0),
+        _ => {}
+    }
+    op
+}
+
+/// Whether every update of the list is alike and can be taken by the one op that writes its
+/// gradient, with nothing after that op but updates reading or writing the gradient, the
+/// parameter or its optimiser state (an L2 penalty adds to the gradient, so it keeps the step
+/// apart).
+fn steps_in_gradients(ops: &[Op], descs: &[BufDesc], can: &Fusable) -> bool {
+    let updates: Vec<usize> = (0..ops.len()).filter(|&i| update_buffers(&ops[i]).is_some()).collect();
+    let Some(&first) = updates.first() else {
+        return false;
+    };
+    let alike = |i: &usize| {
+        let (a, b) = (&ops[first], &ops[*i]);
+        settings(a) == settings(b)
+    };
+    updates.iter().all(alike)
+        && updates.iter().all(|&u| {
+            let touched = update_buffers(&ops[u]).expect("an update");
+            let g = touched[1];
+            let writers: Vec<usize> = (0..u).filter(|&i| ops[i].writes(g)).collect();
+            let [writer] = writers[..] else {
+                return false;
+            };
+            let untouched = ops[writer + 1..]
+                .iter()
+                .filter(|o| update_buffers(o).is_none())
+                .all(|o| touched.iter().all(|&b| !o.reads(b) && !o.writes(b)));
+            untouched && (can.step_in_gradient)(&ops[u], &ops[writer], descs)
+        })
 }
 
 /// The loss at `i + 1` that computes its logits in place of the layer at `i`, and the loss's
@@ -293,6 +358,7 @@ mod tests {
         read_through_pool: false,
         logits_in_loss: |_, _, _| true,
         backward_in_loss: |_, _, _| true,
+        step_in_gradient: |_, _, _| true,
     };
     const LEAST: Fusable = Fusable {
         dense_activation: false,
@@ -301,6 +367,7 @@ mod tests {
         read_through_pool: false,
         logits_in_loss: no_loss_layer,
         backward_in_loss: no_loss_layer,
+        step_in_gradient: no_step_in_gradient,
     };
 
     /// 100 buffers of 1,000 floats.
@@ -432,5 +499,31 @@ mod tests {
             [(0, None, None), (1, None, None), (2, None, Some(3))]
         );
         assert_eq!(fuse(&ops(100), &descs(), &LEAST).units.len(), 4);
+    }
+
+    #[test]
+    fn updates_are_taken_by_their_gradients_writers_when_nothing_else_touches_them() {
+        let back = |gw: usize| Op::DenseBackward {
+            x: id(1),
+            w: id(90),
+            gy: id(5),
+            gx: None,
+            gw: id(gw),
+            gb: id(93),
+            n_in: 100,
+            n_out: 10,
+        };
+        let sgd = |w: usize, g: usize, lr: f32| Op::Sgd { w: id(w), g: id(g), lr, len: 1000 };
+        let steps = |ops: &[Op], can: &Fusable| fuse(ops, &descs(), can).steps_in_gradients;
+        let ops = [back(92), sgd(90, 92, 0.1), sgd(91, 93, 0.1)];
+        assert!(steps(&ops, &ALL));
+        assert!(!steps(&ops, &LEAST));
+        // Unlike rates; a gradient nothing writes; an L2 penalty adding to the gradient first.
+        assert!(!steps(&[back(92), sgd(90, 92, 0.1), sgd(91, 93, 0.2)], &ALL));
+        assert!(!steps(&[back(92), sgd(90, 94, 0.1)], &ALL));
+        let l2 = Op::L2 { w: id(90), grad: Some(id(92)), metrics: id(60), lambda: 1e-3, len: 1000 };
+        assert!(!steps(&[back(92), l2, sgd(90, 92, 0.1), sgd(91, 93, 0.1)], &ALL));
+        // No updates at all.
+        assert!(!steps(&[back(92)], &ALL));
     }
 }

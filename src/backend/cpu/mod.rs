@@ -22,7 +22,7 @@ mod tiles;
 use super::host::HostBuffers;
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{fuse, no_loss_layer, BufDesc, BufId, Fusable, Op, Step};
+use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fusable, Op, Step};
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
@@ -231,6 +231,7 @@ const FUSABLE: Fusable = Fusable {
     read_through_pool: false,
     logits_in_loss: no_loss_layer,
     backward_in_loss: no_loss_layer,
+    step_in_gradient: no_step_in_gradient,
 };
 
 impl CpuBackend {

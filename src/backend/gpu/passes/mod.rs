@@ -35,6 +35,7 @@ const FUSABLE: Fusable = Fusable {
     read_through_pool: true,
     logits_in_loss,
     backward_in_loss,
+    step_in_gradient,
 };
 
 /// The loss kernels read a layer's weights and bias as one span of their parameter set, the
@@ -55,6 +56,31 @@ fn backward_in_loss(op: &Op, rows: usize, descs: &[BufDesc]) -> bool {
     match *op {
         Op::DenseBackward { gw, gb, .. } => in_one_set(gw, gb, descs) && splits(rows) == 1,
         Op::Conv2dBackward { .. } => true,
+        _ => false,
+    }
+}
+
+/// Plain SGD is taken by a weight-gradient product of one slice as it stores the gradients (the
+/// data-gradient product that reads the weights then runs first), or by the launch that adds a
+/// product's slices; Adam only by the latter, so every sum of the writer must come in slices,
+/// and so must a transposed convolution's, whose bias row sums stand between its weight gradient
+/// and its data gradient. Momentum is never folded.
+fn step_in_gradient(update: &Op, writer: &Op, descs: &[BufDesc]) -> bool {
+    let per = |id: BufId, len: usize| descs[id.0].len / len;
+    // The terms of each of the writer's batch sums at its largest batch.
+    let sums: Vec<usize> = match *writer {
+        Op::DenseBackward { gy, n_out, .. } => vec![per(gy, n_out)],
+        Op::Conv2dBackward { gy, ref g, .. } => vec![per(gy, g.c_out * g.h * g.w) * g.h * g.w],
+        Op::ConvTranspose2dBackward { gy, ref g, .. } => {
+            let batch = per(gy, g.c_out * 4 * g.h * g.w);
+            vec![batch * g.h * g.w, batch * 4 * g.h * g.w]
+        }
+        _ => return false,
+    };
+    let in_slices = sums.iter().all(|&k| splits(k) > 1);
+    match update {
+        Op::Sgd { .. } => in_slices || !matches!(writer, Op::ConvTranspose2dBackward { .. }),
+        Op::Adam { .. } => in_slices,
         _ => false,
     }
 }
@@ -135,7 +161,13 @@ pub fn launches(ops: &[Op], descs: &[BufDesc], layout: &Layout) -> (Vec<Launch>,
         (set(id) == Some(ParamSet::Grad)).then_some(())?;
         layout.counterpart(id, other)
     };
-    let folded = fold_update(combine_sums(placed, (&set, &place)), (&set, &place), &counterpart);
+    let summed = combine_sums(placed, (&set, &place));
+    let folded = match fusion.steps_in_gradients {
+        true => {
+            fold_update(summed, (&set, &place), &counterpart).expect("the plan's steps fit the gradients' launches")
+        }
+        false => summed,
+    };
     (loss_runs_dense_backward(folded, &fusion.units, (&set, &place)), scratch_len)
 }
 
@@ -379,17 +411,6 @@ fn gradients_written(l: &Launch) -> Option<Vec<BufId>> {
     (k.entry == "sum_slices").then(|| l.sums.iter().flat_map(Slices::outputs).collect())
 }
 
-/// Folds the step's optimiser update into the launches that write its gradients, when they
-/// write every one of them and no launch between reads what they write or the parameters they
-/// would move: plain SGD into one-slice weight-gradient products (a data-gradient product that
-/// reads the weights is moved before the weight gradient's where the two are independent) and
-/// into sums of slices, Adam into sums of slices. `sets` says which parameter set a buffer
-/// belongs to (see [`combine_sums`]), `counterpart` which buffer of another set lies where a
-/// gradient lies in its own (its parameter, its optimiser state).
-pub fn fold_update(launches: Vec<Launch>, sets: Sets, counterpart: Counterpart) -> Vec<Launch> {
-    try_fold_update(launches.clone(), sets, counterpart).unwrap_or(launches)
-}
-
 /// The buffer of a set at a gradient's place in the gradient set.
 pub type Counterpart<'a> = &'a dyn Fn(BufId, ParamSet) -> Option<BufId>;
 
@@ -406,7 +427,15 @@ fn binds_any(l: &Launch, ids: &[BufId], (set, place): Sets) -> bool {
     })
 }
 
-fn try_fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) -> Option<Vec<Launch>> {
+/// Folds the step's optimiser update into the launches that write its gradients, where the
+/// plan's fusion says so ([`Fusion::steps_in_gradients`]): plain SGD into one-slice
+/// weight-gradient products (a data-gradient product that reads the weights is moved before the
+/// weight gradient's where the two are independent) and into sums of slices, Adam into sums of
+/// slices. `None` when the launches do not allow it: one of them does not write every gradient,
+/// or a launch between reads what they write or the parameters they would move. `sets` says
+/// which parameter set a buffer belongs to (see [`combine_sums`]), `counterpart` which buffer of
+/// another set lies where a gradient lies in its own (its parameter, its optimiser state).
+pub fn fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) -> Option<Vec<Launch>> {
     let place = sets.1;
     let is_update = |l: &Launch| l.kernel.family == Family::Optim && ["sgd", "adam"].contains(&l.kernel.entry);
     let u = ls.iter().position(is_update)?;
@@ -654,7 +683,7 @@ mod tests {
         step
     }
 
-    fn fold(launches: Vec<Launch>) -> Vec<Launch> {
+    fn fold(launches: Vec<Launch>) -> Option<Vec<Launch>> {
         let counterpart = |g: BufId, other: ParamSet| {
             let base = match other {
                 ParamSet::Value => 0,
@@ -668,7 +697,7 @@ mod tests {
 
     #[test]
     fn products_that_write_every_gradient_take_the_sgd_step() {
-        let out = fold(mlp_backward(None));
+        let out = fold(mlp_backward(None)).expect("folded");
         let modes: Vec<_> = out.iter().map(|l| l.kernel.mode()).collect();
         let expected = [Some(Mode::DataGrad), Some(Mode::WeightGrad), Some(Mode::WeightGrad)];
         assert_eq!(modes, expected, "the data gradient first, no update launch");
@@ -688,7 +717,7 @@ mod tests {
         let mut step = wgrad(10, 11);
         step.extend(wgrad(12, 13));
         step.extend(update.clone());
-        let out = fold(sums(step));
+        let out = fold(sums(step)).expect("folded");
         let kinds: Vec<_> = out.iter().map(|l| l.kernel.entry).collect();
         assert_eq!(kinds, ["matmul", "matmul", "sum_slices"]);
         let sum = &out[2];
@@ -702,17 +731,17 @@ mod tests {
         // Adam is not folded into products.
         let mut mlp = mlp_backward(None);
         *mlp.last_mut().unwrap() = update[0].clone();
-        assert_eq!(fold(mlp.clone()).len(), mlp.len());
+        assert!(fold(mlp).is_none());
     }
 
     #[test]
     fn the_sgd_step_stays_a_launch_when_not_every_gradient_is_written_or_one_is_read_before() {
         let mut missing = mlp_backward(None);
         missing.remove(2);
-        assert_eq!(fold(missing.clone()).len(), missing.len());
+        assert!(fold(missing).is_none());
         let l2 = Op::L2 { w: BufId(0), grad: Some(BufId(10)), metrics: BufId(60), lambda: 1e-4, len: 32 };
         let with_l2 = mlp_backward(Some(encode(&l2, &[])[0].clone()));
-        assert_eq!(fold(with_l2.clone()).len(), with_l2.len());
+        assert!(fold(with_l2).is_none());
     }
 
     #[test]
