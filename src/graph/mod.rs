@@ -9,7 +9,7 @@ mod op;
 pub use build::{build, DataSpec, PlanOptions, Target, MAX_PIXEL_CLASSES};
 pub use fuse::{fuse, no_loss_layer, no_step_in_gradient, Fusable, Fused, Fusion, LOSS_LAYER_MACS};
 pub use layers::LayerIo;
-pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, ParamSet, Step};
+pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, OpKind, ParamSet, Step};
 
 use crate::model::ParamSpec;
 

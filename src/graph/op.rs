@@ -329,7 +329,47 @@ pub enum Op {
     },
 }
 
+/// What sort of work an op is, as the backends dispatch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// A dense layer's, convolution's or transposed convolution's product, forward or backward.
+    Product,
+    /// A loss, a penalty or the confusion counts.
+    Loss,
+    /// An optimiser's update.
+    Update,
+    /// Gathers, poolings, activations and dropout.
+    Elementwise,
+}
+
 impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Dense { .. }
+            | Op::DenseBackward { .. }
+            | Op::Conv2d { .. }
+            | Op::Conv2dBackward { .. }
+            | Op::ConvTranspose2d { .. }
+            | Op::ConvTranspose2dBackward { .. } => OpKind::Product,
+            Op::SoftmaxCrossEntropy { .. }
+            | Op::SigmoidBce { .. }
+            | Op::PixelSoftmaxCrossEntropy { .. }
+            | Op::L2 { .. }
+            | Op::Confusion { .. } => OpKind::Loss,
+            Op::Sgd { .. } | Op::Momentum { .. } | Op::Adam { .. } => OpKind::Update,
+            Op::Gather { .. }
+            | Op::GatherOneHot { .. }
+            | Op::MaxPool2d { .. }
+            | Op::MaxPool2dBackward { .. }
+            | Op::AvgPool2d { .. }
+            | Op::AvgPool2dBackward { .. }
+            | Op::Activation { .. }
+            | Op::ActivationBackward { .. }
+            | Op::Dropout { .. }
+            | Op::DropoutBackward { .. } => OpKind::Elementwise,
+        }
+    }
+
     /// Whether the op reads buffer `id`: as an input, or as an output it adds to.
     pub fn reads(&self, id: BufId) -> bool {
         match *self {

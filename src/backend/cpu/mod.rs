@@ -22,7 +22,7 @@ mod tiles;
 use super::host::HostBuffers;
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fusable, Op, Step};
+use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fusable, Op, OpKind, Step};
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
@@ -305,20 +305,11 @@ impl CpuBackend {
     /// pooling after a convolution (and its activation). With `keep` false, no later op reads
     /// the output of `op` that `fused` reads, and it is not written.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
-        match op {
-            Op::Dense { .. }
-            | Op::DenseBackward { .. }
-            | Op::Conv2d { .. }
-            | Op::Conv2dBackward { .. }
-            | Op::ConvTranspose2d { .. }
-            | Op::ConvTranspose2dBackward { .. } => self.run_product(op, step.n, fused, keep, pool),
-            Op::SoftmaxCrossEntropy { .. }
-            | Op::SigmoidBce { .. }
-            | Op::PixelSoftmaxCrossEntropy { .. }
-            | Op::L2 { .. }
-            | Op::Confusion { .. } => self.run_loss(op, step.n),
-            Op::Sgd { .. } | Op::Momentum { .. } | Op::Adam { .. } => self.run_update(op, step.t),
-            _ => self.run_elementwise(op, step, fused, keep),
+        match op.kind() {
+            OpKind::Product => self.run_product(op, step.n, fused, keep, pool),
+            OpKind::Loss => self.run_loss(op, step.n),
+            OpKind::Update => self.run_update(op, step.t),
+            OpKind::Elementwise => self.run_elementwise(op, step, fused, keep),
         }
     }
 

@@ -5,7 +5,7 @@ use super::bindings::{
     self, ActP, ConvP, ConvTransposeP, DenseP, Gather, GatherP, GatherPart, Gemm, LossP, Mode, OptimP, Params, PoolP,
 };
 use super::shaders::{self, Family, Kernel};
-use crate::graph::{BufDesc, BufId, ConvGeom, Op};
+use crate::graph::{BufDesc, BufId, ConvGeom, Op, OpKind};
 use crate::model::Act;
 
 /// A count that may grow with the batch: `per_n·n + fixed`.
@@ -261,22 +261,10 @@ fn act_params(per: usize) -> Params {
 /// The launches that run `op`; `descs` size the weight-gradient splits by the largest batch.
 pub fn encode(op: &Op, descs: &[BufDesc]) -> Vec<Launch> {
     let max_n = |id: BufId, per: usize| descs[id.0].len / per;
-    match op {
-        Op::Dense { .. }
-        | Op::DenseBackward { .. }
-        | Op::Conv2d { .. }
-        | Op::Conv2dBackward { .. }
-        | Op::ConvTranspose2d { .. }
-        | Op::ConvTranspose2dBackward { .. } => encode_product(op, &max_n),
-        Op::SoftmaxCrossEntropy { .. }
-        | Op::SigmoidBce { .. }
-        | Op::PixelSoftmaxCrossEntropy { .. }
-        | Op::Confusion { .. }
-        | Op::L2 { .. }
-        | Op::Sgd { .. }
-        | Op::Momentum { .. }
-        | Op::Adam { .. } => encode_loss_or_update(op, &max_n),
-        _ => encode_elementwise(op),
+    match op.kind() {
+        OpKind::Product => encode_product(op, &max_n),
+        OpKind::Loss | OpKind::Update => encode_loss_or_update(op, &max_n),
+        OpKind::Elementwise => encode_elementwise(op),
     }
 }
 
