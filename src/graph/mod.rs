@@ -7,7 +7,7 @@ mod layers;
 mod op;
 
 pub use build::{build, DataSpec, PlanOptions, Target, MAX_PIXEL_CLASSES};
-pub use fuse::{fuse, no_loss_layer, no_step_in_gradient, Fusable, Fused, Fusion, LOSS_LAYER_MACS};
+pub use fuse::{fuse, no_loss_layer, no_step_in_gradient, Fusable, Fused, Fusion};
 pub use layers::LayerIo;
 pub use op::{slot, BufDesc, BufId, ConvGeom, Dtype, Op, OpKind, ParamSet, Step};
 

@@ -22,7 +22,7 @@ mod tiles;
 use super::host::HostBuffers;
 use super::Backend;
 use crate::error::Result;
-use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fusable, Op, OpKind, Step};
+use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fusable, Fused, Op, OpKind, Step};
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
@@ -44,6 +44,8 @@ pub struct CpuBackend {
     loss_parts: Vec<[f64; 4]>,
     /// The pixel loss's per-sample sums.
     pixel_parts: loss::PixelParts,
+    /// Each op list run so far with its units, fused once (a step then only finds its list).
+    units: Vec<(Vec<Op>, Vec<Fused>)>,
 }
 
 /// `out[i] = Σ_s Σ_j x[s, i, j]` for `x[n, rows, cols]`, rows in parallel. Each row of `cols`
@@ -214,6 +216,14 @@ fn grad_in_place(gx: Option<BufId>, act: Option<(Act, BufId, BufId)>) -> (Option
     }
 }
 
+/// The function, forward output and output of an activation's backward fused into an op.
+fn activation_backward(fused: Option<&Op>) -> Option<(Act, BufId, BufId)> {
+    match fused {
+        Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
+        _ => None,
+    }
+}
+
 fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if v.len() < len {
         v.resize(len, 0.0);
@@ -243,6 +253,7 @@ impl CpuBackend {
             partial: Vec::new(),
             loss_parts: Vec::new(),
             pixel_parts: loss::PixelParts::default(),
+            units: Vec::new(),
         }
     }
 
@@ -319,10 +330,7 @@ impl CpuBackend {
             Some(&Op::Activation { act, y, .. }) => Some((act, y)),
             _ => None,
         };
-        let act_grad = match fused {
-            Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
-            _ => None,
-        };
+        let act_grad = activation_backward(fused);
         let pool = match pool {
             Some(&Op::MaxPool2d { y, argmax, .. }) => Some((y, argmax)),
             _ => None,
@@ -406,10 +414,7 @@ impl CpuBackend {
     /// Gathers, poolings, activations and dropout (a max pooling's backward with the
     /// activation's backward fused into it).
     fn run_elementwise(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool) {
-        let act_grad = match fused {
-            Some(&Op::ActivationBackward { act, y, gx: out, .. }) => Some((act, y, out)),
-            _ => None,
-        };
+        let act_grad = activation_backward(fused);
         let n = step.n;
         match *op {
             Op::Gather { data, index, out, shape, scale, binarize, mirrored } => {
@@ -605,12 +610,19 @@ impl Backend for CpuBackend {
     fn run(&mut self, ops: &[Op], step: Step) -> Result<()> {
         // On a worker of the thread pool: the ops' parallel loops then start from inside the
         // pool, instead of waking it and sleeping until it is done once per loop.
+        let known = self.units.iter().position(|(list, _)| list == ops);
+        let i = known.unwrap_or_else(|| {
+            self.units.push((ops.to_vec(), fuse(ops, &self.descs, &FUSABLE).units));
+            self.units.len() - 1
+        });
+        let units = std::mem::take(&mut self.units[i].1);
         rayon::scope(|_| {
-            for unit in fuse(ops, &self.descs, &FUSABLE).units {
+            for unit in &units {
                 let at = |i: Option<usize>| i.map(|i| &ops[i]);
                 self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, at(unit.pool));
             }
         });
+        self.units[i].1 = units;
         Ok(())
     }
 }

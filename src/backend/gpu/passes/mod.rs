@@ -1,9 +1,9 @@
-//! An op list's launches, with each activation run by its producer's launch as the plan's fusion
-//! decides ([`lower`]), and rewrites of them that make fewer with the same arithmetic: a batch
-//! and its targets gathered together, the optimiser updates merged over their parameter set,
-//! every weight gradient's slices added in one launch, and the optimiser's step taken by the
-//! launches that write the gradients; a max pooling that is never stored (`pool`), and the last
-//! layer run by its loss (`loss`).
+//! An op list's launches, unit by unit as the plan's fusion (`graph/fuse.rs`) groups the ops
+//! ([`lower`]): an activation run by its producer's launch, a max pooling that is never stored
+//! (`pool`), the last layer run by its loss (`loss`), the optimiser's step taken by the launches
+//! that write the gradients. Then launches of independent work are packed with the same
+//! arithmetic: a batch and its targets gathered together, the optimiser updates merged over their
+//! parameter set, every weight gradient's slices added in one launch.
 
 mod loss;
 mod pool;
