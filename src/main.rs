@@ -3,6 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gpu_train::data::{manage, DataKind};
 use gpu_train::folder::Claim;
+use gpu_train::model::builtin::{Builtin, BUILTINS};
+use gpu_train::model::file::ModelText;
 use gpu_train::model::{summary, Act};
 use gpu_train::optim::Optimizer;
 use gpu_train::run::{self, BackendChoice, TrainConfig};
@@ -33,6 +35,23 @@ enum Cmd {
     Summary {
         #[command(flatten)]
         net: NetArgs,
+        /// A model file instead of the task's built-in network.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// The built-in models: list them, or print one as a model file to copy and edit.
+    Models {
+        #[command(subcommand)]
+        cmd: Option<ModelsCmd>,
+    },
+    /// Print the PyTorch module of a network (`class Model(torch.nn.Module)`), whose
+    /// load_state_dict(strict=True) takes this network's checkpoints.
+    ExportTorch {
+        #[command(flatten)]
+        net: NetArgs,
+        /// A model file instead of the task's built-in network.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Test loss and metric of a checkpoint.
     Evaluate {
@@ -165,6 +184,12 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum ModelsCmd {
+    /// Print a built-in model's file.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
 enum DataCmd {
     /// Fetch a set (or all) into the per-user cache or --dir, checking every file's SHA-256.
     Fetch {
@@ -209,7 +234,7 @@ enum OptName {
 #[derive(Args)]
 struct NetArgs {
     #[arg(long, value_enum)]
-    task: Task,
+    task: Option<Task>,
     /// Hidden activation [default: the task's: sigmoid for mnist-mlp, relu otherwise]
     #[arg(long, value_enum)]
     activation: Option<Hidden>,
@@ -225,8 +250,29 @@ struct NetArgs {
 }
 
 impl NetArgs {
-    fn variant(&self) -> Variant {
-        let d = tasks::defaults(self.task).variant;
+    fn task(&self) -> Result<Task> {
+        self.task
+            .ok_or_else(|| Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into()))
+    }
+    /// The network and a line that says where it comes from: the model file, else the task's
+    /// built-in model in the variant the flags ask for.
+    fn network(&self, file: Option<&PathBuf>) -> Result<(gpu_train::model::Model, String)> {
+        match (file, self.task) {
+            (Some(path), _) => {
+                if self.activation.is_some() || self.dropout != 0.0 || self.l2 != 0.0 || self.act_after_pool {
+                    return Err(Error::Config(VARIANT_WITH_FILE.into()));
+                }
+                Ok((gpu_train::model::file::load(path)?, format!("The model of {}.", path.display())))
+            }
+            (None, Some(task)) => {
+                let m = tasks::model(task, self.variant(task), tasks::input_shape(task));
+                Ok((m, format!("The network of gpu-train's {} task.", task.name())))
+            }
+            (None, None) => Err(Error::Config("give --task NAME or --model FILE; see --help".into())),
+        }
+    }
+    fn variant(&self, task: Task) -> Variant {
+        let d = tasks::defaults(task).variant;
         let activation = self.activation.map_or(d.activation, |a| match a {
             Hidden::Relu => Act::Relu,
             Hidden::Sigmoid => Act::Sigmoid,
@@ -236,11 +282,18 @@ impl NetArgs {
     }
 }
 
+const VARIANT_WITH_FILE: &str =
+    "--activation, --dropout, --l2 and --act-after-pool change a task's built-in network; with --model, edit the file instead";
+
 #[derive(Args)]
 struct TrainArgs {
     /// Task to train (required unless a subcommand is given).
     #[arg(long, value_enum)]
     task: Option<Task>,
+    /// A model file to train instead of the task's built-in network; the task gives the data
+    /// and the training defaults (`gpu-train models show NAME` prints one to start from).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// [default: 25 for mnist-mlp, 6 for mnist-cnn, 250 for warwick]
     #[arg(long)]
     epochs: Option<usize>,
@@ -326,7 +379,7 @@ struct TrainArgs {
     checkpoint_every: Option<usize>,
     /// Continue the run in this folder from its checkpoint, with its settings (only --data and
     /// --backend may be given with it).
-    #[arg(long, conflicts_with_all = ["task", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
+    #[arg(long, conflicts_with_all = ["task", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "activation",
         "dropout", "l2", "act_after_pool", "seed", "out", "overwrite", "init", "augment", "no_shuffle", "train_limit",
         "test_limit", "image_size", "show_worst", "checkpoint_every", "dataset", "test_split", "channels", "classes"])]
     resume: Option<PathBuf>,
@@ -338,8 +391,14 @@ impl TrainArgs {
             .task
             .ok_or_else(|| Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into()))?;
         let d = tasks::defaults(task);
+        let variant_given = self.activation.is_some() || self.dropout != 0.0 || self.l2 != 0.0 || self.act_after_pool;
+        let model = match &self.model {
+            Some(_) if variant_given => return Err(Error::Config(VARIANT_WITH_FILE.into())),
+            Some(path) => Some(ModelText::read(path)?),
+            None => None,
+        };
         let net = NetArgs {
-            task,
+            task: Some(task),
             activation: self.activation,
             dropout: self.dropout,
             l2: self.l2,
@@ -360,7 +419,8 @@ impl TrainArgs {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch_size: self.batch_size.unwrap_or(d.batch),
             optimizer,
-            variant: net.variant(),
+            variant: net.variant(task),
+            model,
             seed: self.seed,
             shuffle: !self.no_shuffle,
             hflip: self.augment == Some(Augment::Hflip),
@@ -400,10 +460,21 @@ fn main() {
         std::env::set_var("GPU_TRAIN_OFFLINE", "1");
     }
     let result = match cli.cmd {
-        Some(Cmd::Summary { net }) => {
-            let model = tasks::model(net.task, net.variant(), tasks::input_shape(net.task));
-            summary(&model).map(|s| print!("{s}"))
+        Some(Cmd::Summary { net, model }) => {
+            net.network(model.as_ref()).and_then(|(m, _)| summary(&m)).map(|s| print!("{s}"))
         }
+        Some(Cmd::Models { cmd: None }) => {
+            for b in BUILTINS {
+                println!("{:<14}{}", b.name, b.about());
+            }
+            println!("\n`gpu-train models show NAME` prints one as a file to copy, edit and train with --model FILE.");
+            Ok(())
+        }
+        Some(Cmd::Models { cmd: Some(ModelsCmd::Show { name }) }) => Builtin::get(&name).map(|b| print!("{}", b.text)),
+        Some(Cmd::ExportTorch { net, model }) => net
+            .network(model.as_ref())
+            .and_then(|(m, title)| gpu_train::model::torch::export(&m, &title))
+            .map(|s| print!("{s}")),
         Some(Cmd::Evaluate {
             net,
             model,
@@ -420,14 +491,16 @@ fn main() {
         }) => {
             let source = run::DataSource { data, kind: dataset, test_split, channels, classes, seed };
             let limits = (test_limit, image_size);
-            let batch = batch_size.unwrap_or(tasks::defaults(net.task).batch);
-            run::evaluate(net.task, net.variant(), &model, &source, batch, limits, backend).map(|m| {
-                let iou = m.mean_iou().map(|v| format!(" - test_mean_iou {v:.4}")).unwrap_or_default();
-                println!("test_loss {:.4} - test_{} {:.4}{iou}", m.loss, net.task.metric(), m.metric);
+            net.task().and_then(|task| {
+                let batch = batch_size.unwrap_or(tasks::defaults(task).batch);
+                run::evaluate(task, net.variant(task), &model, &source, batch, limits, backend).map(|m| {
+                    let iou = m.mean_iou().map(|v| format!(" - test_mean_iou {v:.4}")).unwrap_or_default();
+                    println!("test_loss {:.4} - test_{} {:.4}{iou}", m.loss, task.metric(), m.metric);
+                })
             })
         }
         Some(Cmd::Predict { task: Task::Warwick, model, input, output, image_size, backend }) => {
-            gpu_train::predict::segment(&model, &input, &output, image_size.unwrap_or(128), backend)
+            gpu_train::predict::segment(&model, &input, &output, image_size, backend)
                 .map(|n| println!("wrote {n} maps to {}", output.display()))
         }
         Some(Cmd::Predict { task, model, input, output, image_size, backend }) => {

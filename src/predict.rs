@@ -10,7 +10,7 @@ use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
 use crate::model::{Model, Shape};
 use crate::report::pictures::predicted;
-use crate::run::{backend_factory, check_image_size, BackendChoice, TrainConfig};
+use crate::run::{backend_factory, check_image_size, model_beside, BackendChoice, TrainConfig};
 use crate::tasks::{self, Task};
 use crate::train::{Session, SessionOptions};
 use std::collections::BTreeMap;
@@ -18,8 +18,17 @@ use std::path::{Path, PathBuf};
 
 /// Segments every PNG in `input` with a Warwick checkpoint, writing `output/<name>.png` maps at
 /// each image's own size (a binary model's: 255 = gland; a model of classes: the class index of
-/// each pixel); returns how many.
-pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backend: BackendChoice) -> Result<usize> {
+/// each pixel); returns how many. The network sees `side`-pixel squares [default: the side of
+/// the run's model, else 128].
+pub fn segment(
+    model_path: &Path,
+    input: &Path,
+    output: &Path,
+    side: Option<u32>,
+    backend: BackendChoice,
+) -> Result<usize> {
+    let run_model = model_beside(model_path)?;
+    let side = side.or(run_model.as_ref().map(|m| m.input.h as u32)).unwrap_or(128);
     check_image_size(Task::Warwick, side)?;
     let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
     let mut names: Vec<PathBuf> = entries
@@ -45,8 +54,11 @@ pub fn segment(model_path: &Path, input: &Path, output: &Path, side: u32, backen
         1 => Target::Mask,
         k => Target::Segments(k),
     };
-    let model = tasks::model_for(task, tasks::defaults(task).variant, sample, target);
-    let probs = outputs(task, (&model, model_path, &saved), split, target, backend)?;
+    let model = match run_model {
+        Some(m) => m,
+        None => tasks::model_for(task, tasks::defaults(task).variant, sample, target),
+    };
+    let probs = outputs(task, (&model, model_path, &saved), (split, sample), target, backend)?;
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     let k = target.pixel_classes();
     for (i, (path, &(w, h))) in names.iter().zip(&sizes).enumerate() {
@@ -102,8 +114,11 @@ pub fn classify(
     let (s, n) = (side as usize, files.len());
     let sample = if task == Task::MnistMlp { Shape::flat(channels * s * s) } else { Shape::new(channels, s, s) };
     let split = Split { x, y: vec![0; n], n };
-    let model = tasks::model_for(task, variant, sample, Target::Classes(classes));
-    let probs = outputs(task, (&model, model_path, &saved), split, Target::Classes(classes), backend)?;
+    let model = match model_beside(model_path)? {
+        Some(m) => m,
+        None => tasks::model_for(task, variant, sample, Target::Classes(classes)),
+    };
+    let probs = outputs(task, (&model, model_path, &saved), (split, sample), Target::Classes(classes), backend)?;
     let mut csv = String::from("file,class,probability\n");
     for (f, p) in files.iter().zip(probs.chunks(classes)) {
         let best = (0..classes).fold(0, |b, i| if p[i] > p[b] { i } else { b });
@@ -119,12 +134,19 @@ pub fn classify(
 fn outputs(
     task: Task,
     (model, path, saved): (&Model, &Path, &BTreeMap<String, Tensor>),
-    samples: Split,
+    (samples, sample): (Split, Shape),
     target: Target,
     backend: BackendChoice,
 ) -> Result<Vec<f32>> {
     let init = checkpoint::match_params(path, saved, &model.params()?)?;
-    let sample = model.input;
+    if model.input != sample {
+        let run = path.with_file_name("model.toml");
+        return Err(Error::Config(format!(
+            "{}: the model takes {} but the images are read as {sample}: give the --image-size it was trained at",
+            run.display(),
+            model.input
+        )));
+    }
     let data = Dataset { train: samples.clone(), test: samples, sample, target };
     let opts = SessionOptions {
         batch: tasks::defaults(task).batch,

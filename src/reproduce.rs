@@ -171,6 +171,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
         batch_size: d.batch,
         optimizer: e.optimizer,
         variant: e.variant,
+        model: None,
         seed: 7,
         shuffle: true,
         hflip: e.hflip,

@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::files::atomic_write;
 use crate::folder::{Claim, Held, Kind};
 use crate::graph::Target;
-use crate::model::{Act, Shape};
+use crate::model::file::{to_toml, ModelText};
+use crate::model::{Act, Model, Shape};
 use crate::optim::Optimizer;
 use crate::report::pictures::{misclassified, worst_segmentations, write_curves};
 use crate::report::{plot, write_class_scores, write_confusion, EpochRecord, History};
@@ -29,6 +30,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub optimizer: Optimizer,
     pub variant: Variant,
+    /// A model file trained instead of the task's built-in network.
+    #[serde(default)]
+    pub model: Option<ModelText>,
     pub seed: u64,
     pub shuffle: bool,
     /// Append a left-right mirror image of every training sample (and its mask).
@@ -330,7 +334,12 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
             cfg.batch_size
         )));
     }
-    let model = tasks::model_for(cfg.task, cfg.variant, data.sample, data.target);
+    let model = match &cfg.model {
+        Some(file) => file.model()?,
+        None => tasks::model_for(cfg.task, cfg.variant, data.sample, data.target),
+    };
+    let trained = to_toml(&model, &format!("The model of the run in {}.", cfg.out.display()));
+    atomic_write(&cfg.out.join("model.toml"), trained.as_bytes())?;
     let init = match (&cfg.init, checkpoint) {
         (Some(path), None) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
         _ => None,
@@ -538,7 +547,18 @@ fn diverged(cfg: &TrainConfig, session: &mut Session, epoch: usize, loss: f64) -
     ))
 }
 
-/// Test loss and metric of a checkpoint, without training.
+/// The model of the run a checkpoint belongs to: `model.toml` beside it, which every run
+/// writes; `None` for a checkpoint without one (the task's network is then assumed).
+pub fn model_beside(checkpoint: &Path) -> Result<Option<Model>> {
+    let file = checkpoint.with_file_name("model.toml");
+    match file.exists() {
+        true => crate::model::file::load(&file).map(Some),
+        false => Ok(None),
+    }
+}
+
+/// Test loss and metric of a checkpoint, without training; the network is the run's
+/// (`model.toml` beside the checkpoint), else the task's in `variant`.
 pub fn evaluate(
     task: Task,
     variant: Variant,
@@ -549,7 +569,10 @@ pub fn evaluate(
     backend: BackendChoice,
 ) -> Result<Metrics> {
     let (data, _) = load_data(task, source, (Some(1), test_limit), image_size)?;
-    let model = tasks::model_for(task, variant, data.sample, data.target);
+    let model = match model_beside(model_path)? {
+        Some(m) => m,
+        None => tasks::model_for(task, variant, data.sample, data.target),
+    };
     let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
     let opts = SessionOptions {
         batch,

@@ -1,7 +1,8 @@
 //! The report's networks and their default training settings.
 
 use crate::graph::Target;
-use crate::model::{Act, Conv2d, Conv2dTranspose, Dense, Dropout, Init, Layer, Model, Shape};
+use crate::model::builtin::Builtin;
+use crate::model::{Act, Conv2d, Conv2dTranspose, Dense, Dropout, Layer, Model, Node, Shape};
 use crate::optim::Optimizer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -75,67 +76,66 @@ pub fn defaults(task: Task) -> Defaults {
     }
 }
 
-/// The task's network for samples of `input` shape.
+/// The task's built-in model.
+pub fn builtin(task: Task) -> &'static Builtin {
+    let name = match task {
+        Task::MnistMlp => "mnist-mlp",
+        Task::MnistCnn => "mnist-cnn",
+        Task::Warwick => "warwick-fcn",
+    };
+    Builtin::get(name).expect("every task has a built-in model")
+}
+
+/// The task's built-in network in the variant `v`, for samples of `input` shape.
 pub fn model(task: Task, v: Variant, input: Shape) -> Model {
-    let glorot = Init::GlorotUniform;
-    let act = Layer::Activation(v.activation);
-    let mut layers = Vec::new();
-    match task {
-        Task::MnistMlp => {
-            layers.push(Layer::Dense(Dense { units: 100, init: glorot, l2: v.l2 }));
-            layers.push(act);
-            if v.dropout > 0.0 {
-                layers.push(Layer::Dropout(Dropout { rate: v.dropout }));
-            }
-            layers.push(Layer::Dense(Dense { units: 10, init: glorot, l2: v.l2 }));
-            layers.push(Layer::Activation(Act::Softmax));
-        }
-        Task::MnistCnn => {
-            let init = Init::RandomNormal { stddev: 0.05 };
-            for (i, filters) in [8, 16, 32].into_iter().enumerate() {
-                layers.push(Layer::Conv2d(Conv2d { filters, kernel: 3, init, l2: v.l2 }));
-                let pool = i < 2;
-                if pool && v.act_after_pool {
-                    layers.extend([Layer::MaxPool2d, act.clone()]);
-                } else {
-                    layers.push(act.clone());
-                    if pool {
-                        layers.push(Layer::MaxPool2d);
-                    }
-                }
-            }
-            layers.push(Layer::Flatten);
-            if v.dropout > 0.0 {
-                layers.push(Layer::Dropout(Dropout { rate: v.dropout }));
-            }
-            layers.push(Layer::Dense(Dense { units: 10, init, l2: v.l2 }));
-            layers.push(Layer::Activation(Act::Softmax));
-        }
-        Task::Warwick => {
-            let drop = |layers: &mut Vec<Layer>| {
-                if v.dropout > 0.0 {
-                    layers.push(Layer::Dropout(Dropout { rate: v.dropout }));
-                }
-            };
-            for (filters, pool) in [(8, true), (16, true), (32, false)] {
-                layers.extend([Layer::Conv2d(Conv2d { filters, kernel: 3, init: glorot, l2: v.l2 }), act.clone()]);
-                drop(&mut layers);
-                if pool {
-                    layers.push(Layer::MaxPool2d);
-                }
-            }
-            for filters in [16, 8] {
-                layers
-                    .extend([Layer::Conv2dTranspose(Conv2dTranspose { filters, init: glorot, l2: v.l2 }), act.clone()]);
-                drop(&mut layers);
-            }
-            layers.extend([
-                Layer::Conv2d(Conv2d { filters: 1, kernel: 1, init: glorot, l2: v.l2 }),
-                Layer::Activation(Act::Sigmoid),
-            ]);
+    vary(task, builtin(task).model(), v, input)
+}
+
+/// `m` with the variant's changes: every hidden activation `v.activation`, every weight's L2
+/// factor `v.l2`, dropout where the report puts it (before a classifier's last dense layer,
+/// after every hidden activation of the FCN), and the CNN's activations after its poolings.
+pub fn vary(task: Task, mut m: Model, v: Variant, input: Shape) -> Model {
+    m.input = input;
+    let last = m.layers.len() - 1;
+    for node in &mut m.layers[..last] {
+        match &mut node.layer {
+            Layer::Activation(a) => *a = v.activation,
+            Layer::Dense(Dense { l2, .. })
+            | Layer::Conv2d(Conv2d { l2, .. })
+            | Layer::Conv2dTranspose(Conv2dTranspose { l2, .. }) => *l2 = v.l2,
+            _ => {}
         }
     }
-    Model { input, layers }
+    if let Some(Node { layer: Layer::Dense(Dense { l2, .. }) | Layer::Conv2d(Conv2d { l2, .. }), .. }) =
+        m.layers.last_mut()
+    {
+        *l2 = v.l2;
+    }
+    if v.act_after_pool {
+        for i in 1..m.layers.len() {
+            if matches!(m.layers[i - 1].layer, Layer::Activation(_)) && m.layers[i].layer == Layer::MaxPool2d {
+                m.layers.swap(i - 1, i);
+            }
+        }
+    }
+    if v.dropout > 0.0 {
+        let drop = || Node::from(Layer::Dropout(Dropout { rate: v.dropout }));
+        let hidden = |n: &Node| matches!(n.layer, Layer::Activation(_));
+        match task {
+            Task::Warwick => {
+                let at: Vec<usize> = (0..last).filter(|&i| hidden(&m.layers[i])).collect();
+                for i in at.into_iter().rev() {
+                    m.layers.insert(i + 1, drop());
+                }
+            }
+            Task::MnistMlp | Task::MnistCnn => {
+                if let Some(i) = m.layers.iter().rposition(|n| matches!(n.layer, Layer::Dense(_))) {
+                    m.layers.insert(i, drop());
+                }
+            }
+        }
+    }
+    m
 }
 
 /// The task's network for samples of `input` shape and the data's `target`: a classifier gets
@@ -146,19 +146,19 @@ pub fn model_for(task: Task, v: Variant, input: Shape, target: Target) -> Model 
     match target {
         Target::Classes(k) => {
             if let Some(Layer::Dense(Dense { units, .. })) =
-                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Dense(_)))
+                m.layers.iter_mut().map(|n| &mut n.layer).rev().find(|l| matches!(l, Layer::Dense(_)))
             {
                 *units = k;
             }
         }
         Target::Segments(k) => {
             if let Some(Layer::Conv2d(Conv2d { filters, .. })) =
-                m.layers.iter_mut().rev().find(|l| matches!(l, Layer::Conv2d(_)))
+                m.layers.iter_mut().map(|n| &mut n.layer).rev().find(|l| matches!(l, Layer::Conv2d(_)))
             {
                 *filters = k;
             }
             if let Some(last) = m.layers.last_mut() {
-                *last = Layer::Activation(Act::Softmax);
+                last.layer = Layer::Activation(Act::Softmax);
             }
         }
         Target::Mask => {}

@@ -385,7 +385,7 @@ fn training_steps() {
         }
         let mut model = tasks::model_for(task, variant, sample, data.target);
         if twist == Twist::AvgPool {
-            model.layers.iter_mut().filter(|l| **l == Layer::MaxPool2d).for_each(|l| *l = Layer::AvgPool2d);
+            model.layers.iter_mut().filter(|n| n.layer == Layer::MaxPool2d).for_each(|n| n.layer = Layer::AvgPool2d);
         }
         data.train.x.iter_mut().for_each(|v| *v = if below(&mut rng, 2) == 0 { 0 } else { *v & 0xF0 });
         let specs = model.params().unwrap();

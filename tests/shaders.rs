@@ -33,7 +33,7 @@ fn plan_kernels(
 ) -> Vec<Kernel> {
     let mut model = tasks::model_for(task, v, sample, target);
     if avg {
-        model.layers.iter_mut().filter(|l| **l == Layer::MaxPool2d).for_each(|l| *l = Layer::AvgPool2d);
+        model.layers.iter_mut().filter(|n| n.layer == Layer::MaxPool2d).for_each(|n| n.layer = Layer::AvgPool2d);
     }
     let data = DataSpec { train_n: 3 * batch, test_n: 2 * batch + 1, sample, target, mirrored: true };
     let plan = build(&model, data, PlanOptions { batch, optimizer, input_grad: false, dropout_seed: 1 }).unwrap();

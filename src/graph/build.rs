@@ -136,9 +136,10 @@ impl Builder {
     }
 }
 
-/// The output activation the loss is fused with, and the layers before it.
-fn split_head(model: &Model, target: Target) -> Result<&[Layer]> {
-    let (head, body) = model.layers.split_last().ok_or_else(|| Error::Model("the model has no layers".into()))?;
+/// The layers before the output activation the loss is fused with.
+fn split_head(model: &Model, target: Target) -> Result<Vec<Layer>> {
+    let layers: Vec<Layer> = model.layers.iter().map(|n| n.layer.clone()).collect();
+    let (head, body) = layers.split_last().ok_or_else(|| Error::Model("the model has no layers".into()))?;
     let want = match target {
         Target::Classes(_) | Target::Segments(_) => Act::Softmax,
         Target::Mask => Act::Sigmoid,
@@ -149,7 +150,7 @@ fn split_head(model: &Model, target: Target) -> Result<&[Layer]> {
     if body.contains(&Layer::Activation(Act::Softmax)) {
         return Err(Error::Model("softmax is supported only as the last layer".into()));
     }
-    Ok(body)
+    Ok(body.to_vec())
 }
 
 /// Builds the plan. Forward ops write one buffer per layer output (Flatten aliases its input);
@@ -158,7 +159,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     if opts.batch == 0 {
         return Err(Error::Config("batch size must be at least 1".into()));
     }
-    let layers = split_head(model, data.target)?;
+    let layers = &split_head(model, data.target)?[..];
     let shapes = model.shapes()?;
     let out_shape = shapes[layers.len()];
     let per_target = per_target(out_shape, data.target)?;

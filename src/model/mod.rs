@@ -1,8 +1,11 @@
 //! Sequential model specs: layers, shape inference, parameter counts and the Keras-style summary.
 
+pub mod builtin;
+pub mod file;
 mod init;
 mod layers;
 mod summary;
+pub mod torch;
 
 pub use init::{init_params, Init};
 pub use layers::{AuxOf, AvgPool2d, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d, Weights};
@@ -65,10 +68,24 @@ impl Act {
 }
 
 /// A sequential model: an input shape and its layers in order.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Model {
     pub input: Shape,
-    pub layers: Vec<Layer>,
+    pub layers: Vec<Node>,
+}
+
+/// A layer of a model and its name, which its parameters' keys take (`{name}.weight`); an
+/// unnamed layer's keys take its index, as in `torch.nn.Sequential`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Node {
+    pub name: Option<String>,
+    pub layer: Layer,
+}
+
+impl From<Layer> for Node {
+    fn from(layer: Layer) -> Self {
+        Node { name: None, layer }
+    }
 }
 
 /// One trainable tensor: its checkpoint key (`"{layer index}.weight"` / `.bias`) and shape.
@@ -90,10 +107,20 @@ impl ParamSpec {
 }
 
 impl Model {
+    /// A model of unnamed layers.
+    pub fn sequential(input: Shape, layers: Vec<Layer>) -> Self {
+        Model { input, layers: layers.into_iter().map(Node::from).collect() }
+    }
+
+    /// The name of layer `i`'s parameters: its own, else its index.
+    pub fn key(&self, i: usize) -> String {
+        self.layers[i].name.clone().unwrap_or_else(|| i.to_string())
+    }
+
     /// The input shape of every layer followed by the model's output shape.
     pub fn shapes(&self) -> Result<Vec<Shape>> {
         let mut shapes = vec![self.input];
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, Node { layer, .. }) in self.layers.iter().enumerate() {
             let s = layer
                 .kind()
                 .output_shape(shapes[i])
@@ -107,11 +134,12 @@ impl Model {
     pub fn params(&self) -> Result<Vec<ParamSpec>> {
         let shapes = self.shapes()?;
         let mut out = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, Node { layer, .. }) in self.layers.iter().enumerate() {
             if let Some(Weights { shape, init, l2, bias }) = layer.kind().weights(shapes[i]) {
-                out.push(ParamSpec { key: format!("{i}.weight"), shape, layer: i, init, l2 });
+                let key = self.key(i);
+                out.push(ParamSpec { key: format!("{key}.weight"), shape, layer: i, init, l2 });
                 out.push(ParamSpec {
-                    key: format!("{i}.bias"),
+                    key: format!("{key}.bias"),
                     shape: vec![bias],
                     layer: i,
                     init: Init::Zeros,

@@ -1,6 +1,6 @@
 //! The Keras-style summary table.
 
-use super::Model;
+use super::{Model, Node};
 use crate::error::Result;
 
 /// `Layer (type) | Output Shape | Param #` for every layer, then the totals. Shapes are NCHW.
@@ -11,11 +11,12 @@ pub fn summary(model: &Model) -> Result<String> {
         format!("{rule}\n{:<32}{:<22}{:>11}\n{}\n", "Layer (type)", "Output Shape (NCHW)", "Param #", "=".repeat(65));
     let mut seen = std::collections::HashMap::new();
     let mut total = 0;
-    for (i, layer) in model.layers.iter().enumerate() {
+    for (i, Node { name, layer }) in model.layers.iter().enumerate() {
         let base = layer.kind().name().1.to_string();
         let count = seen.entry(base.clone()).or_insert(0usize);
-        let name = if *count == 0 { base.clone() } else { format!("{base}_{count}") };
+        let auto = if *count == 0 { base.clone() } else { format!("{base}_{count}") };
         *count += 1;
+        let name = name.clone().unwrap_or(auto);
         let params = layer.kind().weights(shapes[i]).map_or(0, |w| w.shape.iter().product::<usize>() + w.bias);
         total += params;
         let label = format!("{name} ({})", layer.type_name());

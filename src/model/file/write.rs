@@ -1,0 +1,66 @@
+//! A model as a model file: what `models show` and the checkpoints of a run hold.
+
+use crate::model::{Init, Layer, Model};
+use std::fmt::Write;
+
+/// The model file of `model`: reading it back gives the same model. `title` is its first
+/// comment lines.
+pub fn to_toml(model: &Model, title: &str) -> String {
+    let mut out = String::new();
+    for line in title.lines() {
+        let _ = writeln!(out, "# {line}");
+    }
+    let i = model.input;
+    let _ = match i.is_flat() {
+        true => writeln!(out, "input = [{}]", i.c),
+        false => writeln!(out, "input = [{}, {}, {}]", i.c, i.h, i.w),
+    };
+    for node in &model.layers {
+        out += "\n[[layers]]\n";
+        let mut field = |key: &str, value: String| {
+            let _ = writeln!(out, "{key} = {value}");
+        };
+        let quoted = |s: &str| format!("{s:?}");
+        let (kind, init, l2) = match &node.layer {
+            Layer::Dense(d) => ("dense", Some(d.init), d.l2),
+            Layer::Conv2d(c) => ("conv2d", Some(c.init), c.l2),
+            Layer::Conv2dTranspose(t) => ("conv2d_transpose", Some(t.init), t.l2),
+            Layer::MaxPool2d => ("max_pool2d", None, 0.0),
+            Layer::AvgPool2d => ("avg_pool2d", None, 0.0),
+            Layer::Activation(a) => (a.name(), None, 0.0),
+            Layer::Flatten => ("flatten", None, 0.0),
+            Layer::Dropout(_) => ("dropout", None, 0.0),
+        };
+        field("kind", quoted(kind));
+        if let Some(name) = &node.name {
+            field("name", quoted(name));
+        }
+        match &node.layer {
+            Layer::Dense(d) => field("out_features", d.units.to_string()),
+            Layer::Conv2d(c) => {
+                field("out_channels", c.filters.to_string());
+                field("kernel_size", c.kernel.to_string());
+                field("padding", quoted("same"));
+            }
+            Layer::Conv2dTranspose(t) => {
+                field("out_channels", t.filters.to_string());
+                field("kernel_size", "2".into());
+                field("stride", "2".into());
+            }
+            Layer::MaxPool2d | Layer::AvgPool2d => field("kernel_size", "2".into()),
+            Layer::Dropout(d) => field("p", format!("{:?}", d.rate)),
+            Layer::Activation(_) | Layer::Flatten => {}
+        }
+        match init {
+            Some(Init::RandomNormal { stddev }) => {
+                field("init", format!("{{ random_normal = {{ stddev = {stddev:?} }} }}"))
+            }
+            Some(Init::Zeros) => field("init", quoted("zeros")),
+            Some(Init::GlorotUniform) | None => {}
+        }
+        if l2 != 0.0 {
+            field("l2", format!("{l2:?}"));
+        }
+    }
+    out
+}
