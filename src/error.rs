@@ -8,6 +8,9 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {msg}")]
     BadFile { path: PathBuf, msg: String },
+    /// A fault at a line of a text file (a model file).
+    #[error("{path}:{line}: {msg}")]
+    AtLine { path: PathBuf, line: usize, msg: String },
     #[error("{0}")]
     MissingData(String),
     #[error("invalid setting: {0}")]
@@ -38,6 +41,11 @@ impl Error {
 
     pub fn bad_file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::BadFile { path: path.into(), msg: msg.into() }
+    }
+
+    /// A fault at 1-based `line` of the text file `path`.
+    pub fn at_line(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
+        Error::AtLine { path: path.into(), line, msg: msg.into() }
     }
 }
 

@@ -72,9 +72,7 @@ impl ModelText {
 
 /// Parses a model file's text; `path` names it in errors, which give the line and the layer.
 pub fn parse(text: &str, path: &Path) -> Result<Model> {
-    let at = |span: std::ops::Range<usize>, msg: String| {
-        Error::bad_file(path, format!("{}: {msg}", line_of(text, span.start)))
-    };
+    let at = |span: std::ops::Range<usize>, msg: String| Error::at_line(path, line_of(text, span.start), msg);
     if text.trim().is_empty() {
         return Err(Error::bad_file(path, "the model file is empty: it needs `input = [...]` and `[[layers]]`"));
     }
@@ -99,9 +97,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Model> {
     let init = doc.init.unwrap_or(Init::GlorotUniform);
     let mut model = Model { input, layers: Vec::new() };
     let mut shape = input;
-    for (i, table) in doc.layers.into_inner().into_iter().enumerate() {
+    let tables = doc.layers.into_inner();
+    // A span covers a table's `[[layers]]` header; its fields run to the next header.
+    let ends: Vec<usize> = tables.iter().skip(1).map(|t| t.span().start).chain([text.len()]).collect();
+    for (i, (table, end)) in tables.into_iter().zip(ends).enumerate() {
         let span = table.span();
-        let layer = RawLayer::read(table.into_inner(), i, &model).map_err(|msg| at(span.clone(), msg))?;
+        let layer = RawLayer::read(table.into_inner(), i, &model).map_err(|msg| {
+            let line = field_line(&text[span.start..end], &msg).map_or(0, |l| l - 1);
+            Error::at_line(path, line_of(text, span.start) + line, msg)
+        })?;
         let node = Node {
             name: layer.name.clone(),
             layer: layer.kind.layer(init).map_err(|e| at(span.clone(), layer.fault(e)))?,
@@ -122,9 +126,13 @@ struct RawLayer {
 impl RawLayer {
     /// Reads layer `index` after the layers of `before`.
     fn read(mut table: toml::Table, index: usize, before: &Model) -> std::result::Result<Self, String> {
+        let kind = match table.get("kind") {
+            Some(toml::Value::String(k)) => format!("{k} "),
+            _ => String::new(),
+        };
         let label = |name: &Option<String>| match name {
-            Some(n) => format!("layer {index} ({n:?})"),
-            None => format!("layer {index}"),
+            Some(n) => format!("{kind}{n:?}"),
+            None => format!("{kind}(layer {index})"),
         };
         let name = match table.remove("name") {
             None => None,
@@ -205,6 +213,13 @@ fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The 1-based line, within a layer's text, of the field that the message `unknown field
+/// \`x\`` names.
+fn field_line(layer: &str, msg: &str) -> Option<usize> {
+    let field = msg.split_once("unknown field `")?.1.split('`').next()?;
+    layer.lines().position(|l| l.split('=').next().is_some_and(|k| k.trim() == field)).map(|i| i + 1)
 }
 
 /// 1-based line of byte `offset`.

@@ -1,0 +1,233 @@
+//! Model files: the built-in ones, writing and reading back, the PyTorch twin's keys, and a
+//! table of bad files, each of which must name the file, the line and the fault.
+
+mod common;
+
+use common::{text, tmp};
+use gpu_train::model::builtin::BUILTINS;
+use gpu_train::model::file::{parse, to_toml};
+use gpu_train::model::torch::export;
+use gpu_train::model::{Act, Model};
+use gpu_train::tasks::{self, Task, Variant};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gpu_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gpu-train")).args(args).output().expect("the binary runs")
+}
+
+/// Every variant of every task's network, and the report's parameter counts.
+fn networks() -> Vec<Model> {
+    let mut out = Vec::new();
+    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
+        for activation in [Act::Relu, Act::Tanh] {
+            for (dropout, l2, act_after_pool) in [(0.0, 0.0, false), (0.25, 1e-4, true)] {
+                let v = Variant { activation, dropout, l2, act_after_pool };
+                out.push(tasks::model(task, v, tasks::input_shape(task)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn built_in_models_have_the_reports_parameter_counts() {
+    let counts: Vec<(&str, usize)> = BUILTINS.iter().map(|b| (b.name, b.model().param_count().unwrap())).collect();
+    // Keras' summaries of the report's networks.
+    assert_eq!(counts, [("mnist-mlp", 79_510), ("mnist-cnn", 21_578), ("warwick-fcn", 8_625)]);
+}
+
+#[test]
+fn a_written_model_reads_back_the_same() {
+    for mut m in networks() {
+        assert_eq!(parse(&to_toml(&m, "a title\nover two lines"), Path::new("m.toml")).unwrap(), m);
+        // With names, which become the checkpoint keys.
+        for (i, node) in m.layers.iter_mut().enumerate().filter(|(i, _)| i % 2 == 0) {
+            node.name = Some(format!("layer_{i}"));
+        }
+        let back = parse(&to_toml(&m, ""), Path::new("m.toml")).unwrap();
+        assert_eq!(back, m);
+        let keys: Vec<String> = back.params().unwrap().into_iter().map(|p| p.key).collect();
+        assert!(keys.iter().all(|k| k.starts_with("layer_") || k.starts_with(char::is_numeric)), "{keys:?}");
+    }
+}
+
+/// The twin's modules are registered under exactly the checkpoint's key prefixes, so
+/// `load_state_dict(strict=True)` finds every tensor and nothing else.
+#[test]
+fn the_pytorch_twin_has_the_checkpoint_keys() {
+    for m in networks() {
+        let py = export(&m, "t").unwrap();
+        let modules: Vec<String> = py
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("self.add_module(\""))
+            .map(|l| l.split('"').next().unwrap().to_string())
+            .collect();
+        let mut keys: Vec<String> = m.params().unwrap().iter().map(|p| p.key.clone()).collect();
+        keys.dedup_by(|a, b| a.split('.').next() == b.split('.').next());
+        let prefixes: Vec<String> = keys.iter().map(|k| k.split('.').next().unwrap().to_string()).collect();
+        assert_eq!(modules, prefixes);
+        assert!(py.contains("class Model(nn.Module):") && py.trim_end().ends_with("return x"));
+    }
+}
+
+/// A file, the line its error must give (0: none), and words the error must hold.
+const BAD: &[(&str, &str, usize, &str)] = &[
+    ("empty", "", 0, "empty"),
+    ("blank", "  \n\n", 0, "empty"),
+    ("not TOML", "{\"input\": [784]}", 1, "invalid"),
+    ("truncated", "input = [784]\n[[layers]]\nkind = \"dense\"\nout_features = ", 4, "string values must be quoted"),
+    ("no input", "[[layers]]\nkind = \"relu\"\n", 1, "missing field `input`"),
+    ("bad input shape", "input = [3, 0, 4]\n[[layers]]\nkind = \"relu\"\n", 1, "input must be"),
+    ("no layers", "input = [784]\nlayers = []\n", 2, "no layers"),
+    ("unknown top-level field", "input = [784]\nlayer = 3\n[[layers]]\nkind = \"relu\"\n", 2, "unknown field `layer`"),
+    ("no kind", "input = [784]\n\n[[layers]]\nout_features = 10\n", 3, "no kind"),
+    ("unknown kind", "input = [784]\n[[layers]]\nkind = \"dens\"\n", 2, "unknown kind \"dens\""),
+    (
+        "unknown field",
+        "input = [784]\n[[layers]]\nkind = \"dense\"\nout_feature = 10\n",
+        4,
+        "dense (layer 0): unknown field `out_feature`",
+    ),
+    ("missing field", "input = [784]\n[[layers]]\nkind = \"dense\"\n", 2, "missing field `out_features`"),
+    ("wrong type", "input = [784]\n[[layers]]\nkind = \"dense\"\nout_features = \"ten\"\n", 2, "invalid type"),
+    (
+        "even kernel with same padding",
+        "input = [1, 8, 8]\n\n\n[[layers]]\nkind = \"conv2d\"\nname = \"down2\"\nout_channels = 4\nkernel_size = 4\npadding = \"same\"\n",
+        4,
+        "conv2d \"down2\": kernel_size 4 with padding \"same\" is not supported",
+    ),
+    (
+        "valid padding",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\n",
+        2,
+        "conv2d (layer 0): kernel_size 3 with no padding",
+    ),
+    (
+        "stride 2 convolution",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = 1\nstride = 2\n",
+        2,
+        "stride 2",
+    ),
+    ("pooling window", "input = [1, 8, 8]\n[[layers]]\nkind = \"max_pool2d\"\nkernel_size = 3\n", 2, "kernel_size 3"),
+    ("dropout rate", "input = [8]\n[[layers]]\nkind = \"dropout\"\np = 1.0\n", 2, "p must be in [0, 1)"),
+    ("negative l2", "input = [8]\n[[layers]]\nkind = \"dense\"\nout_features = 2\nl2 = -1.0\n", 2, "l2 must be"),
+    (
+        "shapes that do not fit",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"relu\"\n[[layers]]\nkind = \"dense\"\nout_features = 2\n",
+        4,
+        "dense (layer 1): Dense takes a flat input, got (None, 1, 8, 8)",
+    ),
+    (
+        "unknown input",
+        "input = [8]\n[[layers]]\nname = \"down1\"\nkind = \"relu\"\n[[layers]]\nkind = \"relu\"\ninputs = [\"dwon1\"]\n",
+        5,
+        "unknown input \"dwon1\"",
+    ),
+    (
+        "a cycle",
+        "input = [8]\n[[layers]]\nkind = \"relu\"\n[[layers]]\nname = \"b\"\nkind = \"relu\"\ninputs = [\"b\"]\n",
+        4,
+        "cannot take its own output",
+    ),
+    (
+        "a skip connection",
+        "input = [8]\n[[layers]]\nname = \"a\"\nkind = \"relu\"\n[[layers]]\nkind = \"relu\"\n[[layers]]\nkind = \"relu\"\ninputs = [\"a\"]\n",
+        7,
+        "chains of layers only",
+    ),
+    (
+        "two layers of one name",
+        "input = [8]\n[[layers]]\nname = \"a\"\nkind = \"relu\"\n[[layers]]\nname = \"a\"\nkind = \"relu\"\n",
+        5,
+        "already named \"a\"",
+    ),
+    ("a name that is no Python name", "input = [8]\n[[layers]]\nname = \"1st\"\nkind = \"relu\"\n", 2, "a Python name"),
+];
+
+#[test]
+fn bad_model_files_say_the_file_the_line_and_the_fault() {
+    let dir = tmp("bad-models");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (what, body, line, words) in BAD {
+        let path = dir.join("net.toml");
+        std::fs::write(&path, body).unwrap();
+        let err = gpu_train::model::file::load(&path).map(|_| ()).expect_err(what).to_string();
+        let at = match line {
+            0 => format!("{}: ", path.display()),
+            n => format!("{}:{n}: ", path.display()),
+        };
+        assert!(err.starts_with(&at), "{what}: {err:?} should start with {at:?}");
+        assert!(err.contains(words), "{what}: {err:?} should say {words:?}");
+    }
+    std::fs::write(dir.join("latin1.toml"), b"input = [8] # caf\xe9\n").unwrap();
+    let err = gpu_train::model::file::load(&dir.join("latin1.toml")).unwrap_err().to_string();
+    assert!(err.contains("latin1.toml: not UTF-8"), "{err}");
+    let err = gpu_train::model::file::load(&dir.join("absent.toml")).unwrap_err().to_string();
+    assert!(err.contains("absent.toml"), "{err}");
+}
+
+#[test]
+fn the_command_line_lists_shows_summarises_and_exports_models() {
+    let r = gpu_train(&["models"]);
+    assert!(r.status.success(), "{}", text(&r));
+    for b in BUILTINS {
+        assert!(text(&r).contains(b.name), "{}", text(&r));
+        let shown = gpu_train(&["models", "show", b.name]);
+        assert_eq!(String::from_utf8_lossy(&shown.stdout), b.text);
+    }
+    let r = gpu_train(&["models", "show", "resnet"]);
+    assert!(!r.status.success() && text(&r).contains("no built-in model \"resnet\""), "{}", text(&r));
+
+    // A shown model, edited and summarised: the table and the twin follow the file.
+    let dir = tmp("model-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("wide.toml");
+    let edited = BUILTINS[0].text.replace("out_features = 100", "name = \"hidden\"\nout_features = 64");
+    std::fs::write(&file, edited).unwrap();
+    let f = file.to_str().unwrap();
+    let r = gpu_train(&["summary", "--model", f]);
+    assert!(text(&r).contains("hidden (Dense)") && text(&r).contains("Total params: 50,890"), "{}", text(&r));
+    let r = gpu_train(&["export-torch", "--model", f]);
+    assert!(text(&r).contains("self.add_module(\"hidden\", nn.Linear(784, 64))"), "{}", text(&r));
+    let r = gpu_train(&["summary", "--model", f, "--dropout", "0.5"]);
+    assert!(!r.status.success() && text(&r).contains("edit the file instead"), "{}", text(&r));
+    let r = gpu_train(&["summary"]);
+    assert!(!r.status.success() && text(&r).contains("--task NAME or --model FILE"), "{}", text(&r));
+}
+
+/// A model file trains with a task's data and defaults; the run keeps the model, and evaluate
+/// reads it from beside the checkpoint.
+#[test]
+fn a_model_file_trains_and_its_run_evaluates() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let dir = tmp("model-run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("small.toml");
+    let small = BUILTINS[0].text.replace("out_features = 100", "name = \"hidden\"\nout_features = 32");
+    std::fs::write(&file, small).unwrap();
+    let (d, out) = (data.to_str().unwrap(), dir.join("run"));
+    let o = out.to_str().unwrap();
+    let args = ["--task", "mnist-mlp", "--model", file.to_str().unwrap(), "--data", d, "--out", o, "--epochs", "1"];
+    let r = gpu_train(&[&args[..], &["--train-limit", "2000", "--test-limit", "500", "--backend", "cpu"]].concat());
+    assert!(r.status.success(), "{}", text(&r));
+    let saved = gpu_train::checkpoint::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(saved["hidden.weight"].shape, [32, 784]);
+    let ck = out.join("model.safetensors");
+    let r = gpu_train(&[
+        "evaluate",
+        "--task",
+        "mnist-mlp",
+        "--model",
+        ck.to_str().unwrap(),
+        "--data",
+        d,
+        "--test-limit",
+        "500",
+    ]);
+    assert!(r.status.success() && text(&r).contains("test_acc"), "{}", text(&r));
+    let r = gpu_train(&["--task", "mnist-mlp", "--model", file.to_str().unwrap(), "--l2", "0.01"]);
+    assert!(!r.status.success() && text(&r).contains("edit the file instead"), "{}", text(&r));
+}
