@@ -131,6 +131,18 @@ def avg_pooling(out, d):
     save(out, "avgpool2x2", dict(x=x, y=y, gy=gy, gx=gx), kernel="2", stride="2")
 
 
+def leaky_relu(out, d):
+    # Zeros and equal values among the inputs: at 0 PyTorch's gradient takes the slope.
+    x = d.normal(4, 11, scale=2.0)
+    x[0, :3] = 0.0
+    x[1, :4] = x[1, 4]
+    x.requires_grad_()
+    y = F.leaky_relu(x)
+    gy = d.normal(*y.shape)
+    (gx,) = grads(y, gy, x)
+    save(out, "leaky_relu", dict(x=x, y=y, gy=gy, gx=gx), negative_slope="0.01")
+
+
 def optimizers(out, d):
     """Three steps from w0 with gradients g0..g2, in Keras' forms."""
     w0, gs = d.normal(3, 5), [d.normal(3, 5) for _ in range(3)]
@@ -207,7 +219,7 @@ def main():
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     d = Draw(a.seed)
-    for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling):
+    for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling, leaky_relu):
         part(a.out, d)
     print(f"wrote {len(list(a.out.glob('*.safetensors')))} fixtures to {a.out}")
 

@@ -1,6 +1,6 @@
 // The hidden-layer activation, shared by the activation kernels and the products that apply it
 // as they store their result.
-//   ACT: 0 relu, 1 sigmoid, 2 tanh.
+//   ACT: 0 relu, 1 sigmoid, 2 tanh, 3 leaky relu (slope 0.01 below 0, PyTorch's default).
 
 override ACT: u32 = 0u;
 
@@ -8,6 +8,7 @@ fn activate(x: f32) -> f32 {
     switch ACT {
         case 0u: { return max(x, 0.0); }
         case 1u: { return 1.0 / (1.0 + exp(-x)); }
+        case 3u: { return select(x * 0.01, x, x > 0.0); }
         default: { return precise_tanh(x); }
     }
 }
@@ -17,6 +18,8 @@ fn derivative(y: f32) -> f32 {
     switch ACT {
         case 0u: { return select(0.0, 1.0, y > 0.0); }
         case 1u: { return y * (1.0 - y); }
+        // y has x's sign, and at x = 0 the slope is PyTorch's.
+        case 3u: { return select(0.01, 1.0, y > 0.0); }
         default: { return 1.0 - y * y; }
     }
 }

@@ -217,6 +217,7 @@ enum Hidden {
     Relu,
     Sigmoid,
     Tanh,
+    LeakyRelu,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -277,6 +278,7 @@ impl NetArgs {
             Hidden::Relu => Act::Relu,
             Hidden::Sigmoid => Act::Sigmoid,
             Hidden::Tanh => Act::Tanh,
+            Hidden::LeakyRelu => Act::LeakyRelu,
         });
         Variant { activation, dropout: self.dropout, l2: self.l2, act_after_pool: self.act_after_pool }
     }

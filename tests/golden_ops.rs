@@ -118,6 +118,20 @@ fn activations_match_golden(kind: Kind) {
     }
 }
 
+/// PyTorch's `F.leaky_relu` (slope 0.01), with zeros and ties among the inputs.
+fn leaky_relu_matches_golden(kind: Kind) {
+    let g = golden("leaky_relu");
+    let [n, per, ..] = dims(&g["x"]);
+    let act = Act::LeakyRelu;
+    let mut r = Rig::default();
+    let (x, gy) = (r.f32(&g["x"].data), r.f32(&g["gy"].data));
+    let (y, gx) = (r.zeros(n * per), r.zeros(n * per));
+    let mut be = r.on(kind);
+    run(&mut *be, &[Op::Activation { act, x, y, per }, Op::ActivationBackward { act, y, gy, gx, per }], n);
+    assert_close("leaky_relu.y", &be.download_f32(y).unwrap(), &g["y"].data, FWD.0, FWD.1);
+    assert_close("leaky_relu.gx", &be.download_f32(gx).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
+}
+
 fn softmax_cross_entropy_matches_golden(kind: Kind) {
     let g = golden("softmax_cross_entropy");
     let [n, classes, ..] = dims(&g["logits"]);
@@ -221,6 +235,7 @@ on_every_backend!(
     activations_match_golden,
     softmax_cross_entropy_matches_golden,
     sigmoid_bce_dice_matches_golden,
+    leaky_relu_matches_golden,
     pixel_softmax_cross_entropy_matches_golden,
     l2_matches_golden,
     optimizers_match_golden,

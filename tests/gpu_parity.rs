@@ -239,7 +239,7 @@ fn convolution_through_a_pooling() {
 fn activations_and_dropout() {
     let mut rng = Rng::new(6);
     let (n, per) = (3, 1001);
-    for act in [Act::Relu, Act::Sigmoid, Act::Tanh] {
+    for act in [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu] {
         let mut r = Rig::default();
         let x = r.f32(&normal(&mut rng, n * per).iter().map(|v| v * 4.0).collect::<Vec<_>>());
         let gy = r.f32(&normal(&mut rng, n * per));

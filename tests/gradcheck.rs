@@ -177,7 +177,7 @@ fn maxpool_gradients() {
 #[test]
 fn activation_and_dropout_gradients() {
     let (n, per) = (3, 7);
-    for act in [Act::Relu, Act::Sigmoid, Act::Tanh] {
+    for act in [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu] {
         let mut rng = Rng::new(4);
         check(Case {
             name: act.name(),

@@ -20,7 +20,7 @@ fn gpu_train(args: &[&str]) -> Output {
 fn networks() -> Vec<Model> {
     let mut out = Vec::new();
     for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
-        for activation in [Act::Relu, Act::Tanh] {
+        for activation in [Act::Relu, Act::LeakyRelu] {
             for (dropout, l2, act_after_pool) in [(0.0, 0.0, false), (0.25, 1e-4, true)] {
                 let v = Variant { activation, dropout, l2, act_after_pool };
                 out.push(tasks::model(task, v, tasks::input_shape(task)));

@@ -207,7 +207,7 @@ fn activations_and_dropout() {
     for seed in 0..cases() {
         let mut rng = Rng::new(500 + seed);
         let (n, per) = (size(&mut rng, 6), size(&mut rng, 700));
-        let act = [Act::Relu, Act::Sigmoid, Act::Tanh][seed as usize % 3];
+        let act = [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu][seed as usize % 4];
         let mut r = Rig::default();
         let x = r.f32(&values(&mut rng, n * per).iter().map(|v| 3.0 * v).collect::<Vec<_>>());
         let gy = r.f32(&values(&mut rng, n * per));
@@ -375,6 +375,8 @@ fn training_steps() {
         (Task::Warwick, Shape::new(3, 16, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Segments(4)),
         (Task::MnistCnn, Shape::new(1, 14, 18), 4, v(Act::Tanh, 0.0, 0.0, true), momentum, false, Twist::AvgPool),
         (Task::Warwick, Shape::new(3, 12, 16), 2, v(Act::Relu, 0.0, 0.0, false), adam, false, Twist::AvgPool),
+        (Task::MnistCnn, Shape::new(1, 18, 14), 4, v(Act::LeakyRelu, 0.0, 0.0, false), sgd, false, Twist::None),
+        (Task::Warwick, Shape::new(3, 20, 12), 2, v(Act::LeakyRelu, 0.0, 0.0, false), adam, true, Twist::None),
     ];
     for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);

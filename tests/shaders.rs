@@ -64,7 +64,7 @@ fn emitted() -> HashSet<Kernel> {
             Task::Warwick => vec![Target::Mask, Target::Segments(5)],
             _ => vec![Target::Classes(10)],
         };
-        for act in [Act::Relu, Act::Sigmoid, Act::Tanh] {
+        for act in [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu] {
             for (dropout, l2, after) in [(0.0, 0.0, false), (0.3, 1e-3, true)] {
                 let v = Variant { activation: act, dropout, l2, act_after_pool: after && task == Task::MnistCnn };
                 for (&optimizer, &target) in optimisers.iter().zip(targets.iter().cycle()) {

@@ -53,8 +53,14 @@ pub enum Act {
     Relu,
     Sigmoid,
     Tanh,
+    /// PyTorch's `F.leaky_relu` at its default slope: `x` above 0, else `0.01·x`.
+    #[serde(rename = "leaky_relu")]
+    LeakyRelu,
     Softmax,
 }
+
+/// The slope of [`Act::LeakyRelu`] below 0.
+pub const LEAKY_SLOPE: f32 = 0.01;
 
 impl Act {
     pub fn name(self) -> &'static str {
@@ -62,6 +68,7 @@ impl Act {
             Act::Relu => "relu",
             Act::Sigmoid => "sigmoid",
             Act::Tanh => "tanh",
+            Act::LeakyRelu => "leaky_relu",
             Act::Softmax => "softmax",
         }
     }

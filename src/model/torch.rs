@@ -35,6 +35,7 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
             (Layer::Activation(Act::Relu), _) => "F.relu(x)".into(),
             (Layer::Activation(Act::Sigmoid), _) => "torch.sigmoid(x)".into(),
             (Layer::Activation(Act::Tanh), _) => "torch.tanh(x)".into(),
+            (Layer::Activation(Act::LeakyRelu), _) => "F.leaky_relu(x)".into(),
             (Layer::Activation(Act::Softmax), _) => "F.softmax(x, dim=1)".into(),
             (Layer::Dense(_) | Layer::Conv2d(_) | Layer::Conv2dTranspose(_), None) => unreachable!("has a module"),
         };

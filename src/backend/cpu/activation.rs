@@ -2,7 +2,7 @@
 //! forward output `y`.
 
 use super::level::{level, Level};
-use crate::model::Act;
+use crate::model::{Act, LEAKY_SLOPE};
 use crate::rng::mask_uniform;
 use rayon::prelude::*;
 
@@ -128,6 +128,7 @@ fn each_act(act: Act, v: &mut [f32]) {
         Act::Relu => each(v, |v| v.max(0.0)),
         Act::Sigmoid => each(v, sigmoid),
         Act::Tanh => each(v, tanh),
+        Act::LeakyRelu => each(v, |v| if v > 0.0 { v } else { v * LEAKY_SLOPE }),
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     }
 }
@@ -142,6 +143,7 @@ pub fn apply_grad(act: Act, y: &[f32], g: &mut [f32]) {
         Act::Relu => each(y, g, |y| if y > 0.0 { 1.0 } else { 0.0 }),
         Act::Sigmoid => each(y, g, |y| y * (1.0 - y)),
         Act::Tanh => each(y, g, |y| 1.0 - y * y),
+        Act::LeakyRelu => each(y, g, |y| if y > 0.0 { 1.0 } else { LEAKY_SLOPE }),
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     }
 }
@@ -189,7 +191,7 @@ mod tests {
     #[test]
     fn levels_give_the_same_bits() {
         let xs = inputs();
-        for act in [Act::Relu, Act::Sigmoid, Act::Tanh] {
+        for act in [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu] {
             let mut want = xs.clone();
             apply_at(Level::Scalar, act, &mut want);
             for level in Level::available() {

@@ -236,6 +236,7 @@ fn act_code(act: Act) -> u32 {
         Act::Relu => 0,
         Act::Sigmoid => 1,
         Act::Tanh => 2,
+        Act::LeakyRelu => 3,
         Act::Softmax => unreachable!("softmax is fused with the loss"),
     }
 }

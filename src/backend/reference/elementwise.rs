@@ -2,7 +2,7 @@
 //! their formulas in f64.
 
 use crate::graph::slot;
-use crate::model::{Act, Shape};
+use crate::model::{Act, Shape, LEAKY_SLOPE};
 use crate::rng::mask_uniform;
 
 /// `out[s] = f(data[j])`, `j = index[offset + s]`; `j ≥ mirrored > 0` takes sample
@@ -46,6 +46,8 @@ pub fn activation(act: Act, x: &[f32], y: &mut [f32]) {
             Act::Relu => x.max(0.0),
             Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Act::Tanh => x.tanh(),
+            Act::LeakyRelu if x > 0.0 => x,
+            Act::LeakyRelu => x * f64::from(LEAKY_SLOPE),
             Act::Softmax => unreachable!("softmax is part of the loss"),
         } as f32;
     }
@@ -65,6 +67,9 @@ pub fn activation_backward(act: Act, y: &[f32], gy: &[f32], gx: &mut [f32]) {
             }
             Act::Sigmoid => gy * y * (1.0 - y),
             Act::Tanh => gy * (1.0 - y * y),
+            // y has x's sign, and at x = 0 the slope is PyTorch's.
+            Act::LeakyRelu if y > 0.0 => gy,
+            Act::LeakyRelu => gy * f64::from(LEAKY_SLOPE),
             Act::Softmax => unreachable!("softmax is part of the loss"),
         } as f32;
     }

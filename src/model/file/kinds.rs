@@ -1,6 +1,6 @@
 //! Each layer kind's fields in a model file: its PyTorch constructor's, where it has one.
 
-use crate::model::{Act, Conv2d, Conv2dTranspose, Dense, Dropout, Init, Layer};
+use crate::model::{Act, Conv2d, Conv2dTranspose, Dense, Dropout, Init, Layer, LEAKY_SLOPE};
 use serde::de::IntoDeserializer;
 use serde::Deserialize;
 
@@ -49,6 +49,9 @@ pub enum RawKind {
     Relu {},
     Sigmoid {},
     Tanh {},
+    LeakyRelu {
+        negative_slope: Option<f32>,
+    },
     Softmax {},
 }
 
@@ -72,7 +75,7 @@ fn half() -> f32 {
 }
 
 const KINDS: &str =
-    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, sigmoid, tanh, softmax";
+    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax";
 
 impl RawKind {
     /// The kind's own fields of a layer table (its name and inputs already taken out).
@@ -100,6 +103,7 @@ impl RawKind {
             RawKind::Relu {} => "relu",
             RawKind::Sigmoid {} => "sigmoid",
             RawKind::Tanh {} => "tanh",
+            RawKind::LeakyRelu { .. } => "leaky_relu",
             RawKind::Softmax {} => "softmax",
         }
     }
@@ -158,6 +162,10 @@ impl RawKind {
             RawKind::Relu {} => Layer::Activation(Act::Relu),
             RawKind::Sigmoid {} => Layer::Activation(Act::Sigmoid),
             RawKind::Tanh {} => Layer::Activation(Act::Tanh),
+            RawKind::LeakyRelu { negative_slope: Some(s) } if *s != LEAKY_SLOPE => {
+                return Err(format!("negative_slope {s} is not supported: this version's leaky relu has PyTorch's default slope, {LEAKY_SLOPE}"))
+            }
+            RawKind::LeakyRelu { .. } => Layer::Activation(Act::LeakyRelu),
             RawKind::Softmax {} => Layer::Activation(Act::Softmax),
         })
     }
