@@ -187,8 +187,33 @@ def networks():
             ("model_warwick_fcn", fcn, (2, 3, 32, 32), "mask")]
 
 
-def models(out, d):
-    for name, net, shape, target_kind in networks():
+class SmallUNet(nn.Module):
+    """Two levels of a U-Net (tests/common's small_unet), written out by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.down1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.down2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.bottom = nn.Conv2d(6, 8, 3, padding=1)
+        self.up2 = nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.mid = nn.Conv2d(12, 6, 3, padding=1)
+        self.up1 = nn.ConvTranspose2d(6, 4, 2, stride=2)
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        skip1 = F.relu(self.down1(x))
+        skip2 = F.relu(self.down2(F.max_pool2d(skip1, 2)))
+        bottom = F.relu(self.bottom(F.max_pool2d(skip2, 2)))
+        mid = F.relu(self.mid(torch.cat([skip2, self.up2(bottom)], 1)))
+        return self.head(torch.cat([self.up1(mid), skip1], 1))
+
+
+def graph_models(out, d):
+    models(out, d, [("model_small_unet", SmallUNet(), (2, 3, 8, 12), "mask")])
+
+
+def models(out, d, nets=None):
+    for name, net, shape, target_kind in nets or networks():
         net = net.double()
         with torch.no_grad():
             for p in net.parameters():
@@ -219,7 +244,8 @@ def main():
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     d = Draw(a.seed)
-    for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling, leaky_relu):
+    for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling, leaky_relu,
+                 graph_models):
         part(a.out, d)
     print(f"wrote {len(list(a.out.glob('*.safetensors')))} fixtures to {a.out}")
 

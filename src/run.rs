@@ -338,8 +338,6 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         Some(file) => file.model()?,
         None => tasks::model_for(cfg.task, cfg.variant, data.sample, data.target),
     };
-    let trained = to_toml(&model, &format!("The model of the run in {}.", cfg.out.display()));
-    atomic_write(&cfg.out.join("model.toml"), trained.as_bytes())?;
     let init = match (&cfg.init, checkpoint) {
         (Some(path), None) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
         _ => None,
@@ -378,6 +376,8 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
     } else {
         folder.clear()?;
         atomic_write(&cfg.out.join("config.json"), &serde_json::to_vec_pretty(cfg).expect("config serialises"))?;
+        let trained = to_toml(&model, &format!("The model of the run in {}.", cfg.out.display()));
+        atomic_write(&cfg.out.join("model.toml"), trained.as_bytes())?;
         if !class_names.is_empty() {
             atomic_write(&cfg.out.join("classes.json"), &serde_json::to_vec_pretty(&class_names).expect("names"))?;
         }

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use gpu_train::backend::Backend;
 use gpu_train::graph::{build, slot, DataSpec, Plan, PlanOptions, Step, Target};
-use gpu_train::model::{Act, Shape};
+use gpu_train::model::{Act, Model, Shape};
 use gpu_train::optim::Optimizer;
 use gpu_train::tasks::{self, Task, Variant};
 
@@ -21,11 +21,17 @@ const OUTPUT: (f32, f32) = (1e-5, 1e-5);
 fn stepped(file: &str, task: Task, activation: Act, l2: f32, kind: Kind) -> (Plan, Box<dyn Backend>) {
     let g = golden(file);
     let xs = &g["x"].shape;
-    let n = xs[0];
     let sample = if xs.len() == 2 { Shape::flat(xs[1]) } else { Shape::new(xs[1], xs[2], xs[3]) };
     let variant = Variant { activation, dropout: 0.0, l2, act_after_pool: false };
-    let model = tasks::model(task, variant, sample);
     let target = if task == Task::Warwick { Target::Mask } else { Target::Classes(g["target"].shape[1]) };
+    stepped_model(file, &tasks::model(task, variant, sample), target, kind)
+}
+
+/// [`stepped`] for any model.
+fn stepped_model(file: &str, model: &Model, target: Target, kind: Kind) -> (Plan, Box<dyn Backend>) {
+    let g = golden(file);
+    let n = g["x"].shape[0];
+    let sample = model.input;
     let data = DataSpec { train_n: 1, test_n: 1, sample, target, mirrored: false };
     let opts = PlanOptions {
         batch: n,
@@ -33,7 +39,7 @@ fn stepped(file: &str, task: Task, activation: Act, l2: f32, kind: Kind) -> (Pla
         input_grad: true,
         dropout_seed: 0,
     };
-    let plan = build(&model, data, opts).unwrap();
+    let plan = build(model, data, opts).unwrap();
     let mut be = backend(kind, &plan.buffers);
     for p in &plan.params {
         let t = &g[&format!("param.{}", p.spec.key)];
@@ -48,9 +54,13 @@ fn stepped(file: &str, task: Task, activation: Act, l2: f32, kind: Kind) -> (Pla
 }
 
 fn check_model(file: &str, task: Task, activation: Act, kind: Kind) {
+    check_stepped(file, stepped(file, task, activation, 0.0, kind));
+}
+
+/// The logits, loss and every gradient of a stepped plan against the fixture's.
+fn check_stepped(file: &str, (plan, mut be): (Plan, Box<dyn Backend>)) {
     let g = golden(file);
     let n = g["x"].shape[0];
-    let (plan, mut be) = stepped(file, task, activation, 0.0, kind);
     assert_close(
         "output",
         &be.download_f32(plan.logits).unwrap()[..g["output"].data.len()],
@@ -81,6 +91,11 @@ fn mnist_cnn_tanh_matches_golden(kind: Kind) {
 
 fn warwick_fcn_matches_golden(kind: Kind) {
     check_model("model_warwick_fcn", Task::Warwick, Act::Relu, kind);
+}
+
+/// A graph: values read by two layers, whose gradients are summed, and concatenations.
+fn small_unet_matches_golden(kind: Kind) {
+    check_stepped("model_small_unet", stepped_model("model_small_unet", &small_unet(), Target::Mask, kind));
 }
 
 /// L2 on the whole training step: against the same step without it, every kernel's gradient
@@ -114,5 +129,6 @@ on_every_backend!(
     mnist_cnn_relu_matches_golden,
     mnist_cnn_tanh_matches_golden,
     warwick_fcn_matches_golden,
+    small_unet_matches_golden,
     l2_adds_its_gradient_after_backward,
 );

@@ -202,6 +202,30 @@ fn avg_pool() {
     }
 }
 
+/// Concatenations (forward and backward, each half wanted or not) and the sums of gradients.
+#[test]
+fn concat_and_sum() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(700 + seed);
+        let (n, per_a, per_b) = (size(&mut rng, 5), size(&mut rng, 300), size(&mut rng, 300));
+        let whole = per_a + per_b;
+        let mut r = Rig::default();
+        let (a, b) = (r.f32(&values(&mut rng, n * per_a)), r.f32(&values(&mut rng, n * per_b)));
+        let gy = r.f32(&values(&mut rng, n * whole));
+        let (y, ga, gb) = (r.zeros(n * whole), r.zeros(n * per_a), r.zeros(n * per_b));
+        let (other, summed) = (r.f32(&values(&mut rng, n * whole)), r.zeros(n * whole));
+        let wanted = below(&mut rng, 3);
+        let (ga, gb) = (Some(ga).filter(|_| wanted != 1), Some(gb).filter(|_| wanted != 2));
+        let ops = [
+            Op::Concat { a, b, y, per_a, per_b },
+            Op::ConcatBackward { gy, ga, gb, per_a, per_b },
+            Op::Sum { a: y, b: other, y: summed, per: whole },
+        ];
+        // Copies are exact, and a sum of two is one rounding on every backend.
+        three_way(&format!("concat seed {seed}: n {n} {per_a}+{per_b}"), &r, &ops, n, 1, Tol::Sums(1));
+    }
+}
+
 #[test]
 fn activations_and_dropout() {
     for seed in 0..cases() {
@@ -362,6 +386,8 @@ fn training_steps() {
         Segments(usize),
         /// Average pooling in place of every max pooling.
         AvgPool,
+        /// A small U-Net from a model file: values read by two layers, joined by concatenation.
+        Graph,
     }
     let setups = [
         (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, Twist::None),
@@ -377,6 +403,8 @@ fn training_steps() {
         (Task::Warwick, Shape::new(3, 12, 16), 2, v(Act::Relu, 0.0, 0.0, false), adam, false, Twist::AvgPool),
         (Task::MnistCnn, Shape::new(1, 18, 14), 4, v(Act::LeakyRelu, 0.0, 0.0, false), sgd, false, Twist::None),
         (Task::Warwick, Shape::new(3, 20, 12), 2, v(Act::LeakyRelu, 0.0, 0.0, false), adam, true, Twist::None),
+        (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Graph),
+        (Task::Warwick, Shape::new(3, 8, 12), 2, v(Act::Relu, 0.0, 0.0, false), momentum, false, Twist::Graph),
     ];
     for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
@@ -388,6 +416,9 @@ fn training_steps() {
         let mut model = tasks::model_for(task, variant, sample, data.target);
         if twist == Twist::AvgPool {
             model.layers.iter_mut().filter(|n| n.layer == Layer::MaxPool2d).for_each(|n| n.layer = Layer::AvgPool2d);
+        }
+        if twist == Twist::Graph {
+            model = small_unet();
         }
         data.train.x.iter_mut().for_each(|v| *v = if below(&mut rng, 2) == 0 { 0 } else { *v & 0xF0 });
         let specs = model.params().unwrap();

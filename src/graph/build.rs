@@ -62,10 +62,27 @@ struct Builder {
     buffers: Vec<BufDesc>,
 }
 
+/// The layers before the loss's activation, and the nodes each reads (see [`Node::inputs`]).
+struct Body<'a> {
+    layers: &'a [Layer],
+    sources: Vec<Vec<usize>>,
+}
+
+/// The training pass's gradient buffers: `node[j]`, that of node `j`'s value, complete before
+/// the backward of the layer that wrote the value; `edge[i]`, where layer `i`'s backward writes
+/// its inputs' gradients: the node's own buffer where the layer is its only reader, else a
+/// buffer of its own, which the ops `sums[j]` add up into `node[j]`.
+struct Gradients {
+    node: Vec<Option<BufId>>,
+    edge: Vec<[Option<BufId>; 2]>,
+    sums: Vec<Vec<Op>>,
+}
+
 /// The buffers of a forward pass over up to `batch` samples.
 #[derive(Clone)]
 struct Pass {
-    /// `acts[i]` is the input of layer `i` (Flatten aliases its input); the last, the logits.
+    /// `acts[j]` is node `j`'s value: the model's input, then each layer's output (Flatten's
+    /// is its input's buffer); the last, the logits.
     acts: Vec<BufId>,
     /// A pooling's argmax or a dropout's mask, by layer.
     aux: Vec<Option<BufId>>,
@@ -83,13 +100,14 @@ impl Builder {
         BufId(self.buffers.len() - 1)
     }
     /// The buffers of a forward pass over `batch` samples, named with `prefix`.
-    fn pass(&mut self, prefix: &str, batch: usize, layers: &[Layer], shapes: &[Shape], per_target: usize) -> Pass {
+    fn pass(&mut self, prefix: &str, batch: usize, body: &Body, shapes: &[Shape], per_target: usize) -> Pass {
         let f32s = |b: &mut Self, name: String, len: usize| b.buf(format!("{prefix}{name}"), batch * len, Dtype::F32);
         let mut acts = vec![f32s(self, "input".into(), shapes[0].len())];
         let mut aux = Vec::new();
-        for (i, layer) in layers.iter().enumerate() {
+        for (i, layer) in body.layers.iter().enumerate() {
+            let x = body.sources[i][0];
             let y = match layer {
-                Layer::Flatten => acts[i],
+                Layer::Flatten => acts[x],
                 _ => f32s(self, format!("act.{i}"), shapes[i + 1].len()),
             };
             acts.push(y);
@@ -97,14 +115,55 @@ impl Builder {
                 Some(AuxOf::OutputIndices) => {
                     Some(self.buf(format!("{prefix}argmax.{i}"), batch * shapes[i + 1].len(), Dtype::U32))
                 }
-                Some(AuxOf::InputValues) => Some(f32s(self, format!("mask.{i}"), shapes[i].len())),
+                Some(AuxOf::InputValues) => Some(f32s(self, format!("mask.{i}"), shapes[x].len())),
                 None => None,
             });
         }
         let target = f32s(self, "target".into(), per_target);
-        let probs = f32s(self, "probs".into(), shapes[layers.len()].len());
+        let probs = f32s(self, "probs".into(), shapes[body.layers.len()].len());
         Pass { acts, aux, target, probs }
     }
+    /// The training pass's gradients.
+    fn gradients(&mut self, body: &Body, shapes: &[Shape], batch: usize, input_grad: bool) -> Gradients {
+        let n = body.layers.len();
+        let mut readers: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n + 1];
+        for (i, sources) in body.sources.iter().enumerate() {
+            sources.iter().enumerate().for_each(|(slot, &j)| readers[j].push((i, slot)));
+        }
+        let name = |j: usize| if j == 0 { "input".to_string() } else { format!("act.{}", j - 1) };
+        let grad =
+            |b: &mut Self, label: String, j: usize| b.buf(format!("grad.{label}"), batch * shapes[j].len(), Dtype::F32);
+        let mut node = vec![input_grad.then(|| grad(self, name(0), 0))];
+        let mut edge = Vec::with_capacity(n);
+        for (i, layer) in body.layers.iter().enumerate() {
+            let mut e = [None, None];
+            for (slot, &j) in body.sources[i].iter().enumerate() {
+                e[slot] = match (node[j], readers[j].len()) {
+                    (None, _) => None,
+                    (Some(g), 1) => Some(g),
+                    (Some(_), _) => Some(grad(self, format!("{}.to.{i}", name(j)), j)),
+                };
+            }
+            node.push(match (layer, e[0]) {
+                (Layer::Flatten, Some(g)) => Some(g),
+                _ => Some(grad(self, name(i + 1), i + 1)),
+            });
+            edge.push(e);
+        }
+        let mut sums = vec![Vec::new(); n + 1];
+        for (j, r) in readers.iter().enumerate().filter(|(_, r)| r.len() > 1) {
+            let (Some(total), per) = (node[j], shapes[j].len()) else { continue };
+            let parts: Vec<BufId> = r.iter().filter_map(|&(i, slot)| edge[i][slot]).collect();
+            let mut acc = parts[0];
+            for (k, &part) in parts.iter().enumerate().skip(1) {
+                let y = if k + 1 == parts.len() { total } else { grad(self, format!("{}.sum.{k}", name(j)), j) };
+                sums[j].push(Op::Sum { a: acc, b: part, y, per });
+                acc = y;
+            }
+        }
+        Gradients { node, edge, sums }
+    }
+
     /// Values per sample in a pass's buffers.
     fn per_sample(&self, pass: &Pass, batch: usize) -> usize {
         let mut ids: Vec<BufId> = pass.acts.iter().chain(pass.aux.iter().flatten()).copied().collect();
@@ -140,6 +199,12 @@ impl Builder {
 fn split_head(model: &Model, target: Target) -> Result<Vec<Layer>> {
     let layers: Vec<Layer> = model.layers.iter().map(|n| n.layer.clone()).collect();
     let (head, body) = layers.split_last().ok_or_else(|| Error::Model("the model has no layers".into()))?;
+    if model.sources(body.len()) != [body.len()] {
+        return Err(Error::Model("the last layer (the loss's activation) must take the layer before it".into()));
+    }
+    if let Some(j) = (1..=body.len()).find(|&j| !(j..=body.len()).any(|i| model.sources(i).contains(&j))) {
+        return Err(Error::Model(format!("the output of layer {} ({}) is not used", j - 1, model.key(j - 1))));
+    }
     let want = match target {
         Target::Classes(_) | Target::Segments(_) => Act::Softmax,
         Target::Mask => Act::Sigmoid,
@@ -160,6 +225,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         return Err(Error::Config("batch size must be at least 1".into()));
     }
     let layers = &split_head(model, data.target)?[..];
+    let body = Body { layers, sources: (0..layers.len()).map(|i| model.sources(i)).collect() };
     let shapes = model.shapes()?;
     let out_shape = shapes[layers.len()];
     let per_target = per_target(out_shape, data.target)?;
@@ -171,23 +237,15 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     let train_index = if data.mirrored { 2 * data.train_n } else { data.train_n };
     let train_data = b.data("train", data.train_n, data.sample.len(), labels_per, train_index);
     let test_data = b.data("test", data.test_n, data.sample.len(), labels_per, data.test_n);
-    let pass = b.pass("", opts.batch, layers, &shapes, per_target);
+    let pass = b.pass("", opts.batch, &body, &shapes, per_target);
     let per_sample = b.per_sample(&pass, opts.batch);
     let eval_batch =
         opts.batch * (EVAL_BYTES / (4 * per_sample * opts.batch)).clamp(1, data.test_n.div_ceil(opts.batch));
     let eval_pass =
-        if eval_batch == opts.batch { pass.clone() } else { b.pass("eval.", eval_batch, layers, &shapes, per_target) };
+        if eval_batch == opts.batch { pass.clone() } else { b.pass("eval.", eval_batch, &body, &shapes, per_target) };
     let params = b.params(&model.params()?, &opts.optimizer);
 
-    // Gradients of the training pass's activations: grads[i] is that of layer i's input.
-    let grad = |b: &mut Builder, name: String, shape: Shape| b.buf(name, opts.batch * shape.len(), Dtype::F32);
-    let mut grads = vec![if opts.input_grad { Some(grad(&mut b, "grad.input".into(), model.input)) } else { None }];
-    for (i, layer) in layers.iter().enumerate() {
-        grads.push(match layer {
-            Layer::Flatten => grads[i],
-            _ => Some(grad(&mut b, format!("grad.act.{i}"), shapes[i + 1])),
-        });
-    }
+    let grads = b.gradients(&body, &shapes, opts.batch, opts.input_grad);
     let metrics_len = slot::len(data.target.pixel_classes());
     let train_metrics = b.buf("metrics.train", metrics_len, Dtype::F32);
     let test_metrics = b.buf("metrics.test", metrics_len, Dtype::F32);
@@ -199,14 +257,17 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     // Layer i's buffers in a pass (its gradients in the training pass).
     let io = |pass: &Pass, i: usize| {
         let w = params.iter().position(|p| p.spec.layer == i);
+        let sources = &body.sources[i];
         LayerIo {
-            x: pass.acts[i],
+            x: pass.acts[sources[0]],
             y: pass.acts[i + 1],
-            s: shapes[i],
+            s: shapes[sources[0]],
             aux: pass.aux[i],
             params: w.map(|w| (params[w].value, params[w + 1].value, params[w].grad, params[w + 1].grad)),
-            gy: grads[i + 1],
-            gx: grads[i],
+            gy: grads.node[i + 1],
+            gx: grads.edge[i][0],
+            second: sources.get(1).map(|&j| (pass.acts[j], shapes[j])),
+            gx2: grads.edge[i][1],
         }
     };
     let forward = |pass: &Pass, train: bool| -> Vec<Op> {
@@ -236,11 +297,16 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         penalised.map(l2).collect()
     };
 
-    let mut backward: Vec<Op> =
-        layers.iter().enumerate().rev().filter_map(|(i, l)| l.kind().backward(&io(&pass, i))).collect();
+    // A value's gradient is summed from its readers' once the last of them has run.
+    let mut backward = Vec::new();
+    for (i, layer) in layers.iter().enumerate().rev() {
+        backward.extend(grads.sums[i + 1].iter().cloned());
+        backward.extend(layer.kind().backward(&io(&pass, i)));
+    }
+    backward.extend(grads.sums[0].iter().cloned());
     // The penalty's gradient is added once the backward pass has written the weight gradients.
     backward.extend(l2_ops(true, train_metrics));
-    let loss = vec![loss_op(&pass, grads[layers.len()], train_metrics)];
+    let loss = vec![loss_op(&pass, grads.node[layers.len()], train_metrics)];
     let update = params.iter().map(|p| opts.optimizer.update_op(p.value, p.grad, &p.state, p.spec.len())).collect();
     let mut eval = gather_ops(&test_data, &eval_pass, &data, out_shape);
     eval.extend(forward(&eval_pass, false));
@@ -259,7 +325,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         probs: pass.probs,
         eval_batch,
         eval_probs: eval_pass.probs,
-        input_grad: grads[0],
+        input_grad: grads.node[0],
         params,
         train_data,
         test_data,

@@ -16,6 +16,9 @@ pub struct LayerIo {
     pub params: Option<(BufId, BufId, BufId, BufId)>,
     pub gy: Option<BufId>,
     pub gx: Option<BufId>,
+    /// A layer that joins two values: the second, its shape, and its gradient where wanted.
+    pub second: Option<(BufId, Shape)>,
+    pub gx2: Option<BufId>,
 }
 
 impl LayerIo {

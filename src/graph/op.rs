@@ -216,6 +216,32 @@ pub enum Op {
         gx: BufId,
         shape: Shape,
     },
+    /// `y[n] = [a[n], b[n]]`: each sample's `per_a` values of `a`, then its `per_b` of `b` (with
+    /// channels first, a concatenation along the channels).
+    Concat {
+        a: BufId,
+        b: BufId,
+        y: BufId,
+        per_a: usize,
+        per_b: usize,
+    },
+    /// [`Op::Concat`]'s backward: `ga[n]` is `gy[n]`'s first `per_a` values, `gb[n]` the rest
+    /// (each only where wanted).
+    ConcatBackward {
+        gy: BufId,
+        ga: Option<BufId>,
+        gb: Option<BufId>,
+        per_a: usize,
+        per_b: usize,
+    },
+    /// `y = a + b` over `[n, per]`: the gradient of a buffer that several layers read, from
+    /// theirs.
+    Sum {
+        a: BufId,
+        b: BufId,
+        y: BufId,
+        per: usize,
+    },
     /// Elementwise over `[n, per]`.
     Activation {
         act: Act,
@@ -363,6 +389,9 @@ impl Op {
             | Op::MaxPool2dBackward { .. }
             | Op::AvgPool2d { .. }
             | Op::AvgPool2dBackward { .. }
+            | Op::Concat { .. }
+            | Op::ConcatBackward { .. }
+            | Op::Sum { .. }
             | Op::Activation { .. }
             | Op::ActivationBackward { .. }
             | Op::Dropout { .. }
@@ -384,7 +413,8 @@ impl Op {
             Op::MaxPool2d { x, .. } | Op::AvgPool2d { x, .. } | Op::Activation { x, .. } | Op::Dropout { x, .. } => {
                 x == id
             }
-            Op::AvgPool2dBackward { gy, .. } => gy == id,
+            Op::AvgPool2dBackward { gy, .. } | Op::ConcatBackward { gy, .. } => gy == id,
+            Op::Concat { a, b, .. } | Op::Sum { a, b, .. } => [a, b].contains(&id),
             Op::MaxPool2dBackward { gy, argmax, .. } => [gy, argmax].contains(&id),
             Op::ActivationBackward { y, gy, .. } => [y, gy].contains(&id),
             Op::DropoutBackward { gy, mask, .. } => [gy, mask].contains(&id),
@@ -408,7 +438,8 @@ impl Op {
             | Op::Conv2dBackward { gx, gw, gb, .. }
             | Op::ConvTranspose2dBackward { gx, gw, gb, .. } => [gw, gb].contains(&id) || gx == Some(id),
             Op::MaxPool2d { y, argmax, .. } => [y, argmax].contains(&id),
-            Op::AvgPool2d { y, .. } | Op::Activation { y, .. } => y == id,
+            Op::AvgPool2d { y, .. } | Op::Activation { y, .. } | Op::Concat { y, .. } | Op::Sum { y, .. } => y == id,
+            Op::ConcatBackward { ga, gb, .. } => ga == Some(id) || gb == Some(id),
             Op::Dropout { y, mask, .. } => [y, mask].contains(&id),
             Op::MaxPool2dBackward { gx, .. }
             | Op::AvgPool2dBackward { gx, .. }

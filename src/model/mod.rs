@@ -8,7 +8,9 @@ mod summary;
 pub mod torch;
 
 pub use init::{init_params, Init};
-pub use layers::{AuxOf, AvgPool2d, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d, Weights};
+pub use layers::{
+    AuxOf, AvgPool2d, Concat, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d, Weights,
+};
 pub use summary::summary;
 
 use crate::error::{Error, Result};
@@ -81,17 +83,20 @@ pub struct Model {
     pub layers: Vec<Node>,
 }
 
-/// A layer of a model and its name, which its parameters' keys take (`{name}.weight`); an
-/// unnamed layer's keys take its index, as in `torch.nn.Sequential`.
+/// A layer of a model, its name, which its parameters' keys take (`{name}.weight`; an unnamed
+/// layer's keys take its index, as in `torch.nn.Sequential`), and what it reads.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Node {
     pub name: Option<String>,
     pub layer: Layer,
+    /// The values it takes, as node numbers: 0 is the model's input, `j + 1` layer `j`'s
+    /// output. Empty: the output of the layer before it (or the input, for the first).
+    pub inputs: Vec<usize>,
 }
 
 impl From<Layer> for Node {
     fn from(layer: Layer) -> Self {
-        Node { name: None, layer }
+        Node { name: None, layer, inputs: Vec::new() }
     }
 }
 
@@ -124,13 +129,22 @@ impl Model {
         self.layers[i].name.clone().unwrap_or_else(|| i.to_string())
     }
 
-    /// The input shape of every layer followed by the model's output shape.
+    /// The nodes layer `i` reads (see [`Node::inputs`]).
+    pub fn sources(&self, i: usize) -> Vec<usize> {
+        match self.layers[i].inputs.is_empty() {
+            true => vec![i],
+            false => self.layers[i].inputs.clone(),
+        }
+    }
+
+    /// The shape of every node: the model's input, then each layer's output.
     pub fn shapes(&self) -> Result<Vec<Shape>> {
         let mut shapes = vec![self.input];
         for (i, Node { layer, .. }) in self.layers.iter().enumerate() {
+            let inputs: Vec<Shape> = self.sources(i).iter().map(|&s| shapes[s]).collect();
             let s = layer
                 .kind()
-                .output_shape(shapes[i])
+                .output_shape_of(&inputs)
                 .map_err(|e| Error::Model(format!("layer {i} ({}): {e}", layer.type_name())))?;
             shapes.push(s);
         }
@@ -142,7 +156,7 @@ impl Model {
         let shapes = self.shapes()?;
         let mut out = Vec::new();
         for (i, Node { layer, .. }) in self.layers.iter().enumerate() {
-            if let Some(Weights { shape, init, l2, bias }) = layer.kind().weights(shapes[i]) {
+            if let Some(Weights { shape, init, l2, bias }) = layer.kind().weights(shapes[self.sources(i)[0]]) {
                 let key = self.key(i);
                 out.push(ParamSpec { key: format!("{key}.weight"), shape, layer: i, init, l2 });
                 out.push(ParamSpec {

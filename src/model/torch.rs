@@ -12,9 +12,13 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
     let mut init = String::new();
     let mut forward = String::new();
     let body = &model.layers[..model.layers.len() - 1];
+    // A chain passes one `x` along; a graph names each value it keeps (`h{node}`).
+    let graph = model.layers.iter().any(|n| !n.inputs.is_empty());
+    let var = |j: usize| if graph && j > 0 { format!("h{j}") } else { "x".to_string() };
     for (i, node) in body.iter().enumerate() {
         let key = model.key(i);
-        let s = shapes[i];
+        let sources = model.sources(i);
+        let (x, s) = (var(sources[0]), shapes[sources[0]]);
         let module = match &node.layer {
             Layer::Dense(d) => Some(format!("nn.Linear({}, {})", s.len(), d.units)),
             Layer::Conv2d(c) => {
@@ -26,21 +30,26 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
         let call = match (&node.layer, module) {
             (_, Some(module)) => {
                 let _ = writeln!(init, "        self.add_module({key:?}, {module})");
-                format!("self._modules[{key:?}](x)")
+                format!("self._modules[{key:?}]({x})")
             }
-            (Layer::MaxPool2d, _) => "F.max_pool2d(x, 2)".into(),
-            (Layer::AvgPool2d, _) => "F.avg_pool2d(x, 2)".into(),
-            (Layer::Flatten, _) => "x.flatten(1)".into(),
-            (Layer::Dropout(d), _) => format!("F.dropout(x, {:?}, self.training)", d.rate),
-            (Layer::Activation(Act::Relu), _) => "F.relu(x)".into(),
-            (Layer::Activation(Act::Sigmoid), _) => "torch.sigmoid(x)".into(),
-            (Layer::Activation(Act::Tanh), _) => "torch.tanh(x)".into(),
-            (Layer::Activation(Act::LeakyRelu), _) => "F.leaky_relu(x)".into(),
-            (Layer::Activation(Act::Softmax), _) => "F.softmax(x, dim=1)".into(),
+            (Layer::MaxPool2d, _) => format!("F.max_pool2d({x}, 2)"),
+            (Layer::AvgPool2d, _) => format!("F.avg_pool2d({x}, 2)"),
+            (Layer::Flatten, _) => format!("{x}.flatten(1)"),
+            (Layer::Dropout(d), _) => format!("F.dropout({x}, {:?}, self.training)", d.rate),
+            (Layer::Activation(Act::Relu), _) => format!("F.relu({x})"),
+            (Layer::Activation(Act::Sigmoid), _) => format!("torch.sigmoid({x})"),
+            (Layer::Activation(Act::Tanh), _) => format!("torch.tanh({x})"),
+            (Layer::Activation(Act::LeakyRelu), _) => format!("F.leaky_relu({x})"),
+            (Layer::Activation(Act::Softmax), _) => format!("F.softmax({x}, dim=1)"),
+            (Layer::Concat, _) => {
+                let all: Vec<String> = sources.iter().map(|&j| var(j)).collect();
+                format!("torch.cat([{}], dim=1)", all.join(", "))
+            }
             (Layer::Dense(_) | Layer::Conv2d(_) | Layer::Conv2dTranspose(_), None) => unreachable!("has a module"),
         };
-        let _ = writeln!(forward, "        x = {call}  # {}", shapes[i + 1]);
+        let _ = writeln!(forward, "        {} = {call}  # {}", var(i + 1), shapes[i + 1]);
     }
+    let result = var(body.len());
     let input = match model.input.is_flat() {
         true => format!("[batch, {}]", model.input.c),
         false => format!("[batch, {}, {}, {}]", model.input.c, model.input.h, model.input.w),
@@ -72,7 +81,7 @@ class Model(nn.Module):
     def forward(self, x):
         """x: {input}, scaled to [0, 1]. Returns the logits; the probabilities are
         {last} of them."""
-{forward}        return x
+{forward}        return {result}
 "#
     );
     Ok(out)

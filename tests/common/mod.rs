@@ -253,3 +253,37 @@ pub fn assert_refused(cases: &[(&[&str], &str)]) {
 pub fn tmp(name: &str) -> TempPath {
     TempPath::new(&format!("test-{name}"))
 }
+
+/// Two levels of a U-Net on 8x12 samples (`golden/generate.py` has its PyTorch twin): each
+/// encoder level's output is read by its pooling and by a concatenation on the way up.
+pub fn small_unet() -> gpu_train::model::Model {
+    let conv = |name: &str, c: usize, k: usize| {
+        format!("[[layers]]\nkind = \"conv2d\"\nname = \"{name}\"\nout_channels = {c}\nkernel_size = {k}\npadding = \"same\"\n")
+    };
+    let up = |name: &str, c: usize| {
+        format!("[[layers]]\nkind = \"conv2d_transpose\"\nname = \"{name}\"\nout_channels = {c}\nkernel_size = 2\nstride = 2\n")
+    };
+    let layer = |kind: &str, extra: &str| format!("[[layers]]\nkind = \"{kind}\"\n{extra}");
+    let pool = layer("max_pool2d", "kernel_size = 2\n");
+    let text = [
+        "input = [3, 8, 12]\n".to_string(),
+        conv("down1", 4, 3),
+        layer("relu", "name = \"skip1\"\n"),
+        pool.clone(),
+        conv("down2", 6, 3),
+        layer("relu", "name = \"skip2\"\n"),
+        pool,
+        conv("bottom", 8, 3),
+        layer("relu", ""),
+        up("up2", 6),
+        layer("concat", "inputs = [\"skip2\", \"up2\"]\n"),
+        conv("mid", 6, 3),
+        layer("relu", ""),
+        up("up1", 4),
+        layer("concat", "inputs = [\"up1\", \"skip1\"]\n"),
+        conv("head", 1, 1),
+        layer("sigmoid", ""),
+    ]
+    .join("\n");
+    gpu_train::model::file::parse(&text, std::path::Path::new("small-unet.toml")).unwrap()
+}

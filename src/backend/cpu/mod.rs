@@ -15,6 +15,7 @@ mod gemm;
 pub mod level;
 mod loss;
 mod maxpool;
+mod merge;
 mod optim;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
@@ -460,6 +461,26 @@ impl CpuBackend {
                 let mut gxv = self.bufs.take(gx);
                 avgpool::backward(self.bufs.f(gy), &mut gxv, n, shape);
                 self.bufs.put(gx, gxv);
+            }
+            Op::Concat { a, b, y, per_a, per_b } => {
+                let (mut yv, whole) = (self.bufs.take(y), per_a + per_b);
+                merge::copy_part(self.bufs.f(a), &mut yv, n, per_a, (0, per_a), (0, whole));
+                merge::copy_part(self.bufs.f(b), &mut yv, n, per_b, (0, per_b), (per_a, whole));
+                self.bufs.put(y, yv);
+            }
+            Op::ConcatBackward { gy, ga, gb, per_a, per_b } => {
+                for (g, at, per) in [(ga, 0, per_a), (gb, per_a, per_b)] {
+                    if let Some(g) = g {
+                        let mut gv = self.bufs.take(g);
+                        merge::copy_part(self.bufs.f(gy), &mut gv, n, per, (at, per_a + per_b), (0, per));
+                        self.bufs.put(g, gv);
+                    }
+                }
+            }
+            Op::Sum { a, b, y, per } => {
+                let mut yv = self.bufs.take(y);
+                merge::sum(&self.bufs.f(a)[..n * per], &self.bufs.f(b)[..n * per], &mut yv[..n * per]);
+                self.bufs.put(y, yv);
             }
             Op::Activation { act, x, y, per } => {
                 let mut yv = self.bufs.take(y);

@@ -50,6 +50,11 @@ mirror! {
     PoolP { c: u32, h: u32, w: u32 }
 }
 mirror! {
+    /// `merge.wgsl`: values per sample copied or summed, and where a copy's part starts in a
+    /// sample of its source and of its destination, and their sizes.
+    MergeP { per: u32, src_at: u32, src_whole: u32, dst_at: u32, dst_whole: u32 }
+}
+mirror! {
     /// `activation.wgsl`: elements per sample, and dropout's rate and seed.
     ActP { per: u32, rate: f32, seed: u32 }
 }
@@ -118,6 +123,7 @@ pub enum Params {
     Optim(OptimP),
     Gather(GatherP),
     Reduce(Box<ReduceP>),
+    Merge(MergeP),
 }
 
 impl Params {
@@ -132,6 +138,7 @@ impl Params {
             Params::Optim(p) => bytemuck::bytes_of(p),
             Params::Gather(p) => bytemuck::bytes_of(p),
             Params::Reduce(p) => bytemuck::bytes_of(&**p),
+            Params::Merge(p) => bytemuck::bytes_of(p),
         }
     }
 
@@ -203,6 +210,10 @@ slots! {
     AvgPool { Src = "src", Dst = "dst" }
 }
 slots! {
+    /// `merge.wgsl`.
+    Merge { Src = "src", Other = "other", Dst = "dst" }
+}
+slots! {
     /// `activation.wgsl`.
     Act { A = "a", B = "b", C = "c", D = "d" }
 }
@@ -261,5 +272,6 @@ pub fn declared(family: Family) -> (Vec<Mirrored>, Vec<(u32, &'static str)>) {
         Family::Loss => (vec![mirror::<LossP>("P")], slots(Loss::ALL)),
         Family::Optim => (vec![mirror::<OptimP>("P")], slots(Optim::ALL)),
         Family::Reduce => (vec![mirror::<ReduceP>("P"), mirror::<Segment>("Segment")], slots(Reduce::ALL)),
+        Family::Merge => (vec![mirror::<MergeP>("P")], slots(Merge::ALL)),
     }
 }

@@ -2,7 +2,8 @@
 //! Pure data, built once per op list; `n` (the batch) is applied when a step is recorded.
 
 use super::bindings::{
-    self, ActP, ConvP, ConvTransposeP, DenseP, Gather, GatherP, GatherPart, Gemm, LossP, Mode, OptimP, Params, PoolP,
+    self, ActP, ConvP, ConvTransposeP, DenseP, Gather, GatherP, GatherPart, Gemm, LossP, Merge, MergeP, Mode, OptimP,
+    Params, PoolP,
 };
 use super::shaders::{self, Family, Kernel};
 use crate::graph::{BufDesc, BufId, ConvGeom, Op, OpKind};
@@ -241,6 +242,18 @@ fn act_code(act: Act) -> u32 {
     }
 }
 
+/// A launch that copies each sample's `per` values from `src` (at `from.0` of `from.1`) to
+/// `dst` (at `to.0` of `to.1`).
+fn merge_part(src: BufId, dst: BufId, per: usize, from: (usize, usize), to: (usize, usize)) -> Launch {
+    let [per32, src_at, src_whole, dst_at, dst_whole] = [per, from.0, from.1, to.0, to.1].map(|v| v as u32);
+    launch(
+        Kernel::new(Family::Merge, "part"),
+        Params::Merge(MergeP { per: per32, src_at, src_whole, dst_at, dst_whole }),
+        &[buf(Merge::Src, src), buf(Merge::Dst, dst)],
+        Grid::Flat(Size::per_n(per)),
+    )
+}
+
 fn conv_params(g: &ConvGeom) -> Params {
     let [c_in, c_out, h, w, k] = [g.c_in, g.c_out, g.h, g.w, g.k].map(|v| v as u32);
     Params::Conv(ConvP { c_in, c_out, h, w, k, lr: 0.0 })
@@ -359,6 +372,22 @@ fn encode_elementwise(op: &Op) -> Vec<Launch> {
         Op::AvgPool2dBackward { gy, gx, ref shape } => {
             pool((Family::AvgPool, "backward"), shape, shape.len(), &[buf(AvgPool::Src, gy), buf(AvgPool::Dst, gx)])
         }
+        Op::Concat { a, b, y, per_a, per_b } => {
+            let whole = per_a + per_b;
+            vec![merge_part(a, y, per_a, (0, per_a), (0, whole)), merge_part(b, y, per_b, (0, per_b), (per_a, whole))]
+        }
+        Op::ConcatBackward { gy, ga, gb, per_a, per_b } => {
+            let whole = per_a + per_b;
+            let a = ga.map(|ga| merge_part(gy, ga, per_a, (0, whole), (0, per_a)));
+            let b = gb.map(|gb| merge_part(gy, gb, per_b, (per_a, whole), (0, per_b)));
+            a.into_iter().chain(b).collect()
+        }
+        Op::Sum { a, b, y, per } => vec![launch(
+            Kernel::new(Family::Merge, "sum"),
+            Params::Merge(MergeP { per: per as u32, ..Default::default() }),
+            &[buf(Merge::Src, a), buf(Merge::Other, b), buf(Merge::Dst, y)],
+            Grid::Flat(Size::per_n(per)),
+        )],
         Op::Activation { act, x, y, per } => vec![launch(
             Kernel::new(Family::Activation, "forward").with("ACT", act_code(act)),
             act_params(per),

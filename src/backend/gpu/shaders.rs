@@ -26,10 +26,11 @@ pub enum Family {
     Loss,
     Optim,
     Reduce,
+    Merge,
 }
 
 impl Family {
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Gather,
         Family::Dense,
         Family::Conv2d,
@@ -40,6 +41,7 @@ impl Family {
         Family::Loss,
         Family::Optim,
         Family::Reduce,
+        Family::Merge,
     ];
 
     pub fn file(self) -> &'static str {
@@ -54,6 +56,7 @@ impl Family {
             Family::Loss => "loss.wgsl",
             Family::Optim => "optim.wgsl",
             Family::Reduce => "reduce.wgsl",
+            Family::Merge => "merge.wgsl",
         }
     }
 
@@ -69,6 +72,7 @@ impl Family {
             Family::Loss => include_str!("../../../shaders/loss.wgsl"),
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
+            Family::Merge => include_str!("../../../shaders/merge.wgsl"),
         }
     }
 

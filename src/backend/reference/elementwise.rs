@@ -38,6 +38,23 @@ pub fn one_hot(labels: &[u8], index: &[u32], out: &mut [f32], classes: usize, n:
     }
 }
 
+/// For each of `n` samples, `per` values from `src` (at `from.0` of a sample's `from.1`) to
+/// `dst` (at `to.0` of `to.1`): one half of a concatenation or of its backward.
+pub fn copy_part(src: &[f32], dst: &mut [f32], n: usize, per: usize, from: (usize, usize), to: (usize, usize)) {
+    for s in 0..n {
+        for j in 0..per {
+            dst[s * to.1 + to.0 + j] = src[s * from.1 + from.0 + j];
+        }
+    }
+}
+
+/// `y = a + b`.
+pub fn sum(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = (f64::from(a) + f64::from(b)) as f32;
+    }
+}
+
 /// `y = f(x)`.
 pub fn activation(act: Act, x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {

@@ -93,6 +93,22 @@ impl ReferenceBackend {
             Op::AvgPool2dBackward { gy, gx, ref shape } => {
                 self.with(gx, |be, gx| l::avg_pool_backward(be.f(gy), gx, n, shape))
             }
+            Op::Concat { a, b, y, per_a, per_b } => {
+                let whole = per_a + per_b;
+                self.with(y, |be, y| e::copy_part(be.f(a), y, n, per_a, (0, per_a), (0, whole)));
+                self.with(y, |be, y| e::copy_part(be.f(b), y, n, per_b, (0, per_b), (per_a, whole)));
+            }
+            Op::ConcatBackward { gy, ga, gb, per_a, per_b } => {
+                let whole = per_a + per_b;
+                for (g, at, per) in [(ga, 0, per_a), (gb, per_a, per_b)] {
+                    if let Some(g) = g {
+                        self.with(g, |be, g| e::copy_part(be.f(gy), g, n, per, (at, whole), (0, per)));
+                    }
+                }
+            }
+            Op::Sum { a, b, y, per } => {
+                self.with(y, |be, y| e::sum(&be.f(a)[..n * per], &be.f(b)[..n * per], &mut y[..n * per]))
+            }
             Op::Activation { act, x, y, per } => {
                 self.with(y, |be, y| e::activation(act, &be.f(x)[..n * per], &mut y[..n * per]))
             }

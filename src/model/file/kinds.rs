@@ -53,6 +53,7 @@ pub enum RawKind {
         negative_slope: Option<f32>,
     },
     Softmax {},
+    Concat {},
 }
 
 /// `padding = "same"`, `"valid"` or a number of zeros on each side (PyTorch's default, 0).
@@ -75,7 +76,7 @@ fn half() -> f32 {
 }
 
 const KINDS: &str =
-    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax";
+    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax, concat";
 
 impl RawKind {
     /// The kind's own fields of a layer table (its name and inputs already taken out).
@@ -105,6 +106,7 @@ impl RawKind {
             RawKind::Tanh {} => "tanh",
             RawKind::LeakyRelu { .. } => "leaky_relu",
             RawKind::Softmax {} => "softmax",
+            RawKind::Concat {} => "concat",
         }
     }
 
@@ -167,6 +169,7 @@ impl RawKind {
             }
             RawKind::LeakyRelu { .. } => Layer::Activation(Act::LeakyRelu),
             RawKind::Softmax {} => Layer::Activation(Act::Softmax),
+            RawKind::Concat {} => Layer::Concat,
         })
     }
 }

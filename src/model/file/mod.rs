@@ -96,7 +96,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Model> {
     }
     let init = doc.init.unwrap_or(Init::GlorotUniform);
     let mut model = Model { input, layers: Vec::new() };
-    let mut shape = input;
+    let (mut shapes, mut starts) = (vec![input], Vec::new());
     let tables = doc.layers.into_inner();
     // A span covers a table's `[[layers]]` header; its fields run to the next header.
     let ends: Vec<usize> = tables.iter().skip(1).map(|t| t.span().start).chain([text.len()]).collect();
@@ -109,9 +109,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Model> {
         let node = Node {
             name: layer.name.clone(),
             layer: layer.kind.layer(init).map_err(|e| at(span.clone(), layer.fault(e)))?,
+            inputs: layer.inputs.clone(),
         };
-        shape = node.layer.kind().output_shape(shape).map_err(|e| at(span.clone(), layer.fault(error_text(e))))?;
         model.layers.push(node);
+        let inputs: Vec<Shape> = model.sources(i).iter().map(|&j| shapes[j]).collect();
+        let shape = model.layers[i].layer.kind().output_shape_of(&inputs);
+        shapes.push(shape.map_err(|e| at(span.clone(), layer.fault(error_text(e))))?);
+        starts.push(span.start);
+    }
+    // Every layer's output is read: by a later layer, or, for the last, by the loss.
+    let last = model.layers.len() - 1;
+    if let Some(i) = (0..last).find(|&i| !(i + 1..=last).any(|r| model.sources(r).contains(&(i + 1)))) {
+        let msg = format!("the output of layer {i} ({:?}) is not used: no layer below takes it", model.key(i));
+        return Err(Error::at_line(path, line_of(text, starts[i]), msg));
     }
     Ok(model)
 }
@@ -121,6 +131,7 @@ struct RawLayer {
     name: Option<String>,
     index: usize,
     kind: RawKind,
+    inputs: Vec<usize>,
 }
 
 impl RawLayer {
@@ -153,11 +164,12 @@ impl RawLayer {
                 return Err(format!("{}: another layer is already named {n:?}", label(&name)));
             }
         }
-        if let Some(inputs) = table.remove("inputs") {
-            check_inputs(inputs, before).map_err(|e| format!("{}: {e}", label(&name)))?;
-        }
+        let inputs = match table.remove("inputs") {
+            Some(inputs) => resolve_inputs(inputs, before).map_err(|e| format!("{}: {e}", label(&name)))?,
+            None => Vec::new(),
+        };
         let kind = RawKind::read(table).map_err(|e| format!("{}: {e}", label(&name)))?;
-        Ok(RawLayer { name, index, kind })
+        Ok(RawLayer { name, index, kind, inputs })
     }
 
     /// `conv2d "down2": {msg}` or `conv2d (layer 3): {msg}`.
@@ -169,36 +181,28 @@ impl RawLayer {
     }
 }
 
-/// `inputs = [...]` names earlier layers (or "input"); a chain of layers takes the one before.
-fn check_inputs(inputs: toml::Value, before: &Model) -> std::result::Result<(), String> {
+/// `inputs = [...]` names earlier layers (or "input"), by name or, for an unnamed one, by its
+/// index; the node numbers of [`Node::inputs`], empty where it is just the layer before.
+fn resolve_inputs(inputs: toml::Value, before: &Model) -> std::result::Result<Vec<usize>, String> {
     let toml::Value::Array(names) = inputs else {
         return Err(format!("inputs must be a list of layer names, got {}", describe(&inputs)));
     };
-    let previous = match before.layers.len() {
-        0 => "input".to_string(),
-        n => before.layers[n - 1].name.clone().unwrap_or_else(|| (n - 1).to_string()),
-    };
+    let mut nodes = Vec::new();
     for name in &names {
         let toml::Value::String(name) = name else {
             return Err(format!("inputs must be a list of layer names, got {}", describe(name)));
         };
-        let known = name == "input"
-            || before
-                .layers
-                .iter()
-                .enumerate()
-                .any(|(i, l)| l.name.as_ref().map_or(i.to_string() == *name, |n| n == name));
-        if !known {
-            return Err(format!("unknown input {name:?}: inputs name the model's \"input\" or a layer above this one (a layer cannot take its own output or a later one's, so there are no cycles)"));
-        }
-        if *name != previous {
-            return Err(format!("takes its input from {name:?}, not from the layer before it ({previous:?}): this version trains chains of layers only"));
+        let layer = (0..before.layers.len()).find(|&i| before.key(i) == *name);
+        match (name.as_str(), layer) {
+            ("input", _) => nodes.push(0),
+            (_, Some(i)) => nodes.push(i + 1),
+            _ => return Err(format!("unknown input {name:?}: inputs name the model's \"input\" or a layer above this one (a layer cannot take its own output or a later one's, so there are no cycles)")),
         }
     }
-    if names.len() != 1 {
-        return Err(format!("takes {} inputs: the layers of this version take one", names.len()));
+    if nodes.is_empty() {
+        return Err("inputs is empty: name the values this layer takes".into());
     }
-    Ok(())
+    Ok(if nodes == [before.layers.len()] { Vec::new() } else { nodes })
 }
 
 /// A value that is not what a field takes: its text where it is a string, else its type.

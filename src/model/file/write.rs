@@ -30,10 +30,15 @@ pub fn to_toml(model: &Model, title: &str) -> String {
             Layer::Activation(a) => (a.name(), None, 0.0),
             Layer::Flatten => ("flatten", None, 0.0),
             Layer::Dropout(_) => ("dropout", None, 0.0),
+            Layer::Concat => ("concat", None, 0.0),
         };
         field("kind", quoted(kind));
         if let Some(name) = &node.name {
             field("name", quoted(name));
+        }
+        if !node.inputs.is_empty() {
+            let key = |j: usize| if j == 0 { quoted("input") } else { quoted(&model.key(j - 1)) };
+            field("inputs", format!("[{}]", node.inputs.iter().map(|&j| key(j)).collect::<Vec<_>>().join(", ")));
         }
         match &node.layer {
             Layer::Dense(d) => field("out_features", d.units.to_string()),
@@ -49,7 +54,7 @@ pub fn to_toml(model: &Model, title: &str) -> String {
             }
             Layer::MaxPool2d | Layer::AvgPool2d => field("kernel_size", "2".into()),
             Layer::Dropout(d) => field("p", format!("{:?}", d.rate)),
-            Layer::Activation(_) | Layer::Flatten => {}
+            Layer::Activation(_) | Layer::Flatten | Layer::Concat => {}
         }
         match init {
             Some(Init::RandomNormal { stddev }) => {

@@ -3,6 +3,7 @@
 //! of every kind are PyTorch's: `{layer index}.weight` and `.bias`.
 
 mod activation;
+mod concat;
 mod conv2d;
 mod conv_transpose;
 mod dense;
@@ -10,6 +11,7 @@ mod dropout;
 mod flatten;
 mod pool;
 
+pub use concat::Concat;
 pub use conv2d::Conv2d;
 pub use conv_transpose::Conv2dTranspose;
 pub use dense::Dense;
@@ -18,7 +20,7 @@ pub use flatten::Flatten;
 pub use pool::{AvgPool2d, MaxPool2d};
 
 use super::{Act, Init, Shape};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{LayerIo, Op};
 
 /// A layer's weight (its shape in PyTorch's layout, initialiser and L2 factor) and bias length.
@@ -36,6 +38,13 @@ pub trait Kind {
     fn name(&self) -> (&'static str, &'static str);
     /// The output shape for `input`, or why this kind cannot take it.
     fn output_shape(&self, input: Shape) -> Result<Shape>;
+    /// The output shape for the values it reads: one, but for the kinds that join branches.
+    fn output_shape_of(&self, inputs: &[Shape]) -> Result<Shape> {
+        match inputs {
+            [input] => self.output_shape(*input),
+            _ => Err(Error::Model(format!("{} takes one input, got {}", self.name().1, inputs.len()))),
+        }
+    }
     /// Its weights and bias for `input`, if it has any.
     fn weights(&self, _input: Shape) -> Option<Weights> {
         None
@@ -73,6 +82,7 @@ pub enum Layer {
     Activation(Act),
     Flatten,
     Dropout(Dropout),
+    Concat,
 }
 
 impl Layer {
@@ -86,6 +96,7 @@ impl Layer {
             Layer::Activation(k) => k,
             Layer::Flatten => &Flatten,
             Layer::Dropout(k) => k,
+            Layer::Concat => &Concat,
         }
     }
 
