@@ -4,11 +4,13 @@
 //! adapter is what the largest of them uses; and each family's parameter struct and storage
 //! bindings are the ones its Rust mirror (`backend/gpu/bindings.rs`) declares. Needs no adapter.
 
+mod common;
+
 use gpu_train::backend::gpu::bindings::declared;
 use gpu_train::backend::gpu::kernels_of;
 use gpu_train::backend::gpu::shaders::{Family, Kernel, WORKGROUP_BYTES};
 use gpu_train::graph::{build, DataSpec, PlanOptions, Target};
-use gpu_train::model::{Act, Layer, Shape};
+use gpu_train::model::{Act, Layer, Model, Shape};
 use gpu_train::optim::Optimizer;
 use gpu_train::tasks::{self, Task, Variant};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
@@ -35,8 +37,14 @@ fn plan_kernels(
     if avg {
         model.layers.iter_mut().filter(|n| n.layer == Layer::MaxPool2d).for_each(|n| n.layer = Layer::AvgPool2d);
     }
+    model_kernels(&model, batch, optimizer, target)
+}
+
+/// The kernels of the training and test steps of `model`.
+fn model_kernels(model: &Model, batch: usize, optimizer: Optimizer, target: Target) -> Vec<Kernel> {
+    let sample = model.input;
     let data = DataSpec { train_n: 3 * batch, test_n: 2 * batch + 1, sample, target, mirrored: true };
-    let plan = build(&model, data, PlanOptions { batch, optimizer, input_grad: false, dropout_seed: 1 }).unwrap();
+    let plan = build(model, data, PlanOptions { batch, optimizer, input_grad: false, dropout_seed: 1 }).unwrap();
     let train: Vec<_> = plan.train.all().cloned().collect();
     [kernels_of(&train, &plan.buffers), kernels_of(&plan.eval, &plan.buffers)].concat()
 }
@@ -52,6 +60,12 @@ fn emitted() -> HashSet<Kernel> {
         Optimizer::adam(1e-3),
     ];
     let mut out = HashSet::new();
+    // A graph: values read twice, concatenations.
+    for optimizer in optimisers {
+        for batch in [1, 3] {
+            out.extend(model_kernels(&common::small_unet(), batch, optimizer, Target::Mask));
+        }
+    }
     for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
         let d = tasks::defaults(task);
         let real = tasks::input_shape(task);
