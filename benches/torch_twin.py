@@ -19,7 +19,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 
-def warwick_test(folder):
+def warwick_split(folder):
+    """A Warwick split's images [n, 3, h, w] in [0, 1] and masks [n, 1, h, w] in {0, 1}."""
     xs, ys = [], []
     for image in sorted(Path(folder).glob("image_*.png")):
         label = image.with_name("label_" + image.name[len("image_"):])
@@ -43,7 +44,7 @@ def main():
     model = scope["Model"]()
     model.load_state_dict(load_file(str(a.run / "model.safetensors")), strict=True)
     model.eval()
-    x, y = warwick_test(Path(a.data) / "warwick" / "Test")
+    x, y = warwick_split(Path(a.data) / "warwick" / "Test")
     with torch.no_grad():
         p = torch.cat([torch.sigmoid(model(x[i:i + a.batch])) for i in range(0, len(x), a.batch)])
     batches = [(2 * (t * q).sum() / (t.sum() + q.sum())).item()

@@ -208,7 +208,7 @@ fn layers() -> Vec<(&'static str, usize, ConvGeom, bool)> {
 pub fn synthetic(task: Task, sample: Shape, train: usize, test: usize, seed: u64) -> Dataset {
     let mut rng = Rng::new(seed);
     let (target, label_len, classes) = match task {
-        Task::Warwick => (Target::Mask, sample.h * sample.w, 2),
+        Task::Warwick | Task::WarwickUnet => (Target::Mask, sample.h * sample.w, 2),
         _ => (Target::Classes(10), 1, 10),
     };
     let mut split = |n: usize| Split {
@@ -223,7 +223,7 @@ pub fn synthetic(task: Task, sample: Shape, train: usize, test: usize, seed: u64
 fn task_timing(make: Factory, task: Task, bench: &Options) -> Result<TaskTiming> {
     let d = tasks::defaults(task);
     let (train, test) = match task {
-        Task::Warwick => (85, 80),
+        Task::Warwick | Task::WarwickUnet => (85, 80),
         _ if bench.quick => (2_000, 1_000),
         _ => (60_000, 10_000),
     };

@@ -49,7 +49,7 @@ fn median(v: &[f64]) -> Option<f64> {
 
 /// Epochs per run: the peers' own choice for these timings (3 for MNIST, 5 for Warwick).
 fn epochs(task: Task) -> usize {
-    if task == Task::Warwick {
+    if task.segments() {
         5
     } else {
         3
@@ -59,7 +59,7 @@ fn epochs(task: Task) -> usize {
 /// gpu-train: `epochs` epochs (training and test pass) on synthetic data of the real sizes; the
 /// median of all but the first.
 fn ours(task: Task, backend: BackendChoice) -> Result<f64> {
-    let (train, test) = if task == Task::Warwick { (85, 80) } else { (60_000, 10_000) };
+    let (train, test) = if task.segments() { (85, 80) } else { (60_000, 10_000) };
     let data = synthetic(task, tasks::input_shape(task), train, test, 1);
     let d = tasks::defaults(task);
     let model = tasks::model(task, d.variant, data.sample);

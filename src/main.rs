@@ -222,6 +222,7 @@ enum Hidden {
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Augment {
+    None,
     Hflip,
 }
 
@@ -252,8 +253,9 @@ struct NetArgs {
 
 impl NetArgs {
     fn task(&self) -> Result<Task> {
-        self.task
-            .ok_or_else(|| Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into()))
+        self.task.ok_or_else(|| {
+            Error::Config("--task is required (mnist-mlp, mnist-cnn, warwick or warwick-unet); see --help".into())
+        })
     }
     /// The network and a line that says where it comes from: the model file, else the task's
     /// built-in model in the variant the flags ask for.
@@ -296,7 +298,7 @@ struct TrainArgs {
     /// and the training defaults (`gpu-train models show NAME` prints one to start from).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// [default: 25 for mnist-mlp, 6 for mnist-cnn, 250 for warwick]
+    /// [default: 25 for mnist-mlp, 6 for mnist-cnn, 250 for warwick and warwick-unet]
     #[arg(long)]
     epochs: Option<usize>,
     /// [default: 100 for MNIST, 5 for warwick]
@@ -357,7 +359,8 @@ struct TrainArgs {
     /// Start from the weights of a checkpoint (safetensors with the model's keys).
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Data augmentation: `hflip` appends a mirrored copy of every training image and map.
+    /// Data augmentation: `hflip` appends a mirrored copy of every training image and map
+    /// [default: hflip for warwick-unet, none otherwise]
     #[arg(long, value_enum)]
     augment: Option<Augment>,
     /// Keep the data order instead of shuffling every epoch.
@@ -389,9 +392,9 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(self) -> Result<TrainConfig> {
-        let task = self
-            .task
-            .ok_or_else(|| Error::Config("--task is required (mnist-mlp, mnist-cnn or warwick); see --help".into()))?;
+        let task = self.task.ok_or_else(|| {
+            Error::Config("--task is required (mnist-mlp, mnist-cnn, warwick or warwick-unet); see --help".into())
+        })?;
         let d = tasks::defaults(task);
         let variant_given = self.activation.is_some() || self.dropout != 0.0 || self.l2 != 0.0 || self.act_after_pool;
         let model = match &self.model {
@@ -425,7 +428,7 @@ impl TrainArgs {
             model,
             seed: self.seed,
             shuffle: !self.no_shuffle,
-            hflip: self.augment == Some(Augment::Hflip),
+            hflip: self.augment.map_or(d.hflip, |a| a == Augment::Hflip),
             train_limit: self.train_limit,
             test_limit: self.test_limit,
             image_size: self.image_size,
@@ -501,8 +504,8 @@ fn main() {
                 })
             })
         }
-        Some(Cmd::Predict { task: Task::Warwick, model, input, output, image_size, backend }) => {
-            gpu_train::predict::segment(&model, &input, &output, image_size, backend)
+        Some(Cmd::Predict { task, model, input, output, image_size, backend }) if task.segments() => {
+            gpu_train::predict::segment(task, &model, &input, &output, image_size, backend)
                 .map(|n| println!("wrote {n} maps to {}", output.display()))
         }
         Some(Cmd::Predict { task, model, input, output, image_size, backend }) => {

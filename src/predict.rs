@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 /// each pixel); returns how many. The network sees `side`-pixel squares [default: the side of
 /// the run's model, else 128].
 pub fn segment(
+    task: Task,
     model_path: &Path,
     input: &Path,
     output: &Path,
@@ -29,7 +30,7 @@ pub fn segment(
 ) -> Result<usize> {
     let run_model = model_beside(model_path)?;
     let side = side.or(run_model.as_ref().map(|m| m.input.h as u32)).unwrap_or(128);
-    check_image_size(Task::Warwick, side)?;
+    check_image_size(task, side)?;
     let entries = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
     let mut names: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -48,7 +49,6 @@ pub fn segment(
     let (s, n) = (side as usize, names.len());
     let sample = Shape::new(3, s, s);
     let split = Split { x, y: vec![0; n * s * s], n };
-    let task = Task::Warwick;
     let saved = checkpoint::load(model_path)?;
     let target = match output_units(&saved) {
         1 => Target::Mask,

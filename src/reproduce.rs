@@ -83,6 +83,11 @@ pub fn experiments() -> Vec<Experiment> {
         fcn("2.2a", "FCN, horizontal-flip augmentation", v(Act::Relu, 0.0, 0.0, false), true),
         fcn("2.2b", "FCN, dropout 0.3", v(Act::Relu, 0.3, 0.0, false), false),
         fcn("2.2c", "FCN, L2 1e-4", v(Act::Relu, 0.0, 1e-4, false), false),
+        Experiment {
+            task: Task::WarwickUnet,
+            note: "beyond the report: the U-Net most segmenters of such images start from",
+            ..fcn("2.3", "U-Net, Adam, horizontal flips", v(Act::Relu, 0.0, 0.0, false), true)
+        },
     ]
 }
 
@@ -162,7 +167,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
     let d = tasks::defaults(e.task);
     let (train_limit, test_limit, epochs, image_size) = match (o.quick, e.task) {
         (false, _) => (None, None, e.epochs, None),
-        (true, Task::Warwick) => (Some(10), Some(6), 2, Some(64)),
+        (true, t) if t.segments() => (Some(10), Some(6), 2, Some(64)),
         (true, _) => (Some(500), Some(200), 2, None),
     };
     TrainConfig {
@@ -193,7 +198,7 @@ fn config(e: &Experiment, o: &Options) -> TrainConfig {
 }
 
 fn threshold(task: Task) -> f64 {
-    if task == Task::Warwick {
+    if task.segments() {
         0.7
     } else {
         0.97
@@ -245,7 +250,7 @@ pub fn reproduce(o: &Options) -> Result<Vec<Outcome>> {
     let claim = if o.overwrite { Claim::Overwrite } else { Claim::New };
     let mut folder = Held::claim(&o.out, Kind::Report, claim)?;
     for set in [(Task::MnistMlp, DataSet::Mnist), (Task::Warwick, DataSet::Warwick)] {
-        let needed = |e: &Experiment| (e.task == Task::Warwick) == (set.0 == Task::Warwick);
+        let needed = |e: &Experiment| e.task.segments() == set.0.segments();
         if chosen.iter().any(needed) {
             locate::find(set.1, o.data.as_deref())?;
         }
@@ -517,13 +522,15 @@ fn placement_html(outcomes: &[Outcome]) -> String {
     h
 }
 
-/// The three regularisers of 2.2 beside the plain FCN, as the report's Figure 16, plotted into
-/// `figures`.
+/// The three regularisers of 2.2 beside the plain FCN, as the report's Figure 16, and the
+/// U-Net of 2.3 beside them, plotted into `figures`.
 fn figure16_html(outcomes: &[Outcome], figures: &Path) -> Result<String> {
     let mut h = String::new();
-    let fcn: Vec<&Outcome> = outcomes.iter().filter(|x| x.experiment.task == Task::Warwick).collect();
+    let fcn: Vec<&Outcome> = outcomes.iter().filter(|x| x.experiment.task.segments()).collect();
     if fcn.len() > 1 {
-        h.push_str("<h2>Warwick: the plain FCN and the three regularisers (Figure 16)</h2>\n<div class=\"row\">");
+        h.push_str(
+            "<h2>Warwick: the plain FCN, the three regularisers (Figure 16) and the U-Net</h2>\n<div class=\"row\">",
+        );
         for (file, test, label) in
             [("fcn-test-dice.png", true, "test Dice"), ("fcn-train-dice.png", false, "train Dice")]
         {
@@ -535,7 +542,7 @@ fn figure16_html(outcomes: &[Outcome], figures: &Path) -> Result<String> {
                 })
                 .collect();
             let refs: Vec<(&str, &[f64])> = series.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-            plot::curves(&figures.join(file), &format!("Warwick FCN: {label}"), "Dice", &refs)?;
+            plot::curves(&figures.join(file), &format!("Warwick: {label}"), "Dice", &refs)?;
             h.push_str(&img(&format!("figures/{file}"), label));
         }
         h.push_str("</div>\n");
@@ -545,15 +552,13 @@ fn figure16_html(outcomes: &[Outcome], figures: &Path) -> Result<String> {
 }
 
 /// The best MNIST model's confusion matrix and mistakes, and the Warwick test images with the
-/// lowest Dice.
+/// lowest Dice (of the FCN and of the U-Net).
 fn pictures_html(o: &Options, outcomes: &[Outcome]) -> String {
     let mut h = String::new();
     let find = |name: &str| outcomes.iter().find(|x| x.experiment.name == name);
-    let fcn: Vec<&Outcome> = outcomes.iter().filter(|x| x.experiment.task == Task::Warwick).collect();
-    let best = outcomes
-        .iter()
-        .filter(|x| x.experiment.task != Task::Warwick)
-        .max_by(|a, b| a.final_test.total_cmp(&b.final_test));
+    let fcn: Vec<&Outcome> = outcomes.iter().filter(|x| x.experiment.task.segments()).collect();
+    let best =
+        outcomes.iter().filter(|x| !x.experiment.task.segments()).max_by(|a, b| a.final_test.total_cmp(&b.final_test));
     if let Some(b) = best {
         write!(
             h,
@@ -566,7 +571,11 @@ fn pictures_html(o: &Options, outcomes: &[Outcome]) -> String {
         )
         .expect("string");
     }
-    if let Some(w) = find("2.1").or(fcn.first().copied()) {
+    let shown = [find("2.1").or(fcn.first().copied()), find("2.3")];
+    for (k, w) in shown.iter().enumerate().filter_map(|(k, w)| w.map(|w| (k, w))) {
+        if k == 1 && shown[0].is_some_and(|first| first.experiment.name == w.experiment.name) {
+            continue;
+        }
         let pics: String = (1..=3)
             .map(|k| format!("{}/worst_{k}.png", w.run_folder))
             .filter(|p| o.out.join(p).is_file())

@@ -93,6 +93,9 @@ impl TrainConfig {
         if !(v.l2.is_finite() && v.l2 >= 0.0) {
             return Err(Error::Config(format!("--l2 must be a number ≥ 0, got {}", v.l2)));
         }
+        if v.act_after_pool && self.task != Task::MnistCnn {
+            return Err(Error::Config("--act-after-pool applies to --task mnist-cnn only".into()));
+        }
         if v.activation == Act::Softmax {
             return Err(Error::Config("--activation softmax is only for the output layer".into()));
         }
@@ -101,7 +104,8 @@ impl TrainConfig {
                 return Err(Error::Config(format!("--image-size must be 1 to 4096, got {side}")))
             }
             (Some(_), Some(DataKind::Classes)) => {}
-            (Some(side), Some(DataKind::Masks)) => check_image_size(Task::Warwick, side)?,
+            (Some(side), Some(DataKind::Masks)) if !self.task.segments() => check_image_size(Task::Warwick, side)?,
+            (Some(side), Some(DataKind::Masks)) => check_image_size(self.task, side)?,
             (Some(side), _) => check_image_size(self.task, side)?,
             (None, _) => {}
         }
@@ -124,14 +128,15 @@ impl TrainConfig {
     }
 }
 
-/// `--image-size` is for the FCN, whose two poolings and two up-convolutions need a multiple
-/// of 4.
+/// `--image-size` is for the segmenters, whose poolings and up-convolutions need a multiple of
+/// 4 (the FCN) or 8 (the U-Net).
 pub(crate) fn check_image_size(task: Task, side: u32) -> Result<()> {
-    if task != Task::Warwick {
-        return Err(Error::Config("--image-size applies to --task warwick only".into()));
+    if !task.segments() {
+        return Err(Error::Config("--image-size applies to --task warwick and warwick-unet only".into()));
     }
-    if side == 0 || !side.is_multiple_of(4) || side > 4096 {
-        return Err(Error::Config(format!("--image-size must be a positive multiple of 4 up to 4096, got {side}")));
+    let m = task.side_multiple();
+    if side == 0 || !side.is_multiple_of(m) || side > 4096 {
+        return Err(Error::Config(format!("--image-size must be a positive multiple of {m} up to 4096, got {side}")));
     }
     Ok(())
 }
@@ -175,7 +180,7 @@ pub fn load_data(
         data.ok_or_else(|| Error::Config(format!("--dataset {kind} needs --data DIR, the folder of the set")))
     };
     let mut d = match (source.kind, task) {
-        (Some(DataKind::Masks), Task::Warwick) => {
+        (Some(DataKind::Masks), t) if t.segments() => {
             let (set, skipped) = masks::load(dir("masks")?, &masks::FOLDERS, image_size, source.classes)?;
             say_skipped(&skipped);
             set
@@ -183,7 +188,7 @@ pub fn load_data(
         (Some(DataKind::Masks), _) => {
             return Err(Error::Config("--dataset masks holds masks to segment: use --task warwick".into()))
         }
-        (Some(kind), Task::Warwick) => {
+        (Some(kind), t) if t.segments() => {
             return Err(Error::Config(format!(
                 "--dataset {} holds classes, and --task warwick segments images: use mnist-mlp or mnist-cnn",
                 if kind == DataKind::Idx { "idx" } else { "classes" }
@@ -212,7 +217,7 @@ pub fn load_data(
             }
         }
         (None, Task::MnistMlp | Task::MnistCnn) => mnist::load(data, tasks::input_shape(task))?,
-        (None, Task::Warwick) => warwick::load(data, image_size)?,
+        (None, Task::Warwick | Task::WarwickUnet) => warwick::load(data, image_size)?,
     };
     d.limit(train_limit, test_limit)?;
     Ok((d, names))

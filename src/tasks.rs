@@ -14,6 +14,8 @@ pub enum Task {
     MnistCnn,
     /// The report's fully convolutional network on the Warwick gland images.
     Warwick,
+    /// A U-Net (the built-in model warwick-unet) on the Warwick gland images, with flips.
+    WarwickUnet,
 }
 
 impl Task {
@@ -22,13 +24,26 @@ impl Task {
             Task::MnistMlp => "mnist-mlp",
             Task::MnistCnn => "mnist-cnn",
             Task::Warwick => "warwick",
+            Task::WarwickUnet => "warwick-unet",
         }
+    }
+    /// Whether it segments the Warwick images (else it classifies MNIST digits).
+    pub fn segments(self) -> bool {
+        matches!(self, Task::Warwick | Task::WarwickUnet)
     }
     /// The metric reported besides the loss.
     pub fn metric(self) -> &'static str {
+        if self.segments() {
+            "dice"
+        } else {
+            "acc"
+        }
+    }
+    /// What an image's side must be a multiple of: 2 to the number of poolings.
+    pub fn side_multiple(self) -> u32 {
         match self {
-            Task::Warwick => "dice",
-            _ => "acc",
+            Task::WarwickUnet => 8,
+            _ => 4,
         }
     }
 }
@@ -53,6 +68,8 @@ pub struct Defaults {
     pub optimizer: Optimizer,
     pub epochs: usize,
     pub batch: usize,
+    /// Train on every image and its left-right mirror image.
+    pub hflip: bool,
 }
 
 pub fn defaults(task: Task) -> Defaults {
@@ -63,16 +80,22 @@ pub fn defaults(task: Task) -> Defaults {
             optimizer: Optimizer::Sgd { lr: 0.25, momentum: 0.0 },
             epochs: 25,
             batch: 100,
+            hflip: false,
         },
         Task::MnistCnn => Defaults {
             variant: variant(Act::Relu),
             optimizer: Optimizer::Sgd { lr: 0.25, momentum: 0.0 },
             epochs: 6,
             batch: 100,
+            hflip: false,
         },
-        Task::Warwick => {
-            Defaults { variant: variant(Act::Relu), optimizer: Optimizer::adam(1e-3), epochs: 250, batch: 5 }
-        }
+        Task::Warwick | Task::WarwickUnet => Defaults {
+            variant: variant(Act::Relu),
+            optimizer: Optimizer::adam(1e-3),
+            epochs: 250,
+            batch: 5,
+            hflip: task == Task::WarwickUnet,
+        },
     }
 }
 
@@ -82,6 +105,7 @@ pub fn builtin(task: Task) -> &'static Builtin {
         Task::MnistMlp => "mnist-mlp",
         Task::MnistCnn => "mnist-cnn",
         Task::Warwick => "warwick-fcn",
+        Task::WarwickUnet => "warwick-unet",
     };
     Builtin::get(name).expect("every task has a built-in model")
 }
@@ -111,7 +135,8 @@ pub fn vary(task: Task, mut m: Model, v: Variant, input: Shape) -> Model {
     {
         *l2 = v.l2;
     }
-    if v.act_after_pool {
+    // (A graph's activations feed other layers too: it keeps them where they are.)
+    if v.act_after_pool && m.layers.iter().all(|n| n.inputs.is_empty()) {
         for i in 1..m.layers.len() {
             if matches!(m.layers[i - 1].layer, Layer::Activation(_)) && m.layers[i].layer == Layer::MaxPool2d {
                 m.layers.swap(i - 1, i);
@@ -122,20 +147,29 @@ pub fn vary(task: Task, mut m: Model, v: Variant, input: Shape) -> Model {
         let drop = || Node::from(Layer::Dropout(Dropout { rate: v.dropout }));
         let hidden = |n: &Node| matches!(n.layer, Layer::Activation(_));
         match task {
-            Task::Warwick => {
+            Task::Warwick | Task::WarwickUnet => {
                 let at: Vec<usize> = (0..last).filter(|&i| hidden(&m.layers[i])).collect();
                 for i in at.into_iter().rev() {
-                    m.layers.insert(i + 1, drop());
+                    insert(&mut m, i + 1, drop());
                 }
             }
             Task::MnistMlp | Task::MnistCnn => {
                 if let Some(i) = m.layers.iter().rposition(|n| matches!(n.layer, Layer::Dense(_))) {
-                    m.layers.insert(i, drop());
+                    insert(&mut m, i, drop());
                 }
             }
         }
     }
     m
+}
+
+/// Puts `node` at layer `at`, between layer `at - 1` and the layers that read its output,
+/// which then read the new layer's.
+fn insert(m: &mut Model, at: usize, node: Node) {
+    for later in &mut m.layers[at..] {
+        later.inputs.iter_mut().filter(|j| **j >= at).for_each(|j| *j += 1);
+    }
+    m.layers.insert(at, node);
 }
 
 /// The task's network for samples of `input` shape and the data's `target`: a classifier gets
@@ -171,6 +205,6 @@ pub fn input_shape(task: Task) -> Shape {
     match task {
         Task::MnistMlp => Shape::flat(784),
         Task::MnistCnn => Shape::new(1, 28, 28),
-        Task::Warwick => Shape::new(3, 128, 128),
+        Task::Warwick | Task::WarwickUnet => Shape::new(3, 128, 128),
     }
 }

@@ -141,7 +141,12 @@ fn bad_flags_are_refused_before_work() {
         (&["--epochs", "3"], "--task is required"),
         (&["--task", "warwick", "--image-size", "30"], "--image-size must be a positive multiple of 4"),
         (&["--task", "warwick", "--image-size", "0"], "--image-size must be a positive multiple of 4"),
-        (&["--task", "mnist-cnn", "--image-size", "64"], "--image-size applies to --task warwick only"),
+        (
+            &["--task", "mnist-cnn", "--image-size", "64"],
+            "--image-size applies to --task warwick and warwick-unet only",
+        ),
+        (&["--task", "warwick-unet", "--image-size", "36"], "--image-size must be a positive multiple of 8"),
+        (&["--task", "warwick", "--act-after-pool"], "--act-after-pool applies to --task mnist-cnn only"),
         (&["--task", "mnist-mlp", "--checkpoint-every", "0"], "--checkpoint-every must be at least 1"),
     ];
     let out = tmp("bad");

@@ -35,7 +35,10 @@ fn networks() -> Vec<Model> {
 fn built_in_models_have_the_reports_parameter_counts() {
     let counts: Vec<(&str, usize)> = BUILTINS.iter().map(|b| (b.name, b.model().param_count().unwrap())).collect();
     // Keras' summaries of the report's networks.
-    assert_eq!(counts, [("mnist-mlp", 79_510), ("mnist-cnn", 21_578), ("warwick-fcn", 8_625)]);
+    assert_eq!(
+        counts,
+        [("mnist-mlp", 79_510), ("mnist-cnn", 21_578), ("warwick-fcn", 8_625), ("warwick-unet", 482_033)]
+    );
 }
 
 #[test]

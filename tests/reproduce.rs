@@ -28,7 +28,7 @@ fn quick_reproduce_writes_a_complete_report() {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect();
-    assert_eq!(names.len(), 12, "{names:?}");
+    assert_eq!(names.len(), 13, "{names:?}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["quick"], true);
     let experiments = report["experiments"].as_array().unwrap();
@@ -47,7 +47,7 @@ fn quick_reproduce_writes_a_complete_report() {
         assert!(html.contains(&format!("<td>{name}</td>")), "{name} in the table");
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert_eq!(md.lines().filter(|l| l.starts_with("| 1.") || l.starts_with("| 2.")).count(), 12);
+    assert_eq!(md.lines().filter(|l| l.starts_with("| 1.") || l.starts_with("| 2.")).count(), 13);
 
     // The best MNIST model's confusion matrix: sums to the test set, diagonal = accuracy.
     let best = experiments

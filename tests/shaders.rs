@@ -66,16 +66,17 @@ fn emitted() -> HashSet<Kernel> {
             out.extend(model_kernels(&common::small_unet(), batch, optimizer, Target::Mask));
         }
     }
-    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
+    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick, Task::WarwickUnet] {
         let d = tasks::defaults(task);
         let real = tasks::input_shape(task);
         let small = match task {
             Task::MnistMlp => Shape::flat(37),
             Task::MnistCnn => Shape::new(1, 14, 18),
             Task::Warwick => Shape::new(3, 12, 20),
+            Task::WarwickUnet => Shape::new(3, 16, 24),
         };
         let targets = match task {
-            Task::Warwick => vec![Target::Mask, Target::Segments(5)],
+            Task::Warwick | Task::WarwickUnet => vec![Target::Mask, Target::Segments(5)],
             _ => vec![Target::Classes(10)],
         };
         for act in [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu] {

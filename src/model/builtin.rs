@@ -14,6 +14,7 @@ pub const BUILTINS: &[Builtin] = &[
     Builtin { name: "mnist-mlp", text: include_str!("../../models/mnist-mlp.toml") },
     Builtin { name: "mnist-cnn", text: include_str!("../../models/mnist-cnn.toml") },
     Builtin { name: "warwick-fcn", text: include_str!("../../models/warwick-fcn.toml") },
+    Builtin { name: "warwick-unet", text: include_str!("../../models/warwick-unet.toml") },
 ];
 
 impl Builtin {
