@@ -143,6 +143,32 @@ def leaky_relu(out, d):
     save(out, "leaky_relu", dict(x=x, y=y, gy=gy, gx=gx), negative_slope="0.01")
 
 
+def batch_norm(out, d):
+    """nn.BatchNorm2d(4) in training (batch statistics, running ones updated, gradients), then
+    in evaluation (the running statistics) on other inputs. Channels of different means and
+    scales; a channel with a zero and ties."""
+    bn = nn.BatchNorm2d(4).double()
+    with torch.no_grad():
+        bn.weight.copy_(d.normal(4))
+        bn.bias.copy_(d.normal(4))
+        bn.running_mean.copy_(d.normal(4))
+        bn.running_var.copy_(d.uniform(4) + 0.5)
+    t = dict(gamma=bn.weight, beta=bn.bias, running_mean0=bn.running_mean.clone(), running_var0=bn.running_var.clone())
+    x = d.normal(3, 4, 5, 7) * torch.tensor([1.0, 3.0, 0.2, 1.0]).double().reshape(1, 4, 1, 1)
+    x = x + torch.tensor([0.0, 2.0, -1.0, 0.5]).double().reshape(1, 4, 1, 1)
+    x[0, 3, 0, :3] = 0.0
+    x[1, 3, 2, :4] = x[1, 3, 2, 4]
+    x.requires_grad_()
+    y = bn(x)
+    gy = d.normal(*y.shape)
+    gx, gg, gb = grads(y, gy, x, bn.weight, bn.bias)
+    t.update(x=x, y=y, gy=gy, gx=gx, ggamma=gg, gbeta=gb, running_mean=bn.running_mean, running_var=bn.running_var)
+    bn.eval()
+    x_eval = d.normal(2, 4, 5, 7) * 2.0
+    t.update(x_eval=x_eval, y_eval=bn(x_eval))
+    save(out, "batch_norm", t, momentum="0.1", eps="1e-05")
+
+
 def optimizers(out, d):
     """Three steps from w0 with gradients g0..g2, in Keras' forms."""
     w0, gs = d.normal(3, 5), [d.normal(3, 5) for _ in range(3)]
@@ -245,7 +271,7 @@ def main():
     a.out.mkdir(parents=True, exist_ok=True)
     d = Draw(a.seed)
     for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling, leaky_relu,
-                 graph_models):
+                 graph_models, batch_norm):
         part(a.out, d)
     print(f"wrote {len(list(a.out.glob('*.safetensors')))} fixtures to {a.out}")
 

@@ -22,8 +22,11 @@ fn flat(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
 var<workgroup> tree: array<vec4<f32>, 256>;
 
 // The sum of every thread's `v` over a 256-thread workgroup, by a fixed tree (the same order on
-// every run), given to every thread. Call from uniform control flow.
+// every run), given to every thread. Call from uniform control flow. It starts with a barrier,
+// so that a call after another never writes the tree before every thread has read the earlier
+// sum from it.
 fn workgroup_sum(li: u32, v: vec4<f32>) -> vec4<f32> {
+    workgroupBarrier();
     tree[li] = v;
     for (var half = 128u; half > 0u; half /= 2u) {
         workgroupBarrier();

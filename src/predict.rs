@@ -138,7 +138,7 @@ fn outputs(
     target: Target,
     backend: BackendChoice,
 ) -> Result<Vec<f32>> {
-    let init = checkpoint::match_params(path, saved, &model.params()?)?;
+    let init = checkpoint::match_params(path, saved, &model.saved()?)?;
     if model.input != sample {
         let run = path.with_file_name("model.toml");
         return Err(Error::Config(format!(

@@ -344,7 +344,7 @@ fn run(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<RunResult> {
         None => tasks::model_for(cfg.task, cfg.variant, data.sample, data.target),
     };
     let init = match (&cfg.init, checkpoint) {
-        (Some(path), None) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.params()?)?),
+        (Some(path), None) => Some(checkpoint::match_params(path, &checkpoint::load(path)?, &model.saved()?)?),
         _ => None,
     };
     let saved = checkpoint.map(checkpoint::load_run).transpose()?;
@@ -498,13 +498,16 @@ fn checkpoint_due(every: Option<usize>, (epoch, epochs): (usize, usize), since: 
 }
 
 /// Writes the run's checkpoint after `epochs_done` epochs (and any steps of the next),
-/// `model.safetensors` (the parameters alone) and the history files, which then agree.
+/// `model.safetensors` (the parameters and running statistics alone) and the history files,
+/// which then agree.
 fn save_checkpoint(cfg: &TrainConfig, session: &mut Session, history: &History, epochs_done: usize) -> Result<()> {
     history.write(&cfg.out)?;
     let (progress, tensors) = session.progress()?;
     let state = RunState { epochs_done, progress, history: history.clone() };
     checkpoint::save_run(&cfg.out.join(CHECKPOINT), &tensors, &state)?;
-    let keys: std::collections::HashSet<String> = session.plan.params.iter().map(|p| p.spec.key.clone()).collect();
+    let plan = &session.plan;
+    let specs = plan.params.iter().map(|p| &p.spec).chain(plan.running.iter().map(|r| &r.0));
+    let keys: std::collections::HashSet<String> = specs.map(|s| s.key.clone()).collect();
     let params = tensors.into_iter().filter(|(k, _)| keys.contains(k)).collect();
     checkpoint::save(&cfg.out.join("model.safetensors"), &params)
 }
@@ -578,7 +581,7 @@ pub fn evaluate(
         Some(m) => m,
         None => tasks::model_for(task, variant, data.sample, data.target),
     };
-    let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.params()?)?;
+    let init = checkpoint::match_params(model_path, &checkpoint::load(model_path)?, &model.saved()?)?;
     let opts = SessionOptions {
         batch,
         optimizer: tasks::defaults(task).optimizer,

@@ -19,7 +19,8 @@ pub struct SessionOptions {
     pub shuffle: bool,
     /// Train on each sample and its mirror image.
     pub mirrored: bool,
-    /// Initial parameter values in plan order; drawn from the seed when `None`.
+    /// Initial values of the parameters then the running statistics, in plan order ([`Model::saved`]);
+    /// drawn from the seed when `None`.
     pub init: Option<Vec<Vec<f32>>>,
 }
 
@@ -159,13 +160,16 @@ impl Session {
             backend.upload_u8(bufs.y, &split.y)?;
         }
         backend.upload_u32(plan.test_data.index, &(0..data.test.n as u32).collect::<Vec<_>>())?;
+        // Parameters, then running statistics (which draw nothing from the generator).
         let specs: Vec<_> = plan.params.iter().map(|p| p.spec.clone()).collect();
+        let running: Vec<_> = plan.running.iter().map(|(s, _)| s.clone()).collect();
         let values = match opts.init {
             Some(v) => v,
-            None => init_params(&specs, &mut rng),
+            None => [init_params(&specs, &mut rng), init_params(&running, &mut rng)].concat(),
         };
-        for (p, v) in plan.params.iter().zip(&values) {
-            backend.upload_f32(p.value, v)?;
+        let bufs = plan.params.iter().map(|p| p.value).chain(plan.running.iter().map(|r| r.1));
+        for (buf, v) in bufs.zip(&values) {
+            backend.upload_f32(buf, v)?;
         }
         let order = (0..plan.train_data.index_len as u32).collect();
         let (classes, pixel_classes) = (matches!(data.target, Target::Classes(_)), data.target.pixel_classes());
@@ -308,6 +312,9 @@ impl Session {
                 self.backend.upload_f32(buf, get(&state_key(&param.spec.key, i), len)?)?;
             }
         }
+        for (spec, buf) in self.plan.running.clone() {
+            self.backend.upload_f32(buf, get(&spec.key, spec.len())?)?;
+        }
         let metrics_len = self.plan.buffers[self.plan.train_metrics.0].len;
         self.backend.upload_f32(self.plan.train_metrics, get(TRAIN_METRICS, metrics_len)?)?;
         self.rng = Rng::from_state(&p.rng).ok_or_else(|| bad("the generator state is malformed".into()))?;
@@ -366,15 +373,19 @@ impl Session {
         self.plan.confusion.map(|c| self.backend.download_f32(c)).transpose()
     }
 
-    /// Every parameter by checkpoint key.
+    /// Every parameter and running statistic by checkpoint key.
     pub fn params(&mut self) -> Result<BTreeMap<String, Tensor>> {
         let wanted = self.param_values();
         self.read(wanted)
     }
 
-    /// (checkpoint key, shape, buffer) of every parameter's value.
+    /// (checkpoint key, shape, buffer) of every parameter's value and running statistic.
     fn param_values(&self) -> Vec<(String, Vec<usize>, BufId)> {
-        self.plan.params.iter().map(|p| (p.spec.key.clone(), p.spec.shape.clone(), p.value)).collect()
+        let params = self.plan.params.iter().map(|p| (&p.spec, p.value));
+        params
+            .chain(self.plan.running.iter().map(|(s, b)| (s, *b)))
+            .map(|(s, b)| (s.key.clone(), s.shape.clone(), b))
+            .collect()
     }
 
     /// The `wanted` buffers, read back together, by key.

@@ -132,6 +132,49 @@ fn leaky_relu_matches_golden(kind: Kind) {
     assert_close("leaky_relu.gx", &be.download_f32(gx).unwrap(), &g["gx"].data, GRAD.0, GRAD.1);
 }
 
+/// PyTorch's `nn.BatchNorm2d(4)` in training (batch statistics, the running ones moved, every
+/// gradient), then in evaluation on other inputs (the running statistics).
+fn batch_norm_matches_golden(kind: Kind) {
+    let g = golden("batch_norm");
+    let [n, c, h, w] = dims(&g["x"]);
+    let (hw, len) = (h * w, n * c * h * w);
+    let mut r = Rig::default();
+    let (x, gy) = (r.f32(&g["x"].data), r.f32(&g["gy"].data));
+    let (gamma, beta) = (r.param(&g["gamma"].data), r.param(&g["beta"].data));
+    let running = [r.f32(&g["running_mean0"].data), r.f32(&g["running_var0"].data), r.zeros(1)];
+    let (y, stats, gx, ggamma, gbeta) = (r.zeros(len), r.zeros(2 * c), r.zeros(len), r.grad(c), r.grad(c));
+    let n_eval = dims(&g["x_eval"])[0];
+    let (x_eval, y_eval, stats_eval) = (r.f32(&g["x_eval"].data), r.zeros(n_eval * c * hw), r.zeros(2 * c));
+    let (momentum, eps) = (0.1, 1e-5);
+    let mut be = r.on(kind);
+    let train = [
+        Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train: true, momentum, eps },
+        Op::BatchNormBackward { x, gamma, stats, gy, gx: Some(gx), ggamma, gbeta, c, hw },
+    ];
+    run(&mut *be, &train, n);
+    let eval = Op::BatchNorm {
+        x: x_eval,
+        gamma,
+        beta,
+        y: y_eval,
+        stats: stats_eval,
+        running,
+        c,
+        hw,
+        train: false,
+        momentum,
+        eps,
+    };
+    run(&mut *be, &[eval], n_eval);
+    for (key, id) in [("y", y), ("running_mean", running[0]), ("running_var", running[1]), ("y_eval", y_eval)] {
+        assert_close(key, &be.download_f32(id).unwrap(), &g[key].data, FWD.0, FWD.1);
+    }
+    for (key, id) in [("gx", gx), ("ggamma", ggamma), ("gbeta", gbeta)] {
+        assert_close(key, &be.download_f32(id).unwrap(), &g[key].data, GRAD.0, GRAD.1);
+    }
+    assert_eq!(be.download_f32(running[2]).unwrap(), [1.0], "one update counted");
+}
+
 fn softmax_cross_entropy_matches_golden(kind: Kind) {
     let g = golden("softmax_cross_entropy");
     let [n, classes, ..] = dims(&g["logits"]);
@@ -236,6 +279,7 @@ on_every_backend!(
     softmax_cross_entropy_matches_golden,
     sigmoid_bce_dice_matches_golden,
     leaky_relu_matches_golden,
+    batch_norm_matches_golden,
     pixel_softmax_cross_entropy_matches_golden,
     l2_matches_golden,
     optimizers_match_golden,

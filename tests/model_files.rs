@@ -19,7 +19,7 @@ fn gpu_train(args: &[&str]) -> Output {
 /// Every variant of every task's network, and a graph.
 fn networks() -> Vec<Model> {
     let mut out = Vec::new();
-    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
+    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick, Task::WarwickUnet] {
         for activation in [Act::Relu, Act::LeakyRelu] {
             for (dropout, l2, act_after_pool) in [(0.0, 0.0, false), (0.25, 1e-4, true)] {
                 let v = Variant { activation, dropout, l2, act_after_pool };
@@ -37,7 +37,7 @@ fn built_in_models_have_the_reports_parameter_counts() {
     // Keras' summaries of the report's networks.
     assert_eq!(
         counts,
-        [("mnist-mlp", 79_510), ("mnist-cnn", 21_578), ("warwick-fcn", 8_625), ("warwick-unet", 482_033)]
+        [("mnist-mlp", 79_510), ("mnist-cnn", 21_578), ("warwick-fcn", 8_625), ("warwick-unet", 483_441)]
     );
 }
 
@@ -161,6 +161,19 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "relu (layer 1): activation takes one input, got 2",
     ),
     ("no inputs", "input = [8]\n[[layers]]\nkind = \"relu\"\ninputs = []\n", 2, "inputs is empty"),
+    (
+        "a batch norm of other channels",
+        "input = [3, 8, 8]\n[[layers]]\nkind = \"batch_norm2d\"\nname = \"bn\"\nnum_features = 4\n",
+        2,
+        "batch_norm2d \"bn\": num_features 4, but its input has 3 channels: (None, 3, 8, 8)",
+    ),
+    (
+        "a batch norm's momentum",
+        "input = [3, 8, 8]\n[[layers]]\nkind = \"batch_norm2d\"\nmomentum = 0.0\n",
+        2,
+        "momentum must be in (0, 1], got 0",
+    ),
+    ("a batch norm's eps", "input = [3, 8, 8]\n[[layers]]\nkind = \"batch_norm2d\"\neps = -1.0\n", 2, "eps must be"),
     (
         "two layers of one name",
         "input = [8]\n[[layers]]\nname = \"a\"\nkind = \"relu\"\n[[layers]]\nname = \"a\"\nkind = \"relu\"\n",

@@ -202,6 +202,42 @@ fn avg_pool() {
     }
 }
 
+/// Batch normalisation in training (statistics, the running ones, every gradient) and outside
+/// it, on channels of different means and scales. The GPU sums each channel's `m = n·hw ≤ 360`
+/// terms in f32 (the CPU and the reference in f64), so `gγ`, `gβ` and the statistics carry
+/// rounding that grows about as √m·2^-24 ≈ 1.1e-6 of the terms' size; 4e-6 of the result and
+/// of the largest input is that with room for the order of the sums. (1e-7 fails: a `gγ` of
+/// 120 terms is 4.7e-7 off.)
+#[test]
+fn batch_norm() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(800 + seed);
+        let (c, hw) = (size(&mut rng, 6), size(&mut rng, 90));
+        // At least 8 values per channel. With two values a few hundredths apart the GPU's f32
+        // statistics (as PyTorch's on a GPU) are off by 2^-24·|μ|/σ relative, which no fixed
+        // tolerance bounds; the CPU's and the reference's are f64.
+        let n = size(&mut rng, 4).max(8usize.div_ceil(hw));
+        let len = n * c * hw;
+        let offsets: Vec<f32> = (0..c).map(|_| 3.0 * values(&mut rng, 1)[0]).collect();
+        let x: Vec<f32> = values(&mut rng, len).iter().enumerate().map(|(i, v)| v + offsets[i / hw % c]).collect();
+        let mut r = Rig::default();
+        let (x, gy) = (r.f32(&x), r.f32(&values(&mut rng, len)));
+        let (gamma, beta) = (r.param(&values(&mut rng, c)), r.param(&values(&mut rng, c)));
+        let var: Vec<f32> = values(&mut rng, c).iter().map(|v| v.abs() + 0.5).collect();
+        let running = [r.f32(&values(&mut rng, c)), r.f32(&var), r.zeros(1)];
+        let (y, stats, gx, ggamma, gbeta) = (r.zeros(len), r.zeros(2 * c), r.zeros(len), r.grad(c), r.grad(c));
+        let (y2, stats2) = (r.zeros(len), r.zeros(2 * c));
+        let (momentum, eps) = (0.1, 1e-5);
+        let gx = Some(gx).filter(|_| below(&mut rng, 4) > 0);
+        let ops = [
+            Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train: true, momentum, eps },
+            Op::BatchNormBackward { x, gamma, stats, gy, gx, ggamma, gbeta, c, hw },
+            Op::BatchNorm { x, gamma, beta, y: y2, stats: stats2, running, c, hw, train: false, momentum, eps },
+        ];
+        three_way(&format!("batch norm seed {seed}: n {n} c {c} hw {hw}"), &r, &ops, n, 1, Tol::Formula(4e-6, 4e-6));
+    }
+}
+
 /// Concatenations (forward and backward, each half wanted or not) and the sums of gradients.
 #[test]
 fn concat_and_sum() {
@@ -388,6 +424,8 @@ fn training_steps() {
         AvgPool,
         /// A small U-Net from a model file: values read by two layers, joined by concatenation.
         Graph,
+        /// Batch normalisation after every hidden convolution.
+        BatchNorm,
     }
     let setups = [
         (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, Twist::None),
@@ -405,6 +443,8 @@ fn training_steps() {
         (Task::Warwick, Shape::new(3, 20, 12), 2, v(Act::LeakyRelu, 0.0, 0.0, false), adam, true, Twist::None),
         (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Graph),
         (Task::Warwick, Shape::new(3, 8, 12), 2, v(Act::Relu, 0.0, 0.0, false), momentum, false, Twist::Graph),
+        (Task::Warwick, Shape::new(3, 12, 16), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::BatchNorm),
+        (Task::MnistCnn, Shape::new(1, 12, 12), 4, v(Act::Tanh, 0.0, 0.0, false), sgd, false, Twist::BatchNorm),
     ];
     for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
@@ -420,11 +460,28 @@ fn training_steps() {
         if twist == Twist::Graph {
             model = small_unet();
         }
+        if twist == Twist::BatchNorm {
+            let last = model.layers.len() - 1;
+            let hidden: Vec<usize> = (0..last).filter(|&i| matches!(model.layers[i].layer, Layer::Conv2d(_))).collect();
+            for i in hidden.into_iter().rev().filter(|&i| i + 2 < last) {
+                model.layers.insert(i + 1, Layer::BatchNorm2d(Default::default()).into());
+            }
+        }
         data.train.x.iter_mut().for_each(|v| *v = if below(&mut rng, 2) == 0 { 0 } else { *v & 0xF0 });
         let specs = model.params().unwrap();
-        let init: Vec<Vec<f32>> = specs.iter().map(|p| (0..p.len()).map(|_| 0.2 * rng.normal()).collect()).collect();
+        let mut init: Vec<Vec<f32>> =
+            specs.iter().map(|p| (0..p.len()).map(|_| 0.2 * rng.normal()).collect()).collect();
+        // Running statistics start where PyTorch's do.
+        let running = model.running().unwrap();
+        init.extend(gpu_train::model::init_params(&running, &mut rng));
+        let saved = model.saved().unwrap();
+        // A bias just before a batch normalisation has no gradient: the mean is taken out.
+        let normalised: Vec<String> = (1..model.layers.len())
+            .filter(|&i| matches!(model.layers[i].layer, Layer::BatchNorm2d(_)))
+            .map(|i| format!("{}.bias", model.key(i - 1)))
+            .collect();
         let start: std::collections::BTreeMap<&str, &Vec<f32>> =
-            specs.iter().map(|p| p.key.as_str()).zip(&init).collect();
+            saved.iter().map(|p| p.key.as_str()).zip(&init).collect();
         let run = |kind| {
             let opts = SessionOptions { batch, optimizer, seed: 3, shuffle: true, mirrored, init: Some(init.clone()) };
             let mut s = Session::new(&model, &data, opts, |descs| Ok(backend(kind, descs))).unwrap();
@@ -436,7 +493,7 @@ fn training_steps() {
             for (key, got) in run(kind) {
                 let (want, start) = (&want[&key].data, start[key.as_str()]);
                 let change = want.iter().zip(start).fold(0.0f32, |m, (w, s)| m.max((w - s).abs()));
-                assert!(change > 0.0 || variant.dropout > 0.0, "{key} did not move");
+                assert!(change > 0.0 || variant.dropout > 0.0 || normalised.contains(&key), "{key} did not move");
                 let err = got.data.iter().zip(want).fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
                 let largest = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
                 assert!(

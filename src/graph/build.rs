@@ -116,6 +116,7 @@ impl Builder {
                     Some(self.buf(format!("{prefix}argmax.{i}"), batch * shapes[i + 1].len(), Dtype::U32))
                 }
                 Some(AuxOf::InputValues) => Some(f32s(self, format!("mask.{i}"), shapes[x].len())),
+                Some(AuxOf::ChannelPairs) => Some(self.buf(format!("{prefix}stats.{i}"), 2 * shapes[x].c, Dtype::F32)),
                 None => None,
             });
         }
@@ -244,6 +245,14 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     let eval_pass =
         if eval_batch == opts.batch { pass.clone() } else { b.pass("eval.", eval_batch, &body, &shapes, per_target) };
     let params = b.params(&model.params()?, &opts.optimizer);
+    let running: Vec<(ParamSpec, BufId)> = model
+        .running()?
+        .into_iter()
+        .map(|s| {
+            let buf = b.buf(format!("running.{}", s.key), s.len(), Dtype::F32);
+            (s, buf)
+        })
+        .collect();
 
     let grads = b.gradients(&body, &shapes, opts.batch, opts.input_grad);
     let metrics_len = slot::len(data.target.pixel_classes());
@@ -267,6 +276,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
             gy: grads.node[i + 1],
             gx: grads.edge[i][0],
             second: sources.get(1).map(|&j| (pass.acts[j], shapes[j])),
+            running: running.iter().position(|(s, _)| s.layer == i).map(|r| [0, 1, 2].map(|k| running[r + k].1)),
             gx2: grads.edge[i][1],
         }
     };
@@ -327,6 +337,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
         eval_probs: eval_pass.probs,
         input_grad: grads.node[0],
         params,
+        running,
         train_data,
         test_data,
         train_metrics,

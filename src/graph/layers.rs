@@ -16,6 +16,8 @@ pub struct LayerIo {
     pub params: Option<(BufId, BufId, BufId, BufId)>,
     pub gy: Option<BufId>,
     pub gx: Option<BufId>,
+    /// A batch normalisation's running mean, variance and count.
+    pub running: Option<[BufId; 3]>,
     /// A layer that joins two values: the second, its shape, and its gradient where wanted.
     pub second: Option<(BufId, Shape)>,
     pub gx2: Option<BufId>,

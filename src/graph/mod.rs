@@ -65,6 +65,9 @@ pub struct Plan {
     /// Gradient with respect to the input, when [`PlanOptions::input_grad`] asked for it.
     pub input_grad: Option<BufId>,
     pub params: Vec<PlanParam>,
+    /// The running statistics of the batch normalisations ([`crate::model::Model::running`]),
+    /// which the test pass reads and each training step moves: kept, not trained.
+    pub running: Vec<(ParamSpec, BufId)>,
     pub train_data: DataBufs,
     pub test_data: DataBufs,
     /// [`slot::LEN`] f32 each.

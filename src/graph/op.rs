@@ -242,6 +242,39 @@ pub enum Op {
         y: BufId,
         per: usize,
     },
+    /// Batch normalisation of `x [n, c, hw]`. In training, each channel's mean `μ` and biased
+    /// variance `σ²` over the batch's `n·hw` values, written to `stats` (`[μ; c]` then
+    /// `[1/√(σ²+ε); c]`), and the running statistics moved toward them (`running`: mean `[c]`,
+    /// variance `[c]` with the unbiased variance, and the count of updates `[1]`):
+    /// `r ← (1 - momentum)·r + momentum·v`. Outside training, the running statistics stand in.
+    /// `y = γ·(x - μ)/√(σ²+ε) + β`.
+    BatchNorm {
+        x: BufId,
+        gamma: BufId,
+        beta: BufId,
+        y: BufId,
+        stats: BufId,
+        running: [BufId; 3],
+        c: usize,
+        hw: usize,
+        train: bool,
+        momentum: f32,
+        eps: f32,
+    },
+    /// [`Op::BatchNorm`]'s backward in training, from its `stats`: with `x̂ = (x - μ)/√(σ²+ε)`
+    /// and `m = n·hw`, `gβ = Σgy`, `gγ = Σgy·x̂` (per channel) and
+    /// `gx = γ/√(σ²+ε)·(gy - (gβ + x̂·gγ)/m)`.
+    BatchNormBackward {
+        x: BufId,
+        gamma: BufId,
+        stats: BufId,
+        gy: BufId,
+        gx: Option<BufId>,
+        ggamma: BufId,
+        gbeta: BufId,
+        c: usize,
+        hw: usize,
+    },
     /// Elementwise over `[n, per]`.
     Activation {
         act: Act,
@@ -391,6 +424,8 @@ impl Op {
             | Op::AvgPool2dBackward { .. }
             | Op::Concat { .. }
             | Op::ConcatBackward { .. }
+            | Op::BatchNorm { .. }
+            | Op::BatchNormBackward { .. }
             | Op::Sum { .. }
             | Op::Activation { .. }
             | Op::ActivationBackward { .. }
@@ -415,6 +450,12 @@ impl Op {
             }
             Op::AvgPool2dBackward { gy, .. } | Op::ConcatBackward { gy, .. } => gy == id,
             Op::Concat { a, b, .. } | Op::Sum { a, b, .. } => [a, b].contains(&id),
+            Op::BatchNorm { x, gamma, beta, running, train, .. } => {
+                [x, gamma, beta].contains(&id)
+                    || (train && running.contains(&id))
+                    || (!train && running[..2].contains(&id))
+            }
+            Op::BatchNormBackward { x, gamma, stats, gy, .. } => [x, gamma, stats, gy].contains(&id),
             Op::MaxPool2dBackward { gy, argmax, .. } => [gy, argmax].contains(&id),
             Op::ActivationBackward { y, gy, .. } => [y, gy].contains(&id),
             Op::DropoutBackward { gy, mask, .. } => [gy, mask].contains(&id),
@@ -440,6 +481,10 @@ impl Op {
             Op::MaxPool2d { y, argmax, .. } => [y, argmax].contains(&id),
             Op::AvgPool2d { y, .. } | Op::Activation { y, .. } | Op::Concat { y, .. } | Op::Sum { y, .. } => y == id,
             Op::ConcatBackward { ga, gb, .. } => ga == Some(id) || gb == Some(id),
+            Op::BatchNorm { y, stats, running, train, .. } => {
+                [y, stats].contains(&id) || (train && running.contains(&id))
+            }
+            Op::BatchNormBackward { gx, ggamma, gbeta, .. } => [ggamma, gbeta].contains(&id) || gx == Some(id),
             Op::Dropout { y, mask, .. } => [y, mask].contains(&id),
             Op::MaxPool2dBackward { gx, .. }
             | Op::AvgPool2dBackward { gx, .. }

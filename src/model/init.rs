@@ -13,6 +13,7 @@ pub enum Init {
         stddev: f32,
     },
     Zeros,
+    Ones,
 }
 
 /// Fresh values for every parameter, in order.
@@ -23,6 +24,7 @@ pub fn init_params(params: &[ParamSpec], rng: &mut Rng) -> Vec<Vec<f32>> {
             let n = p.len();
             match p.init {
                 Init::Zeros => vec![0.0; n],
+                Init::Ones => vec![1.0; n],
                 Init::RandomNormal { stddev } => (0..n).map(|_| rng.normal() * stddev).collect(),
                 Init::GlorotUniform => {
                     // [out, in, kh, kw] (or [in, out, kh, kw]): fan_in + fan_out is the same either way.

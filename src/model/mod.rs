@@ -9,7 +9,8 @@ pub mod torch;
 
 pub use init::{init_params, Init};
 pub use layers::{
-    AuxOf, AvgPool2d, Concat, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d, Weights,
+    AuxOf, AvgPool2d, BatchNorm2d, Concat, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d,
+    Weights,
 };
 pub use summary::summary;
 
@@ -169,6 +170,34 @@ impl Model {
             }
         }
         Ok(out)
+    }
+
+    /// The running statistics of every batch normalisation, in layer order: each one's mean,
+    /// variance and count of updates (`num_batches_tracked`, a scalar).
+    pub fn running(&self) -> Result<Vec<ParamSpec>> {
+        let shapes = self.shapes()?;
+        let mut out = Vec::new();
+        for (i, Node { layer, .. }) in self.layers.iter().enumerate() {
+            if let Some(c) = layer.kind().running(shapes[self.sources(i)[0]]) {
+                let key = self.key(i);
+                let spec = |name: &str, shape: Vec<usize>, init| ParamSpec {
+                    key: format!("{key}.{name}"),
+                    shape,
+                    layer: i,
+                    init,
+                    l2: 0.0,
+                };
+                out.push(spec("running_mean", vec![c], Init::Zeros));
+                out.push(spec("running_var", vec![c], Init::Ones));
+                out.push(spec("num_batches_tracked", vec![], Init::Zeros));
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a checkpoint holds: the parameters, then the running statistics.
+    pub fn saved(&self) -> Result<Vec<ParamSpec>> {
+        Ok([self.params()?, self.running()?].concat())
     }
 
     pub fn param_count(&self) -> Result<usize> {

@@ -15,7 +15,7 @@ pub fn summary(model: &Model) -> Result<String> {
     out += &format!("{}\n", "=".repeat(width));
     let mut names: Vec<String> = Vec::new();
     let mut seen = std::collections::HashMap::new();
-    let mut total = 0;
+    let (mut total, mut fixed) = (0, 0);
     for (i, Node { name, layer, .. }) in model.layers.iter().enumerate() {
         let base = layer.kind().name().1.to_string();
         let count = seen.entry(base.clone()).or_insert(0usize);
@@ -23,8 +23,11 @@ pub fn summary(model: &Model) -> Result<String> {
         *count += 1;
         let name = name.clone().unwrap_or(auto);
         let input = shapes[model.sources(i)[0]];
-        let params = layer.kind().weights(input).map_or(0, |w| w.shape.iter().product::<usize>() + w.bias);
-        total += params;
+        let trained = layer.kind().weights(input).map_or(0, |w| w.shape.iter().product::<usize>() + w.bias);
+        // Keras counts a batch normalisation's moving mean and variance, not trained.
+        let kept = layer.kind().running(input).map_or(0, |c| 2 * c);
+        (total, fixed) = (total + trained + kept, fixed + kept);
+        let params = trained + kept;
         let label = format!("{name} ({})", layer.type_name());
         out += &format!("{label:<32}{:<22}{:>11}", shapes[i + 1].to_string(), thousands(params));
         if graph {
@@ -36,10 +39,11 @@ pub fn summary(model: &Model) -> Result<String> {
         names.push(name);
     }
     out += &format!(
-        "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: 0\n{rule}\n",
+        "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{rule}\n",
         "=".repeat(width),
         thousands(total),
-        thousands(total)
+        thousands(total - fixed),
+        thousands(fixed)
     );
     Ok(out)
 }

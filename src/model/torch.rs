@@ -25,6 +25,10 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
                 Some(format!("nn.Conv2d({}, {}, {}, padding={})", s.c, c.filters, c.kernel, c.kernel / 2))
             }
             Layer::Conv2dTranspose(t) => Some(format!("nn.ConvTranspose2d({}, {}, 2, stride=2)", s.c, t.filters)),
+            Layer::BatchNorm2d(b) => {
+                let dims = if s.is_flat() { 1 } else { 2 };
+                Some(format!("nn.BatchNorm{dims}d({}, eps={:?}, momentum={:?})", s.c, b.eps, b.momentum))
+            }
             _ => None,
         };
         let call = match (&node.layer, module) {
@@ -45,7 +49,9 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
                 let all: Vec<String> = sources.iter().map(|&j| var(j)).collect();
                 format!("torch.cat([{}], dim=1)", all.join(", "))
             }
-            (Layer::Dense(_) | Layer::Conv2d(_) | Layer::Conv2dTranspose(_), None) => unreachable!("has a module"),
+            (Layer::Dense(_) | Layer::Conv2d(_) | Layer::Conv2dTranspose(_) | Layer::BatchNorm2d(_), None) => {
+                unreachable!("has a module")
+            }
         };
         let _ = writeln!(forward, "        {} = {call}  # {}", var(i + 1), shapes[i + 1]);
     }

@@ -7,6 +7,7 @@ mod avgpool;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod batch_norm;
 mod conv2d;
 mod conv_transpose;
 mod dense;
@@ -476,6 +477,25 @@ impl CpuBackend {
                         self.bufs.put(g, gv);
                     }
                 }
+            }
+            Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train, momentum, eps } => {
+                let (mut yv, mut sv) = (self.bufs.take(y), self.bufs.take(stats));
+                let mut r = running.map(|id| self.bufs.take(id));
+                let (params, config) = ((self.bufs.f(gamma), self.bufs.f(beta)), (train, momentum, eps));
+                batch_norm::forward(self.bufs.f(x), params, &mut yv, &mut sv, &mut r, n, (c, hw), config);
+                running.iter().zip(r).for_each(|(&id, v)| self.bufs.put(id, v));
+                self.bufs.put(y, yv);
+                self.bufs.put(stats, sv);
+            }
+            Op::BatchNormBackward { x, gamma, stats, gy, gx, ggamma, gbeta, c, hw } => {
+                let (mut gxv, mut gg, mut gb) =
+                    (gx.map(|id| self.bufs.take(id)), self.bufs.take(ggamma), self.bufs.take(gbeta));
+                let b = &self.bufs;
+                let grads = (&mut gg[..], &mut gb[..]);
+                batch_norm::backward(b.f(x), b.f(gamma), b.f(stats), b.f(gy), gxv.as_deref_mut(), grads, n, (c, hw));
+                self.bufs.put_opt(gx, gxv);
+                self.bufs.put(ggamma, gg);
+                self.bufs.put(gbeta, gb);
             }
             Op::Sum { a, b, y, per } => {
                 let mut yv = self.bufs.take(y);

@@ -55,6 +55,15 @@ mirror! {
     MergeP { per: u32, src_at: u32, src_whole: u32, dst_at: u32, dst_whole: u32 }
 }
 mirror! {
+    /// `batchnorm.wgsl`: channels, values per channel of a sample, whether training, and the
+    /// running statistics' momentum and the ε added to the variance.
+    BatchNormP { c: u32, hw: u32, train: u32, momentum: f32, eps: f32 }
+}
+mirror! {
+    /// `batchnorm_backward.wgsl`.
+    BatchNormBackwardP { c: u32, hw: u32 }
+}
+mirror! {
     /// `activation.wgsl`: elements per sample, and dropout's rate and seed.
     ActP { per: u32, rate: f32, seed: u32 }
 }
@@ -124,6 +133,8 @@ pub enum Params {
     Gather(GatherP),
     Reduce(Box<ReduceP>),
     Merge(MergeP),
+    BatchNorm(BatchNormP),
+    BatchNormBackward(BatchNormBackwardP),
 }
 
 impl Params {
@@ -139,6 +150,8 @@ impl Params {
             Params::Gather(p) => bytemuck::bytes_of(p),
             Params::Reduce(p) => bytemuck::bytes_of(&**p),
             Params::Merge(p) => bytemuck::bytes_of(p),
+            Params::BatchNorm(p) => bytemuck::bytes_of(p),
+            Params::BatchNormBackward(p) => bytemuck::bytes_of(p),
         }
     }
 
@@ -210,6 +223,23 @@ slots! {
     AvgPool { Src = "src", Dst = "dst" }
 }
 slots! {
+    /// `batchnorm.wgsl`.
+    BatchNorm {
+        X = "x",
+        Gamma = "gamma",
+        Beta = "beta",
+        Y = "y",
+        Stats = "stats",
+        RunningMean = "running_mean",
+        RunningVar = "running_var",
+        Count = "count",
+    }
+}
+slots! {
+    /// `batchnorm_backward.wgsl`.
+    BatchNormBackward { X = "x", Gamma = "gamma", Stats = "stats", Gy = "gy", Gx = "gx", GGamma = "ggamma", GBeta = "gbeta" }
+}
+slots! {
     /// `merge.wgsl`.
     Merge { Src = "src", Other = "other", Dst = "dst" }
 }
@@ -273,5 +303,7 @@ pub fn declared(family: Family) -> (Vec<Mirrored>, Vec<(u32, &'static str)>) {
         Family::Optim => (vec![mirror::<OptimP>("P")], slots(Optim::ALL)),
         Family::Reduce => (vec![mirror::<ReduceP>("P"), mirror::<Segment>("Segment")], slots(Reduce::ALL)),
         Family::Merge => (vec![mirror::<MergeP>("P")], slots(Merge::ALL)),
+        Family::BatchNorm => (vec![mirror::<BatchNormP>("P")], slots(BatchNorm::ALL)),
+        Family::BatchNormBackward => (vec![mirror::<BatchNormBackwardP>("P")], slots(BatchNormBackward::ALL)),
     }
 }

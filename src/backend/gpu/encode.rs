@@ -2,8 +2,8 @@
 //! Pure data, built once per op list; `n` (the batch) is applied when a step is recorded.
 
 use super::bindings::{
-    self, ActP, ConvP, ConvTransposeP, DenseP, Gather, GatherP, GatherPart, Gemm, LossP, Merge, MergeP, Mode, OptimP,
-    Params, PoolP,
+    self, ActP, BatchNormBackwardP, BatchNormP, ConvP, ConvTransposeP, DenseP, Gather, GatherP, GatherPart, Gemm,
+    LossP, Merge, MergeP, Mode, OptimP, Params, PoolP,
 };
 use super::shaders::{self, Family, Kernel};
 use crate::graph::{BufDesc, BufId, ConvGeom, Op, OpKind};
@@ -381,6 +381,52 @@ fn encode_elementwise(op: &Op) -> Vec<Launch> {
             let a = ga.map(|ga| merge_part(gy, ga, per_a, (0, whole), (0, per_a)));
             let b = gb.map(|gb| merge_part(gy, gb, per_b, (per_a, whole), (0, per_b)));
             a.into_iter().chain(b).collect()
+        }
+        Op::BatchNorm { x, gamma, beta, y, stats, running: [mean, var, count], c, hw, train, momentum, eps } => {
+            use bindings::BatchNorm as S;
+            let (c32, hw32, train) = (c as u32, hw as u32, train.into());
+            let params = Params::BatchNorm(BatchNormP { c: c32, hw: hw32, train, momentum, eps });
+            let statistics = [buf(S::X, x), buf(S::Stats, stats), buf(S::RunningMean, mean), buf(S::RunningVar, var)];
+            let statistics = [&statistics[..], &[buf(S::Count, count)]].concat();
+            let normalize =
+                [buf(S::X, x), buf(S::Gamma, gamma), buf(S::Beta, beta), buf(S::Stats, stats), buf(S::Y, y)];
+            vec![
+                launch(
+                    Kernel::new(Family::BatchNorm, "statistics"),
+                    params.clone(),
+                    &statistics,
+                    Grid::PerElement(Size::fixed(c)),
+                ),
+                launch(
+                    Kernel::new(Family::BatchNorm, "normalize"),
+                    params,
+                    &normalize,
+                    Grid::Flat(Size::per_n(c * hw)),
+                ),
+            ]
+        }
+        Op::BatchNormBackward { x, gamma, stats, gy, gx, ggamma, gbeta, c, hw } => {
+            use bindings::BatchNormBackward as S;
+            let params = Params::BatchNormBackward(BatchNormBackwardP { c: c as u32, hw: hw as u32 });
+            let (g, b) = (buf(S::GGamma, ggamma), buf(S::GBeta, gbeta));
+            let sums = [buf(S::X, x), buf(S::Stats, stats), buf(S::Gy, gy), g, b];
+            let mut out = vec![launch(
+                Kernel::new(Family::BatchNormBackward, "sums"),
+                params.clone(),
+                &sums,
+                Grid::PerElement(Size::fixed(c)),
+            )];
+            if let Some(gx) = gx {
+                let binds =
+                    [buf(S::X, x), buf(S::Gamma, gamma), buf(S::Stats, stats), buf(S::Gy, gy), buf(S::Gx, gx), g, b];
+                out.push(launch(
+                    Kernel::new(Family::BatchNormBackward, "input"),
+                    params,
+                    &binds,
+                    Grid::Flat(Size::per_n(c * hw)),
+                ));
+            }
+            out
         }
         Op::Sum { a, b, y, per } => vec![launch(
             Kernel::new(Family::Merge, "sum"),

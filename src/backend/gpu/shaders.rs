@@ -27,10 +27,12 @@ pub enum Family {
     Optim,
     Reduce,
     Merge,
+    BatchNorm,
+    BatchNormBackward,
 }
 
 impl Family {
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 13] = [
         Family::Gather,
         Family::Dense,
         Family::Conv2d,
@@ -42,6 +44,8 @@ impl Family {
         Family::Optim,
         Family::Reduce,
         Family::Merge,
+        Family::BatchNorm,
+        Family::BatchNormBackward,
     ];
 
     pub fn file(self) -> &'static str {
@@ -57,6 +61,8 @@ impl Family {
             Family::Optim => "optim.wgsl",
             Family::Reduce => "reduce.wgsl",
             Family::Merge => "merge.wgsl",
+            Family::BatchNorm => "batchnorm.wgsl",
+            Family::BatchNormBackward => "batchnorm_backward.wgsl",
         }
     }
 
@@ -73,6 +79,8 @@ impl Family {
             Family::Optim => include_str!("../../../shaders/optim.wgsl"),
             Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Family::Merge => include_str!("../../../shaders/merge.wgsl"),
+            Family::BatchNorm => include_str!("../../../shaders/batchnorm.wgsl"),
+            Family::BatchNormBackward => include_str!("../../../shaders/batchnorm_backward.wgsl"),
         }
     }
 

@@ -221,3 +221,82 @@ fn store_grads((ax, aw, ab): (&[f64], &[f64], &[f64]), gx: Option<&mut [f32]>, g
         store(ax, gx);
     }
 }
+
+/// The values of channel `ch` of `x [n, c, hw]`, sample by sample.
+fn channel(x: &[f32], n: usize, (c, hw): (usize, usize), ch: usize) -> impl Iterator<Item = f64> + '_ {
+    (0..n).flat_map(move |s| x[(s * c + ch) * hw..][..hw].iter().map(|&v| f64::from(v)))
+}
+
+/// [`Op::BatchNorm`](crate::graph::Op::BatchNorm) over `n` samples, in f64: `running` is the
+/// mean, variance and count, updated in training.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    y: &mut [f32],
+    stats: &mut [f32],
+    running: &mut [Vec<f32>; 3],
+    n: usize,
+    (c, hw): (usize, usize),
+    (train, momentum, eps): (bool, f32, f32),
+) {
+    let (m, mo, eps) = ((n * hw) as f64, f64::from(momentum), f64::from(eps));
+    for ch in 0..c {
+        let (mean, inv) = if train {
+            let mean = channel(x, n, (c, hw), ch).sum::<f64>() / m;
+            let var = channel(x, n, (c, hw), ch).map(|v| (v - mean) * (v - mean)).sum::<f64>() / m;
+            let unbiased = if m > 1.0 { var * m / (m - 1.0) } else { var };
+            let [rm, rv, _] = running;
+            rm[ch] = ((1.0 - mo) * f64::from(rm[ch]) + mo * mean) as f32;
+            rv[ch] = ((1.0 - mo) * f64::from(rv[ch]) + mo * unbiased) as f32;
+            (mean, 1.0 / (var + eps).sqrt())
+        } else {
+            (f64::from(running[0][ch]), 1.0 / (f64::from(running[1][ch]) + eps).sqrt())
+        };
+        stats[ch] = mean as f32;
+        stats[c + ch] = inv as f32;
+        let (g, b) = (f64::from(gamma[ch]), f64::from(beta[ch]));
+        for s in 0..n {
+            for i in (s * c + ch) * hw..(s * c + ch + 1) * hw {
+                y[i] = (g * (f64::from(x[i]) - mean) * inv + b) as f32;
+            }
+        }
+    }
+    if train {
+        running[2][0] += 1.0;
+    }
+}
+
+/// [`Op::BatchNormBackward`](crate::graph::Op::BatchNormBackward) over `n` samples, in f64,
+/// from the forward's `stats`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    (ggamma, gbeta): (&mut [f32], &mut [f32]),
+    n: usize,
+    (c, hw): (usize, usize),
+) {
+    let m = (n * hw) as f64;
+    let mut gx = gx;
+    for ch in 0..c {
+        let (mean, inv) = (f64::from(stats[ch]), f64::from(stats[c + ch]));
+        let xhat = |v: f64| (v - mean) * inv;
+        let grads = || channel(gy, n, (c, hw), ch);
+        let gb: f64 = grads().sum();
+        let gg: f64 = grads().zip(channel(x, n, (c, hw), ch)).map(|(g, v)| g * xhat(v)).sum();
+        (ggamma[ch], gbeta[ch]) = (gg as f32, gb as f32);
+        if let Some(gx) = gx.as_deref_mut() {
+            let scale = f64::from(gamma[ch]) * inv;
+            for s in 0..n {
+                for i in (s * c + ch) * hw..(s * c + ch + 1) * hw {
+                    let g = f64::from(gy[i]) - (gb + xhat(f64::from(x[i])) * gg) / m;
+                    gx[i] = (scale * g) as f32;
+                }
+            }
+        }
+    }
+}

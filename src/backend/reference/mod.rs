@@ -106,6 +106,25 @@ impl ReferenceBackend {
                     }
                 }
             }
+            Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train, momentum, eps } => {
+                let (mut yv, mut sv) = (self.take(y), self.take(stats));
+                let mut r = running.map(|id| self.take(id));
+                let config = (train, momentum, eps);
+                l::batch_norm(self.f(x), (self.f(gamma), self.f(beta)), &mut yv, &mut sv, &mut r, n, (c, hw), config);
+                running.iter().zip(r).for_each(|(&id, v)| self.put(id, v));
+                self.put(y, yv);
+                self.put(stats, sv);
+            }
+            Op::BatchNormBackward { x, gamma, stats, gy, gx, ggamma, gbeta, c, hw } => {
+                let (mut gxv, mut gg, mut gb) = (gx.map(|id| self.take(id)), self.take(ggamma), self.take(gbeta));
+                let (xs, g, s, d) = (self.f(x), self.f(gamma), self.f(stats), self.f(gy));
+                l::batch_norm_backward(xs, g, s, d, gxv.as_deref_mut(), (&mut gg, &mut gb), n, (c, hw));
+                if let (Some(id), Some(v)) = (gx, gxv) {
+                    self.put(id, v);
+                }
+                self.put(ggamma, gg);
+                self.put(gbeta, gb);
+            }
             Op::Sum { a, b, y, per } => {
                 self.with(y, |be, y| e::sum(&be.f(a)[..n * per], &be.f(b)[..n * per], &mut y[..n * per]))
             }

@@ -1,6 +1,6 @@
 //! Each layer kind's fields in a model file: its PyTorch constructor's, where it has one.
 
-use crate::model::{Act, Conv2d, Conv2dTranspose, Dense, Dropout, Init, Layer, LEAKY_SLOPE};
+use crate::model::{Act, BatchNorm2d, Conv2d, Conv2dTranspose, Dense, Dropout, Init, Layer, LEAKY_SLOPE};
 use serde::de::IntoDeserializer;
 use serde::Deserialize;
 
@@ -54,6 +54,21 @@ pub enum RawKind {
     },
     Softmax {},
     Concat {},
+    BatchNorm2d {
+        num_features: Option<usize>,
+        #[serde(default = "bn_momentum")]
+        momentum: f32,
+        #[serde(default = "bn_eps")]
+        eps: f32,
+    },
+}
+
+fn bn_momentum() -> f32 {
+    BatchNorm2d::default().momentum
+}
+
+fn bn_eps() -> f32 {
+    BatchNorm2d::default().eps
 }
 
 /// `padding = "same"`, `"valid"` or a number of zeros on each side (PyTorch's default, 0).
@@ -76,7 +91,7 @@ fn half() -> f32 {
 }
 
 const KINDS: &str =
-    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax, concat";
+    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax, concat, batch_norm2d";
 
 impl RawKind {
     /// The kind's own fields of a layer table (its name and inputs already taken out).
@@ -89,6 +104,14 @@ impl RawKind {
             _ => {}
         }
         RawKind::deserialize(toml::Value::Table(table).into_deserializer()).map_err(|e| e.message().trim().to_string())
+    }
+
+    /// The channels the layer says it takes (a batch normalisation's `num_features`), to check.
+    pub fn channels(&self) -> Option<usize> {
+        match self {
+            RawKind::BatchNorm2d { num_features, .. } => *num_features,
+            _ => None,
+        }
     }
 
     /// The name the file gives this kind.
@@ -107,6 +130,7 @@ impl RawKind {
             RawKind::LeakyRelu { .. } => "leaky_relu",
             RawKind::Softmax {} => "softmax",
             RawKind::Concat {} => "concat",
+            RawKind::BatchNorm2d { .. } => "batch_norm2d",
         }
     }
 
@@ -170,6 +194,7 @@ impl RawKind {
             RawKind::LeakyRelu { .. } => Layer::Activation(Act::LeakyRelu),
             RawKind::Softmax {} => Layer::Activation(Act::Softmax),
             RawKind::Concat {} => Layer::Concat,
+            RawKind::BatchNorm2d { momentum, eps, .. } => Layer::BatchNorm2d(BatchNorm2d { momentum: *momentum, eps: *eps }),
         })
     }
 }

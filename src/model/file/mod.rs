@@ -113,6 +113,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Model> {
         };
         model.layers.push(node);
         let inputs: Vec<Shape> = model.sources(i).iter().map(|&j| shapes[j]).collect();
+        if let Some(c) = layer.kind.channels().filter(|&c| c != inputs[0].c) {
+            let msg = format!("num_features {c}, but its input has {} channels: {}", inputs[0].c, inputs[0]);
+            return Err(at(span.clone(), layer.fault(msg)));
+        }
         let shape = model.layers[i].layer.kind().output_shape_of(&inputs);
         shapes.push(shape.map_err(|e| at(span.clone(), layer.fault(error_text(e))))?);
         starts.push(span.start);

@@ -1,6 +1,6 @@
 //! A model as a model file: what `models show` and the checkpoints of a run hold.
 
-use crate::model::{Init, Layer, Model};
+use crate::model::{BatchNorm2d, Init, Layer, Model};
 use std::fmt::Write;
 
 /// The model file of `model`: reading it back gives the same model. `title` is its first
@@ -31,6 +31,7 @@ pub fn to_toml(model: &Model, title: &str) -> String {
             Layer::Flatten => ("flatten", None, 0.0),
             Layer::Dropout(_) => ("dropout", None, 0.0),
             Layer::Concat => ("concat", None, 0.0),
+            Layer::BatchNorm2d(_) => ("batch_norm2d", None, 0.0),
         };
         field("kind", quoted(kind));
         if let Some(name) = &node.name {
@@ -54,6 +55,15 @@ pub fn to_toml(model: &Model, title: &str) -> String {
             }
             Layer::MaxPool2d | Layer::AvgPool2d => field("kernel_size", "2".into()),
             Layer::Dropout(d) => field("p", format!("{:?}", d.rate)),
+            Layer::BatchNorm2d(b) => {
+                let d = BatchNorm2d::default();
+                if b.momentum != d.momentum {
+                    field("momentum", format!("{:?}", b.momentum));
+                }
+                if b.eps != d.eps {
+                    field("eps", format!("{:?}", b.eps));
+                }
+            }
             Layer::Activation(_) | Layer::Flatten | Layer::Concat => {}
         }
         match init {
@@ -61,6 +71,7 @@ pub fn to_toml(model: &Model, title: &str) -> String {
                 field("init", format!("{{ random_normal = {{ stddev = {stddev:?} }} }}"))
             }
             Some(Init::Zeros) => field("init", quoted("zeros")),
+            Some(Init::Ones) => field("init", quoted("ones")),
             Some(Init::GlorotUniform) | None => {}
         }
         if l2 != 0.0 {

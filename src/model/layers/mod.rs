@@ -3,6 +3,7 @@
 //! of every kind are PyTorch's: `{layer index}.weight` and `.bias`.
 
 mod activation;
+mod batch_norm;
 mod concat;
 mod conv2d;
 mod conv_transpose;
@@ -11,6 +12,7 @@ mod dropout;
 mod flatten;
 mod pool;
 
+pub use batch_norm::BatchNorm2d;
 pub use concat::Concat;
 pub use conv2d::Conv2d;
 pub use conv_transpose::Conv2dTranspose;
@@ -56,8 +58,12 @@ pub trait Kind {
     /// there is nothing to compute).
     fn backward(&self, io: &LayerIo) -> Option<Op>;
     /// Whether it keeps a buffer of its own between forward and backward (a pooling's argmax,
-    /// a dropout's mask), of its output's size (`true`) or its input's (`false`).
+    /// a dropout's mask, a batch normalisation's statistics).
     fn aux(&self) -> Option<AuxOf> {
+        None
+    }
+    /// The channels of the running statistics it keeps (batch normalisation), if any.
+    fn running(&self, _input: Shape) -> Option<usize> {
         None
     }
 }
@@ -69,6 +75,8 @@ pub enum AuxOf {
     OutputIndices,
     /// f32 values, one per input value.
     InputValues,
+    /// f32 values, two per channel of the input, for the whole batch.
+    ChannelPairs,
 }
 
 /// One layer of a sequential model.
@@ -83,6 +91,7 @@ pub enum Layer {
     Flatten,
     Dropout(Dropout),
     Concat,
+    BatchNorm2d(BatchNorm2d),
 }
 
 impl Layer {
@@ -97,6 +106,7 @@ impl Layer {
             Layer::Flatten => &Flatten,
             Layer::Dropout(k) => k,
             Layer::Concat => &Concat,
+            Layer::BatchNorm2d(k) => k,
         }
     }
 
