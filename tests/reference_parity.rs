@@ -234,7 +234,18 @@ fn batch_norm() {
             Op::BatchNormBackward { x, gamma, stats, gy, gx, ggamma, gbeta, c, hw },
             Op::BatchNorm { x, gamma, beta, y: y2, stats: stats2, running, c, hw, train: false, momentum, eps },
         ];
-        three_way(&format!("batch norm seed {seed}: n {n} c {c} hw {hw}"), &r, &ops, n, 1, Tol::Formula(4e-6, 4e-6));
+        let what = format!("batch norm seed {seed}: n {n} c {c} hw {hw}");
+        three_way(&what, &r, &ops, n, 1, Tol::Formula(4e-6, 4e-6));
+        // The CPU runs the reference's f64 pieces in parallel: the same bits.
+        let step = Step { n, offset: 0, t: 1 };
+        let (mut cpu, mut reference) = (r.on(Kind::Cpu), r.on(Kind::Reference));
+        cpu.run(&ops, step).unwrap();
+        reference.run(&ops, step).unwrap();
+        for id in (0..r.descs.len()).map(BufId) {
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let (a, b) = (cpu.download_f32(id).unwrap(), reference.download_f32(id).unwrap());
+            assert_eq!(bits(a), bits(b), "{what}: buffer {id:?}");
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod avgpool;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod batch_norm;
 mod conv2d;
 mod conv_transpose;
 mod dense;
@@ -21,7 +22,6 @@ mod optim;
 mod tiles;
 
 use super::host::HostBuffers;
-use super::reference::layers as reference;
 use super::Backend;
 use crate::error::Result;
 use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fusable, Fused, Op, OpKind, Step};
@@ -482,9 +482,7 @@ impl CpuBackend {
                 let (mut yv, mut sv) = (self.bufs.take(y), self.bufs.take(stats));
                 let mut r = running.map(|id| self.bufs.take(id));
                 let (params, config) = ((self.bufs.f(gamma), self.bufs.f(beta)), (train, momentum, eps));
-                // The reference's own, in f64: where a channel's spread is small beside its mean, f32
-                // loses digits in x - μ, and the op is a small part of a step.
-                reference::batch_norm(self.bufs.f(x), params, &mut yv, &mut sv, &mut r, n, (c, hw), config);
+                batch_norm::forward(self.bufs.f(x), params, &mut yv, &mut sv, &mut r, n, (c, hw), config);
                 running.iter().zip(r).for_each(|(&id, v)| self.bufs.put(id, v));
                 self.bufs.put(y, yv);
                 self.bufs.put(stats, sv);
@@ -494,16 +492,7 @@ impl CpuBackend {
                     (gx.map(|id| self.bufs.take(id)), self.bufs.take(ggamma), self.bufs.take(gbeta));
                 let b = &self.bufs;
                 let grads = (&mut gg[..], &mut gb[..]);
-                reference::batch_norm_backward(
-                    b.f(x),
-                    b.f(gamma),
-                    b.f(stats),
-                    b.f(gy),
-                    gxv.as_deref_mut(),
-                    grads,
-                    n,
-                    (c, hw),
-                );
+                batch_norm::backward(b.f(x), b.f(gamma), b.f(stats), b.f(gy), gxv.as_deref_mut(), grads, n, (c, hw));
                 self.bufs.put_opt(gx, gxv);
                 self.bufs.put(ggamma, gg);
                 self.bufs.put(gbeta, gb);

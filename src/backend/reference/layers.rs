@@ -227,8 +227,53 @@ fn channel(x: &[f32], n: usize, (c, hw): (usize, usize), ch: usize) -> impl Iter
     (0..n).flat_map(move |s| x[(s * c + ch) * hw..][..hw].iter().map(|&v| f64::from(v)))
 }
 
+/// Batch normalisation of channel `ch` in training: its mean and biased variance over the
+/// `n·hw` values, in f64, summed sample by sample (the order the CPU keeps too).
+pub fn batch_moments(x: &[f32], n: usize, (c, hw): (usize, usize), ch: usize) -> (f64, f64) {
+    let m = (n * hw) as f64;
+    let mean = channel(x, n, (c, hw), ch).sum::<f64>() / m;
+    let var = channel(x, n, (c, hw), ch).map(|v| (v - mean) * (v - mean)).sum::<f64>() / m;
+    (mean, var)
+}
+
+/// The channels' (mean, 1/√(σ²+ε)) of a batch normalisation from `moments` (each channel's
+/// batch mean and variance, in training) or from the running statistics, which training moves
+/// toward the batch's (the variance unbiased) and counts.
+pub fn batch_norm_stats(
+    moments: Option<&[(f64, f64)]>,
+    running: &mut [Vec<f32>; 3],
+    m: usize,
+    (momentum, eps): (f32, f32),
+) -> Vec<(f64, f64)> {
+    let (mo, eps) = (f64::from(momentum), f64::from(eps));
+    let [rm, rv, count] = running;
+    let Some(moments) = moments else {
+        return rm
+            .iter()
+            .zip(rv.iter())
+            .map(|(&mean, &var)| (f64::from(mean), 1.0 / (f64::from(var) + eps).sqrt()))
+            .collect();
+    };
+    count[0] += 1.0;
+    let correction = if m > 1 { m as f64 / (m - 1) as f64 } else { 1.0 };
+    moments
+        .iter()
+        .enumerate()
+        .map(|(ch, &(mean, var))| {
+            rm[ch] = ((1.0 - mo) * f64::from(rm[ch]) + mo * mean) as f32;
+            rv[ch] = ((1.0 - mo) * f64::from(rv[ch]) + mo * var * correction) as f32;
+            (mean, 1.0 / (var + eps).sqrt())
+        })
+        .collect()
+}
+
+/// One normalised value: `γ·(x - μ)·inv + β`.
+pub fn normalised(x: f32, (mean, inv): (f64, f64), (g, b): (f64, f64)) -> f32 {
+    (g * (f64::from(x) - mean) * inv + b) as f32
+}
+
 /// [`Op::BatchNorm`](crate::graph::Op::BatchNorm) over `n` samples, in f64: `running` is the
-/// mean, variance and count, updated in training.
+/// mean, variance and count.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm(
     x: &[f32],
@@ -240,31 +285,38 @@ pub fn batch_norm(
     (c, hw): (usize, usize),
     (train, momentum, eps): (bool, f32, f32),
 ) {
-    let (m, mo, eps) = ((n * hw) as f64, f64::from(momentum), f64::from(eps));
-    for ch in 0..c {
-        let (mean, inv) = if train {
-            let mean = channel(x, n, (c, hw), ch).sum::<f64>() / m;
-            let var = channel(x, n, (c, hw), ch).map(|v| (v - mean) * (v - mean)).sum::<f64>() / m;
-            let unbiased = if m > 1.0 { var * m / (m - 1.0) } else { var };
-            let [rm, rv, _] = running;
-            rm[ch] = ((1.0 - mo) * f64::from(rm[ch]) + mo * mean) as f32;
-            rv[ch] = ((1.0 - mo) * f64::from(rv[ch]) + mo * unbiased) as f32;
-            (mean, 1.0 / (var + eps).sqrt())
-        } else {
-            (f64::from(running[0][ch]), 1.0 / (f64::from(running[1][ch]) + eps).sqrt())
-        };
-        stats[ch] = mean as f32;
-        stats[c + ch] = inv as f32;
-        let (g, b) = (f64::from(gamma[ch]), f64::from(beta[ch]));
-        for s in 0..n {
-            for i in (s * c + ch) * hw..(s * c + ch + 1) * hw {
-                y[i] = (g * (f64::from(x[i]) - mean) * inv + b) as f32;
-            }
-        }
+    let moments: Option<Vec<(f64, f64)>> = train.then(|| (0..c).map(|ch| batch_moments(x, n, (c, hw), ch)).collect());
+    let channels = batch_norm_stats(moments.as_deref(), running, n * hw, (momentum, eps));
+    for (ch, &(mean, inv)) in channels.iter().enumerate() {
+        (stats[ch], stats[c + ch]) = (mean as f32, inv as f32);
     }
-    if train {
-        running[2][0] += 1.0;
+    for (plane, (y, x)) in y[..n * c * hw].chunks_mut(hw).zip(x.chunks(hw)).enumerate() {
+        let ch = plane % c;
+        let affine = (f64::from(gamma[ch]), f64::from(beta[ch]));
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = normalised(x, channels[ch], affine));
     }
+}
+
+/// A batch normalisation's parameter gradients for channel `ch`, in f64: (gβ, gγ) = (Σgy,
+/// Σgy·x̂), from the forward's (mean, 1/√(σ²+ε)).
+pub fn batch_norm_sums(
+    x: &[f32],
+    gy: &[f32],
+    n: usize,
+    (c, hw): (usize, usize),
+    ch: usize,
+    (mean, inv): (f64, f64),
+) -> (f64, f64) {
+    let gb: f64 = channel(gy, n, (c, hw), ch).sum();
+    let gg: f64 =
+        channel(gy, n, (c, hw), ch).zip(channel(x, n, (c, hw), ch)).map(|(g, v)| g * ((v - mean) * inv)).sum();
+    (gb, gg)
+}
+
+/// One input gradient: `γ·inv·(gy - (gβ + x̂·gγ)/m)`.
+pub fn normalised_grad(x: f32, gy: f32, (mean, inv): (f64, f64), gamma: f64, (gb, gg): (f64, f64), m: f64) -> f32 {
+    let xhat = (f64::from(x) - mean) * inv;
+    (gamma * inv * (f64::from(gy) - (gb + xhat * gg) / m)) as f32
 }
 
 /// [`Op::BatchNormBackward`](crate::graph::Op::BatchNormBackward) over `n` samples, in f64,
@@ -280,23 +332,18 @@ pub fn batch_norm_backward(
     n: usize,
     (c, hw): (usize, usize),
 ) {
-    let m = (n * hw) as f64;
-    let mut gx = gx;
-    for ch in 0..c {
-        let (mean, inv) = (f64::from(stats[ch]), f64::from(stats[c + ch]));
-        let xhat = |v: f64| (v - mean) * inv;
-        let grads = || channel(gy, n, (c, hw), ch);
-        let gb: f64 = grads().sum();
-        let gg: f64 = grads().zip(channel(x, n, (c, hw), ch)).map(|(g, v)| g * xhat(v)).sum();
+    let channels: Vec<(f64, f64)> = (0..c).map(|ch| (f64::from(stats[ch]), f64::from(stats[c + ch]))).collect();
+    let sums: Vec<(f64, f64)> = (0..c).map(|ch| batch_norm_sums(x, gy, n, (c, hw), ch, channels[ch])).collect();
+    for (ch, &(gb, gg)) in sums.iter().enumerate() {
         (ggamma[ch], gbeta[ch]) = (gg as f32, gb as f32);
-        if let Some(gx) = gx.as_deref_mut() {
-            let scale = f64::from(gamma[ch]) * inv;
-            for s in 0..n {
-                for i in (s * c + ch) * hw..(s * c + ch + 1) * hw {
-                    let g = f64::from(gy[i]) - (gb + xhat(f64::from(x[i])) * gg) / m;
-                    gx[i] = (scale * g) as f32;
-                }
-            }
+    }
+    let Some(gx) = gx else { return };
+    let m = (n * hw) as f64;
+    let planes = gx[..n * c * hw].chunks_mut(hw).zip(x.chunks(hw).zip(gy.chunks(hw)));
+    for (plane, (gx, (x, gy))) in planes.enumerate() {
+        let ch = plane % c;
+        for (o, (&x, &g)) in gx.iter_mut().zip(x.iter().zip(gy)) {
+            *o = normalised_grad(x, g, channels[ch], f64::from(gamma[ch]), sums[ch], m);
         }
     }
 }

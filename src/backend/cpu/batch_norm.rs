@@ -1,0 +1,68 @@
+//! Batch normalisation over the cores: the reference's f64 pieces (each channel's moments and
+//! gradient sums, each value's formula), channels and planes spread over the threads, so the
+//! results are the reference's bits. f64 because where a channel's spread is small beside its
+//! mean, f32 loses digits in `x - μ`.
+
+use crate::backend::reference::layers as r;
+use rayon::prelude::*;
+
+/// Planes of `hw` values handed to a thread at a time: about 16k values.
+fn planes_per_task(hw: usize) -> usize {
+    (16_384 / hw.max(1)).max(1)
+}
+
+/// [`Op::BatchNorm`](crate::graph::Op::BatchNorm); see [`r::batch_norm`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    y: &mut [f32],
+    stats: &mut [f32],
+    running: &mut [Vec<f32>; 3],
+    n: usize,
+    (c, hw): (usize, usize),
+    (train, momentum, eps): (bool, f32, f32),
+) {
+    let moments: Option<Vec<(f64, f64)>> =
+        train.then(|| (0..c).into_par_iter().map(|ch| r::batch_moments(x, n, (c, hw), ch)).collect());
+    let channels = r::batch_norm_stats(moments.as_deref(), running, n * hw, (momentum, eps));
+    for (ch, &(mean, inv)) in channels.iter().enumerate() {
+        (stats[ch], stats[c + ch]) = (mean as f32, inv as f32);
+    }
+    let planes = y[..n * c * hw].par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate();
+    planes.with_min_len(planes_per_task(hw)).for_each(|(plane, (y, x))| {
+        let ch = plane % c;
+        let affine = (f64::from(gamma[ch]), f64::from(beta[ch]));
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = r::normalised(x, channels[ch], affine));
+    });
+}
+
+/// [`Op::BatchNormBackward`](crate::graph::Op::BatchNormBackward); see
+/// [`r::batch_norm_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &[f32],
+    gy: &[f32],
+    gx: Option<&mut [f32]>,
+    (ggamma, gbeta): (&mut [f32], &mut [f32]),
+    n: usize,
+    (c, hw): (usize, usize),
+) {
+    let channels: Vec<(f64, f64)> = (0..c).map(|ch| (f64::from(stats[ch]), f64::from(stats[c + ch]))).collect();
+    let sums: Vec<(f64, f64)> =
+        (0..c).into_par_iter().map(|ch| r::batch_norm_sums(x, gy, n, (c, hw), ch, channels[ch])).collect();
+    for (ch, &(gb, gg)) in sums.iter().enumerate() {
+        (ggamma[ch], gbeta[ch]) = (gg as f32, gb as f32);
+    }
+    let Some(gx) = gx else { return };
+    let m = (n * hw) as f64;
+    let planes = gx[..n * c * hw].par_chunks_mut(hw).zip(x.par_chunks(hw).zip(gy.par_chunks(hw))).enumerate();
+    planes.with_min_len(planes_per_task(hw)).for_each(|(plane, (gx, (x, gy)))| {
+        let ch = plane % c;
+        for (o, (&x, &g)) in gx.iter_mut().zip(x.iter().zip(gy)) {
+            *o = r::normalised_grad(x, g, channels[ch], f64::from(gamma[ch]), sums[ch], m);
+        }
+    });
+}
