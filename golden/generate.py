@@ -234,6 +234,25 @@ class SmallUNet(nn.Module):
         return self.head(torch.cat([self.up1(mid), skip1], 1))
 
 
+class PoolUpsampleAdd(nn.Module):
+    """A residual path (tests/common's pool_upsample_add), written out by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        skip = F.relu(self.a(x))
+        up = F.interpolate(self.b(F.max_pool2d(skip, 2)), scale_factor=2, mode="nearest")
+        return self.head(skip + up)
+
+
+def residual_models(out, d):
+    models(out, d, [("model_pool_upsample_add", PoolUpsampleAdd(), (2, 3, 8, 12), "mask")])
+
+
 def graph_models(out, d):
     models(out, d, [("model_small_unet", SmallUNet(), (2, 3, 8, 12), "mask")])
 
@@ -271,7 +290,7 @@ def main():
     a.out.mkdir(parents=True, exist_ok=True)
     d = Draw(a.seed)
     for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling, leaky_relu,
-                 graph_models, batch_norm):
+                 graph_models, batch_norm, residual_models):
         part(a.out, d)
     print(f"wrote {len(list(a.out.glob('*.safetensors')))} fixtures to {a.out}")
 

@@ -3,12 +3,20 @@
 //   forward:  one thread per output element.
 //   backward: gx[i] = gy[o]·0.25 for i's window o, 0 in a dropped row or column; one thread
 //             per input element, so no two threads write one place.
+// With WHOLE = 1 the windows are summed and spread unscaled: nearest 2x upsampling to [c, h, w]
+// is `backward`, and its backward `forward`.
 // Bindings: src (x or gy), dst (y or gx).
 
 struct P {
     c: u32,
     h: u32,
     w: u32,
+}
+
+override WHOLE: u32 = 0u;
+
+fn scale() -> f32 {
+    return select(0.25, 1.0, WHOLE == 1u);
 }
 
 @group(0) @binding(1) var<uniform> p: P;
@@ -25,7 +33,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     }
     let plane = i / (oh * ow);
     let at = plane * p.h * p.w + (i / ow % oh) * 2u * p.w + (i % ow) * 2u;
-    dst[i] = ((src[at] + src[at + 1u]) + (src[at + p.w] + src[at + p.w + 1u])) * 0.25;
+    dst[i] = ((src[at] + src[at + 1u]) + (src[at + p.w] + src[at + p.w + 1u])) * scale();
 }
 
 @compute @workgroup_size(256)
@@ -41,7 +49,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let ox = i % p.w / 2u;
     var g = 0.0;
     if oy < oh && ox < ow {
-        g = src[(plane * oh + oy) * ow + ox] * 0.25;
+        g = src[(plane * oh + oy) * ow + ox] * scale();
     }
     dst[i] = g;
 }

@@ -98,6 +98,12 @@ fn small_unet_matches_golden(kind: Kind) {
     check_stepped("model_small_unet", stepped_model("model_small_unet", &small_unet(), Target::Mask, kind));
 }
 
+/// A residual path: nearest upsampling and an addition.
+fn pool_upsample_add_matches_golden(kind: Kind) {
+    let file = "model_pool_upsample_add";
+    check_stepped(file, stepped_model(file, &pool_upsample_add(), Target::Mask, kind));
+}
+
 /// L2 on the whole training step: against the same step without it, every kernel's gradient
 /// gains exactly 2λw (no other gradient moves) and the loss λ·Σw² per sample. This checks the
 /// plan's order: the penalty's gradient must be added after the backward pass writes gradients.
@@ -130,5 +136,6 @@ on_every_backend!(
     mnist_cnn_tanh_matches_golden,
     warwick_fcn_matches_golden,
     small_unet_matches_golden,
+    pool_upsample_add_matches_golden,
     l2_adds_its_gradient_after_backward,
 );

@@ -28,6 +28,7 @@ fn networks() -> Vec<Model> {
         }
     }
     out.push(common::small_unet());
+    out.push(common::pool_upsample_add());
     out
 }
 
@@ -172,6 +173,19 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "input = [3, 8, 8]\n[[layers]]\nkind = \"batch_norm2d\"\nmomentum = 0.0\n",
         2,
         "momentum must be in (0, 1], got 0",
+    ),
+    (
+        "an add of two shapes",
+        "input = [3, 8, 8]\n[[layers]]\nname = \"a\"\nkind = \"relu\"\n[[layers]]\nkind = \"max_pool2d\"\nkernel_size = 2\n\
+         [[layers]]\nkind = \"add\"\ninputs = [\"a\", \"1\"]\n",
+        8,
+        "add (layer 2): the inputs must be of one shape to add, got (None, 3, 8, 8) and (None, 3, 4, 4)",
+    ),
+    (
+        "a 3x upsampling",
+        "input = [3, 8, 8]\n[[layers]]\nkind = \"upsample2d\"\nscale_factor = 3\n",
+        2,
+        "scale_factor 3 with mode \"nearest\" is not supported",
     ),
     ("a batch norm's eps", "input = [3, 8, 8]\n[[layers]]\nkind = \"batch_norm2d\"\neps = -1.0\n", 2, "eps must be"),
     (

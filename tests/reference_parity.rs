@@ -249,6 +249,27 @@ fn batch_norm() {
     }
 }
 
+/// Nearest 2x upsampling and its backward (sums of 2x2 blocks), and an addition's backward.
+#[test]
+fn upsample_and_add() {
+    for seed in 0..cases() {
+        let mut rng = Rng::new(750 + seed);
+        let n = size(&mut rng, 4);
+        let s = Shape::new(size(&mut rng, 5), 2 * size(&mut rng, 9), 2 * size(&mut rng, 9));
+        let small = s.c * (s.h / 2) * (s.w / 2);
+        let mut r = Rig::default();
+        let (x, gy) = (r.f32(&values(&mut rng, n * small)), r.f32(&values(&mut rng, n * s.len())));
+        let (y, gx, ga, gb) = (r.zeros(n * s.len()), r.zeros(n * small), r.zeros(n * s.len()), r.zeros(n * s.len()));
+        let ops = [
+            Op::Upsample2d { x, y, shape: s },
+            Op::Upsample2dBackward { gy, gx, shape: s },
+            Op::SumBackward { gy, ga: Some(ga), gb: Some(gb).filter(|_| seed % 2 == 0), per: s.len() },
+        ];
+        // Copies are exact; a block's gradient is a sum of 4.
+        three_way(&format!("upsample seed {seed}: n {n} {s:?}"), &r, &ops, n, 1, Tol::Sums(4));
+    }
+}
+
 /// Concatenations (forward and backward, each half wanted or not) and the sums of gradients.
 #[test]
 fn concat_and_sum() {
@@ -437,6 +458,8 @@ fn training_steps() {
         Graph,
         /// Batch normalisation after every hidden convolution.
         BatchNorm,
+        /// A residual path: pooled, upsampled back and added.
+        Residual,
     }
     let setups = [
         (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, Twist::None),
@@ -456,6 +479,7 @@ fn training_steps() {
         (Task::Warwick, Shape::new(3, 8, 12), 2, v(Act::Relu, 0.0, 0.0, false), momentum, false, Twist::Graph),
         (Task::Warwick, Shape::new(3, 12, 16), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::BatchNorm),
         (Task::MnistCnn, Shape::new(1, 12, 12), 4, v(Act::Tanh, 0.0, 0.0, false), sgd, false, Twist::BatchNorm),
+        (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Residual),
     ];
     for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
@@ -470,6 +494,9 @@ fn training_steps() {
         }
         if twist == Twist::Graph {
             model = small_unet();
+        }
+        if twist == Twist::Residual {
+            model = pool_upsample_add();
         }
         if twist == Twist::BatchNorm {
             let last = model.layers.len() - 1;

@@ -64,6 +64,7 @@ fn emitted() -> HashSet<Kernel> {
     for optimizer in optimisers {
         for batch in [1, 3] {
             out.extend(model_kernels(&common::small_unet(), batch, optimizer, Target::Mask));
+            out.extend(model_kernels(&common::pool_upsample_add(), batch, optimizer, Target::Mask));
         }
     }
     for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick, Task::WarwickUnet] {

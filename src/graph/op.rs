@@ -234,8 +234,28 @@ pub enum Op {
         per_a: usize,
         per_b: usize,
     },
-    /// `y = a + b` over `[n, per]`: the gradient of a buffer that several layers read, from
-    /// theirs.
+    /// Nearest 2x upsampling to `y[n, c, h, w]` (`shape`, the output's: even sides) from
+    /// `x[n, c, h/2, w/2]`: each value copied to its 2x2 block.
+    Upsample2d {
+        x: BufId,
+        y: BufId,
+        shape: Shape,
+    },
+    /// [`Op::Upsample2d`]'s backward: each block's gradients summed, `(a + b) + (c + d)`.
+    Upsample2dBackward {
+        gy: BufId,
+        gx: BufId,
+        shape: Shape,
+    },
+    /// [`Op::Sum`] as a layer's backward: `ga` and `gb` (each where wanted) take `gy`.
+    SumBackward {
+        gy: BufId,
+        ga: Option<BufId>,
+        gb: Option<BufId>,
+        per: usize,
+    },
+    /// `y = a + b` over `[n, per]`: an `add` layer, and the gradient of a buffer that several
+    /// layers read, from theirs.
     Sum {
         a: BufId,
         b: BufId,
@@ -426,6 +446,9 @@ impl Op {
             | Op::ConcatBackward { .. }
             | Op::BatchNorm { .. }
             | Op::BatchNormBackward { .. }
+            | Op::Upsample2d { .. }
+            | Op::Upsample2dBackward { .. }
+            | Op::SumBackward { .. }
             | Op::Sum { .. }
             | Op::Activation { .. }
             | Op::ActivationBackward { .. }
@@ -448,7 +471,11 @@ impl Op {
             Op::MaxPool2d { x, .. } | Op::AvgPool2d { x, .. } | Op::Activation { x, .. } | Op::Dropout { x, .. } => {
                 x == id
             }
-            Op::AvgPool2dBackward { gy, .. } | Op::ConcatBackward { gy, .. } => gy == id,
+            Op::AvgPool2dBackward { gy, .. }
+            | Op::ConcatBackward { gy, .. }
+            | Op::Upsample2dBackward { gy, .. }
+            | Op::SumBackward { gy, .. } => gy == id,
+            Op::Upsample2d { x, .. } => x == id,
             Op::Concat { a, b, .. } | Op::Sum { a, b, .. } => [a, b].contains(&id),
             Op::BatchNorm { x, gamma, beta, running, train, .. } => {
                 [x, gamma, beta].contains(&id)
@@ -480,7 +507,9 @@ impl Op {
             | Op::ConvTranspose2dBackward { gx, gw, gb, .. } => [gw, gb].contains(&id) || gx == Some(id),
             Op::MaxPool2d { y, argmax, .. } => [y, argmax].contains(&id),
             Op::AvgPool2d { y, .. } | Op::Activation { y, .. } | Op::Concat { y, .. } | Op::Sum { y, .. } => y == id,
-            Op::ConcatBackward { ga, gb, .. } => ga == Some(id) || gb == Some(id),
+            Op::ConcatBackward { ga, gb, .. } | Op::SumBackward { ga, gb, .. } => ga == Some(id) || gb == Some(id),
+            Op::Upsample2d { y, .. } => y == id,
+            Op::Upsample2dBackward { gx, .. } => gx == id,
             Op::BatchNorm { y, stats, running, train, .. } => {
                 [y, stats].contains(&id) || (train && running.contains(&id))
             }

@@ -9,8 +9,8 @@ pub mod torch;
 
 pub use init::{init_params, Init};
 pub use layers::{
-    AuxOf, AvgPool2d, BatchNorm2d, Concat, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer, MaxPool2d,
-    Weights,
+    Add, AuxOf, AvgPool2d, BatchNorm2d, Concat, Conv2d, Conv2dTranspose, Dense, Dropout, Flatten, Kind, Layer,
+    MaxPool2d, Upsample2d, Weights,
 };
 pub use summary::summary;
 

@@ -49,6 +49,8 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
                 let all: Vec<String> = sources.iter().map(|&j| var(j)).collect();
                 format!("torch.cat([{}], dim=1)", all.join(", "))
             }
+            (Layer::Add, _) => format!("{x} + {}", var(sources[1])),
+            (Layer::Upsample2d, _) => format!("F.interpolate({x}, scale_factor=2, mode=\"nearest\")"),
             (Layer::Dense(_) | Layer::Conv2d(_) | Layer::Conv2dTranspose(_) | Layer::BatchNorm2d(_), None) => {
                 unreachable!("has a module")
             }

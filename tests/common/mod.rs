@@ -287,3 +287,45 @@ pub fn small_unet() -> gpu_train::model::Model {
     .join("\n");
     gpu_train::model::file::parse(&text, std::path::Path::new("small-unet.toml")).unwrap()
 }
+
+/// A residual path (`golden/generate.py` has its PyTorch twin): a value pooled, convolved,
+/// upsampled back and added to itself.
+pub fn pool_upsample_add() -> gpu_train::model::Model {
+    let text = r#"
+input = [3, 8, 12]
+[[layers]]
+kind = "conv2d"
+name = "a"
+out_channels = 4
+kernel_size = 3
+padding = "same"
+[[layers]]
+kind = "relu"
+name = "skip"
+[[layers]]
+kind = "max_pool2d"
+kernel_size = 2
+[[layers]]
+kind = "conv2d"
+name = "b"
+out_channels = 4
+kernel_size = 3
+padding = "same"
+[[layers]]
+kind = "upsample2d"
+name = "up"
+scale_factor = 2
+[[layers]]
+kind = "add"
+inputs = ["skip", "up"]
+[[layers]]
+kind = "conv2d"
+name = "head"
+out_channels = 1
+kernel_size = 1
+padding = "same"
+[[layers]]
+kind = "sigmoid"
+"#;
+    gpu_train::model::file::parse(text, std::path::Path::new("pool-upsample-add.toml")).unwrap()
+}

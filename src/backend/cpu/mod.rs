@@ -455,12 +455,12 @@ impl CpuBackend {
             }
             Op::AvgPool2d { x, y, ref shape } => {
                 let mut yv = self.bufs.take(y);
-                avgpool::forward(self.bufs.f(x), &mut yv, n, shape);
+                avgpool::forward(self.bufs.f(x), &mut yv, n, shape, 0.25);
                 self.bufs.put(y, yv);
             }
             Op::AvgPool2dBackward { gy, gx, ref shape } => {
                 let mut gxv = self.bufs.take(gx);
-                avgpool::backward(self.bufs.f(gy), &mut gxv, n, shape);
+                avgpool::backward(self.bufs.f(gy), &mut gxv, n, shape, 0.25);
                 self.bufs.put(gx, gxv);
             }
             Op::Concat { a, b, y, per_a, per_b } => {
@@ -496,6 +496,23 @@ impl CpuBackend {
                 self.bufs.put_opt(gx, gxv);
                 self.bufs.put(ggamma, gg);
                 self.bufs.put(gbeta, gb);
+            }
+            Op::Upsample2d { x, y, ref shape } => {
+                let mut yv = self.bufs.take(y);
+                avgpool::backward(self.bufs.f(x), &mut yv, n, shape, 1.0);
+                self.bufs.put(y, yv);
+            }
+            Op::Upsample2dBackward { gy, gx, ref shape } => {
+                let mut gxv = self.bufs.take(gx);
+                avgpool::forward(self.bufs.f(gy), &mut gxv, n, shape, 1.0);
+                self.bufs.put(gx, gxv);
+            }
+            Op::SumBackward { gy, ga, gb, per } => {
+                for g in [ga, gb].into_iter().flatten() {
+                    let mut gv = self.bufs.take(g);
+                    merge::copy_part(self.bufs.f(gy), &mut gv, n, per, (0, per), (0, per));
+                    self.bufs.put(g, gv);
+                }
             }
             Op::Sum { a, b, y, per } => {
                 let mut yv = self.bufs.take(y);

@@ -428,6 +428,21 @@ fn encode_elementwise(op: &Op) -> Vec<Launch> {
             }
             out
         }
+        Op::Upsample2d { x, y, ref shape } => {
+            let k = (Family::AvgPool, "backward");
+            let mut l = pool(k, shape, shape.len(), &[buf(AvgPool::Src, x), buf(AvgPool::Dst, y)]);
+            l[0].kernel = l[0].kernel.clone().with("WHOLE", 1);
+            l
+        }
+        Op::Upsample2dBackward { gy, gx, ref shape } => {
+            let (k, per) = ((Family::AvgPool, "forward"), shape.c * (shape.h / 2) * (shape.w / 2));
+            let mut l = pool(k, shape, per, &[buf(AvgPool::Src, gy), buf(AvgPool::Dst, gx)]);
+            l[0].kernel = l[0].kernel.clone().with("WHOLE", 1);
+            l
+        }
+        Op::SumBackward { gy, ga, gb, per } => {
+            [ga, gb].into_iter().flatten().map(|g| merge_part(gy, g, per, (0, per), (0, per))).collect()
+        }
         Op::Sum { a, b, y, per } => vec![launch(
             Kernel::new(Family::Merge, "sum"),
             Params::Merge(MergeP { per: per as u32, ..Default::default() }),

@@ -184,27 +184,28 @@ pub fn max_pool_backward(gy: &[f32], argmax: &[u32], gx: &mut [f32], n: usize, s
     }
 }
 
-/// 2x2 mean pooling, stride 2 (an odd last row or column is dropped), summed in f64.
-pub fn avg_pool(x: &[f32], y: &mut [f32], n: usize, s: &Shape) {
+/// Each 2x2 window's sum times `scale`, stride 2 (an odd last row or column is dropped), in
+/// f64: mean pooling at 0.25, an upsampling's backward at 1.
+pub fn avg_pool(x: &[f32], y: &mut [f32], n: usize, s: &Shape, scale: f64) {
     let (oh, ow) = (s.h / 2, s.w / 2);
     for (plane, ys) in y[..n * s.c * oh * ow].chunks_mut(oh * ow).enumerate() {
         let xs = &x[plane * s.h * s.w..][..s.h * s.w];
         for (o, y) in ys.iter_mut().enumerate() {
             let (iy, ix) = (2 * (o / ow), 2 * (o % ow));
             let window = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| f64::from(xs[(iy + dy) * s.w + ix + dx]));
-            *y = (window.iter().sum::<f64>() / 4.0) as f32;
+            *y = (window.iter().sum::<f64>() * scale) as f32;
         }
     }
 }
 
-/// The adjoint of [`avg_pool`]: a quarter of each window's gradient at each of its elements,
-/// 0 in a dropped row or column.
-pub fn avg_pool_backward(gy: &[f32], gx: &mut [f32], n: usize, s: &Shape) {
+/// The adjoint of [`avg_pool`]: each window's value times `scale` at each of its elements, 0 in
+/// a dropped row or column (nearest upsampling at 1).
+pub fn avg_pool_backward(gy: &[f32], gx: &mut [f32], n: usize, s: &Shape, scale: f64) {
     let (oh, ow) = (s.h / 2, s.w / 2);
     for (plane, gs) in gx[..n * s.len()].chunks_mut(s.h * s.w).enumerate() {
         for (i, g) in gs.iter_mut().enumerate() {
             let (oy, ox) = (i / s.w / 2, i % s.w / 2);
-            *g = if oy < oh && ox < ow { (f64::from(gy[(plane * oh + oy) * ow + ox]) / 4.0) as f32 } else { 0.0 };
+            *g = if oy < oh && ox < ow { (f64::from(gy[(plane * oh + oy) * ow + ox]) * scale) as f32 } else { 0.0 };
         }
     }
 }

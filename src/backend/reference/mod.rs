@@ -89,9 +89,9 @@ impl ReferenceBackend {
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
                 self.with(gx, |be, gx| l::max_pool_backward(be.f(gy), be.bufs.u32(argmax), gx, n, shape))
             }
-            Op::AvgPool2d { x, y, ref shape } => self.with(y, |be, y| l::avg_pool(be.f(x), y, n, shape)),
+            Op::AvgPool2d { x, y, ref shape } => self.with(y, |be, y| l::avg_pool(be.f(x), y, n, shape, 0.25)),
             Op::AvgPool2dBackward { gy, gx, ref shape } => {
-                self.with(gx, |be, gx| l::avg_pool_backward(be.f(gy), gx, n, shape))
+                self.with(gx, |be, gx| l::avg_pool_backward(be.f(gy), gx, n, shape, 0.25))
             }
             Op::Concat { a, b, y, per_a, per_b } => {
                 let whole = per_a + per_b;
@@ -127,6 +127,15 @@ impl ReferenceBackend {
             }
             Op::Sum { a, b, y, per } => {
                 self.with(y, |be, y| e::sum(&be.f(a)[..n * per], &be.f(b)[..n * per], &mut y[..n * per]))
+            }
+            Op::Upsample2d { x, y, ref shape } => self.with(y, |be, y| l::avg_pool_backward(be.f(x), y, n, shape, 1.0)),
+            Op::Upsample2dBackward { gy, gx, ref shape } => {
+                self.with(gx, |be, gx| l::avg_pool(be.f(gy), gx, n, shape, 1.0))
+            }
+            Op::SumBackward { gy, ga, gb, per } => {
+                for g in [ga, gb].into_iter().flatten() {
+                    self.with(g, |be, g| e::copy_part(be.f(gy), g, n, per, (0, per), (0, per)));
+                }
             }
             Op::Activation { act, x, y, per } => {
                 self.with(y, |be, y| e::activation(act, &be.f(x)[..n * per], &mut y[..n * per]))

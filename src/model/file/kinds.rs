@@ -54,6 +54,12 @@ pub enum RawKind {
     },
     Softmax {},
     Concat {},
+    Add {},
+    Upsample2d {
+        scale_factor: usize,
+        #[serde(default = "nearest")]
+        mode: String,
+    },
     BatchNorm2d {
         num_features: Option<usize>,
         #[serde(default = "bn_momentum")]
@@ -61,6 +67,10 @@ pub enum RawKind {
         #[serde(default = "bn_eps")]
         eps: f32,
     },
+}
+
+fn nearest() -> String {
+    "nearest".into()
 }
 
 fn bn_momentum() -> f32 {
@@ -91,7 +101,7 @@ fn half() -> f32 {
 }
 
 const KINDS: &str =
-    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax, concat, batch_norm2d";
+    "dense, conv2d, conv2d_transpose, max_pool2d, avg_pool2d, flatten, dropout, relu, leaky_relu, sigmoid, tanh, softmax, concat, add, upsample2d, batch_norm2d";
 
 impl RawKind {
     /// The kind's own fields of a layer table (its name and inputs already taken out).
@@ -130,6 +140,8 @@ impl RawKind {
             RawKind::LeakyRelu { .. } => "leaky_relu",
             RawKind::Softmax {} => "softmax",
             RawKind::Concat {} => "concat",
+            RawKind::Add {} => "add",
+            RawKind::Upsample2d { .. } => "upsample2d",
             RawKind::BatchNorm2d { .. } => "batch_norm2d",
         }
     }
@@ -194,6 +206,15 @@ impl RawKind {
             RawKind::LeakyRelu { .. } => Layer::Activation(Act::LeakyRelu),
             RawKind::Softmax {} => Layer::Activation(Act::Softmax),
             RawKind::Concat {} => Layer::Concat,
+            RawKind::Add {} => Layer::Add,
+            RawKind::Upsample2d { scale_factor, mode } => {
+                if (*scale_factor, mode.as_str()) != (2, "nearest") {
+                    return Err(format!(
+                        "scale_factor {scale_factor} with mode {mode:?} is not supported: upsampling is 2x, \"nearest\""
+                    ));
+                }
+                Layer::Upsample2d
+            }
             RawKind::BatchNorm2d { momentum, eps, .. } => Layer::BatchNorm2d(BatchNorm2d { momentum: *momentum, eps: *eps }),
         })
     }

@@ -32,6 +32,8 @@ pub fn to_toml(model: &Model, title: &str) -> String {
             Layer::Dropout(_) => ("dropout", None, 0.0),
             Layer::Concat => ("concat", None, 0.0),
             Layer::BatchNorm2d(_) => ("batch_norm2d", None, 0.0),
+            Layer::Add => ("add", None, 0.0),
+            Layer::Upsample2d => ("upsample2d", None, 0.0),
         };
         field("kind", quoted(kind));
         if let Some(name) = &node.name {
@@ -64,7 +66,8 @@ pub fn to_toml(model: &Model, title: &str) -> String {
                     field("eps", format!("{:?}", b.eps));
                 }
             }
-            Layer::Activation(_) | Layer::Flatten | Layer::Concat => {}
+            Layer::Upsample2d => field("scale_factor", "2".into()),
+            Layer::Activation(_) | Layer::Flatten | Layer::Concat | Layer::Add => {}
         }
         match init {
             Some(Init::RandomNormal { stddev }) => {

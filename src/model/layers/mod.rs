@@ -3,6 +3,7 @@
 //! of every kind are PyTorch's: `{layer index}.weight` and `.bias`.
 
 mod activation;
+mod add;
 mod batch_norm;
 mod concat;
 mod conv2d;
@@ -11,7 +12,9 @@ mod dense;
 mod dropout;
 mod flatten;
 mod pool;
+mod upsample;
 
+pub use add::Add;
 pub use batch_norm::BatchNorm2d;
 pub use concat::Concat;
 pub use conv2d::Conv2d;
@@ -20,6 +23,7 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use flatten::Flatten;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use upsample::Upsample2d;
 
 use super::{Act, Init, Shape};
 use crate::error::{Error, Result};
@@ -92,6 +96,8 @@ pub enum Layer {
     Dropout(Dropout),
     Concat,
     BatchNorm2d(BatchNorm2d),
+    Add,
+    Upsample2d,
 }
 
 impl Layer {
@@ -107,6 +113,8 @@ impl Layer {
             Layer::Dropout(k) => k,
             Layer::Concat => &Concat,
             Layer::BatchNorm2d(k) => k,
+            Layer::Add => &Add,
+            Layer::Upsample2d => &Upsample2d,
         }
     }
 
