@@ -480,6 +480,7 @@ fn training_steps() {
         (Task::Warwick, Shape::new(3, 12, 16), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::BatchNorm),
         (Task::MnistCnn, Shape::new(1, 12, 12), 4, v(Act::Tanh, 0.0, 0.0, false), sgd, false, Twist::BatchNorm),
         (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Residual),
+        (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), sgd, false, Twist::Residual),
     ];
     for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);

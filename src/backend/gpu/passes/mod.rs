@@ -488,7 +488,12 @@ pub fn fold_update(mut ls: Vec<Launch>, sets: Sets, counterpart: Counterpart) ->
                 i += 1;
             }
         }
-        if ls[i + 1..u].iter().any(|l| touches(l, &watched)) {
+        // A sum of slices binds a span of the gradient set but writes only its own outputs.
+        let conflicts = |l: &Launch| match gradients_written(l) {
+            Some(outs) if l.kernel.entry == "sum_slices" => outs.iter().any(|g| watched.contains(g)),
+            _ => touches(l, &watched),
+        };
+        if ls[i + 1..u].iter().any(conflicts) {
             return None;
         }
         let update = ls[u].clone();
