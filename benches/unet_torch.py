@@ -2,8 +2,8 @@
 """The built-in U-Net trained in PyTorch as gpu-train's warwick-unet preset trains it: the module
 `gpu-train export-torch --task warwick-unet` prints, Glorot-uniform weights and zero biases,
 Adam (lr 1e-3, Keras' eps 1e-7), batch 5, every training image and its left-right mirror,
-shuffled each epoch, binary cross-entropy on the sigmoid; prints each epoch's seconds and the
-test Dice (the mean over batches of 5, as gpu-train's history, and over every pixel at once).
+shuffled each epoch, binary cross-entropy on the sigmoid; prints each epoch's seconds (training
+and test pass, as gpu-train's epoch line) and the test Dice (the mean over batches of 5, as gpu-train's history, and over every pixel at once).
 
     python3 benches/unet_torch.py [--epochs 250] [--seed 7] [--threads 2] [--bin target/release/gpu-train]
 
@@ -56,10 +56,10 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
-        seconds = time.perf_counter() - start
         model.eval()
         with torch.no_grad():
             p = torch.cat([torch.sigmoid(model(tx[i:i + batch])) for i in range(0, len(tx), batch)])
+        seconds = time.perf_counter() - start
         batches = [(2 * (t * q).sum() / (t.sum() + q.sum())).item() for t, q in zip(ty.split(batch), p.split(batch))]
         whole = (2 * (ty * p).sum() / (ty.sum() + p.sum())).item()
         print(f"epoch {epoch}/{a.epochs} - {seconds:.2f}s - test_dice {sum(batches) / len(batches):.4f} "
