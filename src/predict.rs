@@ -8,7 +8,7 @@ use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::files::{atomic_write, write_png};
 use crate::graph::Target;
-use crate::model::{Model, Shape};
+use crate::model::{Act, Layer, Model, Shape};
 use crate::report::pictures::predicted;
 use crate::run::{backend_factory, check_image_size, model_beside, BackendChoice, TrainConfig};
 use crate::tasks::{self, Task};
@@ -50,13 +50,20 @@ pub fn segment(
     let sample = Shape::new(3, s, s);
     let split = Split { x, y: vec![0; n * s * s], n };
     let saved = checkpoint::load(model_path)?;
-    let target = match output_units(&saved) {
-        1 => Target::Mask,
-        k => Target::Segments(k),
-    };
-    let model = match run_model {
-        Some(m) => m,
-        None => tasks::model_for(task, tasks::defaults(task).variant, sample, target),
+    // The run's model says what it puts out: a sigmoid's mask, or a softmax over classes.
+    let (model, target) = match run_model {
+        Some(m) => {
+            let classes = m.shapes()?.last().map_or(1, |s| s.c);
+            let softmax = m.layers.last().is_some_and(|n| n.layer == Layer::Activation(Act::Softmax));
+            (m, if softmax { Target::Segments(classes) } else { Target::Mask })
+        }
+        None => {
+            let target = match output_units(&saved) {
+                1 => Target::Mask,
+                k => Target::Segments(k),
+            };
+            (tasks::model_for(task, tasks::defaults(task).variant, sample, target), target)
+        }
     };
     let probs = outputs(task, (&model, model_path, &saved), (split, sample), target, backend)?;
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
@@ -106,7 +113,11 @@ pub fn classify(
         return Err(Error::bad_file(input, "holds no PNG or JPEG images"));
     }
     let saved = checkpoint::load(model_path)?;
-    let classes = output_units(&saved);
+    let run_model = model_beside(model_path)?;
+    let classes = match &run_model {
+        Some(m) => m.shapes()?.last().map_or(1, |s| s.len()),
+        None => output_units(&saved),
+    };
     let mut x = Vec::new();
     for f in &files {
         x.extend(read_planes(f, channels, Some(side))?.0);
@@ -114,7 +125,7 @@ pub fn classify(
     let (s, n) = (side as usize, files.len());
     let sample = if task == Task::MnistMlp { Shape::flat(channels * s * s) } else { Shape::new(channels, s, s) };
     let split = Split { x, y: vec![0; n], n };
-    let model = match model_beside(model_path)? {
+    let model = match run_model {
         Some(m) => m,
         None => tasks::model_for(task, variant, sample, Target::Classes(classes)),
     };

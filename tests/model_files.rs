@@ -283,3 +283,33 @@ fn a_model_file_trains_and_its_run_evaluates() {
     let r = gpu_train(&["--task", "mnist-mlp", "--model", file.to_str().unwrap(), "--l2", "0.01"]);
     assert!(!r.status.success() && text(&r).contains("edit the file instead"), "{}", text(&r));
 }
+
+/// A graph model's run predicts with the model it trained (`model.toml` beside the checkpoint),
+/// whatever its layers are named.
+#[test]
+fn a_graph_run_predicts_with_its_model() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let dir = tmp("graph-predict");
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    let mut model = common::pool_upsample_add();
+    model.input = gpu_train::model::Shape::new(3, 128, 128);
+    // Named so that the output layer's keys do not sort last.
+    model.layers[6].name = Some("a_head".into());
+    let file = dir.join("residual.toml");
+    std::fs::write(&file, to_toml(&model, "a residual path")).unwrap();
+    for name in ["image_01.png", "image_02.png"] {
+        std::fs::copy(data.join("warwick/Test").join(name), dir.join("images").join(name)).unwrap();
+    }
+    let (d, run) = (data.to_str().unwrap(), dir.join("run"));
+    let train = ["--task", "warwick", "--model", file.to_str().unwrap(), "--data", d, "--out", run.to_str().unwrap()];
+    let r = gpu_train(
+        &[&train[..], &["--epochs", "1", "--train-limit", "10", "--test-limit", "5", "--backend", "cpu"]].concat(),
+    );
+    assert!(r.status.success(), "{}", text(&r));
+    let (ck, images, maps) = (run.join("model.safetensors"), dir.join("images"), dir.join("maps"));
+    let args = ["predict", "--task", "warwick", "--model", ck.to_str().unwrap(), "--input", images.to_str().unwrap()];
+    let r = gpu_train(&[&args[..], &["--output", maps.to_str().unwrap(), "--backend", "cpu"]].concat());
+    assert!(r.status.success() && text(&r).contains("wrote 2 maps"), "{}", text(&r));
+}
