@@ -1,4 +1,5 @@
-//! The report's networks and their default training settings.
+//! The tasks: each a built-in model, its data and its training defaults (the report's, and the
+//! U-Net's on the report's Warwick data), and the report's variants of its networks.
 
 use crate::graph::Target;
 use crate::model::builtin::Builtin;

@@ -1,4 +1,6 @@
-//! Sequential model specs: layers, shape inference, parameter counts and the Keras-style summary.
+//! Models: layers in order, each reading the layer before it or named earlier values (a graph),
+//! with shape inference, parameters and running statistics, model files, the built-in models,
+//! the Keras-style summary and the PyTorch twin.
 
 pub mod builtin;
 pub mod file;
@@ -77,7 +79,7 @@ impl Act {
     }
 }
 
-/// A sequential model: an input shape and its layers in order.
+/// A model: an input shape and its layers in order (see [`Node::inputs`] for graphs).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Model {
     pub input: Shape,

@@ -1,6 +1,6 @@
 //! The layer kinds, one file each: its settings, the shape it puts out, its parameters (PyTorch
 //! layout, initialiser, L2 factor) and its forward and backward plan ops. The checkpoint keys
-//! of every kind are PyTorch's: `{layer index}.weight` and `.bias`.
+//! of every kind are PyTorch's: `{layer name}.weight` and `.bias` (an unnamed layer's index).
 
 mod activation;
 mod add;
