@@ -164,6 +164,7 @@ fn overwrite_leaves_only_the_new_runs_files() {
         "metrics.csv",
         "misclassified.png",
         "model.safetensors",
+        "model.toml",
     ];
     assert_eq!(names, want);
     assert_eq!(History::read(&dir).unwrap().epochs.len(), 1);
