@@ -571,11 +571,9 @@ fn pictures_html(o: &Options, outcomes: &[Outcome]) -> String {
         )
         .expect("string");
     }
-    let shown = [find("2.1").or(fcn.first().copied()), find("2.3")];
-    for (k, w) in shown.iter().enumerate().filter_map(|(k, w)| w.map(|w| (k, w))) {
-        if k == 1 && shown[0].is_some_and(|first| first.experiment.name == w.experiment.name) {
-            continue;
-        }
+    let mut shown: Vec<&Outcome> = find("2.1").or(fcn.first().copied()).into_iter().collect();
+    shown.extend(find("2.3").filter(|u| shown.iter().all(|s| s.experiment.name != u.experiment.name)));
+    for w in shown {
         let pics: String = (1..=3)
             .map(|k| format!("{}/worst_{k}.png", w.run_folder))
             .filter(|p| o.out.join(p).is_file())

@@ -104,8 +104,10 @@ impl TrainConfig {
                 return Err(Error::Config(format!("--image-size must be 1 to 4096, got {side}")))
             }
             (Some(_), Some(DataKind::Classes)) => {}
-            (Some(side), Some(DataKind::Masks)) if !self.task.segments() => check_image_size(Task::Warwick, side)?,
-            (Some(side), Some(DataKind::Masks)) => check_image_size(self.task, side)?,
+            // Masks are segmented; a classifier's task is refused with them when the data loads.
+            (Some(side), Some(DataKind::Masks)) => {
+                check_image_size(if self.task.segments() { self.task } else { Task::Warwick }, side)?
+            }
             (Some(side), _) => check_image_size(self.task, side)?,
             (None, _) => {}
         }
