@@ -386,8 +386,13 @@ fn encode_elementwise(op: &Op) -> Vec<Launch> {
             use bindings::BatchNorm as S;
             let (c32, hw32, train) = (c as u32, hw as u32, train.into());
             let params = Params::BatchNorm(BatchNormP { c: c32, hw: hw32, train, momentum, eps });
-            let statistics = [buf(S::X, x), buf(S::Stats, stats), buf(S::RunningMean, mean), buf(S::RunningVar, var)];
-            let statistics = [&statistics[..], &[buf(S::Count, count)]].concat();
+            let statistics = [
+                buf(S::X, x),
+                buf(S::Stats, stats),
+                buf(S::RunningMean, mean),
+                buf(S::RunningVar, var),
+                buf(S::Count, count),
+            ];
             let normalize =
                 [buf(S::X, x), buf(S::Gamma, gamma), buf(S::Beta, beta), buf(S::Stats, stats), buf(S::Y, y)];
             vec![
