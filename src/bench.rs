@@ -306,7 +306,7 @@ pub fn run(choice: BackendChoice, opts: &Options) -> Result<Report> {
         "task", "batch", "first step ms", "build ms", "ms/step", "samples/s", "epoch samples", "epoch s"
     );
     let mut timings = Vec::new();
-    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick] {
+    for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick, Task::WarwickUnet] {
         let t = task_timing(make, task, opts)?;
         println!(
             "{:<10} {:>6} {:>14.1} {:>10.1} {:>10.3} {:>12.0} {:>14} {:>10.2}",

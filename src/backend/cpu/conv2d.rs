@@ -1,15 +1,16 @@
 //! Conv2D, stride 1, 'same' zero padding, as products over a cache-sized block of image rows of
 //! one sample at a time: the forward reads the kernel's taps in place from a zero-bordered copy
 //! of the block (or from its im2col matrix), the weight gradient from im2col blocks, and the
-//! input gradient is one product per tap over the zero-bordered output gradient.
+//! input gradient is the forward of the output gradient through the kernel turned half a turn.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{
     copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
 };
-use super::{for_units, input_grad, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS};
+use super::{activation, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS};
 use crate::graph::ConvGeom;
 use crate::model::Act;
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
@@ -60,14 +61,17 @@ fn im2col(x: &[f32], g: &ConvGeom, rows: Range<usize>, taps: Range<usize>, col: 
 
 /// Image rows per block of the im2col matrix: the whole image when its matrix is small, else
 /// as many rows as keep a block within 64 Ki floats (so that it stays in the L2 cache between
-/// being written and being read) with a pixel count that is a multiple of 256, so that the
-/// weight gradient's 256-term sums start where the whole-image product starts them.
+/// being written and being read), or the fewest past that, with a pixel count that is a
+/// multiple of 256, so that the weight gradient's 256-term sums start where the whole-image
+/// product starts them.
 fn block_rows(g: &ConvGeom) -> usize {
     let ckk = g.c_in * g.k * g.k;
     if ckk * g.h * g.w <= 1 << 16 {
         return g.h;
     }
-    (1..g.h).rev().find(|r| (r * g.w).is_multiple_of(256) && r * g.w * ckk <= 1 << 16).unwrap_or(g.h)
+    let aligned = |r: &usize| (r * g.w).is_multiple_of(256);
+    let mut rows = (1..g.h).filter(aligned);
+    rows.clone().rev().find(|r| r * g.w * ckk <= 1 << 16).or_else(|| rows.next()).unwrap_or(g.h)
 }
 
 /// Whether max pooling can run inside [`forward`], on each block of rows as it is done: when
@@ -119,24 +123,23 @@ fn wgrad_unit_len(g: &ConvGeom) -> usize {
     }
 }
 
-/// Floats of one unit of the input gradient of `chans` channels: the padded output gradient
-/// and those channels of the padded input gradient (0 for 1x1 kernels, which need neither).
-fn gx_unit_len(g: &ConvGeom, chans: usize) -> usize {
-    if g.k == 1 {
-        0
-    } else {
-        padded_len(g, g.c_out, g.h) + chans * g.h * (g.w + g.k / 2 * 2)
-    }
+/// The convolution whose forward is `g`'s input gradient: channels swapped.
+fn turned(g: &ConvGeom) -> ConvGeom {
+    ConvGeom { c_in: g.c_out, c_out: g.c_in, ..*g }
 }
 
-/// Scratch floats: per chunk of work, in forward one im2col block, or a block's zero-bordered
-/// input and output; in backward one unit's padded gradients for the input gradient. (The
-/// weight gradient's blocks live beside its partials.)
-pub fn scratch_len(g: &ConvGeom) -> usize {
+/// Scratch floats of [`forward`]: per chunk of work, one im2col block, or a block's
+/// zero-bordered input and output.
+fn forward_scratch(g: &ConvGeom) -> usize {
     let br = block_rows(g);
     let taps = CHUNKS * (padded_len(g, g.c_in, br) + g.c_out * br * (g.w + g.k / 2 * 2));
-    let backward = CHUNKS * gx_unit_len(g, g.c_in);
-    (CHUNKS * block_len(g)).max(taps).max(backward)
+    (CHUNKS * block_len(g)).max(taps)
+}
+
+/// Scratch floats of the forward and of the input gradient (the [`turned`] forward). (The
+/// weight gradient's blocks live beside its partials.)
+pub fn scratch_len(g: &ConvGeom) -> usize {
+    forward_scratch(g).max(forward_scratch(&turned(g)))
 }
 
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample; with an activation,
@@ -248,30 +251,20 @@ pub fn backward(
         }
     });
     let Some(gx) = gx else { return };
-    // Per unit: the output gradient with a zero border of `k/2` (each plane `h + 2p` rows of
-    // `w + 2p`), then per tap a product that adds that tap's share to the input gradient, also
-    // `w + 2p` wide, whose first `w` columns are `gx`.
-    let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
-    let (plane, q) = ((g.h + 2 * p) * wp, g.h * wp);
-    let unit_len = |chans| gx_unit_len(g, chans);
-    input_grad(gx, act, n, g.c_in, hw, scratch, unit_len, |s, chans, gxs, buf| {
-        let (gys, c0) = (&gy[s * ol..][..ol], chans.start);
-        if g.k == 1 {
-            let wt = View { data: &w[c0..], rs: 1, cs: g.c_in };
-            return gemm(chans.len(), g.c_out, hw, wt, View::rows(gys, hw), 0.0, gxs);
-        }
-        let (gy_pad, gx_pad) = buf.split_at_mut(padded_len(g, g.c_out, g.h));
-        pad(gys, g, g.c_out, 0..g.h, gy_pad);
-        // Tap (ky, kx) adds `w[o, c, ky, kx]·gy[o, iy - ky + p, ix - kx + p]` to `gx[c, iy, ix]`,
-        // taps in order; past the image it reads the border's zeros.
-        for t in 0..kk {
-            let shift = (2 * p - t / g.k) * wp + 2 * p - t % g.k;
-            let wt = View { data: &w[c0 * kk + t..], rs: kk, cs: g.c_in * kk };
-            let b_op = View { data: &gy_pad[shift..], rs: plane, cs: 1 };
-            gemm(chans.len(), g.c_out, q, wt, b_op, if t == 0 { 0.0 } else { 1.0 }, gx_pad);
-        }
-        copy_rows(gx_pad, wp, gxs, g.w, chans.len() * g.h, g.w);
-    });
+    // `gx[c, iy, ix] = Σ_o Σ_ky Σ_kx w[o, c, ky, kx]·gy[o, iy + p - ky, ix + p - kx]`: the
+    // convolution of `gy` with `w_t[c, o, ky, kx] = w[o, c, k-1-ky, k-1-kx]`, zero bias.
+    let mut w_t = vec![0.0; w.len()];
+    for (oc, taps) in w.chunks_exact(kk).enumerate() {
+        let (o, c) = (oc / g.c_in, oc % g.c_in);
+        w_t[(c * g.c_out + o) * kk..][..kk].iter_mut().zip(taps.iter().rev()).for_each(|(t, &v)| *t = v);
+    }
+    let zeros = vec![0.0; g.c_in];
+    forward(ForwardIo { x: gy, w: &w_t, b: &zeros, y: gx, act: None }, None, scratch, n, &turned(g));
+    if let Some((f, y)) = act {
+        let len = n * xl;
+        let parts = gx[..len].par_chunks_mut(1 << 14).zip(y[..len].par_chunks(1 << 14));
+        parts.for_each(|(gx, y)| activation::apply_grad(f, y, gx));
+    }
 }
 
 #[cfg(test)]
