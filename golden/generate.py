@@ -282,6 +282,18 @@ def models(out, d, nets=None):
         save(out, name, t, loss=meta)
 
 
+def strided_convolutions(out, d):
+    """Convolutions of other paddings and strides, on a 9x8 input: a stride of 2 drops a last
+    column or row, as PyTorch's does."""
+    for name, k, stride, pad in (("conv2d_3x3_s2p1", 3, 2, 1), ("conv2d_2x2_valid", 2, 1, 0),
+                                 ("conv2d_5x5_s2_valid", 5, 2, 0)):
+        x, w, b = d.normal(2, 3, 9, 8).requires_grad_(), d.normal(4, 3, k, k).requires_grad_(), d.normal(4).requires_grad_()
+        y = F.conv2d(x, w, b, stride=stride, padding=pad)
+        gy = d.normal(*y.shape)
+        gx, gw, gb = grads(y, gy, x, w, b)
+        save(out, name, dict(x=x, w=w, b=b, y=y, gy=gy, gx=gx, gw=gw, gb=gb), stride=str(stride), padding=str(pad))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
@@ -290,7 +302,7 @@ def main():
     a.out.mkdir(parents=True, exist_ok=True)
     d = Draw(a.seed)
     for part in (linear_family, pooling_and_activations, losses, optimizers, models, avg_pooling, leaky_relu,
-                 graph_models, batch_norm, residual_models):
+                 graph_models, batch_norm, residual_models, strided_convolutions):
         part(a.out, d)
     print(f"wrote {len(list(a.out.glob('*.safetensors')))} fixtures to {a.out}")
 

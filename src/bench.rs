@@ -190,7 +190,7 @@ fn conv(make: Factory, name: &str, batch: usize, g: ConvGeom, transpose: bool, r
 
 /// The report's convolution layers at their training batch sizes.
 fn layers() -> Vec<(&'static str, usize, ConvGeom, bool)> {
-    let g = |c_in, c_out, h, k| ConvGeom { c_in, c_out, h, w: h, k };
+    let g = |c_in, c_out, h, k| ConvGeom::same(c_in, c_out, h, h, k);
     vec![
         ("cnn conv 1->8 28x28", 100, g(1, 8, 28, 3), false),
         ("cnn conv 8->16 14x14", 100, g(8, 16, 14, 3), false),

@@ -31,12 +31,16 @@ fn dense_matches_golden(kind: Kind) {
     }
 }
 
-fn check_conv(file: &str, transpose: bool, kind: Kind) {
+/// A convolution's fixture, and for `Conv2d` its zeros on each side and stride (`None`: a
+/// transposed convolution).
+fn check_conv(file: &str, conv: Option<(usize, usize)>, kind: Kind) {
     let g = golden(file);
     let [n, c_in, h, w_] = dims(&g["x"]);
     let ws = dims(&g["w"]);
+    let transpose = conv.is_none();
     let (c_out, k) = if transpose { (ws[1], 2) } else { (ws[0], ws[2]) };
-    let geom = ConvGeom { c_in, c_out, h, w: w_, k };
+    let (pad, stride) = conv.unwrap_or((0, 2));
+    let geom = ConvGeom { pad, stride, ..ConvGeom::same(c_in, c_out, h, w_, k) };
     let mut r = Rig::default();
     let (x, w, b, gy) = (r.f32(&g["x"].data), r.f32(&g["w"].data), r.f32(&g["b"].data), r.f32(&g["gy"].data));
     let (y, gx, gw, gb) =
@@ -58,15 +62,23 @@ fn check_conv(file: &str, transpose: bool, kind: Kind) {
 }
 
 fn conv2d_3x3_matches_golden(kind: Kind) {
-    check_conv("conv2d_3x3", false, kind);
+    check_conv("conv2d_3x3", Some((1, 1)), kind);
 }
 
 fn conv2d_1x1_matches_golden(kind: Kind) {
-    check_conv("conv2d_1x1", false, kind);
+    check_conv("conv2d_1x1", Some((0, 1)), kind);
+}
+
+/// 3x3 at stride 2 with one zero each side, 2x2 with none, 5x5 at stride 2 with none; a 9x8
+/// input, so that a stride drops a last column or row as PyTorch's does.
+fn strided_and_valid_conv2d_match_golden(kind: Kind) {
+    for (file, pad, stride) in [("conv2d_3x3_s2p1", 1, 2), ("conv2d_2x2_valid", 0, 1), ("conv2d_5x5_s2_valid", 0, 2)] {
+        check_conv(file, Some((pad, stride)), kind);
+    }
 }
 
 fn conv_transpose_matches_golden(kind: Kind) {
-    check_conv("conv_transpose2d_2x2s2", true, kind);
+    check_conv("conv_transpose2d_2x2s2", None, kind);
 }
 
 fn maxpool_matches_golden(kind: Kind) {
@@ -272,6 +284,7 @@ on_every_backend!(
     dense_matches_golden,
     conv2d_3x3_matches_golden,
     conv2d_1x1_matches_golden,
+    strided_and_valid_conv2d_match_golden,
     conv_transpose_matches_golden,
     maxpool_matches_golden,
     avgpool_matches_golden,

@@ -108,7 +108,7 @@ fn conv2d() {
         (40, 3, 70, 16, 15, 3),
     ];
     for (n, c_in, c_out, h, w, k) in cases {
-        let g = ConvGeom { c_in, c_out, h, w, k };
+        let g = ConvGeom::same(c_in, c_out, h, w, k);
         let mut r = Rig::default();
         let x = r.f32(&normal(&mut rng, n * c_in * h * w));
         let wt = r.f32(&normal(&mut rng, c_out * c_in * k * k));
@@ -126,7 +126,7 @@ fn conv_transpose() {
     let mut rng = Rng::new(4);
     // The last case sums both gradients in slices (2 and 8 of them), in one launch on the GPU.
     for (n, c_in, c_out, h, w) in [(1, 1, 1, 1, 1), (2, 3, 2, 5, 3), (3, 1, 17, 4, 7), (2, 3, 5, 12, 12)] {
-        let g = ConvGeom { c_in, c_out, h, w, k: 2 };
+        let g = ConvGeom::same(c_in, c_out, h, w, 2);
         let mut r = Rig::default();
         let x = r.f32(&normal(&mut rng, n * c_in * h * w));
         let wt = r.f32(&normal(&mut rng, c_in * c_out * 4));
@@ -198,10 +198,7 @@ fn convolution_through_a_pooling() {
     let mut rng = Rng::new(13);
     let cases = [(2, 1, 3, 5, 8, true), (1, 2, 4, 3, 6, true), (2, 1, 3, 5, 8, false), (1, 3, 2, 4, 10, false)];
     for (n, c0, c1, c2, side, read_again) in cases {
-        let (g1, g2) = (
-            ConvGeom { c_in: c0, c_out: c1, h: side, w: side, k: 3 },
-            ConvGeom { c_in: c1, c_out: c2, h: side / 2, w: side / 2, k: 3 },
-        );
+        let (g1, g2) = (ConvGeom::same(c0, c1, side, side, 3), ConvGeom::same(c1, c2, side / 2, side / 2, 3));
         let shape = Shape::new(c1, side, side);
         let (hw, hw2) = (side * side, side * side / 4);
         let mut r = Rig::default();
@@ -341,7 +338,7 @@ fn last_dense_layer_and_softmax_cross_entropy() {
 fn last_convolution_and_sigmoid_cross_entropy() {
     let mut rng = Rng::new(16);
     for (n, c_in, h, w) in [(1, 3, 5, 7), (2, 8, 12, 12)] {
-        let g = ConvGeom { c_in, c_out: 1, h, w, k: 1 };
+        let g = ConvGeom::same(c_in, 1, h, w, 1);
         let (hw, per) = (h * w, c_in * h * w);
         let mut r = Rig::default();
         let x = r.f32(&normal(&mut rng, n * per).iter().map(|v| v.max(0.0)).collect::<Vec<_>>());

@@ -108,7 +108,7 @@ fn conv_case(name: &str, g: ConvGeom, transpose: bool) {
     let (wl, out_len) = if transpose {
         (g.c_in * g.c_out * 4, n * g.c_out * 4 * g.h * g.w)
     } else {
-        (g.c_out * g.c_in * g.k * g.k, n * g.c_out * g.h * g.w)
+        (g.c_out * g.c_in * g.k * g.k, n * g.c_out * g.out().0 * g.out().1)
     };
     let x_len = n * g.c_in * g.h * g.w;
     let mut rng = Rng::new(2);
@@ -137,14 +137,17 @@ fn conv_case(name: &str, g: ConvGeom, transpose: bool) {
 
 #[test]
 fn conv2d_gradients() {
-    conv_case("conv3x3", ConvGeom { c_in: 2, c_out: 3, h: 5, w: 4, k: 3 }, false);
-    conv_case("conv1x1", ConvGeom { c_in: 3, c_out: 2, h: 3, w: 5, k: 1 }, false);
-    conv_case("conv5x5", ConvGeom { c_in: 1, c_out: 2, h: 4, w: 6, k: 5 }, false);
+    conv_case("conv3x3", ConvGeom::same(2, 3, 5, 4, 3), false);
+    conv_case("conv1x1", ConvGeom::same(3, 2, 3, 5, 1), false);
+    conv_case("conv5x5", ConvGeom::same(1, 2, 4, 6, 5), false);
+    conv_case("conv3x3 stride 2 pad 1", ConvGeom { stride: 2, ..ConvGeom::same(2, 3, 7, 6, 3) }, false);
+    conv_case("conv2x2 valid", ConvGeom { pad: 0, ..ConvGeom::same(2, 2, 5, 4, 2) }, false);
+    conv_case("conv3x3 stride 2 valid", ConvGeom { pad: 0, stride: 2, ..ConvGeom::same(1, 2, 8, 7, 3) }, false);
 }
 
 #[test]
 fn conv_transpose_gradients() {
-    conv_case("convT", ConvGeom { c_in: 3, c_out: 2, h: 3, w: 2, k: 2 }, true);
+    conv_case("convT", ConvGeom::same(3, 2, 3, 2, 2), true);
 }
 
 #[test]

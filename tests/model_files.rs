@@ -29,6 +29,7 @@ fn networks() -> Vec<Model> {
     }
     out.push(common::small_unet());
     out.push(common::pool_upsample_add());
+    out.push(common::strided());
     out
 }
 
@@ -104,16 +105,35 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "conv2d \"down2\": kernel_size 4 with padding \"same\" is not supported",
     ),
     (
-        "valid padding",
-        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\n",
+        "same padding at stride 2",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = \"same\"\nstride = 2\n",
         2,
-        "conv2d (layer 0): kernel_size 3 with no padding",
+        "conv2d (layer 0): padding \"same\" with stride 2 is not supported",
     ),
     (
-        "stride 2 convolution",
-        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = 1\nstride = 2\n",
+        "stride 3",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\nstride = 3\n",
         2,
-        "stride 2",
+        "stride 3 is not supported: convolutions take stride 1 or 2",
+    ),
+    (
+        "padding as wide as the kernel",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = 3\n",
+        2,
+        "padding 3 with kernel_size 3 is not supported: at most 2",
+    ),
+    (
+        "a kernel wider than its padded input",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"max_pool2d\"\nkernel_size = 2\n[[layers]]\nname = \"c\"\nkind = \"conv2d\"\n\
+         out_channels = 4\nkernel_size = 5\npadding = \"valid\"\n",
+        5,
+        "conv2d \"c\": kernel_size 5 does not fit the 4x4 padded input (None, 1, 4, 4)",
+    ),
+    (
+        "an unknown padding",
+        "input = [1, 8, 8]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 4\nkernel_size = 3\npadding = \"full\"\n",
+        2,
+        "padding \"full\" is not one of",
     ),
     ("pooling window", "input = [1, 8, 8]\n[[layers]]\nkind = \"max_pool2d\"\nkernel_size = 3\n", 2, "kernel_size 3"),
     ("dropout rate", "input = [8]\n[[layers]]\nkind = \"dropout\"\np = 1.0\n", 2, "p must be in [0, 1)"),

@@ -122,24 +122,31 @@ fn dense() {
 fn conv2d() {
     for seed in 0..cases() {
         let mut rng = Rng::new(200 + seed);
-        let k = if below(&mut rng, 4) == 0 { 1 } else { 3 };
-        let g = ConvGeom {
-            c_in: size(&mut rng, 6),
-            c_out: size(&mut rng, 10),
-            h: size(&mut rng, 18),
-            w: size(&mut rng, 18),
-            k,
+        let (c_in, c_out) = (size(&mut rng, 6), size(&mut rng, 10));
+        let g = match below(&mut rng, 3) {
+            // 'same': 1x1 or 3x3, stride 1.
+            0 => {
+                ConvGeom::same(c_in, c_out, size(&mut rng, 18), size(&mut rng, 18), [1, 3][below(&mut rng, 2) as usize])
+            }
+            // Any kernel of 1 to 5, fewer zeros than its size, stride 1 or 2, the padded input
+            // at least the kernel.
+            _ => {
+                let k = size(&mut rng, 5);
+                let (pad, stride) = (below(&mut rng, k as u32) as usize, size(&mut rng, 2));
+                let side = |rng: &mut Rng| k.saturating_sub(2 * pad).max(1) + below(rng, 15) as usize;
+                ConvGeom { pad, stride, ..ConvGeom::same(c_in, c_out, side(&mut rng), side(&mut rng), k) }
+            }
         };
-        let (n, hw) = (size(&mut rng, 4), g.h * g.w);
+        let (n, hw, k, ohw) = (size(&mut rng, 4), g.h * g.w, g.k, g.out().0 * g.out().1);
         let mut r = Rig::default();
         let x = r.f32(&values(&mut rng, n * g.c_in * hw));
         let w = r.f32(&values(&mut rng, g.c_out * g.c_in * k * k));
         let b = r.f32(&values(&mut rng, g.c_out));
-        let gy = r.f32(&values(&mut rng, n * g.c_out * hw));
-        let (y, gw, gb) = (r.zeros(n * g.c_out * hw), r.zeros(g.c_out * g.c_in * k * k), r.zeros(g.c_out));
+        let gy = r.f32(&values(&mut rng, n * g.c_out * ohw));
+        let (y, gw, gb) = (r.zeros(n * g.c_out * ohw), r.zeros(g.c_out * g.c_in * k * k), r.zeros(g.c_out));
         let gx = (below(&mut rng, 4) > 0).then(|| r.zeros(n * g.c_in * hw));
         let ops = [Op::Conv2d { x, w, b, y, g }, Op::Conv2dBackward { x, w, gy, gx, gw, gb, g }];
-        let terms = (g.c_in * k * k + 1).max(n * hw).max(g.c_out * k * k);
+        let terms = (g.c_in * k * k + 1).max(n * ohw).max(g.c_out * k * k);
         three_way(&format!("conv2d seed {seed}: n {n} {g:?}"), &r, &ops, n, 1, Tol::Sums(terms));
     }
 }
@@ -148,13 +155,8 @@ fn conv2d() {
 fn conv_transpose2d() {
     for seed in 0..cases() {
         let mut rng = Rng::new(300 + seed);
-        let g = ConvGeom {
-            c_in: size(&mut rng, 8),
-            c_out: size(&mut rng, 8),
-            h: size(&mut rng, 12),
-            w: size(&mut rng, 12),
-            k: 2,
-        };
+        let (c_in, c_out) = (size(&mut rng, 8), size(&mut rng, 8));
+        let g = ConvGeom::same(c_in, c_out, size(&mut rng, 12), size(&mut rng, 12), 2);
         let (n, hw) = (size(&mut rng, 4), g.h * g.w);
         let mut r = Rig::default();
         let x = r.f32(&values(&mut rng, n * g.c_in * hw));
@@ -460,6 +462,8 @@ fn training_steps() {
         BatchNorm,
         /// A residual path: pooled, upsampled back and added.
         Residual,
+        /// Convolutions of other paddings and strides.
+        Strided,
     }
     let setups = [
         (Task::MnistMlp, Shape::flat(50), 7, v(Act::Sigmoid, 0.0, 0.0, false), sgd, false, Twist::None),
@@ -481,6 +485,8 @@ fn training_steps() {
         (Task::MnistCnn, Shape::new(1, 12, 12), 4, v(Act::Tanh, 0.0, 0.0, false), sgd, false, Twist::BatchNorm),
         (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), adam, true, Twist::Residual),
         (Task::Warwick, Shape::new(3, 8, 12), 3, v(Act::Relu, 0.0, 0.0, false), sgd, false, Twist::Residual),
+        (Task::MnistCnn, Shape::new(1, 14, 18), 4, v(Act::Relu, 0.0, 0.0, false), adam, false, Twist::Strided),
+        (Task::MnistCnn, Shape::new(1, 14, 18), 3, v(Act::Relu, 0.0, 0.0, false), momentum, false, Twist::Strided),
     ];
     for (i, &(task, sample, batch, variant, optimizer, mirrored, twist)) in setups.iter().enumerate() {
         let mut rng = Rng::new(900 + i as u64);
@@ -498,6 +504,9 @@ fn training_steps() {
         }
         if twist == Twist::Residual {
             model = pool_upsample_add();
+        }
+        if twist == Twist::Strided {
+            model = strided();
         }
         if twist == Twist::BatchNorm {
             let last = model.layers.len() - 1;

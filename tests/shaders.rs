@@ -65,6 +65,7 @@ fn emitted() -> HashSet<Kernel> {
         for batch in [1, 3] {
             out.extend(model_kernels(&common::small_unet(), batch, optimizer, Target::Mask));
             out.extend(model_kernels(&common::pool_upsample_add(), batch, optimizer, Target::Mask));
+            out.extend(model_kernels(&common::strided(), batch, optimizer, Target::Classes(10)));
         }
     }
     for task in [Task::MnistMlp, Task::MnistCnn, Task::Warwick, Task::WarwickUnet] {

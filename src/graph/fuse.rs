@@ -109,14 +109,14 @@ impl Fusion {
 }
 
 /// Whether `op` can take an activation (forward when `forward`) as its epilogue on a backend
-/// that can run `can`.
+/// that can run `can` (a convolution only with 'same' geometry: the others run plainly).
 fn produces_for_activation(op: &Op, forward: bool, can: &Fusable) -> bool {
     match op {
-        Op::Conv2d { .. } | Op::ConvTranspose2d { .. } => forward,
+        Op::Conv2d { g, .. } => forward && g.is_same(),
+        Op::ConvTranspose2d { .. } => forward,
         Op::Dense { .. } => forward && can.dense_activation,
-        Op::Conv2dBackward { gx: Some(_), .. }
-        | Op::ConvTranspose2dBackward { gx: Some(_), .. }
-        | Op::MaxPool2dBackward { .. } => !forward,
+        Op::Conv2dBackward { gx: Some(_), g, .. } => !forward && g.is_same(),
+        Op::ConvTranspose2dBackward { gx: Some(_), .. } | Op::MaxPool2dBackward { .. } => !forward,
         Op::DenseBackward { gx: Some(_), .. } => !forward && can.dense_activation,
         _ => false,
     }
@@ -225,7 +225,7 @@ fn loss_of(ops: &[Op], i: usize, descs: &[BufDesc], can: &Fusable) -> (Option<us
             (forward, both, rows, grad)
         }
         (&Op::Conv2d { y, ref g, .. }, Some(&Op::SigmoidBce { logits, per, grad, .. }))
-            if logits == y && g.k == 1 && g.c_out == 1 =>
+            if logits == y && g.k == 1 && g.is_same() && g.c_out == 1 =>
         {
             (0, 0, rows(logits, per), grad)
         }
@@ -291,7 +291,7 @@ fn unit_at(ops: &[Op], i: usize, descs: &[BufDesc], can: &Fusable, so_far: &Fusi
     }
     if let (Op::Conv2d { g, .. }, Some(y)) = (op, last) {
         let at = unit.end();
-        if matches!(ops.get(at), Some(&Op::MaxPool2d { x, .. }) if x == y) && (can.conv_pool)(g) {
+        if matches!(ops.get(at), Some(&Op::MaxPool2d { x, .. }) if x == y) && g.is_same() && (can.conv_pool)(g) {
             unit.pool = Some(at);
         }
     }
@@ -310,7 +310,7 @@ fn reads_through(ops: &[Op], i: usize, can: &Fusable) -> bool {
     let Op::MaxPool2d { x, y, argmax, shape } = ops[i] else {
         return false;
     };
-    let half = |g: &ConvGeom| g.c_in == shape.c && g.h == shape.h / 2 && g.w == shape.w / 2;
+    let half = |g: &ConvGeom| g.is_same() && g.c_in == shape.c && g.h == shape.h / 2 && g.w == shape.w / 2;
     let even = shape.h % 2 == 0 && shape.w % 2 == 0;
     if !even || ops[..i].iter().any(|o| o.reads(y) || o.reads(argmax)) {
         return false;
@@ -350,7 +350,7 @@ mod tests {
     use crate::graph::BufId;
     use crate::model::Shape;
 
-    const G: ConvGeom = ConvGeom { c_in: 2, c_out: 3, h: 8, w: 8, k: 3 };
+    const G: ConvGeom = ConvGeom::same(2, 3, 8, 8, 3);
     const ALL: Fusable = Fusable {
         dense_activation: true,
         kept_gradient: true,
@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn a_pooling_read_through_is_not_run_and_its_backward_runs_in_the_product_after_it() {
         let through = Fusable { read_through_pool: true, conv_pool: |_| false, ..ALL };
-        let g = ConvGeom { c_in: 3, c_out: 2, h: 4, w: 4, k: 3 };
+        let g = ConvGeom::same(3, 2, 4, 4, 3);
         let back = Op::Conv2dBackward { x: id(3), w: id(80), gy: id(10), gx: Some(id(11)), gw: id(82), gb: id(83), g };
         let unpool = Op::MaxPool2dBackward { gy: id(11), argmax: id(99), gx: id(12), shape: Shape::new(3, 8, 8) };
         let relu_back = Op::ActivationBackward { act: Act::Relu, y: id(2), gy: id(12), gx: id(13), per: 192 };

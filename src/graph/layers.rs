@@ -31,6 +31,6 @@ impl LayerIo {
         self.aux.expect("a pooling has its argmax, a dropout its mask")
     }
     pub fn geom(&self, c_out: usize, k: usize) -> ConvGeom {
-        ConvGeom { c_in: self.s.c, c_out, h: self.s.h, w: self.s.w, k }
+        ConvGeom::same(self.s.c, c_out, self.s.h, self.s.w, k)
     }
 }

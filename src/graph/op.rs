@@ -42,7 +42,8 @@ pub struct Step {
     pub t: u32,
 }
 
-/// Geometry of a convolution: input `[c_in, h, w]`, kernel `k`.
+/// Geometry of a convolution: input `[c_in, h, w]`, kernel `k`, `pad` zeros on each side and
+/// stride `stride` (a transposed convolution's are fixed: 2x2, stride 2, and these unused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ConvGeom {
     pub c_in: usize,
@@ -50,6 +51,30 @@ pub struct ConvGeom {
     pub h: usize,
     pub w: usize,
     pub k: usize,
+    pub pad: usize,
+    pub stride: usize,
+}
+
+impl ConvGeom {
+    /// Stride 1 and `k/2` zeros on each side: the output keeps the size of an odd kernel's input.
+    pub const fn same(c_in: usize, c_out: usize, h: usize, w: usize, k: usize) -> Self {
+        ConvGeom { c_in, c_out, h, w, k, pad: k / 2, stride: 1 }
+    }
+    /// Whether this is [`ConvGeom::same`]'s geometry of an odd kernel.
+    pub fn is_same(&self) -> bool {
+        self.k % 2 == 1 && self.pad == self.k / 2 && self.stride == 1
+    }
+    /// The output's rows and columns (PyTorch's: a last partial stride is dropped).
+    pub fn out(&self) -> (usize, usize) {
+        let side = |n: usize| (n + 2 * self.pad - self.k) / self.stride + 1;
+        (side(self.h), side(self.w))
+    }
+    /// The input pixel (`iy·w + ix`) under tap (`ky`, `kx`) of output pixel (`oy`, `ox`), if it
+    /// is inside the image (outside, the zero padding).
+    pub fn under(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let (iy, ix) = ((oy * self.stride + ky).checked_sub(self.pad)?, (ox * self.stride + kx).checked_sub(self.pad)?);
+        (iy < self.h && ix < self.w).then_some(iy * self.w + ix)
+    }
 }
 
 /// Slots of a metrics buffer, summed over an epoch and read once at its end.

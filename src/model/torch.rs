@@ -22,7 +22,8 @@ pub fn export(model: &Model, title: &str) -> Result<String> {
         let module = match &node.layer {
             Layer::Dense(d) => Some(format!("nn.Linear({}, {})", s.len(), d.units)),
             Layer::Conv2d(c) => {
-                Some(format!("nn.Conv2d({}, {}, {}, padding={})", s.c, c.filters, c.kernel, c.kernel / 2))
+                let stride = if c.stride == 1 { String::new() } else { format!(", stride={}", c.stride) };
+                Some(format!("nn.Conv2d({}, {}, {}{stride}, padding={})", s.c, c.filters, c.kernel, c.pad))
             }
             Layer::Conv2dTranspose(t) => Some(format!("nn.ConvTranspose2d({}, {}, 2, stride=2)", s.c, t.filters)),
             Layer::BatchNorm2d(b) => {

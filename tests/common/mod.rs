@@ -329,3 +329,47 @@ kind = "sigmoid"
 "#;
     gpu_train::model::file::parse(text, std::path::Path::new("pool-upsample-add.toml")).unwrap()
 }
+
+/// Convolutions of other paddings and strides on a 14x18 digit: 3x3 at stride 2 with one zero
+/// each side (7x9), 3x3 with none (5x7), a max pooling that drops a row and a column (2x3), and
+/// 2x2 at stride 2 with none (1x1), then ten classes.
+pub fn strided() -> gpu_train::model::Model {
+    let text = r#"
+input = [1, 14, 18]
+[[layers]]
+kind = "conv2d"
+name = "c1"
+out_channels = 4
+kernel_size = 3
+padding = 1
+stride = 2
+[[layers]]
+kind = "relu"
+[[layers]]
+kind = "conv2d"
+name = "c2"
+out_channels = 6
+kernel_size = 3
+padding = "valid"
+[[layers]]
+kind = "tanh"
+[[layers]]
+kind = "max_pool2d"
+kernel_size = 2
+[[layers]]
+kind = "conv2d"
+name = "c3"
+out_channels = 5
+kernel_size = 2
+stride = 2
+[[layers]]
+kind = "flatten"
+[[layers]]
+kind = "dense"
+name = "out"
+out_features = 10
+[[layers]]
+kind = "softmax"
+"#;
+    gpu_train::model::file::parse(text, std::path::Path::new("strided.toml")).unwrap()
+}

@@ -1,13 +1,16 @@
-//! Conv2D, stride 1, 'same' zero padding, as products over a cache-sized block of image rows of
-//! one sample at a time: the forward reads the kernel's taps in place from a zero-bordered copy
-//! of the block (or from its im2col matrix), the weight gradient from im2col blocks, and the
-//! input gradient is the forward of the output gradient through the kernel turned half a turn.
+//! Conv2D, stride 1, 'same' zero padding (other paddings and strides: `conv2d_general.rs`), as
+//! products over a cache-sized block of image rows of one sample at a time: the forward reads the
+//! kernel's taps in place from a zero-bordered copy of the block (or from its im2col matrix), the
+//! weight gradient from im2col blocks, and the input gradient is the forward of the output
+//! gradient through the kernel turned half a turn.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
 use super::gemm::{
     copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
 };
-use super::{activation, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS};
+use super::{
+    activation, conv2d_general, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS,
+};
 use crate::graph::ConvGeom;
 use crate::model::Act;
 use rayon::prelude::*;
@@ -139,6 +142,9 @@ fn forward_scratch(g: &ConvGeom) -> usize {
 /// Scratch floats of the forward and of the input gradient (the [`turned`] forward). (The
 /// weight gradient's blocks live beside its partials.)
 pub fn scratch_len(g: &ConvGeom) -> usize {
+    if !g.is_same() {
+        return conv2d_general::scratch_len(g);
+    }
     forward_scratch(g).max(forward_scratch(&turned(g)))
 }
 
@@ -146,6 +152,10 @@ pub fn scratch_len(g: &ConvGeom) -> usize {
 /// each block is activated while in cache, and with `pool` (output and argmax of a max pooling of
 /// the result, [`pools_in_blocks`]), pooled. `scratch` holds [`scratch_len`] floats.
 pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
+    if !g.is_same() {
+        assert!(io.act.is_none() && pool.is_none(), "only 'same' convolutions take epilogues");
+        return conv2d_general::forward(io.x, io.w, io.b, io.y, scratch, n, g);
+    }
     // Reading the taps in place costs a bordered copy of the input, a bias fill and a copy of
     // the output instead of im2col's k² copies of the input: a gain when those are fewer floats.
     let taps = g.k > 1 && taps_in_place() && g.k * g.k * g.c_in > g.c_in + 2 * g.c_out;
@@ -230,6 +240,10 @@ pub fn backward(
     n: usize,
     g: &ConvGeom,
 ) {
+    if !g.is_same() {
+        assert!(act.is_none(), "only 'same' convolutions take epilogues");
+        return conv2d_general::backward(x, w, gy, gx, gw, gb, scratch, partial, n, g);
+    }
     let (hw, kk, ol, br) = (g.h * g.w, g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
     let xl = g.c_in * hw;
     sum_rows(gy, n, g.c_out, hw, gb);
@@ -282,10 +296,10 @@ mod tests {
         }
         let mut rng = Rng::new(13);
         for (n, g) in [
-            (2, ConvGeom { c_in: 3, c_out: 4, h: 40, w: 64, k: 3 }),
-            (3, ConvGeom { c_in: 2, c_out: 5, h: 7, w: 9, k: 3 }),
-            (2, ConvGeom { c_in: 2, c_out: 3, h: 9, w: 11, k: 5 }),
-            (2, ConvGeom { c_in: 2, c_out: 2, h: 2, w: 3, k: 5 }),
+            (2, ConvGeom::same(3, 4, 40, 64, 3)),
+            (3, ConvGeom::same(2, 5, 7, 9, 3)),
+            (2, ConvGeom::same(2, 3, 9, 11, 5)),
+            (2, ConvGeom::same(2, 2, 2, 3, 5)),
         ] {
             let (hw, pl) = (g.h * g.w, g.h / 2 * (g.w / 2));
             let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
@@ -309,10 +323,7 @@ mod tests {
     #[test]
     fn pooling_inside_blocks_matches_pooling_after() {
         let mut rng = Rng::new(12);
-        for (n, g) in [
-            (2, ConvGeom { c_in: 3, c_out: 4, h: 40, w: 64, k: 3 }),
-            (3, ConvGeom { c_in: 2, c_out: 5, h: 7, w: 9, k: 3 }),
-        ] {
+        for (n, g) in [(2, ConvGeom::same(3, 4, 40, 64, 3)), (3, ConvGeom::same(2, 5, 7, 9, 3))] {
             assert!(pools_in_blocks(&g));
             let (hw, pl) = (g.h * g.w, g.h / 2 * (g.w / 2));
             let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
@@ -338,7 +349,7 @@ mod tests {
     /// its terms' magnitudes (about 100 roundings of 6e-8 each for these few-thousand-term sums).
     #[test]
     fn blocked_im2col_matches_direct_sums() {
-        let (n, g) = (3, ConvGeom { c_in: 3, c_out: 5, h: 40, w: 64, k: 3 });
+        let (n, g) = (3, ConvGeom::same(3, 5, 40, 64, 3));
         assert!(block_rows(&g) < g.h);
         let mut rng = Rng::new(11);
         let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();

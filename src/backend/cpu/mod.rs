@@ -9,6 +9,7 @@ mod avx2;
 mod avx512;
 mod batch_norm;
 mod conv2d;
+mod conv2d_general;
 mod conv_transpose;
 mod dense;
 mod gather;
@@ -698,7 +699,7 @@ mod tests {
     /// buffers between the fused ops.
     #[test]
     fn fused_ops_match_op_by_op() {
-        let (n, g) = (3, ConvGeom { c_in: 2, c_out: 4, h: 6, w: 6, k: 3 });
+        let (n, g) = (3, ConvGeom::same(2, 4, 6, 6, 3));
         let (xl, yl, pl) = (2 * 36, 4 * 36, 4 * 9);
         let lens = [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl]
             .into_iter()

@@ -37,8 +37,9 @@ mirror! {
     DenseP { n_in: u32, n_out: u32, lr: f32 }
 }
 mirror! {
-    /// `conv2d.wgsl`: input `[c_in, h, w]`, `c_out` filters of side `k`.
-    ConvP { c_in: u32, c_out: u32, h: u32, w: u32, k: u32, lr: f32 }
+    /// `conv2d.wgsl`: input `[c_in, h, w]`, `c_out` filters of side `k`, `pad` zeros on each side
+    /// and `stride`, output `[c_out, oh, ow]`.
+    ConvP { c_in: u32, c_out: u32, h: u32, w: u32, k: u32, lr: f32, pad: u32, stride: u32, oh: u32, ow: u32 }
 }
 mirror! {
     /// `conv_transpose.wgsl`; `rows_at`: where `weight_and_bias` starts the bias gradient's

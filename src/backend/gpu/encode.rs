@@ -255,8 +255,10 @@ fn merge_part(src: BufId, dst: BufId, per: usize, from: (usize, usize), to: (usi
 }
 
 fn conv_params(g: &ConvGeom) -> Params {
-    let [c_in, c_out, h, w, k] = [g.c_in, g.c_out, g.h, g.w, g.k].map(|v| v as u32);
-    Params::Conv(ConvP { c_in, c_out, h, w, k, lr: 0.0 })
+    let (oh, ow) = g.out();
+    let [c_in, c_out, h, w, k, pad, stride, oh, ow] =
+        [g.c_in, g.c_out, g.h, g.w, g.k, g.pad, g.stride, oh, ow].map(|v| v as u32);
+    Params::Conv(ConvP { c_in, c_out, h, w, k, lr: 0.0, pad, stride, oh, ow })
 }
 
 fn conv_transpose_params(g: &ConvGeom) -> Params {
@@ -302,15 +304,15 @@ fn encode_product(op: &Op, max_n: &dyn Fn(BufId, usize) -> usize) -> Vec<Launch>
             out
         }
         Op::Conv2d { x, w, b, y, ref g } => {
-            let dims = (Size::fixed(g.c_out), Size::fixed(g.h * g.w), Size::per_n(1));
+            let dims = (Size::fixed(g.c_out), Size::fixed(g.out().0 * g.out().1), Size::per_n(1));
             let binds = [buf(Gemm::A, w), buf(Gemm::B, x), buf(Gemm::Bias, b), buf(Gemm::C, y)];
             let batch = max_n(x, g.c_in * g.h * g.w);
             vec![product(Family::Conv2d, Mode::Forward, &conv_params(g), &binds, dims, batch)]
         }
         Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
-            let (p, hw, r) = (conv_params(g), g.h * g.w, g.k * g.k);
-            let batch = max_n(gy, g.c_out * hw);
-            let sizes = (g.c_out, g.c_in * r, batch * hw);
+            let (p, hw, r, q) = (conv_params(g), g.h * g.w, g.k * g.k, g.out().0 * g.out().1);
+            let batch = max_n(gy, g.c_out * q);
+            let sizes = (g.c_out, g.c_in * r, batch * q);
             let mut out = batch_sum(Family::Conv2d, &p, (gy, Some(x), Some(gb)), gw, sizes);
             out.extend(gx.map(|gx| {
                 let dims = (Size::fixed(g.c_in), Size::fixed(hw), Size::per_n(1));

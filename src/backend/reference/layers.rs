@@ -44,28 +44,22 @@ pub fn dense_backward(
     }
 }
 
-/// The input pixel under tap `(ky, kx)` of output pixel `(oy, ox)` of a 'same' convolution, if
-/// it is inside the image (outside, the zero padding).
-fn under(g: &ConvGeom, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
-    let p = g.k / 2;
-    let (iy, ix) = ((oy + ky).checked_sub(p)?, (ox + kx).checked_sub(p)?);
-    (iy < g.h && ix < g.w).then_some(iy * g.w + ix)
-}
-
-/// Every (output pixel, tap, input pixel) of a 'same' convolution's plane.
+/// Every (output pixel, tap, input pixel) of a convolution's plane.
 fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-    (0..g.h * g.w).flat_map(move |out| {
-        (0..g.k * g.k).filter_map(move |t| under(g, out / g.w, out % g.w, t / g.k, t % g.k).map(|i| (out, t, i)))
+    let (oh, ow) = g.out();
+    (0..oh * ow).flat_map(move |out| {
+        (0..g.k * g.k).filter_map(move |t| g.under(out / ow, out % ow, t / g.k, t % g.k).map(|i| (out, t, i)))
     })
 }
 
-/// `y[s, o, p] = b[o] + Σ_c Σ_t w[o, c, t]·x[s, c, p + t - k/2]`: stride 1, zero padding 'same'.
+/// `y[s, o, oy, ox] = b[o] + Σ_c Σ_(ky,kx) w[o, c, ky, kx]·x[s, c, oy·stride + ky - pad,
+/// ox·stride + kx - pad]`, zero outside the image.
 pub fn conv2d(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], n: usize, g: &ConvGeom) {
-    let (hw, kk) = (g.h * g.w, g.k * g.k);
-    let mut acc = vec![0.0f64; n * g.c_out * hw];
+    let (hw, kk, ohw) = (g.h * g.w, g.k * g.k, g.out().0 * g.out().1);
+    let mut acc = vec![0.0f64; n * g.c_out * ohw];
     for s in 0..n {
         for o in 0..g.c_out {
-            let out = &mut acc[(s * g.c_out + o) * hw..][..hw];
+            let out = &mut acc[(s * g.c_out + o) * ohw..][..ohw];
             out.fill(f64::from(b[o]));
             for c in 0..g.c_in {
                 let xs = &x[(s * g.c_in + c) * hw..][..hw];
@@ -90,12 +84,12 @@ pub fn conv2d_backward(
     n: usize,
     g: &ConvGeom,
 ) {
-    let (hw, kk) = (g.h * g.w, g.k * g.k);
+    let (hw, kk, ohw) = (g.h * g.w, g.k * g.k, g.out().0 * g.out().1);
     let (mut acc_gw, mut acc_gb, mut acc_gx) =
         (vec![0.0f64; gw.len()], vec![0.0f64; g.c_out], vec![0.0; n * g.c_in * hw]);
     for s in 0..n {
         for o in 0..g.c_out {
-            let gys = &gy[(s * g.c_out + o) * hw..][..hw];
+            let gys = &gy[(s * g.c_out + o) * ohw..][..ohw];
             acc_gb[o] += gys.iter().map(|&v| f64::from(v)).sum::<f64>();
             for c in 0..g.c_in {
                 let (xs, at) = (&x[(s * g.c_in + c) * hw..][..hw], (s * g.c_in + c) * hw);

@@ -166,13 +166,14 @@ impl RawKind {
             }),
             RawKind::Conv2d { out_channels, kernel_size, padding, stride, init: own, l2 } => {
                 let k = positive("kernel_size", *kernel_size)?;
-                same_padding(k, padding)?;
-                if *stride != 1 {
-                    return Err(format!("stride {stride} is not supported: this version's convolutions take stride 1"));
+                if !matches!(stride, 1 | 2) {
+                    return Err(format!("stride {stride} is not supported: convolutions take stride 1 or 2"));
                 }
                 Layer::Conv2d(Conv2d {
                     filters: positive("out_channels", *out_channels)?,
                     kernel: k,
+                    pad: zeros(k, *stride, padding)?,
+                    stride: *stride,
                     init: init(own),
                     l2: l2_ok(*l2)?,
                 })
@@ -220,27 +221,27 @@ impl RawKind {
     }
 }
 
-/// Only 'same' padding of an odd kernel is supported: `"same"` or `kernel_size // 2` zeros.
-fn same_padding(k: usize, padding: &Padding) -> Result<(), String> {
-    let same = match padding {
-        Padding::Named(s) if s == "same" => true,
-        Padding::Named(s) if s == "valid" => false,
-        Padding::Named(s) => return Err(format!("padding {s:?} is not one of \"same\", \"valid\" or a number")),
-        Padding::Zeros(p) => *p == k / 2,
-        Padding::Default => false,
-    };
-    if !same {
-        let given = match padding {
-            Padding::Named(s) => format!("padding {s:?}"),
-            Padding::Zeros(p) => format!("padding {p}"),
-            Padding::Default => "no padding (PyTorch's default, 0)".into(),
-        };
-        return Err(format!("kernel_size {k} with {given} is not supported: this version's convolutions keep the size (padding \"same\")"));
+/// The zeros on each side that `padding` asks of a `k x k` kernel at `stride`: `"valid"` (or
+/// PyTorch's default) none, `"same"` `k/2` for an odd kernel at stride 1 (as PyTorch, which
+/// refuses it for strided convolutions), a number that many, fewer than `k` (more would give
+/// outputs that see only zeros).
+fn zeros(k: usize, stride: usize, padding: &Padding) -> Result<usize, String> {
+    match padding {
+        Padding::Named(s) if s == "valid" => Ok(0),
+        Padding::Default => Ok(0),
+        Padding::Named(s) if s == "same" && stride != 1 => {
+            Err(format!("padding \"same\" with stride {stride} is not supported (nor in PyTorch): give a number"))
+        }
+        Padding::Named(s) if s == "same" && k.is_multiple_of(2) => {
+            Err(format!("kernel_size {k} with padding \"same\" is not supported: the kernel must be odd"))
+        }
+        Padding::Named(s) if s == "same" => Ok(k / 2),
+        Padding::Named(s) => Err(format!("padding {s:?} is not one of \"same\", \"valid\" or a number")),
+        Padding::Zeros(p) if *p >= k => {
+            Err(format!("padding {p} with kernel_size {k} is not supported: at most {}", k - 1))
+        }
+        Padding::Zeros(p) => Ok(*p),
     }
-    if k.is_multiple_of(2) {
-        return Err(format!("kernel_size {k} with padding \"same\" is not supported: the kernel must be odd"));
-    }
-    Ok(())
 }
 
 /// Poolings take 2x2 windows at stride 2.

@@ -48,7 +48,14 @@ pub fn to_toml(model: &Model, title: &str) -> String {
             Layer::Conv2d(c) => {
                 field("out_channels", c.filters.to_string());
                 field("kernel_size", c.kernel.to_string());
-                field("padding", quoted("same"));
+                match (c.pad, c.stride) {
+                    (p, 1) if c.kernel % 2 == 1 && p == c.kernel / 2 => field("padding", quoted("same")),
+                    (0, _) => field("padding", quoted("valid")),
+                    (p, _) => field("padding", p.to_string()),
+                }
+                if c.stride != 1 {
+                    field("stride", c.stride.to_string());
+                }
             }
             Layer::Conv2dTranspose(t) => {
                 field("out_channels", t.filters.to_string());

@@ -207,7 +207,7 @@ mod tests {
     fn a_sigmoid_loss_runs_the_one_channel_convolution_before_it() {
         // conv 1x1 of 8 channels (weights 0, bias 1) from 40 to the logits 41; the loss's
         // gradient 44; the convolution's backward into 10, 11 (weights) and 46 (data).
-        let g = crate::graph::ConvGeom { c_in: 8, c_out: 1, h: 16, w: 16, k: 1 };
+        let g = crate::graph::ConvGeom::same(8, 1, 16, 16, 1);
         let id = BufId;
         let loss = Op::SigmoidBce {
             logits: id(41),

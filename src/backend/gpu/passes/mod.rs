@@ -70,7 +70,10 @@ fn step_in_gradient(update: &Op, writer: &Op, descs: &[BufDesc]) -> bool {
     // The terms of each of the writer's batch sums at its largest batch.
     let sums: Vec<usize> = match *writer {
         Op::DenseBackward { gy, n_out, .. } => vec![per(gy, n_out)],
-        Op::Conv2dBackward { gy, ref g, .. } => vec![per(gy, g.c_out * g.h * g.w) * g.h * g.w],
+        Op::Conv2dBackward { gy, ref g, .. } => {
+            let q = g.out().0 * g.out().1;
+            vec![per(gy, g.c_out * q) * q]
+        }
         Op::ConvTranspose2dBackward { gy, ref g, .. } => {
             let batch = per(gy, g.c_out * 4 * g.h * g.w);
             vec![batch * g.h * g.w, batch * 4 * g.h * g.w]
@@ -645,7 +648,8 @@ mod tests {
     /// A conv weight gradient `[4, 9]` with its bias, summed over 100,000 terms in 512 slices.
     fn wgrad(w: usize, bias: usize) -> Vec<Launch> {
         let io = (BufId(98), Some(BufId(99)), Some(BufId(bias)));
-        let p = Params::Conv(ConvP { c_in: 1, c_out: 4, h: 10, w: 10, k: 3, lr: 0.0 });
+        let p =
+            Params::Conv(ConvP { c_in: 1, c_out: 4, h: 10, w: 10, k: 3, lr: 0.0, pad: 1, stride: 1, oh: 10, ow: 10 });
         batch_sum(Family::Conv2d, &p, io, BufId(w), (4, 9, 100_000))
     }
 

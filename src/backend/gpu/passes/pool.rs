@@ -73,7 +73,7 @@ mod tests {
     /// on `side`-square images, with `also` after them.
     fn conv_pool_conv(side: usize, also: Option<Op>) -> Vec<Launch> {
         let shape = Shape::new(2, side, side);
-        let g = ConvGeom { c_in: 2, c_out: 3, h: side / 2, w: side / 2, k: 3 };
+        let g = ConvGeom::same(2, 3, side / 2, side / 2, 3);
         let id = BufId;
         let conv = |x: usize, y: usize, g: ConvGeom| Op::Conv2d { x: id(x), w: id(60), b: id(61), y: id(y), g };
         let backward =
@@ -82,7 +82,7 @@ mod tests {
         let desc = BufDesc { name: String::new(), len: 4 * 3 * side * side, dtype: Dtype::F32, set: None };
         let per = 2 * side * side;
         let mut ops = vec![
-            conv(40, 0, ConvGeom { c_in: 1, c_out: 2, h: side, w: side, k: 3 }),
+            conv(40, 0, ConvGeom::same(1, 2, side, side, 3)),
             Op::Activation { act: Act::Relu, x: id(0), y: id(1), per },
             Op::MaxPool2d { x: id(1), y: id(2), argmax: id(3), shape },
             conv(2, 4, g),
