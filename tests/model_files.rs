@@ -332,4 +332,13 @@ fn a_graph_run_predicts_with_its_model() {
     let args = ["predict", "--task", "warwick", "--model", ck.to_str().unwrap(), "--input", images.to_str().unwrap()];
     let r = gpu_train(&[&args[..], &["--output", maps.to_str().unwrap(), "--backend", "cpu"]].concat());
     assert!(r.status.success() && text(&r).contains("wrote 2 maps"), "{}", text(&r));
+    // A model whose maps come out smaller than the images (a stride-2 convolution, nothing to
+    // bring them back up) is refused before training, with both sizes.
+    let shrinking = "input = [3, 128, 128]\n[[layers]]\nkind = \"conv2d\"\nout_channels = 1\nkernel_size = 3\n\
+                     padding = 1\nstride = 2\n[[layers]]\nkind = \"sigmoid\"\n";
+    std::fs::write(&file, shrinking).unwrap();
+    let r =
+        gpu_train(&[&train[..], &["--epochs", "1", "--train-limit", "10", "--backend", "cpu", "--overwrite"]].concat());
+    let want = "the model puts out (None, 1, 64, 64) but the masks are 128x128";
+    assert!(!r.status.success() && text(&r).contains(want), "{}", text(&r));
 }

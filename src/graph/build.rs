@@ -229,7 +229,7 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     let body = Body { layers, sources: (0..layers.len()).map(|i| model.sources(i)).collect() };
     let shapes = model.shapes()?;
     let out_shape = shapes[layers.len()];
-    let per_target = per_target(out_shape, data.target)?;
+    let per_target = per_target(out_shape, data.target, data.sample)?;
     if model.input != data.sample {
         return Err(Error::Model(format!("the model takes {} but the samples are {}", model.input, data.sample)));
     }
@@ -349,14 +349,24 @@ pub fn build(model: &Model, data: DataSpec, opts: PlanOptions) -> Result<Plan> {
     })
 }
 
-/// Target values per sample for a model putting out `out` against `target`, or why they do not
-/// fit.
-fn per_target(out: Shape, target: Target) -> Result<usize> {
+/// Target values per sample for a model putting out `out` against `target` (masks of the
+/// `sample`'s height and width), or why they do not fit.
+fn per_target(out: Shape, target: Target, sample: Shape) -> Result<usize> {
+    let masks = matches!(target, Target::Mask | Target::Segments(_));
+    if masks && (out.h, out.w) != (sample.h, sample.w) {
+        return Err(Error::Model(format!(
+            "the model puts out {out} but the masks are {}x{}: a segmentation model gives maps of its input's size",
+            sample.h, sample.w
+        )));
+    }
     match target {
         Target::Classes(k) if out.len() != k => {
             Err(Error::Model(format!("the model puts out {} values but there are {k} classes", out.len())))
         }
         Target::Classes(k) => Ok(k),
+        Target::Mask if out.c != 1 => {
+            Err(Error::Model(format!("the model puts out {out} but binary masks take one channel")))
+        }
         Target::Mask => Ok(out.len()),
         Target::Segments(k) if !(2..=MAX_PIXEL_CLASSES).contains(&k) => {
             Err(Error::Model(format!("masks of {k} classes: 2 to {MAX_PIXEL_CLASSES} are supported")))
