@@ -139,13 +139,18 @@ fn forward_scratch(g: &ConvGeom) -> usize {
     (CHUNKS * block_len(g)).max(taps)
 }
 
-/// Scratch floats of the forward and of the input gradient (the [`turned`] forward). (The
-/// weight gradient's blocks live beside its partials.)
+/// Floats of the turned kernel and its zero bias, ahead of the input gradient's scratch.
+fn turned_len(g: &ConvGeom) -> usize {
+    g.c_out * g.c_in * g.k * g.k + g.c_in
+}
+
+/// Scratch floats of the forward and of the input gradient (the turned kernel, its zero bias,
+/// and the [`turned`] forward's). (The weight gradient's blocks live beside its partials.)
 pub fn scratch_len(g: &ConvGeom) -> usize {
     if !g.is_same() {
         return conv2d_general::scratch_len(g);
     }
-    forward_scratch(g).max(forward_scratch(&turned(g)))
+    forward_scratch(g).max(turned_len(g) + forward_scratch(&turned(g)))
 }
 
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample; with an activation,
@@ -267,13 +272,14 @@ pub fn backward(
     let Some(gx) = gx else { return };
     // `gx[c, iy, ix] = Σ_o Σ_ky Σ_kx w[o, c, ky, kx]·gy[o, iy + p - ky, ix + p - kx]`: the
     // convolution of `gy` with `w_t[c, o, ky, kx] = w[o, c, k-1-ky, k-1-kx]`, zero bias.
-    let mut w_t = vec![0.0; w.len()];
+    let (w_t, scratch) = scratch.split_at_mut(turned_len(g));
+    let (w_t, zeros) = w_t.split_at_mut(w.len());
+    zeros.fill(0.0);
     for (oc, taps) in w.chunks_exact(kk).enumerate() {
         let (o, c) = (oc / g.c_in, oc % g.c_in);
         w_t[(c * g.c_out + o) * kk..][..kk].iter_mut().zip(taps.iter().rev()).for_each(|(t, &v)| *t = v);
     }
-    let zeros = vec![0.0; g.c_in];
-    forward(ForwardIo { x: gy, w: &w_t, b: &zeros, y: gx, act: None }, None, scratch, n, &turned(g));
+    forward(ForwardIo { x: gy, w: w_t, b: zeros, y: gx, act: None }, None, scratch, n, &turned(g));
     if let Some((f, y)) = act {
         let len = n * xl;
         let parts = gx[..len].par_chunks_mut(1 << 14).zip(y[..len].par_chunks(1 << 14));
