@@ -4,8 +4,9 @@
 //     partial sums), written to stats as (mean; c) then (1/√(var + ε); c), and the running mean
 //     and variance (unbiased: var·m/(m-1)) moved toward them by p.momentum; channel 0 counts
 //     the update. Outside training the running statistics stand in.
-//   normalize: y = x·a + (β - μ·a), a = γ/√(σ² + ε); one thread per value.
-// Bindings: x, gamma, beta, y, stats, running_mean, running_var, count.
+//   normalize: y = x·a + (β - μ·a), a = γ/√(σ² + ε); one thread per value. With FUSE = 1 it
+//     also stores the activation of each value: act_out[i] = activate(y[i]).
+// Bindings: x, gamma, beta, y, stats, running_mean, running_var, count, act_out.
 
 struct P {
     c: u32,
@@ -24,6 +25,9 @@ struct P {
 @group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
 @group(0) @binding(9) var<storage, read_write> count: array<f32>;
+@group(0) @binding(10) var<storage, read_write> act_out: array<f32>;
+
+override FUSE: u32 = 0u;
 
 // Where the i-th of channel ch's values lies.
 fn channel_at(ch: u32, i: u32) -> u32 {
@@ -72,5 +76,9 @@ fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
     let ch = i / p.hw % p.c;
     let a = gamma[ch] * stats[p.c + ch];
-    y[i] = fma(x[i], a, beta[ch] - stats[ch] * a);
+    let v = fma(x[i], a, beta[ch] - stats[ch] * a);
+    y[i] = v;
+    if FUSE == 1u {
+        act_out[i] = activate(v);
+    }
 }

@@ -73,10 +73,10 @@ fn three_way(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32, tol: Tol) {
         let mut got = r.on(kind);
         got.run(ops, step).unwrap();
         for (i, d) in r.descs.iter().enumerate() {
-            if d.dtype != Dtype::F32 {
+            let id = BufId(i);
+            if d.dtype != Dtype::F32 || r.unstored.contains(&id) {
                 continue;
             }
-            let id = BufId(i);
             let (g, w, m) =
                 (got.download_f32(id).unwrap(), want.download_f32(id).unwrap(), mag.download_f32(id).unwrap());
             for (j, ((&g, &w), &m)) in g.iter().zip(&w).zip(&m).enumerate() {
@@ -205,7 +205,8 @@ fn avg_pool() {
 }
 
 /// Batch normalisation in training (statistics, the running ones, every gradient) and outside
-/// it, on channels of different means and scales. The GPU sums each channel's `m = n·hw ≤ 360`
+/// it, on channels of different means and scales; the training pass with an activation after
+/// it (which the fast backends run inside it), its output sometimes read by another op too. The GPU sums each channel's `m = n·hw ≤ 360`
 /// terms in f32 (the CPU and the reference in f64), so `gγ`, `gβ` and the statistics carry
 /// rounding that grows about as √m·2^-24 ≈ 1.1e-6 of the terms' size; 4e-6 of the result and
 /// of the largest input is that with room for the order of the sums. (1e-7 fails: a `gγ` of
@@ -227,23 +228,34 @@ fn batch_norm() {
         let (gamma, beta) = (r.param(&values(&mut rng, c)), r.param(&values(&mut rng, c)));
         let var: Vec<f32> = values(&mut rng, c).iter().map(|v| v.abs() + 0.5).collect();
         let running = [r.f32(&values(&mut rng, c)), r.f32(&var), r.zeros(1)];
-        let (y, stats, gx, ggamma, gbeta) = (r.zeros(len), r.zeros(2 * c), r.zeros(len), r.grad(c), r.grad(c));
-        let (y2, stats2) = (r.zeros(len), r.zeros(2 * c));
+        // The normalised values, stored by the fast backends only when another op reads them.
+        let kept = below(&mut rng, 2) == 1;
+        let y = if kept { r.zeros(len) } else { r.between(len) };
+        let (stats, gx, ggamma, gbeta) = (r.zeros(2 * c), r.zeros(len), r.grad(c), r.grad(c));
+        let (y2, stats2, activated, read) = (r.zeros(len), r.zeros(2 * c), r.zeros(len), r.zeros(len));
         let (momentum, eps) = (0.1, 1e-5);
         let gx = Some(gx).filter(|_| below(&mut rng, 4) > 0);
-        let ops = [
+        let act = [Act::Relu, Act::Sigmoid, Act::Tanh, Act::LeakyRelu][below(&mut rng, 4) as usize];
+        let per = c * hw;
+        let mut ops = vec![
             Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train: true, momentum, eps },
+            Op::Activation { act, x: y, y: activated, per },
             Op::BatchNormBackward { x, gamma, stats, gy, gx, ggamma, gbeta, c, hw },
             Op::BatchNorm { x, gamma, beta, y: y2, stats: stats2, running, c, hw, train: false, momentum, eps },
         ];
-        let what = format!("batch norm seed {seed}: n {n} c {c} hw {hw}");
+        if kept {
+            ops.push(Op::Activation { act: Act::Relu, x: y, y: read, per });
+        }
+        let what = format!("batch norm seed {seed}: n {n} c {c} hw {hw}, {act:?}, output read again: {kept}");
         three_way(&what, &r, &ops, n, 1, Tol::Formula(4e-6, 4e-6));
-        // The CPU runs the reference's f64 pieces in parallel: the same bits.
+        // The CPU runs the reference's f64 pieces in parallel: the same bits (the activations'
+        // own functions aside).
         let step = Step { n, offset: 0, t: 1 };
         let (mut cpu, mut reference) = (r.on(Kind::Cpu), r.on(Kind::Reference));
         cpu.run(&ops, step).unwrap();
         reference.run(&ops, step).unwrap();
-        for id in (0..r.descs.len()).map(BufId) {
+        let compared = |id: &BufId| ![activated, read].contains(id) && !r.unstored.contains(id);
+        for id in (0..r.descs.len()).map(BufId).filter(compared) {
             let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
             let (a, b) = (cpu.download_f32(id).unwrap(), reference.download_f32(id).unwrap());
             assert_eq!(bits(a), bits(b), "{what}: buffer {id:?}");

@@ -1,6 +1,6 @@
 //! Fusion, decided once on an op list for both fast backends. Each producer (a dense layer, a
-//! convolution or transposed convolution, going forward or computing its input's gradient, or a
-//! max pooling's backward) takes as its epilogue the elementwise activation that reads what it
+//! convolution or transposed convolution, going forward or computing its input's gradient, a
+//! batch normalisation going forward, or a max pooling's backward) takes as its epilogue the elementwise activation that reads what it
 //! writes, and a convolution the max pooling after that; a max pooling that only convolutions
 //! read may instead never be stored, the convolutions reading through it, and its backward then
 //! runs inside the input-gradient product of the convolution after it. The decisions come from
@@ -113,7 +113,7 @@ impl Fusion {
 fn produces_for_activation(op: &Op, forward: bool, can: &Fusable) -> bool {
     match op {
         Op::Conv2d { g, .. } => forward && g.is_same(),
-        Op::ConvTranspose2d { .. } => forward,
+        Op::ConvTranspose2d { .. } | Op::BatchNorm { .. } => forward,
         Op::Dense { .. } => forward && can.dense_activation,
         Op::Conv2dBackward { gx: Some(_), g, .. } => !forward && g.is_same(),
         Op::ConvTranspose2dBackward { gx: Some(_), .. } | Op::MaxPool2dBackward { .. } => !forward,
@@ -406,6 +406,32 @@ mod tests {
         assert_eq!(units(&[conv(0, 1), pool(1, 3)], &ALL), [(0, None, Some(1), false)]);
         // A pooling of something else stays an op of its own.
         assert_eq!(units(&[conv(0, 1), act(Act::Relu, 1, 2), pool(1, 3)], &ALL).len(), 2);
+    }
+
+    #[test]
+    fn a_batch_normalisation_takes_its_activation() {
+        let bn = |y: usize| Op::BatchNorm {
+            x: id(0),
+            gamma: id(90),
+            beta: id(91),
+            y: id(y),
+            stats: id(92),
+            running: [id(93), id(94), id(95)],
+            c: 3,
+            hw: 64,
+            train: true,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        assert_eq!(
+            units(&[bn(1), act(Act::Relu, 1, 2), pool(2, 3)], &LEAST),
+            [(0, Some(1), None, false), (2, None, None, false)]
+        );
+        // Its output read by a later op too: stored as well.
+        assert_eq!(units(&[bn(1), act(Act::Tanh, 1, 2), act(Act::Relu, 1, 4)], &LEAST)[0], (0, Some(1), None, true));
+        // Not an activation of another buffer, nor a backward one.
+        assert_eq!(units(&[bn(1), act(Act::Relu, 7, 2)], &ALL).len(), 2);
+        assert_eq!(units(&[bn(1), act_back(1, 2)], &ALL).len(), 2);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Rig {
     f32_init: Vec<(BufId, Vec<f32>)>,
     u8_init: Vec<(BufId, Vec<u8>)>,
     u32_init: Vec<(BufId, Vec<u32>)>,
+    /// Buffers between two ops that a fast backend runs as one, which it need not store.
+    pub unstored: Vec<BufId>,
 }
 
 impl Rig {
@@ -102,6 +104,12 @@ impl Rig {
     }
     pub fn zeros(&mut self, len: usize) -> BufId {
         self.buf(len, Dtype::F32)
+    }
+    /// Zeros that only an op fused into the one writing them reads (see [`Rig::unstored`]).
+    pub fn between(&mut self, len: usize) -> BufId {
+        let id = self.zeros(len);
+        self.unstored.push(id);
+        id
     }
     /// A parameter: a buffer of the parameter-value set, which the GPU lays out in one buffer
     /// with the other parameters, in order.
@@ -130,7 +138,13 @@ impl Rig {
     /// op on the reference backend, it gives each output's Σ|terms|.
     pub fn abs(&self) -> Rig {
         let f32_init = self.f32_init.iter().map(|(id, v)| (*id, v.iter().map(|x| x.abs()).collect())).collect();
-        Rig { descs: self.descs.clone(), f32_init, u8_init: self.u8_init.clone(), u32_init: self.u32_init.clone() }
+        Rig {
+            descs: self.descs.clone(),
+            f32_init,
+            u8_init: self.u8_init.clone(),
+            u32_init: self.u32_init.clone(),
+            unstored: self.unstored.clone(),
+        }
     }
     /// The largest magnitude of any f32 buffer's initial values (1 when there are none).
     pub fn largest(&self) -> f32 {

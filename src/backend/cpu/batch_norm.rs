@@ -3,7 +3,9 @@
 //! results are the reference's bits. f64 because where a channel's spread is small beside its
 //! mean, f32 loses digits in `x - μ`.
 
+use super::activation;
 use crate::backend::reference::layers as r;
+use crate::model::Act;
 use rayon::prelude::*;
 
 /// Planes of `hw` values handed to a thread at a time: about 16k values.
@@ -11,12 +13,14 @@ fn planes_per_task(hw: usize) -> usize {
     (16_384 / hw.max(1)).max(1)
 }
 
-/// [`Op::BatchNorm`](crate::graph::Op::BatchNorm); see [`r::batch_norm`].
+/// [`Op::BatchNorm`](crate::graph::Op::BatchNorm); see [`r::batch_norm`]. With `act`, each
+/// plane of `y` is activated in place as soon as it is written (an activation fused after the
+/// normalisation, whose output `y` then holds).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &[f32],
     (gamma, beta): (&[f32], &[f32]),
-    y: &mut [f32],
+    (y, act): (&mut [f32], Option<Act>),
     stats: &mut [f32],
     running: &mut [Vec<f32>; 3],
     n: usize,
@@ -34,6 +38,9 @@ pub fn forward(
         let ch = plane % c;
         let affine = (f64::from(gamma[ch]), f64::from(beta[ch]));
         y.iter_mut().zip(x).for_each(|(y, &x)| *y = r::normalised(x, channels[ch], affine));
+        if let Some(act) = act {
+            activation::apply(act, y);
+        }
     });
 }
 

@@ -480,10 +480,23 @@ impl CpuBackend {
                 }
             }
             Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train, momentum, eps } => {
+                let act = match fused {
+                    Some(&Op::Activation { act, y: out, .. }) => Some((act, out)),
+                    _ => None,
+                };
+                // The activation runs in place in its own output, unless `y` is read later too.
+                let (y, kept) = fused_outputs(y, act.map(|(_, out)| out), keep);
+                let in_place = act.filter(|_| kept.is_none()).map(|(f, _)| f);
                 let (mut yv, mut sv) = (self.bufs.take(y), self.bufs.take(stats));
                 let mut r = running.map(|id| self.bufs.take(id));
                 let (params, config) = ((self.bufs.f(gamma), self.bufs.f(beta)), (train, momentum, eps));
-                batch_norm::forward(self.bufs.f(x), params, &mut yv, &mut sv, &mut r, n, (c, hw), config);
+                let out = (&mut yv[..], in_place);
+                batch_norm::forward(self.bufs.f(x), params, out, &mut sv, &mut r, n, (c, hw), config);
+                if let (Some(kept), Some((f, _))) = (kept, act) {
+                    let (mut a, len) = (self.bufs.take(kept), n * c * hw);
+                    activation::forward(f, &yv[..len], &mut a[..len]);
+                    self.bufs.put(kept, a);
+                }
                 running.iter().zip(r).for_each(|(&id, v)| self.bufs.put(id, v));
                 self.bufs.put(y, yv);
                 self.bufs.put(stats, sv);
@@ -693,10 +706,10 @@ mod tests {
     use crate::model::Shape;
     use crate::rng::Rng;
 
-    /// A convolution with its activation and pooling, pooling's backward with the activation's,
-    /// and a convolution's backward with an activation's, run fused in one call: the same bits
-    /// as op by op (one call each, which fuses nothing), whether or not a later op reads the
-    /// buffers between the fused ops.
+    /// A batch normalisation with its activation, a convolution with its activation and
+    /// pooling, pooling's backward with the activation's, and a convolution's backward with an
+    /// activation's, run fused in one call: the same bits as op by op (one call each, which
+    /// fuses nothing), whether or not a later op reads the buffers between the fused ops.
     #[test]
     fn fused_ops_match_op_by_op() {
         let (n, g) = (3, ConvGeom::same(2, 4, 6, 6, 3));
@@ -704,6 +717,7 @@ mod tests {
         let lens = [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl]
             .into_iter()
             .chain([n * yl, n * yl, 4 * 18, 4, n * xl, n * xl, n * xl])
+            .chain([2, 2, 4, 2, 2, 1, n * xl, n * xl, n * xl])
             .collect::<Vec<_>>();
         let descs: Vec<BufDesc> = lens
             .iter()
@@ -716,8 +730,24 @@ mod tests {
             })
             .collect();
         let [x, w, b, y, a, py, pa, gpy, gpool, ga, r1, r2, gw, gb, gx, gxa, r3] = std::array::from_fn(BufId);
+        let [gamma, beta, stats, mean, var, count, bn, bna, r4] = std::array::from_fn(|i| BufId(17 + i));
         let (shape, relu) = (Shape { c: 4, h: 6, w: 6 }, Act::Relu);
+        let running = [mean, var, count];
         let ops = [
+            Op::BatchNorm {
+                x,
+                gamma,
+                beta,
+                y: bn,
+                stats,
+                running,
+                c: 2,
+                hw: 36,
+                train: true,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+            Op::Activation { act: Act::Tanh, x: bn, y: bna, per: xl },
             Op::Conv2d { x, w, b, y, g },
             Op::Activation { act: relu, x: y, y: a, per: yl },
             Op::MaxPool2d { x: a, y: py, argmax: pa, shape },
@@ -729,10 +759,13 @@ mod tests {
             Op::Activation { act: Act::Tanh, x: y, y: r1, per: yl },
             Op::Activation { act: Act::Tanh, x: gpool, y: r2, per: yl },
             Op::Activation { act: Act::Tanh, x: gx, y: r3, per: xl },
+            Op::Activation { act: relu, x: bn, y: r4, per: xl },
         ];
         let mut rng = Rng::new(14);
-        let inputs: Vec<(BufId, Vec<f32>)> =
-            [x, w, b, gpy].into_iter().map(|id| (id, (0..lens[id.0]).map(|_| rng.normal()).collect())).collect();
+        let inputs: Vec<(BufId, Vec<f32>)> = [x, w, b, gpy, gamma, beta]
+            .into_iter()
+            .map(|id| (id, (0..lens[id.0]).map(|_| rng.normal()).collect()))
+            .collect();
         let run = |ops: &[Op], together: bool| {
             let mut be = CpuBackend::new(&descs);
             for (id, v) in &inputs {
@@ -745,11 +778,11 @@ mod tests {
                 ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
             }
             let bits = |id: BufId| be.bufs.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            ([a, py, ga, gw, gb, gxa, r1, r2, r3].map(bits), be.bufs.u32(pa).to_vec())
+            ([bna, stats, mean, var, a, py, ga, gw, gb, gxa, r1, r2, r3, r4].map(bits), be.bufs.u32(pa).to_vec())
         };
         let (alone, fused) = (run(&ops, false), run(&ops, true));
         assert!(alone == fused, "with readers");
-        let (alone, fused) = (run(&ops[..7], false), run(&ops[..7], true));
-        assert!(alone.0[..6] == fused.0[..6] && alone.1 == fused.1, "without readers");
+        let (alone, fused) = (run(&ops[..9], false), run(&ops[..9], true));
+        assert!(alone.0[..10] == fused.0[..10] && alone.1 == fused.1, "without readers");
     }
 }

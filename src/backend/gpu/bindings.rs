@@ -224,7 +224,7 @@ slots! {
     AvgPool { Src = "src", Dst = "dst" }
 }
 slots! {
-    /// `batchnorm.wgsl`.
+    /// `batchnorm.wgsl`: with a fused activation, its output.
     BatchNorm {
         X = "x",
         Gamma = "gamma",
@@ -234,6 +234,7 @@ slots! {
         RunningMean = "running_mean",
         RunningVar = "running_var",
         Count = "count",
+        ActOut = "act_out",
     }
 }
 slots! {

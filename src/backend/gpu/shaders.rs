@@ -93,7 +93,7 @@ impl Family {
     /// the matrix product if used.
     pub fn source(self) -> String {
         let mut s = format!("{COMMON}\n");
-        if self.is_gemm() || matches!(self, Family::Activation | Family::MaxPool | Family::Loss) {
+        if self.is_gemm() || matches!(self, Family::Activation | Family::MaxPool | Family::Loss | Family::BatchNorm) {
             s.push_str(ACT);
             s.push('\n');
         }

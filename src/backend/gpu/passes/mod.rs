@@ -11,7 +11,7 @@ mod pool;
 use loss::{conv_loss, dense_loss, loss_runs_dense_backward, with_conv_data_grad, DENSE_LOSS_ROWS};
 use pool::{read_through, unpool};
 
-use super::bindings::{self, Gemm, MaxPool, Mode, Optim, Params, ReduceP, Segment, SEGMENTS};
+use super::bindings::{self, BatchNorm, Gemm, MaxPool, Mode, Optim, Params, ReduceP, Segment, SEGMENTS};
 use super::encode::{encode, launch, splits, Bind, Grid, Launch, Size, Slices};
 use super::layout::Layout;
 use super::shaders::{Family, Kernel};
@@ -25,7 +25,8 @@ pub type Place<'a> = &'a dyn Fn(BufId) -> Option<(usize, u64, u64)>;
 pub type Sets<'a> = (&'a dyn Fn(BufId) -> Option<ParamSet>, Place<'a>);
 
 /// What this backend runs inside a producer: the activation of any product (forward, or its
-/// backward in an input-gradient product) and of a max pooling's backward, storing the
+/// backward in an input-gradient product), of a batch normalisation's values and of a max
+/// pooling's backward, storing the
 /// producer's own output as well; a max pooling is read through by the convolutions after it
 /// where it can be ([`pool`]); a loss computes the logits of the layer before it ([`loss`]).
 const FUSABLE: Fusable = Fusable {
@@ -208,6 +209,9 @@ fn fuse_activation(producer: &Launch, act: &Launch) -> Option<Launch> {
     if k.family == Family::MaxPool {
         return fuse_pool_activation(producer, act);
     }
+    if k.family == Family::BatchNorm {
+        return fuse_norm_activation(producer, act);
+    }
     if !(k.family.is_gemm() && k.entry == "matmul" && k.constant("SPLITS") == Some(0)) {
         return None;
     }
@@ -226,6 +230,18 @@ fn fuse_activation(producer: &Launch, act: &Launch) -> Option<Launch> {
     if fuse == 2 {
         fused.binds.push((Gemm::ActIn.into(), bound(act, bindings::Act::A)?));
     }
+    Some(fused)
+}
+
+/// A batch normalisation's `normalize` launch and the activation of the values it stores.
+fn fuse_norm_activation(norm: &Launch, act: &Launch) -> Option<Launch> {
+    let x = bound(act, bindings::Act::A)?;
+    if norm.kernel.entry != "normalize" || act.kernel.entry != "forward" || x != bound(norm, BatchNorm::Y)? {
+        return None;
+    }
+    let mut fused = norm.clone();
+    fused.kernel = fused.kernel.with("FUSE", 1).with("ACT", act.kernel.constant("ACT")?);
+    fused.binds.push((BatchNorm::ActOut.into(), bound(act, bindings::Act::C)?));
     Some(fused)
 }
 
@@ -630,6 +646,31 @@ mod tests {
         assert!(fused[0].binds.contains(&(Gemm::ActOut.into(), Bind::Buf(BufId(2)))));
         // An activation of another buffer stays a launch of its own.
         assert_eq!(lowered(&[dense(0, 1), act(3, 2)], &descs(10)).len(), 2);
+    }
+
+    #[test]
+    fn an_activation_of_normalised_values_is_stored_by_the_normalisation() {
+        let bn = Op::BatchNorm {
+            x: BufId(0),
+            gamma: BufId(1),
+            beta: BufId(2),
+            y: BufId(3),
+            stats: BufId(4),
+            running: [BufId(5), BufId(6), BufId(7)],
+            c: 2,
+            hw: 32,
+            train: true,
+            momentum: 0.1,
+            eps: 1e-5,
+        };
+        let act = |x: usize| Op::Activation { act: Act::Tanh, x: BufId(x), y: BufId(8), per: 64 };
+        let fused = lowered(&[bn.clone(), act(3)], &descs(10));
+        assert_eq!(fused.len(), 2, "statistics, then normalize with its activation");
+        assert_eq!((fused[1].kernel.entry, fused[1].kernel.constant("FUSE")), ("normalize", Some(1)));
+        assert_eq!(fused[1].kernel.constant("ACT"), Some(2));
+        assert!(fused[1].binds.contains(&(BatchNorm::Y.into(), Bind::Buf(BufId(3)))));
+        assert!(fused[1].binds.contains(&(BatchNorm::ActOut.into(), Bind::Buf(BufId(8)))));
+        assert_eq!(lowered(&[bn, act(0)], &descs(10)).len(), 3);
     }
 
     #[test]
