@@ -1,8 +1,13 @@
 //! `gpu-train bench --compare`: each task's epoch time on gpu-train beside the Keras and PyTorch
 //! reference trainers (a folder of peer scripts, by default ../shared/peers), run in turn on the
 //! same machine, round after round, on synthetic data of the real sizes. The project does not
-//! depend on Python: a missing interpreter or framework only drops that column.
+//! depend on Python: a missing interpreter or framework only drops that column. When the CPU
+//! backend runs below this CPU's best instruction set (`GPU_TRAIN_CPU`), the peers' math
+//! libraries are held to the same one, so that the figures are those of a machine that has
+//! nothing better.
 
+use crate::backend::choice::{make, open, Opened};
+use crate::backend::cpu::level::{best, level, Level};
 use crate::bench::synthetic;
 use crate::error::{Error, Result};
 use crate::run::{make_backend, BackendChoice};
@@ -75,10 +80,32 @@ fn ours(task: Task, backend: BackendChoice) -> Result<f64> {
     Ok(median(&times[1..]).expect("at least two epochs"))
 }
 
-/// A peer script's steady epoch median, or `None` (with a note) when it cannot run.
-fn peer(o: &Options, script: &str, task: Task, threads: Option<u32>) -> Option<f64> {
+/// The settings that hold the peers to the instruction set `ours` when this CPU's best is
+/// `best`: oneDNN (PyTorch's and TensorFlow's convolutions), ATen's own vector kernels and MKL
+/// (PyTorch's matrix products). None when `ours` is the best, or has no such settings.
+pub fn isa_caps(ours: Level, best: Level) -> Vec<(&'static str, &'static str)> {
+    if ours == best {
+        return Vec::new();
+    }
+    match ours {
+        Level::Avx2 => {
+            vec![("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2")]
+        }
+        Level::Scalar if cfg!(target_arch = "x86_64") => vec![
+            ("ONEDNN_MAX_CPU_ISA", "SSE41"),
+            ("ATEN_CPU_CAPABILITY", "default"),
+            ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// A peer script's steady epoch median, or `None` (with a note) when it cannot run; `caps` are
+/// set in its environment.
+fn peer(o: &Options, script: &str, task: Task, threads: Option<u32>, caps: &[(String, String)]) -> Option<f64> {
     let out = std::env::temp_dir().join(format!("gpu-train-peer-{}.json", std::process::id()));
     let mut cmd = Command::new(&o.python);
+    cmd.envs(caps.iter().map(|(k, v)| (k, v)));
     cmd.arg(o.peers.join(script)).args(["--task", task.name(), "--synthetic", "--json-out"]).arg(&out);
     cmd.args(["--epochs", &epochs(task).to_string()]);
     if let Some(t) = threads {
@@ -118,7 +145,21 @@ pub fn compare(o: &Options) -> Result<Vec<Row>> {
     let mut rows: Vec<Row> =
         tasks.iter().map(|t| Row { task: t.name().into(), epochs: epochs(*t), ..Default::default() }).collect();
     // The backend and, on the CPU, the instruction-set level the figures are for.
-    println!("gpu-train backend: {}", make_backend(o.backend, &[])?.0.describe());
+    let opened = open(o.backend)?;
+    let on_cpu = matches!(opened, Opened::Cpu(_));
+    println!("gpu-train backend: {}", make(opened, &[])?.0.describe());
+    // A cap the user set already stays as it is.
+    let caps: Vec<(String, String)> = match on_cpu {
+        true => isa_caps(level(), best())
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), std::env::var(k).unwrap_or_else(|_| v.to_string())))
+            .collect(),
+        false => Vec::new(),
+    };
+    if !caps.is_empty() {
+        let set: Vec<String> = caps.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("peers held to {} as gpu-train is: {}", level().name(), set.join(" "));
+    }
     for round in 1..=o.rounds {
         for (task, row) in tasks.iter().zip(&mut rows) {
             let t = ours(*task, o.backend)?;
@@ -129,7 +170,7 @@ pub fn compare(o: &Options) -> Result<Vec<Row>> {
                 ("torch 1t", "torch_ref.py", Some(1), &mut row.torch_1),
                 ("torch 2t", "torch_ref.py", Some(2), &mut row.torch_2),
             ] {
-                if let Some(t) = peer(o, script, *task, threads) {
+                if let Some(t) = peer(o, script, *task, threads, &caps) {
                     println!("round {round} {:<10} {name:<11} {t:.3} s/epoch", task.name());
                     col.push(t);
                 }
@@ -156,4 +197,24 @@ pub fn compare(o: &Options) -> Result<Vec<Row>> {
         );
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_held_only_below_the_best_level() {
+        let names = |caps: Vec<(&str, &str)>| caps.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(
+            names(isa_caps(Level::Avx2, Level::Avx512)),
+            ["ONEDNN_MAX_CPU_ISA=AVX2", "ATEN_CPU_CAPABILITY=avx2", "MKL_ENABLE_INSTRUCTIONS=AVX2"]
+        );
+        assert!(isa_caps(Level::Avx512, Level::Avx512).is_empty());
+        assert!(isa_caps(Level::Avx2, Level::Avx2).is_empty());
+        assert!(isa_caps(Level::Neon, Level::Neon).is_empty());
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(isa_caps(Level::Scalar, Level::Avx2)[0], ("ONEDNN_MAX_CPU_ISA", "SSE41"));
+        }
+    }
 }

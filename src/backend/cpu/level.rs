@@ -38,7 +38,7 @@ impl Level {
 }
 
 /// The best level this CPU has.
-fn best() -> Level {
+pub fn best() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         if super::avx512::available() {
