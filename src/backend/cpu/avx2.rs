@@ -4,7 +4,7 @@
 //! (8x8 tiles of 256-bit vectors), at both levels.
 
 use super::gemm::{Rows, View};
-use super::tiles::{dispatch, for_tiles, RowWalk, Tile, KC};
+use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
 /// Most rows of a tile: 12 rows of one vector or 6 rows of two, with the right operand's
@@ -28,6 +28,13 @@ pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows,
     })
 }
 
+/// The mask of the first `lanes` of 8.
+#[inline(always)]
+unsafe fn lane_mask(lanes: usize) -> __m256i {
+    let bits: [i32; 8] = std::array::from_fn(|l| if l < lanes { -1 } else { 0 });
+    _mm256_loadu_si256(bits.as_ptr().cast())
+}
+
 /// The 8 floats at `p`, or only the first `lanes` (the others 0) through `mask`: masked moves
 /// are slow on some CPUs, so whole vectors move plainly.
 #[inline(always)]
@@ -39,29 +46,44 @@ unsafe fn load(p: *const f32, lanes: usize, mask: __m256i) -> __m256 {
     }
 }
 
+/// The sums of rows `k0..end` of the right operand into `acc`; `FULL`: every vector's 8 lanes
+/// are live, so none is masked (decided once per block, not per row).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_rows<const R: usize, const V: usize, const FULL: bool>(
+    t: &Tile,
+    (k0, end): (usize, usize),
+    masks: &[__m256i; 2],
+    acc: &mut [[__m256; V]; R],
+) {
+    for p in k0..end {
+        let row = t.b.add(*t.offsets.add(p));
+        let mut bv = [_mm256_setzero_ps(); V];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = if FULL { _mm256_loadu_ps(row.add(8 * v)) } else { load(row.add(8 * v), t.lanes[v], masks[v]) };
+        }
+        let a = t.a.add(p * t.cs_a);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_ps(*a.add(i * t.rs_a));
+            for (acc, bv) in acc.iter_mut().zip(&bv) {
+                *acc = _mm256_fmadd_ps(av, *bv, *acc);
+            }
+        }
+    }
+}
+
 /// One tile of `R` rows and `V` vectors.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(t: &Tile) {
-    let masks = t.lanes.map(|n| {
-        let bits: [i32; 8] = std::array::from_fn(|l| if l < n { -1 } else { 0 });
-        _mm256_loadu_si256(bits.as_ptr().cast())
-    });
+unsafe fn run<const R: usize, const V: usize>(t: &Tile) {
+    let masks = t.lanes.map(|n| lane_mask(n));
+    let full = t.lanes[..V].iter().all(|&l| l == 8);
     for k0 in (0..t.k).step_by(KC) {
         let mut acc = [[_mm256_setzero_ps(); V]; R];
-        let mut walk = RowWalk::from(t.rows, k0);
-        for p in k0..(k0 + KC).min(t.k) {
-            let row = t.b.add(walk.next::<TAPS>());
-            let mut bv = [_mm256_setzero_ps(); V];
-            for (v, bv) in bv.iter_mut().enumerate() {
-                *bv = load(row.add(8 * v), t.lanes[v], masks[v]);
-            }
-            let a = t.a.add(p * t.cs_a);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*a.add(i * t.rs_a));
-                for (acc, bv) in acc.iter_mut().zip(&bv) {
-                    *acc = _mm256_fmadd_ps(av, *bv, *acc);
-                }
-            }
+        let block = (k0, (k0 + KC).min(t.k));
+        if full {
+            sum_rows::<R, V, true>(t, block, &masks, &mut acc);
+        } else {
+            sum_rows::<R, V, false>(t, block, &masks, &mut acc);
         }
         let store = k0 > 0 || t.beta != 0.0;
         let beta = _mm256_set1_ps(if k0 > 0 { 1.0 } else { t.beta });
@@ -76,6 +98,29 @@ unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(t: &Tile) {
                     _mm256_maskstore_ps(cp, masks[v], sum);
                 }
             }
+        }
+    }
+}
+
+/// `dst[r·ds + j] = src[r·ss + j]` for `r < rows`, `j < len`, in vectors, each row's last one
+/// masked (rows of a few floats would cost a call each through `memcpy`).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows: usize, len: usize) {
+    if rows == 0 || len == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * ss + len && dst.len() >= (rows - 1) * ds + len, "copy_rows slices too small");
+    let (whole, mask) = (len - len % 8, lane_mask(len % 8));
+    for r in 0..rows {
+        let (s, d) = (src.as_ptr().add(r * ss), dst.as_mut_ptr().add(r * ds));
+        for j in (0..whole).step_by(8) {
+            _mm256_storeu_ps(d.add(j), _mm256_loadu_ps(s.add(j)));
+        }
+        if whole < len {
+            _mm256_maskstore_ps(d.add(whole), mask, _mm256_maskload_ps(s.add(whole), mask));
         }
     }
 }

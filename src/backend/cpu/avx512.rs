@@ -6,7 +6,7 @@
 //! are bit for bit those of the packed path.
 
 use super::gemm::{Rows, View};
-use super::tiles::{dispatch, for_tiles, RowWalk, Tile, KC};
+use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
 /// Most rows of a tile: 24 rows of one vector or 12 rows of two keep the sums in registers.
@@ -46,13 +46,12 @@ fn lane_mask(lanes: usize) -> u16 {
 
 /// One tile of `R` rows and `V` vectors.
 #[target_feature(enable = "avx512f")]
-unsafe fn run<const R: usize, const V: usize, const TAPS: bool>(t: &Tile) {
+unsafe fn run<const R: usize, const V: usize>(t: &Tile) {
     let masks = t.lanes.map(lane_mask);
     for k0 in (0..t.k).step_by(KC) {
         let mut acc = [[_mm512_setzero_ps(); V]; R];
-        let mut walk = RowWalk::from(t.rows, k0);
         for p in k0..(k0 + KC).min(t.k) {
-            let row = t.b.add(walk.next::<TAPS>());
+            let row = t.b.add(*t.offsets.add(p));
             let mut bv = [_mm512_setzero_ps(); V];
             for (v, bv) in bv.iter_mut().enumerate() {
                 *bv = _mm512_maskz_loadu_ps(masks[v], row.add(16 * v));

@@ -143,7 +143,7 @@ unsafe fn packed_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, 
 /// + p % k`, the tap `p` of a `k x k` kernel (channel-major, then kernel row, then column) over
 /// zero-bordered planes `plane` floats apart whose image rows are `wp` wide. With `k = 1`, a
 /// row-major matrix whose rows are `plane` apart.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Rows {
     pub k: usize,
@@ -279,9 +279,11 @@ pub fn row_stride(len: usize) -> usize {
 /// with a different row stride.
 pub fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if super::level::avx512() {
-        // SAFETY: the CPU has AVX-512F; the function checks the slice bounds.
-        return unsafe { super::avx512::copy_rows(src, ss, dst, ds, rows, len) };
+    match level() {
+        // SAFETY: the CPU has the level's instructions; the functions check the slice bounds.
+        Level::Avx512 => return unsafe { super::avx512::copy_rows(src, ss, dst, ds, rows, len) },
+        Level::Avx2 => return unsafe { super::avx2::copy_rows(src, ss, dst, ds, rows, len) },
+        _ => {}
     }
     for r in 0..rows {
         dst[r * ds..][..len].copy_from_slice(&src[r * ss..][..len]);
@@ -397,6 +399,23 @@ mod tests {
             gemm_par(m, k, n, View::rows(&a, k), View::rows(&b, n), 0.0, &mut split);
             gemm(m, k, n, View::rows(&a, k), View::rows(&b, n), 0.0, &mut one);
             assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n}");
+        }
+    }
+
+    /// Rows shorter than a vector, of whole vectors and between, at the process's level: each
+    /// row's floats land at their place and nothing around them moves.
+    #[test]
+    fn copy_rows_moves_each_row_and_nothing_else() {
+        for (rows, len) in [(3, 1), (4, 7), (2, 8), (5, 9), (3, 16), (2, 17), (6, 28), (1, 40)] {
+            let (ss, ds) = (len + 3, len + 5);
+            let src: Vec<f32> = (0..rows * ss).map(|v| v as f32).collect();
+            let mut dst = vec![-1.0; rows * ds];
+            copy_rows(&src, ss, &mut dst, ds, rows, len);
+            for (i, &v) in dst.iter().enumerate() {
+                let (r, j) = (i / ds, i % ds);
+                let want = if j < len { src[r * ss + j] } else { -1.0 };
+                assert_eq!(v, want, "{rows} rows of {len}: [{r}][{j}]");
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! multiply-add chain from zero over each block of [`KC`] terms, each block then added to `c`).
 
 use super::gemm::{Rows, View};
+use std::cell::RefCell;
 
 /// matrixmultiply's depth block for f32 (`S_KC`).
 pub const KC: usize = 256;
@@ -16,7 +17,8 @@ pub struct Tile {
     pub rs_a: usize,
     pub cs_a: usize,
     pub b: *const f32,
-    pub rows: Rows,
+    /// Where row `p` of the right operand starts, from `b` ([`row_offsets`]), for `p < k`.
+    pub offsets: *const usize,
     /// Live lanes of each of the two column vectors (at most a vector's width each).
     pub lanes: [usize; 2],
     pub beta: f32,
@@ -24,37 +26,36 @@ pub struct Tile {
     pub rs_c: usize,
 }
 
-/// The right operand's row offsets from row `p` on, tap by tap.
-pub struct RowWalk {
-    off: usize,
-    kx: usize,
-    ky: usize,
-    rows: Rows,
+/// A table of [`row_offsets`], and the rows and depth it is for.
+type Offsets = (Option<(Rows, usize)>, Vec<usize>);
+
+thread_local! {
+    /// This thread's last table: a layer's products come one after another with the same rows.
+    static OFFSETS: RefCell<Offsets> = const { RefCell::new((None, Vec::new())) };
 }
 
-impl RowWalk {
-    pub fn from(rows: Rows, p: usize) -> Self {
-        let k = rows.k;
-        RowWalk { off: rows.offset(p), kx: p % k, ky: p / k % k, rows }
-    }
-
-    /// This row's offset, then on to the next row (`TAPS`: the rows are a kernel's taps).
-    #[inline(always)]
-    pub fn next<const TAPS: bool>(&mut self) -> usize {
-        let (row, Rows { k, wp, plane }) = (self.off, self.rows);
-        if TAPS {
-            (self.off, self.kx) = (self.off + 1, self.kx + 1);
-            if self.kx == k {
-                (self.off, self.kx, self.ky) = (self.off + wp - k, 0, self.ky + 1);
-                if self.ky == k {
-                    (self.off, self.ky) = (self.off + plane - k * wp, 0);
-                }
-            }
-        } else {
-            self.off += plane;
+/// The offsets of the right operand's first `depth` rows ([`Rows::offset`]), walked tap by tap
+/// once per product, so that the kernels' inner loops read each row's start from a table
+/// instead of stepping through the kernel's columns, rows and channels.
+pub fn row_offsets(rows: Rows, depth: usize) -> Vec<usize> {
+    let Rows { k, wp, plane } = rows;
+    let mut out = Vec::with_capacity(depth);
+    let (mut off, mut kx, mut ky) = (0, 0, 0);
+    for _ in 0..depth {
+        out.push(off);
+        if k == 1 {
+            off += plane;
+            continue;
         }
-        row
+        (off, kx) = (off + 1, kx + 1);
+        if kx == k {
+            (off, kx, ky) = (off + wp - k, 0, ky + 1);
+            if ky == k {
+                (off, ky) = (off + plane - k * wp, 0);
+            }
+        }
     }
+    out
 }
 
 /// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
@@ -75,7 +76,7 @@ pub unsafe fn for_tiles(
     beta: f32,
     (c, rs_c): (*mut f32, usize),
     (width, most): (usize, usize),
-    mut run: impl FnMut(&Tile, usize, bool),
+    run: impl FnMut(&Tile, usize, bool),
 ) {
     if m == 0 || n == 0 {
         return;
@@ -92,6 +93,30 @@ pub unsafe fn for_tiles(
         a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs && b.len() >= rows.offset(k - 1) + n,
         "gemm input too small"
     );
+    OFFSETS.with_borrow_mut(|(key, offsets)| {
+        if *key != Some((rows, k)) {
+            *offsets = row_offsets(rows, k);
+            *key = Some((rows, k));
+        }
+        cut((m, k, n), a, b, offsets, beta, (c, rs_c), (width, most), run)
+    })
+}
+
+/// [`for_tiles`] with the right operand's row `offsets`.
+///
+/// # Safety
+/// As [`for_tiles`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn cut(
+    (m, k, n): (usize, usize, usize),
+    a: View,
+    b: &[f32],
+    offsets: &[usize],
+    beta: f32,
+    (c, rs_c): (*mut f32, usize),
+    (width, most): (usize, usize),
+    mut run: impl FnMut(&Tile, usize, bool),
+) {
     for j0 in (0..n).step_by(2 * width) {
         let live = n - j0;
         let two = live > width;
@@ -105,7 +130,7 @@ pub unsafe fn for_tiles(
                 rs_a: a.rs,
                 cs_a: a.cs,
                 b: b.as_ptr().add(j0),
-                rows,
+                offsets: offsets.as_ptr(),
                 lanes,
                 beta,
                 c: c.add(i0 * rs_c + j0),
@@ -116,13 +141,11 @@ pub unsafe fn for_tiles(
     }
 }
 
-/// Calls `$run::<R, V, TAPS>($t)` with the tile's row count `$r` among `$n…` and whether its
-/// right operand's rows are kernel taps as constants.
+/// Calls `$run::<R, V>($t)` with the tile's row count `$r` among `$n…` as a constant.
 macro_rules! dispatch {
     ($run:ident, $t:expr, $r:expr, $v:literal, $($n:literal)+) => {
-        match ($r, $t.rows.k > 1) {
-            $(($n, false) => $run::<$n, $v, false>($t),)+
-            $(($n, true) => $run::<$n, $v, true>($t),)+
+        match $r {
+            $($n => $run::<$n, $v>($t),)+
             _ => unreachable!("tile rows out of range"),
         }
     };
