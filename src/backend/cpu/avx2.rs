@@ -1,7 +1,7 @@
 //! The in-place product of `avx512.rs` with AVX2 and FMA: the right operand read in place
 //! (row-major, or rows at a convolution's tap offsets), no packing. Each output element is
 //! summed as there ([`super::tiles`]), so the two levels give the same bits. Also the transposes
-//! (8x8 tiles of 256-bit vectors), at both levels.
+//! (8x8 tiles of 256-bit vectors), at both levels, and the max pooling's rows.
 
 use super::gemm::{Rows, View};
 use super::tiles::{dispatch, for_tiles, Tile, KC};
@@ -165,4 +165,81 @@ pub unsafe fn transpose_tiles(src: &[f32], rs: usize, rows: usize, cols: usize, 
             }
         }
     }
+}
+
+/// The even and odd floats of the 16 from `p`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn split_pairs(p: *const f32) -> (__m256, __m256) {
+    let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+    // Within each 128-bit half: a's pair of evens (odds), then b's; then the halves' middle
+    // 64-bit quarters swapped.
+    let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    (order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)), order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)))
+}
+
+/// Stores `even` and `odd` interleaved as 16 floats from `p`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn join_pairs(p: *mut f32, even: __m256, odd: __m256) {
+    let (lo, hi) = (_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd));
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(lo, hi));
+    _mm256_storeu_ps(p.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+}
+
+/// The max pooling of `super::maxpool`'s rows `r0`, `r1` (`w` wide) for its whole groups of 8
+/// windows: each window's first greatest value (a NaN first in its window stays) into `y` and its
+/// index, `first` plus its place in the rows, into `argmax`. Returns how many windows it did.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) -> usize {
+    let ow = y.len();
+    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
+    let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let whole = ow - ow % 8;
+    for o0 in (0..whole).step_by(8) {
+        let ((v00, v01), (v10, v11)) = (split_pairs(r0.as_ptr().add(2 * o0)), split_pairs(r1.as_ptr().add(2 * o0)));
+        let (mut best, mut off) = (v00, _mm256_setzero_si256());
+        for (v, o) in [(v01, 1), (v10, w), (v11, w + 1)] {
+            let m = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);
+            best = _mm256_blendv_ps(best, v, m);
+            off = _mm256_blendv_epi8(off, _mm256_set1_epi32(o as i32), _mm256_castps_si256(m));
+        }
+        let index = _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), _mm256_add_epi32(even, off));
+        _mm256_storeu_ps(y.as_mut_ptr().add(o0), best);
+        _mm256_storeu_si256(argmax.as_mut_ptr().add(o0).cast(), index);
+    }
+    whole
+}
+
+/// The adjoint of [`max_pool_row`] for its whole groups of 8 windows: the first `2·8·groups`
+/// floats of input-gradient rows `g0`, `g1` get each window's gradient at its maximum and 0
+/// elsewhere. Returns how many windows it did.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_pool_grad_row(
+    gy: &[f32],
+    argmax: &[u32],
+    w: usize,
+    first: u32,
+    g0: &mut [f32],
+    g1: &mut [f32],
+) -> usize {
+    let ow = gy.len();
+    assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
+    let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let whole = ow - ow % 8;
+    for o0 in (0..whole).step_by(8) {
+        let g = _mm256_loadu_ps(gy.as_ptr().add(o0));
+        let am = _mm256_loadu_si256(argmax.as_ptr().add(o0).cast());
+        let off = _mm256_sub_epi32(am, _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), even));
+        let at = |o: usize| _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(off, _mm256_set1_epi32(o as i32))), g);
+        join_pairs(g0.as_mut_ptr().add(2 * o0), at(0), at(1));
+        join_pairs(g1.as_mut_ptr().add(2 * o0), at(w), at(w + 1));
+    }
+    whole
 }

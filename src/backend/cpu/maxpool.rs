@@ -3,18 +3,23 @@
 
 use super::activation;
 use super::gemm::Shared;
+#[cfg(target_arch = "x86_64")]
+use super::level::{level, Level};
 use crate::model::{Act, Shape};
 use rayon::prelude::*;
 
 /// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
 /// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
+    let mut done = 0;
+    // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
     #[cfg(target_arch = "x86_64")]
-    if super::level::avx512() {
-        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
-        return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) };
+    match level() {
+        Level::Avx512 => return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) },
+        Level::Avx2 => done = unsafe { super::avx2::max_pool_row(r0, r1, w, first, y, argmax) },
+        _ => {}
     }
-    for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate() {
+    for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate().skip(done) {
         let mut best = (r0[2 * ox], 0);
         for (v, o) in [(r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)] {
             if v > best.0 {
@@ -29,12 +34,15 @@ fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax:
 /// The adjoint of [`pool_row`]: the first `2·gy.len()` floats of input-gradient rows `g0`, `g1`
 /// get each window's gradient at its maximum and 0 elsewhere.
 fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
+    let mut done = 0;
+    // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
     #[cfg(target_arch = "x86_64")]
-    if super::level::avx512() {
-        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
-        return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) };
+    match level() {
+        Level::Avx512 => return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
+        Level::Avx2 => done = unsafe { super::avx2::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
+        _ => {}
     }
-    for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate() {
+    for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate().skip(done) {
         let off = (am - first) as usize - 2 * ox;
         let at = |o: usize| if off == o { g } else { 0.0 };
         (g0[2 * ox], g0[2 * ox + 1], g1[2 * ox], g1[2 * ox + 1]) = (at(0), at(1), at(w), at(w + 1));
