@@ -11,14 +11,15 @@ use rayon::prelude::*;
 /// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
 /// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
-    let mut done = 0;
     // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
     #[cfg(target_arch = "x86_64")]
-    match level() {
+    let done = match level() {
         Level::Avx512 => return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) },
-        Level::Avx2 => done = unsafe { super::avx2::max_pool_row(r0, r1, w, first, y, argmax) },
-        _ => {}
-    }
+        Level::Avx2 => unsafe { super::avx2::max_pool_row(r0, r1, w, first, y, argmax) },
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate().skip(done) {
         let mut best = (r0[2 * ox], 0);
         for (v, o) in [(r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)] {
@@ -34,14 +35,15 @@ fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax:
 /// The adjoint of [`pool_row`]: the first `2·gy.len()` floats of input-gradient rows `g0`, `g1`
 /// get each window's gradient at its maximum and 0 elsewhere.
 fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
-    let mut done = 0;
     // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
     #[cfg(target_arch = "x86_64")]
-    match level() {
+    let done = match level() {
         Level::Avx512 => return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
-        Level::Avx2 => done = unsafe { super::avx2::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
-        _ => {}
-    }
+        Level::Avx2 => unsafe { super::avx2::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
+        _ => 0,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate().skip(done) {
         let off = (am - first) as usize - 2 * ox;
         let at = |o: usize| if off == o { g } else { 0.0 };
