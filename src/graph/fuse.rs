@@ -1,7 +1,7 @@
 //! Fusion, decided once on an op list for both fast backends. Each producer (a dense layer, a
 //! convolution or transposed convolution, going forward or computing its input's gradient, a
-//! batch normalisation going forward, or a max pooling's backward) takes as its epilogue the elementwise activation that reads what it
-//! writes, and a convolution the max pooling after that; a max pooling that only convolutions
+//! batch normalisation going forward, or a max pooling's backward) takes as its epilogue the
+//! elementwise activation that reads what it writes, and a convolution the max pooling after that; a max pooling that only convolutions
 //! read may instead never be stored, the convolutions reading through it, and its backward then
 //! runs inside the input-gradient product of the convolution after it. The decisions come from
 //! which op reads and writes which buffer ([`Op::reads`], [`Op::writes`]) and from what the

@@ -219,6 +219,14 @@ fn grad_in_place(gx: Option<BufId>, act: Option<(Act, BufId, BufId)>) -> (Option
     }
 }
 
+/// The function and output of an activation fused into an op going forward.
+fn activation_forward(fused: Option<&Op>) -> Option<(Act, BufId)> {
+    match fused {
+        Some(&Op::Activation { act, y, .. }) => Some((act, y)),
+        _ => None,
+    }
+}
+
 /// The function, forward output and output of an activation's backward fused into an op.
 fn activation_backward(fused: Option<&Op>) -> Option<(Act, BufId, BufId)> {
     match fused {
@@ -329,10 +337,7 @@ impl CpuBackend {
 
     /// A dense layer, convolution or transposed convolution, with the epilogue fused into it.
     fn run_product(&mut self, op: &Op, n: usize, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
-        let act = match fused {
-            Some(&Op::Activation { act, y, .. }) => Some((act, y)),
-            _ => None,
-        };
+        let act = activation_forward(fused);
         let act_grad = activation_backward(fused);
         let pool = match pool {
             Some(&Op::MaxPool2d { y, argmax, .. }) => Some((y, argmax)),
@@ -480,10 +485,7 @@ impl CpuBackend {
                 }
             }
             Op::BatchNorm { x, gamma, beta, y, stats, running, c, hw, train, momentum, eps } => {
-                let act = match fused {
-                    Some(&Op::Activation { act, y: out, .. }) => Some((act, out)),
-                    _ => None,
-                };
+                let act = activation_forward(fused);
                 // The activation runs in place in its own output, unless `y` is read later too.
                 let (y, kept) = fused_outputs(y, act.map(|(_, out)| out), keep);
                 let in_place = act.filter(|_| kept.is_none()).map(|(f, _)| f);
