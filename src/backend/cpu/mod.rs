@@ -29,7 +29,9 @@ use crate::graph::{fuse, no_loss_layer, no_step_in_gradient, BufDesc, BufId, Fus
 use crate::model::Act;
 use gemm::Shared;
 use rayon::prelude::*;
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Weight-gradient partials per op: the batch is cut into this many chunks (fixed, so results do
 /// not depend on the number of threads), each summed on its own, then added in order.
@@ -662,6 +664,46 @@ impl CpuBackend {
     }
 }
 
+thread_local! {
+    /// Whether this thread is running a step's ops ([`with_workers_awake`]).
+    static IN_STEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `step` on a worker of the thread pool while the pool's other workers wait for its
+/// parallel loops by spinning, as OpenMP's active wait does, instead of going to sleep between
+/// loops: on a virtual machine, waking a sleeping thread costs tens of microseconds, and a
+/// step starts many loops. The workers sleep again once the step is done.
+fn with_workers_awake(step: impl FnOnce() + Send) {
+    /// Ends the wait when the step returns or unwinds, so that a panic reaches the caller.
+    struct Done<'a>(&'a AtomicBool, bool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+            IN_STEP.set(self.1);
+        }
+    }
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(|_| {
+                // A thread inside a step (this one or another session's) only runs the waits it
+                // meets as no-ops: only a step's own thread ends it, so waiting there could
+                // block for ever.
+                if IN_STEP.get() {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let _done = Done(&done, IN_STEP.replace(true));
+        step();
+    });
+}
+
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
         match rayon::current_num_threads() {
@@ -690,7 +732,7 @@ impl Backend for CpuBackend {
             self.units.len() - 1
         });
         let units = std::mem::take(&mut self.units[i].1);
-        rayon::scope(|_| {
+        with_workers_awake(|| {
             for unit in &units {
                 let at = |i: Option<usize>| i.map(|i| &ops[i]);
                 self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, at(unit.pool));
@@ -707,6 +749,46 @@ mod tests {
     use crate::graph::{ConvGeom, Dtype};
     use crate::model::Shape;
     use crate::rng::Rng;
+
+    /// Steps started at once from threads outside the pool and from inside it, each running
+    /// parallel loops, all finish with the right sums; a step that panics hands the panic to its
+    /// caller instead of leaving the waiting workers spinning.
+    #[test]
+    fn steps_at_once_finish_and_panics_reach_the_caller() {
+        let step = |seed: u64| {
+            let mut sum = 0;
+            with_workers_awake(|| sum = (0..100_000u64).into_par_iter().map(|i| i ^ seed).sum());
+            sum
+        };
+        let want = |seed: u64| (0..100_000u64).map(|i| i ^ seed).sum::<u64>();
+        std::thread::scope(|s| {
+            let outside: Vec<_> =
+                (0..4).map(|t| s.spawn(move || (0..20).map(|r| step(t * 20 + r)).collect())).collect();
+            let inside: Vec<u64> = (100..160).into_par_iter().map(step).collect();
+            assert_eq!(inside, (100..160).map(want).collect::<Vec<_>>());
+            for (t, h) in outside.into_iter().enumerate() {
+                let got: Vec<u64> = h.join().unwrap();
+                assert_eq!(got, (0..20).map(|r| want(t as u64 * 20 + r)).collect::<Vec<_>>());
+            }
+        });
+        // Each on a thread of its own, so that a step that never ends fails the test instead of
+        // hanging it.
+        let within_a_minute = |f: fn() -> bool| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || tx.send(f()));
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+        };
+        // A step's thread that runs jobs of its own queue while it waits meets the waits it
+        // started: they must end at once.
+        let own_waits = || {
+            (0..50).for_each(|_| with_workers_awake(|| while rayon::yield_local() == Some(rayon::Yield::Executed) {}));
+            true
+        };
+        assert_eq!(within_a_minute(own_waits), Ok(true), "a step waited on itself");
+        let panics =
+            || std::panic::catch_unwind(|| with_workers_awake(|| panic!("a kernel failed"))).is_err() && !IN_STEP.get();
+        assert_eq!(within_a_minute(panics), Ok(true), "a step's panic did not reach its caller, or left it in a step");
+    }
 
     /// A batch normalisation with its activation, a convolution with its activation and
     /// pooling, pooling's backward with the activation's, and a convolution's backward with an
