@@ -5,9 +5,7 @@
 //! gradient through the kernel turned half a turn.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{
-    copy_rows, gemm, gemm_taps, row_stride, taps_in_place, transpose, transpose_rows, Rows, Shared, View,
-};
+use super::gemm::{copy_rows, gemm, gemm_taps, in_place, row_stride, transpose, transpose_rows, Rows, Shared, View};
 use super::{
     activation, conv2d_general, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS,
 };
@@ -163,7 +161,7 @@ pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usiz
     }
     // Reading the taps in place costs a bordered copy of the input, a bias fill and a copy of
     // the output instead of im2col's k² copies of the input: a gain when those are fewer floats.
-    let taps = g.k > 1 && taps_in_place() && g.k * g.k * g.c_in > g.c_in + 2 * g.c_out;
+    let taps = g.k > 1 && in_place() && g.k * g.k * g.c_in > g.c_in + 2 * g.c_out;
     forward_in(io, pool, scratch, n, g, taps)
 }
 
@@ -297,7 +295,7 @@ mod tests {
     /// a whole odd-sized image, a 5x5 kernel, and an image smaller than the kernel.
     #[test]
     fn taps_in_place_match_im2col() {
-        if !taps_in_place() {
+        if !in_place() {
             return eprintln!("skipped: products over taps need AVX-512, which this CPU lacks");
         }
         let mut rng = Rng::new(13);

@@ -1,6 +1,6 @@
 //! Dense layer: `y[n, o] = x[n, i]·w[o, i]ᵀ + b[o]` and its gradients.
 
-use super::gemm::{gemm_par, in_place, par_rows, transpose, View};
+use super::gemm::{gemm_par, in_place, transpose, View};
 use super::grown;
 
 /// `w_t` is scratch for the transposed weights `[n_in, n_out]`, grown when they are needed.
@@ -18,9 +18,9 @@ pub fn forward(
     for row in y[..n * n_out].chunks_mut(n_out) {
         row.copy_from_slice(b);
     }
-    // The in-place product wants the weights row-major along the outputs; the packed one takes
+    // The in-place product wants the weights row-major along the outputs; matrixmultiply takes
     // them as they are.
-    let w_op = if in_place(par_rows(n, n_in, n_out), n_in, n_out) {
+    let w_op = if in_place() {
         let w_t = grown(w_t, n_in * n_out);
         transpose(w, n_out, n_in, w_t);
         View::rows(w_t, n_out)

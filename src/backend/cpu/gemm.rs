@@ -1,7 +1,8 @@
-//! Matrix products: a packing-free kernel (AVX-512 or AVX2, by the process's level) when the
-//! right operand is row-major and some dimension is small (or its rows are a convolution's
-//! taps), else `matrixmultiply`; all give the same bits. Split across threads by rows or column blocks of the output. Also the copies
-//! and transposes that arrange their operands.
+//! Matrix products: at the AVX2 and AVX-512 levels a packing-free kernel of the level's own
+//! vectors reads a row-major right operand (or a convolution's taps) in place; elsewhere
+//! `matrixmultiply`, which picks its kernel by the CPU alone. All give the same bits. Split
+//! across threads by rows or column blocks of the output. Also the copies and transposes that
+//! arrange their operands.
 
 use super::level::{level, Level};
 use rayon::prelude::*;
@@ -50,7 +51,7 @@ fn check_out(m: usize, n: usize, len: usize, rs_c: usize) {
 /// may access those elements meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
-    if b.cs == 1 && in_place(m, k, n) {
+    if b.cs == 1 && in_place() {
         // SAFETY: `in_place` holds only where the CPU runs the kernel; it checks the inputs'
         // bounds, the caller `c`'s.
         return in_place_raw(m, k, n, a, b.data, Rows::strided(b.rs), beta, c, rs_c);
@@ -61,7 +62,7 @@ unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c:
 /// The in-place kernel of the process's level: AVX-512 or AVX2 (the same bits).
 ///
 /// # Safety
-/// The level must have an in-place kernel ([`taps_in_place`]); `c` as for [`gemm_raw`].
+/// The level must have an in-place kernel ([`in_place`]); `c` as for [`gemm_raw`].
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 unsafe fn in_place_raw(
@@ -86,17 +87,20 @@ unsafe fn in_place_raw(
 
 /// `c[m, n] = a[m, k]·B + beta·c` with row `p` of `B` the `n` floats of `b` from
 /// `rows.offset(p)`: a convolution's taps read in place from zero-bordered planes. Needs
-/// AVX2 or AVX-512 ([`taps_in_place`]).
+/// AVX2 or AVX-512 ([`in_place`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: &mut [f32]) {
-    assert!(taps_in_place(), "products over taps need AVX2 or AVX-512");
+    assert!(in_place(), "products over taps need AVX2 or AVX-512");
     check_out(m, n, c.len(), n);
     // SAFETY: the level has the kernel; it checks the inputs' bounds, `c` is borrowed.
     unsafe { in_place_raw(m, k, n, a, b, rows, beta, c.as_mut_ptr(), n) }
 }
 
-/// Whether the in-place kernel ([`gemm_taps`]) runs at the process's level.
-pub fn taps_in_place() -> bool {
+/// Whether the in-place kernel runs at the process's level, for every product with a row-major
+/// right operand and for [`gemm_taps`]. At AVX-512 it is as fast as matrixmultiply's packed
+/// kernel on large products too, and at AVX2 it is the one kernel that uses no wider vectors
+/// than the level allows (matrixmultiply would choose AVX-512 where the CPU has it).
+pub fn in_place() -> bool {
     cfg!(target_arch = "x86_64") && level() >= Level::Avx2
 }
 
@@ -233,13 +237,6 @@ pub fn par_rows(m: usize, k: usize, n: usize) -> usize {
     }
 }
 
-/// Whether [`gemm`] reads a row-major right operand in place rather than packing it: where
-/// the CPU has AVX-512 and some dimension is small. Packing pays for itself once every
-/// dimension is large (and the packed path blocks for the caches).
-pub fn in_place(m: usize, k: usize, n: usize) -> bool {
-    m.min(n).min(k) <= 64 && taps_in_place()
-}
-
 /// As [`gemm`], with `c` split across the thread pool when the product is large: into column
 /// blocks when it is wider than tall (so that each thread reads only its part of `b`), else
 /// into rows.
@@ -338,8 +335,16 @@ mod tests {
     fn gemm_matches_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::new(3);
         let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
-        for (m, k, n) in [(1, 1, 1), (8, 27, 100), (13, 300, 17), (27, 600, 8), (30, 5, 33), (100, 784, 50), (5, 0, 3)]
-        {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (8, 27, 100),
+            (13, 300, 17),
+            (27, 600, 8),
+            (30, 5, 33),
+            (100, 784, 50),
+            (70, 530, 90),
+            (5, 0, 3),
+        ] {
             for (transposed, pad, beta) in [(false, 0, 0.0), (true, 3, 1.0), (false, 5, 1.0), (true, 0, 0.0)] {
                 let a = values(m * k);
                 let a = if transposed { View::t(&a, m) } else { View::rows(&a, k) };
