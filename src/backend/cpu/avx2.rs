@@ -187,9 +187,19 @@ unsafe fn join_pairs(p: *mut f32, even: __m256, odd: __m256) {
     _mm256_storeu_ps(p.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
 }
 
-/// The max pooling of `super::maxpool`'s rows `r0`, `r1` (`w` wide) for its whole groups of 8
-/// windows: each window's first greatest value (a NaN first in its window stays) into `y` and its
-/// index, `first` plus its place in the rows, into `argmax`. Returns how many windows it did.
+/// The first window of each group of 8 that covers a row of `ow` windows, the last group ending
+/// at the row's end (overlapping the one before, whose windows it does again with the same
+/// result); none when the row is shorter than a group. Returns the groups and the windows done.
+fn groups(ow: usize) -> (impl Iterator<Item = usize>, usize) {
+    let whole = ow - ow % 8;
+    let last = (ow > 8 && ow % 8 != 0).then_some(ow - 8);
+    ((0..whole).step_by(8).chain(last), whole.max(last.map_or(0, |_| ow)))
+}
+
+/// The max pooling of `super::maxpool`'s rows `r0`, `r1` (`w` wide) in groups of 8 windows
+/// ([`groups`]): each window's first greatest value (a NaN first in its window stays) into `y`
+/// and its index, `first` plus its place in the rows, into `argmax`. Returns how many windows it
+/// did.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -198,8 +208,8 @@ pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut
     let ow = y.len();
     assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-    let whole = ow - ow % 8;
-    for o0 in (0..whole).step_by(8) {
+    let (starts, done) = groups(ow);
+    for o0 in starts {
         let ((v00, v01), (v10, v11)) = (split_pairs(r0.as_ptr().add(2 * o0)), split_pairs(r1.as_ptr().add(2 * o0)));
         let (mut best, mut off) = (v00, _mm256_setzero_si256());
         for (v, o) in [(v01, 1), (v10, w), (v11, w + 1)] {
@@ -211,11 +221,11 @@ pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut
         _mm256_storeu_ps(y.as_mut_ptr().add(o0), best);
         _mm256_storeu_si256(argmax.as_mut_ptr().add(o0).cast(), index);
     }
-    whole
+    done
 }
 
-/// The adjoint of [`max_pool_row`] for its whole groups of 8 windows: the first `2·8·groups`
-/// floats of input-gradient rows `g0`, `g1` get each window's gradient at its maximum and 0
+/// The adjoint of [`max_pool_row`] for the same groups of windows: the first two floats per
+/// window of input-gradient rows `g0`, `g1` get each window's gradient at its maximum and 0
 /// elsewhere. Returns how many windows it did.
 ///
 /// # Safety
@@ -232,8 +242,8 @@ pub unsafe fn max_pool_grad_row(
     let ow = gy.len();
     assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-    let whole = ow - ow % 8;
-    for o0 in (0..whole).step_by(8) {
+    let (starts, done) = groups(ow);
+    for o0 in starts {
         let g = _mm256_loadu_ps(gy.as_ptr().add(o0));
         let am = _mm256_loadu_si256(argmax.as_ptr().add(o0).cast());
         let off = _mm256_sub_epi32(am, _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), even));
@@ -241,5 +251,5 @@ pub unsafe fn max_pool_grad_row(
         join_pairs(g0.as_mut_ptr().add(2 * o0), at(0), at(1));
         join_pairs(g1.as_mut_ptr().add(2 * o0), at(w), at(w + 1));
     }
-    whole
+    done
 }

@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn rows_follow_first_maximum_rule() {
         let mut rng = Rng::new(5);
-        for w in [2, 7, 31, 32, 33, 70] {
+        for w in [2, 7, 14, 16, 18, 31, 32, 33, 70] {
             let ow = w / 2;
             let level = |rng: &mut Rng| match rng.next_u32() % 5 {
                 0 => f32::NAN,
