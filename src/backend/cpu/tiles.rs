@@ -61,8 +61,8 @@ pub fn row_offsets(rows: Rows, depth: usize) -> Vec<usize> {
 /// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
 /// `p < k`, cut into tiles for a kernel of `width`-lane vectors that keeps at most `most` rows
 /// of one vector in registers (half as many of two): column blocks of two vectors, the last of
-/// one when one holds it; row blocks of even height, so that no thin last block reloads the
-/// right operand for few sums. `run(tile, rows, two vectors)` sums each.
+/// one when one holds it; as few row blocks as fit, their heights differing by one at most, so
+/// that no thin last block reloads the right operand for few sums. `run(tile, rows, two vectors)` sums each.
 ///
 /// # Safety
 /// `run` must be safe to call on this CPU; `c` must be valid for reads and writes at those
@@ -122,8 +122,8 @@ unsafe fn cut(
         let two = live > width;
         let lanes = [live.min(width), live.saturating_sub(width).min(width)];
         let tall = if two { most / 2 } else { most };
-        let height = m.div_ceil(m.div_ceil(tall));
-        for i0 in (0..m).step_by(height) {
+        let blocks = m.div_ceil(tall);
+        for (i0, i1) in (0..blocks).map(|r| (r * m / blocks, (r + 1) * m / blocks)) {
             let t = Tile {
                 k,
                 a: a.data.as_ptr().add(i0 * a.rs),
@@ -136,7 +136,7 @@ unsafe fn cut(
                 c: c.add(i0 * rs_c + j0),
                 rs_c,
             };
-            run(&t, height.min(m - i0), two);
+            run(&t, i1 - i0, two);
         }
     }
 }
