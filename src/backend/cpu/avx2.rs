@@ -192,7 +192,7 @@ unsafe fn join_pairs(p: *mut f32, even: __m256, odd: __m256) {
 /// result); none when the row is shorter than a group. Returns the groups and the windows done.
 fn groups(ow: usize) -> (impl Iterator<Item = usize>, usize) {
     let whole = ow - ow % 8;
-    let last = (ow > 8 && !ow.is_multiple_of(8)).then_some(ow - 8);
+    let last = (ow > 8 && !ow.is_multiple_of(8)).then(|| ow - 8);
     ((0..whole).step_by(8).chain(last), whole.max(last.map_or(0, |_| ow)))
 }
 
