@@ -1,9 +1,10 @@
 //! Dense layer: `y[n, o] = x[n, i]·w[o, i]ᵀ + b[o]` and its gradients.
 
-use super::gemm::{gemm_par, in_place, transpose, View};
+use super::gemm::{gemm_par, in_place, par_rows, transpose_rows, Shared, View};
 use super::grown;
+use rayon::prelude::*;
 
-/// `w_t` is scratch for the transposed weights `[n_in, n_out]`, grown when they are needed.
+/// `w_t` is scratch for the transposed weights, grown when they are needed.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &[f32],
@@ -15,19 +16,26 @@ pub fn forward(
     n_in: usize,
     n_out: usize,
 ) {
-    for row in y[..n * n_out].chunks_mut(n_out) {
-        row.copy_from_slice(b);
+    if !in_place() {
+        // matrixmultiply takes the weights as they are.
+        y[..n * n_out].chunks_mut(n_out).for_each(|row| row.copy_from_slice(b));
+        return gemm_par(n, n_in, n_out, View::rows(x, n_in), View::t(w, n_in), 1.0, y);
     }
-    // The in-place product wants the weights row-major along the outputs; matrixmultiply takes
-    // them as they are.
-    let w_op = if in_place() {
-        let w_t = grown(w_t, n_in * n_out);
-        transpose(w, n_out, n_in, w_t);
-        View::rows(w_t, n_out)
-    } else {
-        View::t(w, n_in)
-    };
-    gemm_par(n, n_in, n_out, View::rows(x, n_in), w_op, 1.0, y);
+    // The in-place product wants the weights row-major along the outputs: each task turns the
+    // weights of its block of outputs into a `[n_in, cols]` block of `w_t` and computes those
+    // columns of `y`, so that the turning is split across the threads too.
+    let tasks = if par_rows(n, n_in, n_out) == n { 1 } else { rayon::current_num_threads() };
+    let cols = n_out.div_ceil(tasks).next_multiple_of(8);
+    let out = Shared::new(&mut y[..n * n_out]);
+    grown(w_t, n_in * n_out).par_chunks_mut(n_in * cols).enumerate().for_each(|(j, w_t)| {
+        let (j0, cols) = (j * cols, w_t.len() / n_in);
+        transpose_rows(&w[j0 * n_in..], n_in, cols, n_in, w_t);
+        // SAFETY: task `j` alone writes columns `j0..j0 + cols` of `y`.
+        unsafe {
+            (0..n).for_each(|i| out.slice(i * n_out + j0, cols).copy_from_slice(&b[j0..][..cols]));
+            out.gemm(n, n_in, cols, View::rows(x, n_in), View::rows(w_t, cols), 1.0, j0, n_out);
+        }
+    });
 }
 
 /// `gx = gy·w`, `gw = gyᵀ·x`, `gb = Σ_n gy`.
@@ -48,4 +56,28 @@ pub fn backward(
     }
     gemm_par(n_out, n, n_in, View::t(gy, n_out), View::rows(x, n_in), 0.0, gw);
     super::sum_rows(gy, n, n_out, 1, gb);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm::gemm;
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Cut into blocks of outputs across the threads, each block turning its own weights: the
+    /// same bits as one product over the untouched weights, on shapes large enough to be cut,
+    /// whose outputs are no multiple of the blocks, and on one too small to be.
+    #[test]
+    fn forward_in_blocks_matches_one_product() {
+        let mut rng = Rng::new(8);
+        for (n, n_in, n_out) in [(100, 784, 100), (64, 300, 37), (9, 1000, 130), (3, 5, 7)] {
+            let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+            let (x, w, b) = (values(n * n_in), values(n_out * n_in), values(n_out));
+            let (mut y, mut w_t) = (vec![0.0; n * n_out], Vec::new());
+            forward(&x, &w, &b, &mut y, &mut w_t, n, n_in, n_out);
+            let mut want: Vec<f32> = (0..n).flat_map(|_| b.iter().copied()).collect();
+            gemm(n, n_in, n_out, View::rows(&x, n_in), View::t(&w, n_in), 1.0, &mut want);
+            assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{n_in}x{n_out}");
+        }
+    }
 }
