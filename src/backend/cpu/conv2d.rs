@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn taps_in_place_match_im2col() {
         if !in_place() {
-            return eprintln!("skipped: products over taps need AVX-512, which this CPU lacks");
+            return eprintln!("SKIPPED: products over taps need AVX2 or AVX-512, which this level lacks");
         }
         let mut rng = Rng::new(13);
         for (n, g) in [

@@ -97,8 +97,8 @@ pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, b
 }
 
 /// Whether the in-place kernel runs at the process's level, for every product with a row-major
-/// right operand and for [`gemm_taps`]. At AVX-512 it is as fast as matrixmultiply's packed
-/// kernel on large products too, and at AVX2 it is the one kernel that uses no wider vectors
+/// right operand and for [`gemm_taps`]. At AVX-512 it is about as fast as matrixmultiply's
+/// packed kernel on large products too, and at AVX2 it is the one kernel that uses no wider vectors
 /// than the level allows (matrixmultiply would choose AVX-512 where the CPU has it).
 pub fn in_place() -> bool {
     cfg!(target_arch = "x86_64") && level() >= Level::Avx2

@@ -62,7 +62,8 @@ pub fn row_offsets(rows: Rows, depth: usize) -> Vec<usize> {
 /// `p < k`, cut into tiles for a kernel of `width`-lane vectors that keeps at most `most` rows
 /// of one vector in registers (half as many of two): column blocks of two vectors, the last of
 /// one when one holds it; as few row blocks as fit, their heights differing by one at most, so
-/// that no thin last block reloads the right operand for few sums. `run(tile, rows, two vectors)` sums each.
+/// that no thin last block reloads the right operand for few sums. `run(tile, rows, two
+/// vectors)` sums each.
 ///
 /// # Safety
 /// `run` must be safe to call on this CPU; `c` must be valid for reads and writes at those
