@@ -16,24 +16,25 @@ pub fn forward(
     n_in: usize,
     n_out: usize,
 ) {
-    if !in_place() {
-        // matrixmultiply takes the weights as they are.
-        y[..n * n_out].chunks_mut(n_out).for_each(|row| row.copy_from_slice(b));
-        return gemm_par(n, n_in, n_out, View::rows(x, n_in), View::t(w, n_in), 1.0, y);
-    }
-    // The in-place product wants the weights row-major along the outputs: each task turns the
-    // weights of its block of outputs into a `[n_in, cols]` block of `w_t` and computes those
-    // columns of `y`, so that the turning is split across the threads too.
+    // Each task computes a block of outputs' columns of `y`. The in-place product wants the
+    // weights row-major along the outputs, so the task first turns its block's weights into a
+    // `[n_in, cols]` block of `w_t` (the turning split across the threads too); matrixmultiply
+    // takes them as they are.
     let tasks = if par_rows(n, n_in, n_out) == n { 1 } else { rayon::current_num_threads() };
     let cols = n_out.div_ceil(tasks).next_multiple_of(8);
     let out = Shared::new(&mut y[..n * n_out]);
     grown(w_t, n_in * n_out).par_chunks_mut(n_in * cols).enumerate().for_each(|(j, w_t)| {
         let (j0, cols) = (j * cols, w_t.len() / n_in);
-        transpose_rows(&w[j0 * n_in..], n_in, cols, n_in, w_t);
+        let w_op = if in_place() {
+            transpose_rows(&w[j0 * n_in..], n_in, cols, n_in, w_t);
+            View::rows(w_t, cols)
+        } else {
+            View::t(&w[j0 * n_in..], n_in)
+        };
         // SAFETY: task `j` alone writes columns `j0..j0 + cols` of `y`.
         unsafe {
             (0..n).for_each(|i| out.slice(i * n_out + j0, cols).copy_from_slice(&b[j0..][..cols]));
-            out.gemm(n, n_in, cols, View::rows(x, n_in), View::rows(w_t, cols), 1.0, j0, n_out);
+            out.gemm(n, n_in, cols, View::rows(x, n_in), w_op, 1.0, j0, n_out);
         }
     });
 }
