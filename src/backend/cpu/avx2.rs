@@ -167,50 +167,67 @@ pub unsafe fn transpose_tiles(src: &[f32], rs: usize, rows: usize, cols: usize, 
     }
 }
 
-/// The even and odd floats of the 16 from `p`.
+/// The masks of the first `2·windows` of 16 floats, in two vectors.
+#[inline(always)]
+unsafe fn pair_masks(windows: usize) -> [__m256i; 2] {
+    [lane_mask((2 * windows).min(8)), lane_mask((2 * windows).saturating_sub(8))]
+}
+
+/// The even and odd floats of the `2·windows` (at most 16) from `p`, zeros past them.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn split_pairs(p: *const f32) -> (__m256, __m256) {
-    let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+unsafe fn split_pairs(p: *const f32, windows: usize) -> (__m256, __m256) {
+    let (a, b) = if windows == 8 {
+        (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+    } else {
+        let [ma, mb] = pair_masks(windows);
+        (_mm256_maskload_ps(p, ma), _mm256_maskload_ps(p.add(8), mb))
+    };
     // Within each 128-bit half: a's pair of evens (odds), then b's; then the halves' middle
     // 64-bit quarters swapped.
     let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
     (order(_mm256_shuffle_ps::<0b10_00_10_00>(a, b)), order(_mm256_shuffle_ps::<0b11_01_11_01>(a, b)))
 }
 
-/// Stores `even` and `odd` interleaved as 16 floats from `p`.
+/// Stores the first `windows` of `even` and `odd` interleaved as `2·windows` floats from `p`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn join_pairs(p: *mut f32, even: __m256, odd: __m256) {
+unsafe fn join_pairs(p: *mut f32, windows: usize, even: __m256, odd: __m256) {
     let (lo, hi) = (_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd));
-    _mm256_storeu_ps(p, _mm256_permute2f128_ps::<0x20>(lo, hi));
-    _mm256_storeu_ps(p.add(8), _mm256_permute2f128_ps::<0x31>(lo, hi));
+    let (a, b) = (_mm256_permute2f128_ps::<0x20>(lo, hi), _mm256_permute2f128_ps::<0x31>(lo, hi));
+    if windows == 8 {
+        _mm256_storeu_ps(p, a);
+        _mm256_storeu_ps(p.add(8), b);
+    } else {
+        let [ma, mb] = pair_masks(windows);
+        _mm256_maskstore_ps(p, ma, a);
+        _mm256_maskstore_ps(p.add(8), mb, b);
+    }
 }
 
-/// The first window of each group of 8 that covers a row of `ow` windows, the last group ending
-/// at the row's end (overlapping the one before, whose windows it does again with the same
-/// result); none when the row is shorter than a group. Returns the groups and the windows done.
-fn groups(ow: usize) -> (impl Iterator<Item = usize>, usize) {
+/// The groups of windows that cover a row of `ow`, as (first window, windows): groups of 8, the
+/// last ending at the row's end (overlapping the one before, whose windows it does again with
+/// the same result), or one group of all `ow` when the row is shorter than 8.
+fn groups(ow: usize) -> impl Iterator<Item = (usize, usize)> {
     let whole = ow - ow % 8;
-    let last = (ow > 8 && !ow.is_multiple_of(8)).then(|| ow - 8);
-    ((0..whole).step_by(8).chain(last), whole.max(last.map_or(0, |_| ow)))
+    let last = (!ow.is_multiple_of(8)).then(|| if ow > 8 { (ow - 8, 8) } else { (0, ow) });
+    (0..whole).step_by(8).map(|o0| (o0, 8)).chain(last)
 }
 
-/// The max pooling of `super::maxpool`'s rows `r0`, `r1` (`w` wide) in groups of 8 windows
+/// The max pooling of `super::maxpool`'s rows `r0`, `r1` (`w` wide) in groups of windows
 /// ([`groups`]): each window's first greatest value (a NaN first in its window stays) into `y`
-/// and its index, `first` plus its place in the rows, into `argmax`. Returns how many windows it
-/// did.
+/// and its index, `first` plus its place in the rows, into `argmax`.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) -> usize {
+pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
     let ow = y.len();
     assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-    let (starts, done) = groups(ow);
-    for o0 in starts {
-        let ((v00, v01), (v10, v11)) = (split_pairs(r0.as_ptr().add(2 * o0)), split_pairs(r1.as_ptr().add(2 * o0)));
+    for (o0, n) in groups(ow) {
+        let ((v00, v01), (v10, v11)) =
+            (split_pairs(r0.as_ptr().add(2 * o0), n), split_pairs(r1.as_ptr().add(2 * o0), n));
         let (mut best, mut off) = (v00, _mm256_setzero_si256());
         for (v, o) in [(v01, 1), (v10, w), (v11, w + 1)] {
             let m = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);
@@ -218,15 +235,20 @@ pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut
             off = _mm256_blendv_epi8(off, _mm256_set1_epi32(o as i32), _mm256_castps_si256(m));
         }
         let index = _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), _mm256_add_epi32(even, off));
-        _mm256_storeu_ps(y.as_mut_ptr().add(o0), best);
-        _mm256_storeu_si256(argmax.as_mut_ptr().add(o0).cast(), index);
+        let (y, am) = (y.as_mut_ptr().add(o0), argmax.as_mut_ptr().add(o0).cast());
+        if n == 8 {
+            _mm256_storeu_ps(y, best);
+            _mm256_storeu_si256(am, index);
+        } else {
+            _mm256_maskstore_ps(y, lane_mask(n), best);
+            _mm256_maskstore_epi32(am.cast(), lane_mask(n), index);
+        }
     }
-    done
 }
 
 /// The adjoint of [`max_pool_row`] for the same groups of windows: the first two floats per
 /// window of input-gradient rows `g0`, `g1` get each window's gradient at its maximum and 0
-/// elsewhere. Returns how many windows it did.
+/// elsewhere.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -238,18 +260,20 @@ pub unsafe fn max_pool_grad_row(
     first: u32,
     g0: &mut [f32],
     g1: &mut [f32],
-) -> usize {
+) {
     let ow = gy.len();
     assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-    let (starts, done) = groups(ow);
-    for o0 in starts {
-        let g = _mm256_loadu_ps(gy.as_ptr().add(o0));
-        let am = _mm256_loadu_si256(argmax.as_ptr().add(o0).cast());
+    for (o0, n) in groups(ow) {
+        let (g, am) = (gy.as_ptr().add(o0), argmax.as_ptr().add(o0).cast());
+        let (g, am) = if n == 8 {
+            (_mm256_loadu_ps(g), _mm256_loadu_si256(am))
+        } else {
+            (_mm256_maskload_ps(g, lane_mask(n)), _mm256_maskload_epi32(am.cast(), lane_mask(n)))
+        };
         let off = _mm256_sub_epi32(am, _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), even));
         let at = |o: usize| _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(off, _mm256_set1_epi32(o as i32))), g);
-        join_pairs(g0.as_mut_ptr().add(2 * o0), at(0), at(1));
-        join_pairs(g1.as_mut_ptr().add(2 * o0), at(w), at(w + 1));
+        join_pairs(g0.as_mut_ptr().add(2 * o0), n, at(0), at(1));
+        join_pairs(g1.as_mut_ptr().add(2 * o0), n, at(w), at(w + 1));
     }
-    done
 }

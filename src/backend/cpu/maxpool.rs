@@ -13,14 +13,12 @@ use rayon::prelude::*;
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
     // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
     #[cfg(target_arch = "x86_64")]
-    let done = match level() {
+    match level() {
         Level::Avx512 => return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) },
-        Level::Avx2 => unsafe { super::avx2::max_pool_row(r0, r1, w, first, y, argmax) },
-        _ => 0,
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate().skip(done) {
+        Level::Avx2 => return unsafe { super::avx2::max_pool_row(r0, r1, w, first, y, argmax) },
+        _ => {}
+    }
+    for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate() {
         let mut best = (r0[2 * ox], 0);
         for (v, o) in [(r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)] {
             if v > best.0 {
@@ -37,14 +35,12 @@ fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax:
 fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
     // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
     #[cfg(target_arch = "x86_64")]
-    let done = match level() {
+    match level() {
         Level::Avx512 => return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
-        Level::Avx2 => unsafe { super::avx2::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
-        _ => 0,
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
-    for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate().skip(done) {
+        Level::Avx2 => return unsafe { super::avx2::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
+        _ => {}
+    }
+    for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate() {
         let off = (am - first) as usize - 2 * ox;
         let at = |o: usize| if off == o { g } else { 0.0 };
         (g0[2 * ox], g0[2 * ox + 1], g1[2 * ox], g1[2 * ox + 1]) = (at(0), at(1), at(w), at(w + 1));
@@ -119,11 +115,12 @@ mod tests {
     use crate::rng::Rng;
 
     /// The vector rows (where the CPU has them) against the element-by-element rule, on values
-    /// drawn from a few levels so that windows tie, with NaNs, odd widths and partial vectors.
+    /// drawn from a few levels so that windows tie, with NaNs, odd widths and partial vectors,
+    /// rows shorter than a vector among them; nothing past a row's outputs is written.
     #[test]
     fn rows_follow_first_maximum_rule() {
         let mut rng = Rng::new(5);
-        for w in [2, 7, 14, 16, 18, 31, 32, 33, 70] {
+        for w in [2, 4, 7, 14, 15, 16, 18, 31, 32, 33, 70] {
             let ow = w / 2;
             let level = |rng: &mut Rng| match rng.next_u32() % 5 {
                 0 => f32::NAN,
@@ -131,8 +128,9 @@ mod tests {
             };
             let rows: Vec<f32> = (0..2 * w).map(|_| level(&mut rng)).collect();
             let (r0, r1) = rows.split_at(w);
-            let (mut y, mut am) = (vec![0.0; ow], vec![0; ow]);
-            pool_row(r0, r1, w, 100, &mut y, &mut am);
+            let (mut y, mut am) = (vec![-1.0; ow + 16], vec![7; ow + 16]);
+            pool_row(r0, r1, w, 100, &mut y[..ow], &mut am[..ow]);
+            assert!(y[ow..].iter().all(|&v| v == -1.0) && am[ow..].iter().all(|&v| v == 7), "w {w}: wrote past the row");
             for ox in 0..ow {
                 let window = [(r0[2 * ox], 0), (r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)];
                 let best = window[1..].iter().fold(window[0], |b, &v| if v.0 > b.0 { v } else { b });
@@ -143,8 +141,10 @@ mod tests {
                 );
             }
             let gy: Vec<f32> = (0..ow).map(|i| i as f32 + 1.0).collect();
-            let (mut g0, mut g1) = (vec![-1.0; w], vec![-1.0; w]);
-            grad_row(&gy, &am, w, 100, &mut g0, &mut g1);
+            let (mut g0, mut g1) = (vec![-1.0; 2 * ow + 32], vec![-1.0; 2 * ow + 32]);
+            grad_row(&gy, &am[..ow], w, 100, &mut g0[..2 * ow], &mut g1[..2 * ow]);
+            let untouched = |g: &[f32]| g[2 * ow..].iter().all(|&v| v == -1.0);
+            assert!(untouched(&g0) && untouched(&g1), "w {w}: gradient written past the row");
             for ox in 0..ow {
                 let off = am[ox] as usize - 100 - 2 * ox;
                 let want = |o: usize| if o == off { gy[ox] } else { 0.0 };
