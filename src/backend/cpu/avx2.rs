@@ -3,7 +3,7 @@
 //! summed as there ([`super::tiles`]), so the two levels give the same bits. Also the transposes
 //! (8x8 tiles of 256-bit vectors), at both levels, and the max pooling's rows.
 
-use super::gemm::{Rows, View};
+use super::gemm::{Rows, Start, View};
 use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
@@ -11,15 +11,15 @@ use std::arch::x86_64::*;
 /// vectors and the broadcast, fit the 16 registers.
 const ROWS: usize = 12;
 
-/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
+/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + start(i, j)` for `i < m`, `j < n`,
 /// `p < k`, in tiles of 8-lane vectors ([`for_tiles`]).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; `c` must be valid for reads and writes at those places,
 /// and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: *mut f32, rs_c: usize) {
-    for_tiles((m, k, n), a, b, rows, beta, (c, rs_c), (8, ROWS), |t, r, two| {
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, start: Start, c: *mut f32, rs_c: usize) {
+    for_tiles((m, k, n), a, b, rows, start, (c, rs_c), (8, ROWS), |t, r, two| {
         if two {
             dispatch!(run, t, r, 2, 1 2 3 4 5 6);
         } else {
@@ -85,13 +85,18 @@ unsafe fn run<const R: usize, const V: usize>(t: &Tile) {
         } else {
             sum_rows::<R, V, false>(t, block, &masks, &mut acc);
         }
-        let store = k0 > 0 || t.beta != 0.0;
+        let (store, bias) = (k0 > 0 || t.beta != 0.0, k0 == 0 && !t.bias.is_null());
         let beta = _mm256_set1_ps(if k0 > 0 { 1.0 } else { t.beta });
         for (i, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
                 let cp = t.c.add(i * t.rs_c + 8 * v);
-                let sum =
-                    if store { _mm256_add_ps(_mm256_mul_ps(load(cp, t.lanes[v], masks[v]), beta), acc) } else { acc };
+                let sum = if store {
+                    _mm256_add_ps(_mm256_mul_ps(load(cp, t.lanes[v], masks[v]), beta), acc)
+                } else if bias {
+                    _mm256_add_ps(acc, _mm256_set1_ps(*t.bias.add(i)))
+                } else {
+                    acc
+                };
                 if t.lanes[v] == 8 {
                     _mm256_storeu_ps(cp, sum);
                 } else {

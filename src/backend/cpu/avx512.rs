@@ -5,7 +5,7 @@
 //! Every output element is summed in matrixmultiply's order ([`super::tiles`]), so the results
 //! are bit for bit those of the packed path.
 
-use super::gemm::{Rows, View};
+use super::gemm::{Rows, Start, View};
 use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
@@ -18,15 +18,15 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
+/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + start(i, j)` for `i < m`, `j < n`,
 /// `p < k`, in tiles of 16-lane vectors ([`for_tiles`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]); `c` must be valid for reads and writes at
 /// those places, and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: *mut f32, rs_c: usize) {
-    for_tiles((m, k, n), a, b, rows, beta, (c, rs_c), (16, ROWS), |t, r, two| {
+pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, start: Start, c: *mut f32, rs_c: usize) {
+    for_tiles((m, k, n), a, b, rows, start, (c, rs_c), (16, ROWS), |t, r, two| {
         if two {
             dispatch!(run, t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);
         } else {
@@ -64,13 +64,15 @@ unsafe fn run<const R: usize, const V: usize>(t: &Tile) {
                 }
             }
         }
-        let store = k0 > 0 || t.beta != 0.0;
+        let (store, bias) = (k0 > 0 || t.beta != 0.0, k0 == 0 && !t.bias.is_null());
         let beta = _mm512_set1_ps(if k0 > 0 { 1.0 } else { t.beta });
         for (i, acc) in acc.iter().enumerate() {
             for (v, &acc) in acc.iter().enumerate() {
                 let cp = t.c.add(i * t.rs_c + 16 * v);
                 let sum = if store {
                     _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(masks[v], cp), beta), acc)
+                } else if bias {
+                    _mm512_add_ps(acc, _mm512_set1_ps(*t.bias.add(i)))
                 } else {
                     acc
                 };

@@ -192,9 +192,8 @@ fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize
                 pad(xs, g, g.c_in, rows.clone(), x_pad);
                 let q = rows.len() * wp;
                 let buf = &mut buf[..g.c_out * q];
-                buf.chunks_exact_mut(q).zip(b).for_each(|(row, &bias)| row.fill(bias));
                 let taps_at = Rows { k: g.k, wp, plane: (rows.len() + 2 * p) * wp };
-                gemm_taps(g.c_out, ckk, q, View::rows(w, ckk), x_pad, taps_at, 1.0, buf);
+                gemm_taps(g.c_out, ckk, q, View::rows(w, ckk), x_pad, taps_at, b, buf);
                 for (o, plane) in buf.chunks_exact(q).enumerate() {
                     copy_rows(plane, wp, out.slice(at + o * hw, px), g.w, rows.len(), g.w);
                 }
@@ -206,8 +205,7 @@ fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize
                     im2col(xs, g, rows.clone(), 0..ckk, buf, st);
                     View::rows(buf, st)
                 };
-                out.fill(g.c_out, px, at, hw, |o| b[o]);
-                out.gemm(g.c_out, ckk, px, View::rows(w, ckk), b_op, 1.0, at, hw);
+                out.gemm_bias(g.c_out, ckk, px, View::rows(w, ckk), b_op, b, at, hw);
             }
             if let Some(act) = &act {
                 for at in (0..g.c_out).map(|o| at + o * hw) {

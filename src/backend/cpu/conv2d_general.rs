@@ -68,8 +68,7 @@ pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], scratch: &mut [f3
         im2col(&x[s * xl..][..xl], g, rows, 0..ckk, col, st);
         // SAFETY: unit `u` alone writes these output rows of sample `s`.
         unsafe {
-            out.fill(g.c_out, px, at, ohw, |o| b[o]);
-            out.gemm(g.c_out, ckk, px, View::rows(w, ckk), View::rows(col, st), 1.0, at, ohw);
+            out.gemm_bias(g.c_out, ckk, px, View::rows(w, ckk), View::rows(col, st), b, at, ohw);
         }
     });
 }

@@ -27,6 +27,14 @@ impl<'a> View<'a> {
     }
 }
 
+/// What a product adds its sums to, element by element: `beta·c` (`c` not read when `beta` is
+/// 0), or the bias of the element's row (`c` not read).
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    Scaled(f32),
+    Bias(&'a [f32]),
+}
+
 /// `c[m, n] = a[m, k]·b[k, n] + beta·c` on one thread; `c` is row-major.
 pub fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32]) {
     gemm_to(m, k, n, a, b, beta, c, n)
@@ -37,25 +45,34 @@ pub fn gemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [
 pub fn gemm_to(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rs_c: usize) {
     check_out(m, n, c.len(), rs_c);
     // SAFETY: `c` holds the output block and is borrowed mutably.
-    unsafe { gemm_raw(m, k, n, a, b, beta, c.as_mut_ptr(), rs_c) }
+    unsafe { gemm_raw(m, k, n, a, b, Start::Scaled(beta), c.as_mut_ptr(), rs_c) }
 }
 
 fn check_out(m: usize, n: usize, len: usize, rs_c: usize) {
     assert!(m == 0 || n == 0 || (rs_c >= n && len >= (m - 1) * rs_c + n), "gemm output too small");
 }
 
-/// [`gemm_to`] into a raw output.
+/// [`gemm_to`] into a raw output, from `start`. matrixmultiply takes no bias: its rows are
+/// filled with it first and added to, the same sums.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes at `i·rs_c + j` for `i < m`, `j < n`, and nothing else
 /// may access those elements meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: *mut f32, rs_c: usize) {
+unsafe fn gemm_raw(m: usize, k: usize, n: usize, a: View, b: View, start: Start, c: *mut f32, rs_c: usize) {
     if b.cs == 1 && in_place() {
         // SAFETY: `in_place` holds only where the CPU runs the kernel; it checks the inputs'
         // bounds, the caller `c`'s.
-        return in_place_raw(m, k, n, a, b.data, Rows::strided(b.rs), beta, c, rs_c);
+        return in_place_raw(m, k, n, a, b.data, Rows::strided(b.rs), start, c, rs_c);
     }
+    let beta = match start {
+        Start::Scaled(beta) => beta,
+        Start::Bias(bias) => {
+            assert!(bias.len() >= m, "bias too short");
+            (0..m).for_each(|i| std::slice::from_raw_parts_mut(c.add(i * rs_c), n).fill(bias[i]));
+            1.0
+        }
+    };
     packed_raw(m, k, n, a, b, beta, c, rs_c)
 }
 
@@ -72,28 +89,28 @@ unsafe fn in_place_raw(
     a: View,
     b: &[f32],
     rows: Rows,
-    beta: f32,
+    start: Start,
     c: *mut f32,
     rs_c: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     match level() {
-        Level::Avx512 => return super::avx512::gemm(m, k, n, a, b, rows, beta, c, rs_c),
-        Level::Avx2 => return super::avx2::gemm(m, k, n, a, b, rows, beta, c, rs_c),
+        Level::Avx512 => return super::avx512::gemm(m, k, n, a, b, rows, start, c, rs_c),
+        Level::Avx2 => return super::avx2::gemm(m, k, n, a, b, rows, start, c, rs_c),
         _ => {}
     }
     unreachable!("no in-place kernel at this level")
 }
 
-/// `c[m, n] = a[m, k]·B + beta·c` with row `p` of `B` the `n` floats of `b` from
-/// `rows.offset(p)`: a convolution's taps read in place from zero-bordered planes. Needs
-/// AVX2 or AVX-512 ([`in_place`]).
+/// `c[m, n] = a[m, k]·B + bias` (`bias[i]` on row `i`) with row `p` of `B` the `n` floats of
+/// `b` from `rows.offset(p)`: a convolution's taps read in place from zero-bordered planes.
+/// Needs AVX2 or AVX-512 ([`in_place`]).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, beta: f32, c: &mut [f32]) {
+pub fn gemm_taps(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, bias: &[f32], c: &mut [f32]) {
     assert!(in_place(), "products over taps need AVX2 or AVX-512");
     check_out(m, n, c.len(), n);
     // SAFETY: the level has the kernel; it checks the inputs' bounds, `c` is borrowed.
-    unsafe { in_place_raw(m, k, n, a, b, rows, beta, c.as_mut_ptr(), n) }
+    unsafe { in_place_raw(m, k, n, a, b, rows, Start::Bias(bias), c.as_mut_ptr(), n) }
 }
 
 /// Whether the in-place kernel runs at the process's level, for every product with a row-major
@@ -212,18 +229,17 @@ impl Shared<'_, f32> {
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm(&self, m: usize, k: usize, n: usize, a: View, b: View, beta: f32, at: usize, rs_c: usize) {
         check_out(m, n, self.len.saturating_sub(at), rs_c);
-        gemm_raw(m, k, n, a, b, beta, self.ptr.add(at), rs_c)
+        gemm_raw(m, k, n, a, b, Start::Scaled(beta), self.ptr.add(at), rs_c)
     }
 
-    /// Sets row `i` of the `m x n` block that starts at `at` (rows `rs` apart) to `v(i)`.
+    /// [`Shared::gemm`] with row `i` of the block starting from `bias[i]` instead of from `c`.
     ///
     /// # Safety
     /// As [`Shared::gemm`].
-    pub unsafe fn fill(&self, m: usize, n: usize, at: usize, rs: usize, v: impl Fn(usize) -> f32) {
-        check_out(m, n, self.len.saturating_sub(at), rs);
-        for i in 0..m {
-            std::slice::from_raw_parts_mut(self.ptr.add(at + i * rs), n).fill(v(i));
-        }
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_bias(&self, m: usize, k: usize, n: usize, a: View, b: View, bias: &[f32], at: usize, rs_c: usize) {
+        check_out(m, n, self.len.saturating_sub(at), rs_c);
+        gemm_raw(m, k, n, a, b, Start::Bias(bias), self.ptr.add(at), rs_c)
     }
 }
 
@@ -330,7 +346,8 @@ mod tests {
 
     /// The kernel chosen by [`gemm`] and matrixmultiply give the same bits: odd shapes (partial
     /// tiles and vectors), depths across the 256-term blocks, transposed left operands, strided
-    /// right operands and outputs, and both `beta`s.
+    /// right operands and outputs, both `beta`s, and a bias per row (against matrixmultiply
+    /// adding to rows filled with it).
     #[test]
     fn gemm_matches_matrixmultiply_bit_for_bit() {
         let mut rng = Rng::new(3);
@@ -345,29 +362,37 @@ mod tests {
             (70, 530, 90),
             (5, 0, 3),
         ] {
-            for (transposed, pad, beta) in [(false, 0, 0.0), (true, 3, 1.0), (false, 5, 1.0), (true, 0, 0.0)] {
+            let bias = values(m);
+            for (transposed, pad, beta) in
+                [(false, 0, Some(0.0)), (true, 3, Some(1.0)), (false, 5, Some(1.0)), (true, 0, Some(0.0)), (true, 2, None)]
+            {
                 let a = values(m * k);
                 let a = if transposed { View::t(&a, m) } else { View::rows(&a, k) };
                 let b = values(k * (n + pad) + 1);
                 let b = View { data: &b, rs: n + pad, cs: 1 };
                 let c0 = values(m * (n + pad));
                 let (mut fast, mut reference) = (c0.clone(), c0);
-                gemm_to(m, k, n, a, b, beta, &mut fast, n + pad);
-                packed(m, k, n, a, b, beta, &mut reference, n + pad);
+                match beta {
+                    Some(beta) => gemm_to(m, k, n, a, b, beta, &mut fast, n + pad),
+                    // SAFETY: `fast` holds m rows n + pad apart.
+                    None => unsafe { Shared::new(&mut fast).gemm_bias(m, k, n, a, b, &bias, 0, n + pad) },
+                }
+                if beta.is_none() {
+                    reference.chunks_mut(n + pad).zip(&bias).for_each(|(row, &v)| row[..n].fill(v));
+                }
+                packed(m, k, n, a, b, beta.unwrap_or(1.0), &mut reference, n + pad);
                 let same = fast.iter().zip(&reference).all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(same, "{m}x{k}x{n}, transposed {transposed}, beta {beta}");
+                assert!(same, "{m}x{k}x{n}, transposed {transposed}, beta {beta:?}");
             }
         }
     }
 
-    /// Split across threads by columns (wide products) or rows (tall ones), the same bits as on
-    /// one thread.
     /// An in-place kernel's signature.
     #[cfg(target_arch = "x86_64")]
-    type InPlace = unsafe fn(usize, usize, usize, View, &[f32], Rows, f32, *mut f32, usize);
+    type InPlace = unsafe fn(usize, usize, usize, View, &[f32], Rows, Start, *mut f32, usize);
 
-    /// The AVX2 and AVX-512 in-place kernels give the same bits, over rows and over taps (where
-    /// this CPU has both).
+    /// The AVX2 and AVX-512 in-place kernels give the same bits, over rows and over taps, adding
+    /// to `c` or to a bias (where this CPU has both levels).
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn in_place_kernels_agree_across_levels() {
@@ -382,18 +407,23 @@ mod tests {
             let rows = if taps > 1 { Rows { k: taps, wp, plane } } else { Rows::strided(wp) };
             let a = values(m * k);
             let b = values(rows.offset(k.max(1) - 1) + n + 1);
-            let c0 = values(m * n);
-            let run = |kernel: InPlace| {
-                let mut c = c0.clone();
-                // SAFETY: the CPU has both levels' instructions; `c` holds m x n.
-                unsafe { kernel(m, k, n, View::rows(&a, k), &b, rows, 1.0, c.as_mut_ptr(), n) };
-                c
-            };
-            let (avx2, avx512) = (run(super::super::avx2::gemm), run(super::super::avx512::gemm));
-            assert!(avx2.iter().zip(&avx512).all(|(x, y)| x.to_bits() == y.to_bits()), "{m}x{k}x{n}, taps {taps}");
+            let (c0, bias) = (values(m * n), values(m));
+            for start in [Start::Scaled(1.0), Start::Bias(&bias)] {
+                let run = |kernel: InPlace| {
+                    let mut c = c0.clone();
+                    // SAFETY: the CPU has both levels' instructions; `c` holds m x n.
+                    unsafe { kernel(m, k, n, View::rows(&a, k), &b, rows, start, c.as_mut_ptr(), n) };
+                    c
+                };
+                let (avx2, avx512) = (run(super::super::avx2::gemm), run(super::super::avx512::gemm));
+                let same = avx2.iter().zip(&avx512).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{m}x{k}x{n}, taps {taps}");
+            }
         }
     }
 
+    /// Split across threads by columns (wide products) or rows (tall ones), the same bits as on
+    /// one thread.
     #[test]
     fn split_products_match_one_thread() {
         let mut rng = Rng::new(4);

@@ -3,7 +3,7 @@
 //! only in their vectors; each sums every output element as matrixmultiply does (one fused
 //! multiply-add chain from zero over each block of [`KC`] terms, each block then added to `c`).
 
-use super::gemm::{Rows, View};
+use super::gemm::{Rows, Start, View};
 use std::cell::RefCell;
 
 /// matrixmultiply's depth block for f32 (`S_KC`).
@@ -22,6 +22,9 @@ pub struct Tile {
     /// Live lanes of each of the two column vectors (at most a vector's width each).
     pub lanes: [usize; 2],
     pub beta: f32,
+    /// The bias of the tile's first row, the others' after it; null when the sums start from
+    /// `beta·c` instead.
+    pub bias: *const f32,
     pub c: *mut f32,
     pub rs_c: usize,
 }
@@ -58,8 +61,8 @@ pub fn row_offsets(rows: Rows, depth: usize) -> Vec<usize> {
     out
 }
 
-/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + beta·c[i·rs_c + j]` for `i < m`, `j < n`,
-/// `p < k`, cut into tiles for a kernel of `width`-lane vectors that keeps at most `most` rows
+/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + start(i, j)` for `i < m`, `j < n`,
+/// `p < k` ([`Start`]: `beta·c[i·rs_c + j]` or `bias[i]`), cut into tiles for a kernel of `width`-lane vectors that keeps at most `most` rows
 /// of one vector in registers (half as many of two): column blocks of two vectors, the last of
 /// one when one holds it; as few row blocks as fit, their heights differing by one at most, so
 /// that no thin last block reloads the right operand for few sums. `run(tile, rows, two
@@ -74,7 +77,7 @@ pub unsafe fn for_tiles(
     a: View,
     b: &[f32],
     rows: Rows,
-    beta: f32,
+    start: Start,
     (c, rs_c): (*mut f32, usize),
     (width, most): (usize, usize),
     run: impl FnMut(&Tile, usize, bool),
@@ -82,10 +85,15 @@ pub unsafe fn for_tiles(
     if m == 0 || n == 0 {
         return;
     }
+    let (beta, bias) = match start {
+        Start::Scaled(beta) => (beta, None),
+        Start::Bias(bias) => (0.0, Some(&bias[..m])),
+    };
     if k == 0 {
         for i in 0..m {
             let row = std::slice::from_raw_parts_mut(c.add(i * rs_c), n);
-            row.iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { *v * beta });
+            let v = |v: f32| bias.map_or(if beta == 0.0 { 0.0 } else { v * beta }, |b| b[i]);
+            row.iter_mut().for_each(|c| *c = v(*c));
         }
         return;
     }
@@ -99,7 +107,7 @@ pub unsafe fn for_tiles(
             *offsets = row_offsets(rows, k);
             *key = Some((rows, k));
         }
-        cut((m, k, n), a, b, offsets, beta, (c, rs_c), (width, most), run)
+        cut((m, k, n), a, b, offsets, (beta, bias), (c, rs_c), (width, most), run)
     })
 }
 
@@ -113,7 +121,7 @@ unsafe fn cut(
     a: View,
     b: &[f32],
     offsets: &[usize],
-    beta: f32,
+    (beta, bias): (f32, Option<&[f32]>),
     (c, rs_c): (*mut f32, usize),
     (width, most): (usize, usize),
     mut run: impl FnMut(&Tile, usize, bool),
@@ -134,6 +142,7 @@ unsafe fn cut(
                 offsets: offsets.as_ptr(),
                 lanes,
                 beta,
+                bias: bias.map_or(std::ptr::null(), |b| b[i0..].as_ptr()),
                 c: c.add(i0 * rs_c + j0),
                 rs_c,
             };
