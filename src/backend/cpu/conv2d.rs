@@ -92,19 +92,28 @@ pub fn block_len(g: &ConvGeom) -> usize {
     }
 }
 
+/// The width `wp` of a bordered row ([`pad`]): the image's `w` floats, then `p = k/2` zeros that
+/// are both this row's right border and the next row's left one (a tap `p` columns left of
+/// the image's first reads the row before's last `p` floats). At least `k`, as the walk over
+/// the taps needs.
+fn padded_width(g: &ConvGeom) -> usize {
+    (g.w + g.k / 2).max(g.k)
+}
+
 /// Floats of `planes` bands of `rows` image rows of `g`'s size with a zero border of `k/2`
 /// ([`pad`]).
 fn padded_len(g: &ConvGeom, planes: usize, rows: usize) -> usize {
     let p = g.k / 2;
-    planes * (rows + 2 * p) * (g.w + 2 * p) + 2 * p
+    planes * (rows + 2 * p) * padded_width(g) + 2 * p
 }
 
-/// `dst` = image rows `rows` of the `planes` planes `h x w` of `src`, with a zero border
-/// `p = k/2` wide (the image's own rows where it has them, zeros past its edges): bands
-/// `(rows.len() + 2p)·(w + 2p)` floats apart, then `2p` zeros (where the last band's last taps
-/// read past its end).
+/// `dst` = image rows `rows` of the `planes` planes `h x w` of `src` with a zero border `p =
+/// k/2` wide (the image's own rows where it has them, zeros past its edges): `p` zeros, then per
+/// plane a band of `rows.len() + 2p` rows [`padded_width`] apart, then `p` zeros (where the last
+/// band's last taps read past its end). A tap's input for output pixel `(y, x)` of the block,
+/// numbered `y·wp + x`, is then the float at `(ky·wp + kx)` plus that number.
 fn pad(src: &[f32], g: &ConvGeom, planes: usize, rows: Range<usize>, dst: &mut [f32]) {
-    let (p, wp, hw) = (g.k / 2, g.w + g.k / 2 * 2, g.h * g.w);
+    let (p, wp, hw) = (g.k / 2, padded_width(g), g.h * g.w);
     let (band, first) = ((rows.len() + 2 * p) * wp, rows.start.saturating_sub(p));
     let last = (rows.end + p).min(g.h);
     dst[..padded_len(g, planes, rows.len())].fill(0.0);
@@ -133,7 +142,7 @@ fn turned(g: &ConvGeom) -> ConvGeom {
 /// zero-bordered input and output.
 fn forward_scratch(g: &ConvGeom) -> usize {
     let br = block_rows(g);
-    let taps = CHUNKS * (padded_len(g, g.c_in, br) + g.c_out * br * (g.w + g.k / 2 * 2));
+    let taps = CHUNKS * (padded_len(g, g.c_in, br) + g.c_out * br * padded_width(g));
     (CHUNKS * block_len(g)).max(taps)
 }
 
@@ -159,9 +168,9 @@ pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usiz
         assert!(io.act.is_none() && pool.is_none(), "only 'same' convolutions take epilogues");
         return conv2d_general::forward(io.x, io.w, io.b, io.y, scratch, n, g);
     }
-    // Reading the taps in place costs a bordered copy of the input, a bias fill and a copy of
-    // the output instead of im2col's k² copies of the input: a gain when those are fewer floats.
-    let taps = g.k > 1 && in_place() && g.k * g.k * g.c_in > g.c_in + 2 * g.c_out;
+    // Reading the taps in place costs a bordered copy of the input and a copy of the output
+    // instead of im2col's k² copies of the input: a gain when those are fewer floats.
+    let taps = g.k > 1 && in_place() && g.k * g.k * g.c_in > g.c_in + g.c_out;
     forward_in(io, pool, scratch, n, g, taps)
 }
 
@@ -172,7 +181,7 @@ fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize
     let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
     let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));
     let (ow, pl) = (g.w / 2, g.h / 2 * (g.w / 2));
-    let (p, wp) = (g.k / 2, g.w + g.k / 2 * 2);
+    let (p, wp) = (g.k / 2, padded_width(g));
     assert!(pool.is_none() || pools_in_blocks(g), "pooling blocks must start at even rows");
     let out = Shared::new(&mut y[..n * yl]);
     let act = act.map(|(f, a)| Activate::new((f, a.map(|a| &mut a[..n * yl]))));
@@ -186,8 +195,8 @@ fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize
         // SAFETY: unit `u` alone touches these columns of sample `s`'s rows of `y` and `act`.
         unsafe {
             if taps {
-                // The block's input rows with their border, then output rows `w + 2p` wide (the
-                // last 2p columns unused), then the first `w` of each.
+                // The block's input rows with their border, then output rows `wp` wide (the
+                // columns past `w` unused), then the first `w` of each.
                 let (x_pad, buf) = buf.split_at_mut(padded_len(g, g.c_in, rows.len()));
                 pad(xs, g, g.c_in, rows.clone(), x_pad);
                 let q = rows.len() * wp;
