@@ -18,7 +18,17 @@ const ROWS: usize = 12;
 /// The CPU must support AVX2 and FMA; `c` must be valid for reads and writes at those places,
 /// and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, start: Start, c: *mut f32, rs_c: usize) {
+pub unsafe fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View,
+    b: &[f32],
+    rows: Rows,
+    start: Start,
+    c: *mut f32,
+    rs_c: usize,
+) {
     for_tiles((m, k, n), a, b, rows, start, (c, rs_c), (8, ROWS), |t, r, two| {
         if two {
             dispatch!(run, t, r, 2, 1 2 3 4 5 6);
@@ -258,14 +268,7 @@ pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn max_pool_grad_row(
-    gy: &[f32],
-    argmax: &[u32],
-    w: usize,
-    first: u32,
-    g0: &mut [f32],
-    g1: &mut [f32],
-) {
+pub unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
     let ow = gy.len();
     assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);

@@ -25,7 +25,17 @@ pub fn available() -> bool {
 /// The CPU must support AVX-512F ([`available`]); `c` must be valid for reads and writes at
 /// those places, and nothing else may access them meanwhile.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(m: usize, k: usize, n: usize, a: View, b: &[f32], rows: Rows, start: Start, c: *mut f32, rs_c: usize) {
+pub unsafe fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: View,
+    b: &[f32],
+    rows: Rows,
+    start: Start,
+    c: *mut f32,
+    rs_c: usize,
+) {
     for_tiles((m, k, n), a, b, rows, start, (c, rs_c), (16, ROWS), |t, r, two| {
         if two {
             dispatch!(run, t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);

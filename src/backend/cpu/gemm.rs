@@ -237,7 +237,17 @@ impl Shared<'_, f32> {
     /// # Safety
     /// As [`Shared::gemm`].
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gemm_bias(&self, m: usize, k: usize, n: usize, a: View, b: View, bias: &[f32], at: usize, rs_c: usize) {
+    pub unsafe fn gemm_bias(
+        &self,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: View,
+        b: View,
+        bias: &[f32],
+        at: usize,
+        rs_c: usize,
+    ) {
         check_out(m, n, self.len.saturating_sub(at), rs_c);
         gemm_raw(m, k, n, a, b, Start::Bias(bias), self.ptr.add(at), rs_c)
     }
@@ -363,9 +373,13 @@ mod tests {
             (5, 0, 3),
         ] {
             let bias = values(m);
-            for (transposed, pad, beta) in
-                [(false, 0, Some(0.0)), (true, 3, Some(1.0)), (false, 5, Some(1.0)), (true, 0, Some(0.0)), (true, 2, None)]
-            {
+            for (transposed, pad, beta) in [
+                (false, 0, Some(0.0)),
+                (true, 3, Some(1.0)),
+                (false, 5, Some(1.0)),
+                (true, 0, Some(0.0)),
+                (true, 2, None),
+            ] {
                 let a = values(m * k);
                 let a = if transposed { View::t(&a, m) } else { View::rows(&a, k) };
                 let b = values(k * (n + pad) + 1);

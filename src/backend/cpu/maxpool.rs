@@ -130,7 +130,10 @@ mod tests {
             let (r0, r1) = rows.split_at(w);
             let (mut y, mut am) = (vec![-1.0; ow + 16], vec![7; ow + 16]);
             pool_row(r0, r1, w, 100, &mut y[..ow], &mut am[..ow]);
-            assert!(y[ow..].iter().all(|&v| v == -1.0) && am[ow..].iter().all(|&v| v == 7), "w {w}: wrote past the row");
+            assert!(
+                y[ow..].iter().all(|&v| v == -1.0) && am[ow..].iter().all(|&v| v == 7),
+                "w {w}: wrote past the row"
+            );
             for ox in 0..ow {
                 let window = [(r0[2 * ox], 0), (r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)];
                 let best = window[1..].iter().fold(window[0], |b, &v| if v.0 > b.0 { v } else { b });
