@@ -44,12 +44,16 @@ pub fn softmax_cross_entropy(
         let t = &target[s * k..][..k];
         let p = &mut probs[s * k..][..k];
         let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let sum: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
+        // Each exponential once: kept in `p` until the sum is known.
+        let mut sum = 0.0f64;
+        for (p, &v) in p.iter_mut().zip(z) {
+            let e = ((v - m) as f64).exp();
+            (*p, sum) = (e as f32, sum + e);
+        }
         let log_sum = sum.ln();
         for i in 0..k {
-            let log_p = (z[i] - m) as f64 - log_sum;
-            p[i] = log_p.exp() as f32;
-            loss -= t[i] as f64 * log_p;
+            p[i] = (p[i] as f64 / sum) as f32;
+            loss -= t[i] as f64 * ((z[i] - m) as f64 - log_sum);
         }
         if let Some(g) = grad.as_deref_mut() {
             for i in 0..k {
