@@ -133,6 +133,12 @@ fn each_act(act: Act, v: &mut [f32]) {
     }
 }
 
+/// [`apply_grad`] on the first `len` floats, in parallel chunks.
+pub fn apply_grad_par(act: Act, y: &[f32], g: &mut [f32], len: usize) {
+    let parts = g[..len].par_chunks_mut(CHUNK).zip(y[..len].par_chunks(CHUNK));
+    parts.for_each(|(g, y)| apply_grad(act, y, g));
+}
+
 /// `g = g·act'(y)` on this thread, from the forward output `y`.
 pub fn apply_grad(act: Act, y: &[f32], g: &mut [f32]) {
     /// Generic in `d`, so that it is inlined and vectorised.

@@ -11,7 +11,6 @@ use super::{
 };
 use crate::graph::ConvGeom;
 use crate::model::Act;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// For kernel column `kx` (padding `p`, width `w`): the output columns `ox` whose input column
@@ -286,9 +285,7 @@ pub fn backward(
     }
     forward(ForwardIo { x: gy, w: w_t, b: zeros, y: gx, act: None }, None, scratch, n, &turned(g));
     if let Some((f, y)) = act {
-        let len = n * xl;
-        let parts = gx[..len].par_chunks_mut(1 << 14).zip(y[..len].par_chunks(1 << 14));
-        parts.for_each(|(gx, y)| activation::apply_grad(f, y, gx));
+        activation::apply_grad_par(f, y, gx, n * xl);
     }
 }
 

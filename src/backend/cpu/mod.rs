@@ -248,7 +248,7 @@ fn grown(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// pooling where the pooling fits its blocks, the activation's backward inside a max pooling's
 /// backward, or inside a convolution's input gradient that nothing else reads.
 const FUSABLE: Fusable = Fusable {
-    dense_activation: false,
+    dense_activation: true,
     kept_gradient: false,
     conv_pool: conv2d::pools_in_blocks,
     read_through_pool: false,
@@ -270,12 +270,12 @@ impl CpuBackend {
         }
     }
 
-    /// Runs a convolution's forward `f` with its output (and those of the activation `act` and
-    /// the max pooling `pool` (output, argmax) fused into it) moved out and its scratch, keyed by
-    /// the input `x`, grown to `scratch_len`. With `keep` false, nothing reads `y` but the
+    /// Runs a dense layer's or convolution's forward `f` with its output (and those of the
+    /// activation `act` and the max pooling `pool` (output, argmax) fused into it) moved out and
+    /// its scratch, keyed by the input `x`, grown to `scratch_len`. With `keep` false, nothing reads `y` but the
     /// activation: `f` gets the activation's output to work in and leaves `y` alone.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-    fn conv_forward(
+    fn product_forward(
         &mut self,
         x: BufId,
         y: BufId,
@@ -301,10 +301,10 @@ impl CpuBackend {
         }
     }
 
-    /// Runs a convolution's backward `f` with its outputs moved out, its scratch (keyed by the
-    /// input `x`, grown to `scratch_len`) and the weight-gradient partials.
+    /// Runs a dense layer's or convolution's backward `f` with its outputs moved out, its scratch
+    /// (keyed by the input `x`, grown to `scratch_len`) and the weight-gradient partials.
     #[allow(clippy::type_complexity)]
-    fn conv_backward(
+    fn product_backward(
         &mut self,
         x: BufId,
         gx: Option<BufId>,
@@ -324,8 +324,9 @@ impl CpuBackend {
         self.bufs.put(gb, gbv);
     }
 
-    /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a
-    /// convolution, backward after a convolution's or max pooling's backward; and `pool`, a max
+    /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a dense
+    /// layer or convolution, backward after their input gradients or a max pooling's backward;
+    /// and `pool`, a max
     /// pooling after a convolution (and its activation). With `keep` false, no later op reads
     /// the output of `op` that `fused` reads, and it is not written.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
@@ -347,30 +348,20 @@ impl CpuBackend {
         };
         match *op {
             Op::Dense { x, w, b, y, n_in, n_out } => {
-                let (mut yv, mut w_t) = (self.bufs.take(y), self.scratch.remove(&w).unwrap_or_default());
-                dense::forward(self.bufs.f(x), self.bufs.f(w), self.bufs.f(b), &mut yv, &mut w_t, n, n_in, n_out);
-                self.bufs.put(y, yv);
-                self.scratch.insert(w, w_t);
+                self.product_forward(x, y, act, keep, None, n_in * n_out, |be, y, act, _, w_t| {
+                    let (x, w, b) = (be.bufs.f(x), be.bufs.f(w), be.bufs.f(b));
+                    dense::forward(x, w, b, y, act, w_t, n, n_in, n_out)
+                })
             }
             Op::DenseBackward { x, w, gy, gx, gw, gb, n_in, n_out } => {
-                let (mut gxv, mut gwv, mut gbv) = (self.bufs.take_opt(gx), self.bufs.take(gw), self.bufs.take(gb));
-                dense::backward(
-                    self.bufs.f(x),
-                    self.bufs.f(w),
-                    self.bufs.f(gy),
-                    gxv.as_deref_mut(),
-                    &mut gwv,
-                    &mut gbv,
-                    n,
-                    n_in,
-                    n_out,
-                );
-                self.bufs.put_opt(gx, gxv);
-                self.bufs.put(gw, gwv);
-                self.bufs.put(gb, gbv);
+                let (gx, act) = grad_in_place(gx, act_grad);
+                self.product_backward(x, gx, gw, gb, 0, |be, gx, gw, gb, _, _| {
+                    let act = act.map(|(f, y)| (f, be.bufs.f(y)));
+                    dense::backward(be.bufs.f(x), be.bufs.f(w), be.bufs.f(gy), gx, act, gw, gb, n, n_in, n_out)
+                })
             }
             Op::Conv2d { x, w, b, y, ref g } => {
-                self.conv_forward(x, y, act, keep, pool, conv2d::scratch_len(g), |be, y, act, pool, scratch| {
+                self.product_forward(x, y, act, keep, pool, conv2d::scratch_len(g), |be, y, act, pool, scratch| {
                     conv2d::forward(
                         ForwardIo { x: be.bufs.f(x), w: be.bufs.f(w), b: be.bufs.f(b), y, act },
                         pool,
@@ -382,14 +373,14 @@ impl CpuBackend {
             }
             Op::Conv2dBackward { x, w, gy, gx, gw, gb, ref g } => {
                 let (gx, act) = grad_in_place(gx, act_grad);
-                self.conv_backward(x, gx, gw, gb, conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
+                self.product_backward(x, gx, gw, gb, conv2d::scratch_len(g), |be, gx, gw, gb, col, partial| {
                     let act = act.map(|(f, y)| (f, be.bufs.f(y)));
                     conv2d::backward(be.bufs.f(x), be.bufs.f(w), be.bufs.f(gy), gx, act, gw, gb, col, partial, n, g)
                 })
             }
             Op::ConvTranspose2d { x, w, b, y, ref g } => {
                 let len = conv_transpose::scratch_len(g, n);
-                self.conv_forward(x, y, act, keep, None, len, |be, y, act, _, scratch| {
+                self.product_forward(x, y, act, keep, None, len, |be, y, act, _, scratch| {
                     conv_transpose::forward(
                         ForwardIo { x: be.bufs.f(x), w: be.bufs.f(w), b: be.bufs.f(b), y, act },
                         scratch,
@@ -400,7 +391,7 @@ impl CpuBackend {
             }
             Op::ConvTranspose2dBackward { x, w, gy, gx, gw, gb, ref g } => {
                 let (gx, act) = grad_in_place(gx, act_grad);
-                self.conv_backward(x, gx, gw, gb, conv_transpose::scratch_len(g, n), |be, gx, gw, gb, z, partial| {
+                self.product_backward(x, gx, gw, gb, conv_transpose::scratch_len(g, n), |be, gx, gw, gb, z, partial| {
                     let act = act.map(|(f, y)| (f, be.bufs.f(y)));
                     conv_transpose::backward(
                         be.bufs.f(x),
@@ -868,5 +859,53 @@ mod tests {
         assert!(alone == fused, "with readers");
         let (alone, fused) = (run(&ops[..9], false), run(&ops[..9], true));
         assert!(alone.0[..10] == fused.0[..10] && alone.1 == fused.1, "without readers");
+    }
+
+    /// A dense layer's activation forward, and its backward after the input gradient of the
+    /// layer above, run fused: the same bits as op by op, with and without readers of the
+    /// buffers between the fused ops.
+    #[test]
+    fn fused_dense_activations_match_op_by_op() {
+        let (n, n_in, n_out) = (9, 70, 20);
+        let lens = [n * n_in, n_out * n_in, n_out, n * n_out, n * n_out, 3 * n_out, 3, n * 3, n * n_out, n * n_out];
+        let lens = [&lens[..], &[3 * n_out, 3, n * n_out, n * n_out]].concat();
+        let descs: Vec<BufDesc> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| BufDesc { name: format!("b{i}"), len, dtype: Dtype::F32, set: None })
+            .collect();
+        let [x, w, b, y, a, w2, b2, gy2, gx2, ga, gw2, gb2, r1, r2] = std::array::from_fn(BufId);
+        for act in [Act::Relu, Act::Tanh] {
+            let ops = [
+                Op::Dense { x, w, b, y, n_in, n_out },
+                Op::Activation { act, x: y, y: a, per: n_out },
+                Op::DenseBackward { x: a, w: w2, gy: gy2, gx: Some(gx2), gw: gw2, gb: gb2, n_in: n_out, n_out: 3 },
+                Op::ActivationBackward { act, y: a, gy: gx2, gx: ga, per: n_out },
+                // Readers of the buffers between the fused ops, so that they must be written.
+                Op::Activation { act: Act::Sigmoid, x: y, y: r1, per: n_out },
+                Op::Activation { act: Act::Sigmoid, x: gx2, y: r2, per: n_out },
+            ];
+            let mut rng = Rng::new(15);
+            let inputs: Vec<(BufId, Vec<f32>)> = [x, w, b, w2, b2, gy2]
+                .into_iter()
+                .map(|id| (id, (0..lens[id.0]).map(|_| rng.normal()).collect()))
+                .collect();
+            let run = |ops: &[Op], together: bool| {
+                let mut be = CpuBackend::new(&descs);
+                for (id, v) in &inputs {
+                    be.upload_f32(*id, v).unwrap();
+                }
+                let step = Step { n, offset: 0, t: 1 };
+                if together {
+                    be.run(ops, step).unwrap();
+                } else {
+                    ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
+                }
+                [a, ga, gw2, gb2, r1, r2].map(|id| be.bufs.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            };
+            assert!(run(&ops, false) == run(&ops, true), "{act:?} with readers");
+            let (alone, fused) = (run(&ops[..4], false), run(&ops[..4], true));
+            assert!(alone[..4] == fused[..4], "{act:?} without readers");
+        }
     }
 }
