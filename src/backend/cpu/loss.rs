@@ -28,31 +28,35 @@ fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
-/// Softmax + categorical cross-entropy on `logits[n, k]`, mean over the batch.
+/// Softmax + categorical cross-entropy on `logits[n, k]`, mean over the batch. `exps` holds a
+/// sample's exponentials (kept between calls, so that a step allocates nothing).
+#[allow(clippy::too_many_arguments)]
 pub fn softmax_cross_entropy(
     logits: &[f32],
     target: &[f32],
     probs: &mut [f32],
     mut grad: Option<&mut [f32]>,
     metrics: &mut [f32],
+    exps: &mut Vec<f64>,
     n: usize,
     k: usize,
 ) {
     let (mut loss, mut correct) = (0.0f64, 0usize);
+    exps.resize(k, 0.0);
     for s in 0..n {
         let z = &logits[s * k..][..k];
         let t = &target[s * k..][..k];
         let p = &mut probs[s * k..][..k];
         let m = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        // Each exponential once: kept in `p` until the sum is known.
+        // Each exponential once: kept until the sum is known.
         let mut sum = 0.0f64;
-        for (p, &v) in p.iter_mut().zip(z) {
-            let e = ((v - m) as f64).exp();
-            (*p, sum) = (e as f32, sum + e);
+        for (e, &v) in exps.iter_mut().zip(z) {
+            *e = ((v - m) as f64).exp();
+            sum += *e;
         }
         let log_sum = sum.ln();
         for i in 0..k {
-            p[i] = (p[i] as f64 / sum) as f32;
+            p[i] = (exps[i] / sum) as f32;
             loss -= t[i] as f64 * ((z[i] - m) as f64 - log_sum);
         }
         if let Some(g) = grad.as_deref_mut() {

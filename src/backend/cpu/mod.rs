@@ -41,10 +41,12 @@ pub struct CpuBackend {
     bufs: HostBuffers,
     /// The plan's buffers, which the fusion of an op list reads.
     descs: Vec<BufDesc>,
-    /// Scratch of each convolution, keyed by its input buffer (forward fills it, backward reads
-    /// it), and of each dense layer's transposed weights, keyed by the weights.
+    /// Scratch of each convolution (forward fills it, backward reads it) and of each dense
+    /// layer's transposed weights, keyed by the layer's input buffer.
     scratch: HashMap<BufId, Vec<f32>>,
     partial: Vec<f32>,
+    /// The softmax loss's exponentials of one sample.
+    exps: Vec<f64>,
     /// The sigmoid loss's per-chunk sums.
     loss_parts: Vec<[f64; 4]>,
     /// The pixel loss's per-sample sums.
@@ -264,6 +266,7 @@ impl CpuBackend {
             descs: descs.to_vec(),
             scratch: HashMap::new(),
             partial: Vec::new(),
+            exps: Vec::new(),
             loss_parts: Vec::new(),
             pixel_parts: loss::PixelParts::default(),
             units: Vec::new(),
@@ -579,6 +582,7 @@ impl CpuBackend {
                         &mut p[rows],
                         g,
                         &mut m,
+                        &mut self.exps,
                         n,
                         classes,
                     );
