@@ -4,6 +4,7 @@
 //! (8x8 tiles of 256-bit vectors), at both levels, and the max pooling's rows.
 
 use super::gemm::{Rows, Start, View};
+use super::maxpool::{each_grad_row, each_row};
 use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
@@ -236,7 +237,7 @@ fn groups(ow: usize) -> impl Iterator<Item = (usize, usize)> {
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
+unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
     let ow = y.len();
     assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
@@ -268,7 +269,7 @@ pub unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
+unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
     let ow = gy.len();
     assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
@@ -284,4 +285,27 @@ pub unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32
         join_pairs(g0.as_mut_ptr().add(2 * o0), n, at(0), at(1));
         join_pairs(g1.as_mut_ptr().add(2 * o0), n, at(w), at(w + 1));
     }
+}
+
+/// [`max_pool_row`] over each output row of a plane ([`super::maxpool::each_row`]).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_pool_plane(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut [u32]) {
+    // SAFETY: the caller vouches for the CPU.
+    each_row(x, w, first, y, argmax, |r0, r1, first, y, am| unsafe { max_pool_row(r0, r1, w, first, y, am) });
+}
+
+/// [`max_pool_grad_row`] over each pair of input-gradient rows of a plane
+/// ([`super::maxpool::each_grad_row`]).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn max_pool_grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]) {
+    // SAFETY: the caller vouches for the CPU.
+    each_grad_row(gy, argmax, w, first, gx, |gy, am, first, g0, g1| unsafe {
+        max_pool_grad_row(gy, am, w, first, g0, g1)
+    });
 }

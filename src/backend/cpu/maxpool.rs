@@ -8,16 +8,50 @@ use super::level::{level, Level};
 use crate::model::{Act, Shape};
 use rayon::prelude::*;
 
+/// Calls `row(r0, r1, first, y, argmax)` for each output row `y` (and `argmax`) of a plane `w`
+/// wide, with its input rows `r0`, `r1` and the index `first` of `r0`'s first float. Inlined
+/// into each level's plane function, so that its row kernel is too.
+#[inline(always)]
+pub(super) fn each_row(
+    x: &[f32],
+    w: usize,
+    first: usize,
+    y: &mut [f32],
+    argmax: &mut [u32],
+    mut row: impl FnMut(&[f32], &[f32], u32, &mut [f32], &mut [u32]),
+) {
+    let ow = w / 2;
+    for (oy, (ys, am)) in y.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow)).enumerate() {
+        let (r0, r1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
+        row(r0, r1, (first + 2 * oy * w) as u32, ys, am);
+    }
+}
+
+/// Calls `row(gy, argmax, first, g0, g1)` for each pair of input-gradient rows `g0`, `g1` of a
+/// plane `w` wide with the output gradient and argmax of their output row, then zeroes an odd
+/// last column and row (which no window covers).
+#[inline(always)]
+pub(super) fn each_grad_row(
+    gy: &[f32],
+    argmax: &[u32],
+    w: usize,
+    first: usize,
+    gx: &mut [f32],
+    mut row: impl FnMut(&[f32], &[u32], u32, &mut [f32], &mut [f32]),
+) {
+    let (ow, oh) = (w / 2, gy.len() / (w / 2));
+    for (oy, rows) in gx.chunks_exact_mut(2 * w).take(oh).enumerate() {
+        let (g0, g1) = rows.split_at_mut(w);
+        row(&gy[oy * ow..][..ow], &argmax[oy * ow..][..ow], (first + 2 * oy * w) as u32, g0, g1);
+        g0[2 * ow..].fill(0.0);
+        g1[2 * ow..].fill(0.0);
+    }
+    gx[2 * oh * w..].fill(0.0);
+}
+
 /// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
 /// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
-    // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
-    #[cfg(target_arch = "x86_64")]
-    match level() {
-        Level::Avx512 => return unsafe { super::avx512::max_pool_row(r0, r1, w, first, y, argmax) },
-        Level::Avx2 => return unsafe { super::avx2::max_pool_row(r0, r1, w, first, y, argmax) },
-        _ => {}
-    }
     for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate() {
         let mut best = (r0[2 * ox], 0);
         for (v, o) in [(r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)] {
@@ -33,13 +67,6 @@ fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax:
 /// The adjoint of [`pool_row`]: the first `2·gy.len()` floats of input-gradient rows `g0`, `g1`
 /// get each window's gradient at its maximum and 0 elsewhere.
 fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
-    // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
-    #[cfg(target_arch = "x86_64")]
-    match level() {
-        Level::Avx512 => return unsafe { super::avx512::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
-        Level::Avx2 => return unsafe { super::avx2::max_pool_grad_row(gy, argmax, w, first, g0, g1) },
-        _ => {}
-    }
     for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate() {
         let off = (am - first) as usize - 2 * ox;
         let at = |o: usize| if off == o { g } else { 0.0 };
@@ -57,13 +84,29 @@ pub fn forward(x: &[f32], y: &mut [f32], argmax: &mut [u32], n: usize, s: &Shape
 }
 
 /// The output rows `y` (and `argmax`) of one plane `w` wide from its input rows `x`, which start
-/// at an even row, `first` floats into the sample.
+/// at an even row, `first` floats into the sample: the level's kernel, chosen once per plane.
 pub fn pool_rows(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut [u32]) {
-    let ow = w / 2;
-    for (oy, (ys, am)) in y.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow)).enumerate() {
-        let (r0, r1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
-        pool_row(r0, r1, w, (first + 2 * oy * w) as u32, ys, am);
+    // SAFETY (both kernels): the CPU has the level's instructions; they check the slice lengths.
+    #[cfg(target_arch = "x86_64")]
+    match level() {
+        Level::Avx512 => return unsafe { super::avx512::max_pool_plane(x, w, first, y, argmax) },
+        Level::Avx2 => return unsafe { super::avx2::max_pool_plane(x, w, first, y, argmax) },
+        _ => {}
     }
+    each_row(x, w, first, y, argmax, |r0, r1, first, y, am| pool_row(r0, r1, w, first, y, am));
+}
+
+/// The input gradient `gx` of one plane `w` wide from its output gradient `gy` and `argmax`,
+/// `first` floats into the sample ([`each_grad_row`]): the level's kernel, chosen once per plane.
+fn grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]) {
+    // SAFETY (both kernels): as in `pool_rows`.
+    #[cfg(target_arch = "x86_64")]
+    match level() {
+        Level::Avx512 => return unsafe { super::avx512::max_pool_grad_plane(gy, argmax, w, first, gx) },
+        Level::Avx2 => return unsafe { super::avx2::max_pool_grad_plane(gy, argmax, w, first, gx) },
+        _ => {}
+    }
+    each_grad_row(gy, argmax, w, first, gx, |gy, am, first, g0, g1| grad_row(gy, am, w, first, g0, g1));
 }
 
 /// Routes each output gradient to its window's maximum; every other input gets 0. Planes run
@@ -84,15 +127,7 @@ pub fn backward(
     let gxs = gx[..n * s.len()].par_chunks_mut(plane);
     let outs = gy[..n * s.c * oh * ow].par_chunks(oh * ow).zip(argmax[..n * s.c * oh * ow].par_chunks(oh * ow));
     gxs.zip(outs).enumerate().for_each(|(p, (gxs, (gys, am)))| {
-        let base = p % s.c * plane;
-        for (oy, rows) in gxs.chunks_exact_mut(2 * s.w).enumerate() {
-            let (g0, g1) = rows.split_at_mut(s.w);
-            let (gys, am) = (&gys[oy * ow..][..ow], &am[oy * ow..][..ow]);
-            grad_row(gys, am, s.w, (base + 2 * oy * s.w) as u32, g0, g1);
-            g0[2 * ow..].fill(0.0);
-            g1[2 * ow..].fill(0.0);
-        }
-        gxs[2 * oh * s.w..].fill(0.0);
+        grad_plane(gys, am, s.w, p % s.c * plane, gxs);
         if let Some((f, y, out)) = &act {
             let at = p * plane;
             let g = match out {
@@ -114,48 +149,47 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// The vector rows (where the CPU has them) against the element-by-element rule, on values
-    /// drawn from a few levels so that windows tie, with NaNs, odd widths and partial vectors,
-    /// rows shorter than a vector among them; nothing past a row's outputs is written.
+    /// The level's planes against the element-by-element rule, on values drawn from a few levels
+    /// so that windows tie, with NaNs, odd widths and partial vectors, rows shorter than a vector
+    /// among them; nothing past a plane's outputs is written, and the gradient's odd last
+    /// column and row are zero.
     #[test]
     fn rows_follow_first_maximum_rule() {
         let mut rng = Rng::new(5);
-        for w in [2, 4, 7, 14, 15, 16, 18, 31, 32, 33, 70] {
-            let ow = w / 2;
+        for (w, h) in [(2, 2), (4, 3), (7, 2), (14, 14), (15, 5), (16, 2), (18, 4), (31, 3), (32, 2), (33, 2), (70, 3)]
+        {
+            let (ow, oh) = (w / 2, h / 2);
             let level = |rng: &mut Rng| match rng.next_u32() % 5 {
                 0 => f32::NAN,
                 v => v as f32,
             };
-            let rows: Vec<f32> = (0..2 * w).map(|_| level(&mut rng)).collect();
-            let (r0, r1) = rows.split_at(w);
-            let (mut y, mut am) = (vec![-1.0; ow + 16], vec![7; ow + 16]);
-            pool_row(r0, r1, w, 100, &mut y[..ow], &mut am[..ow]);
+            let x: Vec<f32> = (0..h * w).map(|_| level(&mut rng)).collect();
+            let (mut y, mut am) = (vec![-1.0; oh * ow + 16], vec![7; oh * ow + 16]);
+            pool_rows(&x, w, 100, &mut y[..oh * ow], &mut am[..oh * ow]);
+            let past = oh * ow;
             assert!(
-                y[ow..].iter().all(|&v| v == -1.0) && am[ow..].iter().all(|&v| v == 7),
-                "w {w}: wrote past the row"
+                y[past..].iter().all(|&v| v == -1.0) && am[past..].iter().all(|&v| v == 7),
+                "w {w}: wrote past the plane"
             );
-            for ox in 0..ow {
-                let window = [(r0[2 * ox], 0), (r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)];
+            for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                let at = 2 * oy * w + 2 * ox;
+                let window = [(x[at], 0), (x[at + 1], 1), (x[at + w], w), (x[at + w + 1], w + 1)];
                 let best = window[1..].iter().fold(window[0], |b, &v| if v.0 > b.0 { v } else { b });
                 assert_eq!(
-                    (y[ox].to_bits(), am[ox]),
-                    (best.0.to_bits(), 100 + (2 * ox + best.1) as u32),
-                    "w {w}, ox {ox}"
+                    (y[oy * ow + ox].to_bits(), am[oy * ow + ox]),
+                    (best.0.to_bits(), (100 + at + best.1) as u32),
+                    "w {w}, ({oy}, {ox})"
                 );
             }
-            let gy: Vec<f32> = (0..ow).map(|i| i as f32 + 1.0).collect();
-            let (mut g0, mut g1) = (vec![-1.0; 2 * ow + 32], vec![-1.0; 2 * ow + 32]);
-            grad_row(&gy, &am[..ow], w, 100, &mut g0[..2 * ow], &mut g1[..2 * ow]);
-            let untouched = |g: &[f32]| g[2 * ow..].iter().all(|&v| v == -1.0);
-            assert!(untouched(&g0) && untouched(&g1), "w {w}: gradient written past the row");
-            for ox in 0..ow {
-                let off = am[ox] as usize - 100 - 2 * ox;
-                let want = |o: usize| if o == off { gy[ox] } else { 0.0 };
-                assert_eq!(
-                    [g0[2 * ox], g0[2 * ox + 1], g1[2 * ox], g1[2 * ox + 1]],
-                    [want(0), want(1), want(w), want(w + 1)]
-                );
+            let gy: Vec<f32> = (0..oh * ow).map(|i| i as f32 + 1.0).collect();
+            let mut gx = vec![-1.0; h * w + 32];
+            grad_plane(&gy, &am[..oh * ow], w, 100, &mut gx[..h * w]);
+            assert!(gx[h * w..].iter().all(|&v| v == -1.0), "w {w}: gradient written past the plane");
+            let mut want = vec![0.0; h * w];
+            for (i, &g) in gy.iter().enumerate() {
+                want[am[i] as usize - 100] = g;
             }
+            assert_eq!(gx[..h * w], want[..], "w {w}, h {h}");
         }
     }
 }
