@@ -791,6 +791,13 @@ mod tests {
     /// fuses nothing), whether or not a later op reads the buffers between the fused ops.
     #[test]
     fn fused_ops_match_op_by_op() {
+        for act in [Act::Relu, Act::Tanh] {
+            fused_ops_match_with(act);
+        }
+    }
+
+    /// [`fused_ops_match_op_by_op`] with `act` after the convolution and its pooling.
+    fn fused_ops_match_with(act: Act) {
         let (n, g) = (3, ConvGeom::same(2, 4, 6, 6, 3));
         let (xl, yl, pl) = (2 * 36, 4 * 36, 4 * 9);
         let lens = [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl]
@@ -810,7 +817,7 @@ mod tests {
             .collect();
         let [x, w, b, y, a, py, pa, gpy, gpool, ga, r1, r2, gw, gb, gx, gxa, r3] = std::array::from_fn(BufId);
         let [gamma, beta, stats, mean, var, count, bn, bna, r4] = std::array::from_fn(|i| BufId(17 + i));
-        let (shape, relu) = (Shape { c: 4, h: 6, w: 6 }, Act::Relu);
+        let shape = Shape { c: 4, h: 6, w: 6 };
         let running = [mean, var, count];
         let ops = [
             Op::BatchNorm {
@@ -828,17 +835,17 @@ mod tests {
             },
             Op::Activation { act: Act::Tanh, x: bn, y: bna, per: xl },
             Op::Conv2d { x, w, b, y, g },
-            Op::Activation { act: relu, x: y, y: a, per: yl },
+            Op::Activation { act: act, x: y, y: a, per: yl },
             Op::MaxPool2d { x: a, y: py, argmax: pa, shape },
             Op::MaxPool2dBackward { gy: gpy, argmax: pa, gx: gpool, shape },
-            Op::ActivationBackward { act: relu, y: a, gy: gpool, gx: ga, per: yl },
+            Op::ActivationBackward { act: act, y: a, gy: gpool, gx: ga, per: yl },
             Op::Conv2dBackward { x, w, gy: ga, gx: Some(gx), gw, gb, g },
             Op::ActivationBackward { act: Act::Sigmoid, y: x, gy: gx, gx: gxa, per: xl },
             // Readers of the buffers between the fused ops, so that they must be written.
             Op::Activation { act: Act::Tanh, x: y, y: r1, per: yl },
             Op::Activation { act: Act::Tanh, x: gpool, y: r2, per: yl },
             Op::Activation { act: Act::Tanh, x: gx, y: r3, per: xl },
-            Op::Activation { act: relu, x: bn, y: r4, per: xl },
+            Op::Activation { act: act, x: bn, y: r4, per: xl },
         ];
         let mut rng = Rng::new(14);
         let inputs: Vec<(BufId, Vec<f32>)> = [x, w, b, gpy, gamma, beta]
