@@ -745,6 +745,24 @@ mod tests {
     use crate::model::Shape;
     use crate::rng::Rng;
 
+    /// A backend over `descs` with normal values (drawn from `seed`) in the buffers `inputs`,
+    /// after `ops` ran at batch `n` in one call (fused) or in one call each (op by op, which
+    /// fuses nothing).
+    fn after(descs: &[BufDesc], inputs: &[BufId], seed: u64, ops: &[Op], n: usize, together: bool) -> CpuBackend {
+        let (mut rng, mut be) = (Rng::new(seed), CpuBackend::new(descs));
+        for &id in inputs {
+            let v: Vec<f32> = (0..descs[id.0].len).map(|_| rng.normal()).collect();
+            be.upload_f32(id, &v).unwrap();
+        }
+        let step = Step { n, offset: 0, t: 1 };
+        if together {
+            be.run(ops, step).unwrap();
+        } else {
+            ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
+        }
+        be
+    }
+
     /// Steps started at once from threads outside the pool and from inside it, each running
     /// parallel loops, all finish with the right sums; a step that panics hands the panic to its
     /// caller instead of leaving the waiting workers spinning.
@@ -835,34 +853,20 @@ mod tests {
             },
             Op::Activation { act: Act::Tanh, x: bn, y: bna, per: xl },
             Op::Conv2d { x, w, b, y, g },
-            Op::Activation { act: act, x: y, y: a, per: yl },
+            Op::Activation { act, x: y, y: a, per: yl },
             Op::MaxPool2d { x: a, y: py, argmax: pa, shape },
             Op::MaxPool2dBackward { gy: gpy, argmax: pa, gx: gpool, shape },
-            Op::ActivationBackward { act: act, y: a, gy: gpool, gx: ga, per: yl },
+            Op::ActivationBackward { act, y: a, gy: gpool, gx: ga, per: yl },
             Op::Conv2dBackward { x, w, gy: ga, gx: Some(gx), gw, gb, g },
             Op::ActivationBackward { act: Act::Sigmoid, y: x, gy: gx, gx: gxa, per: xl },
             // Readers of the buffers between the fused ops, so that they must be written.
             Op::Activation { act: Act::Tanh, x: y, y: r1, per: yl },
             Op::Activation { act: Act::Tanh, x: gpool, y: r2, per: yl },
             Op::Activation { act: Act::Tanh, x: gx, y: r3, per: xl },
-            Op::Activation { act: act, x: bn, y: r4, per: xl },
+            Op::Activation { act, x: bn, y: r4, per: xl },
         ];
-        let mut rng = Rng::new(14);
-        let inputs: Vec<(BufId, Vec<f32>)> = [x, w, b, gpy, gamma, beta]
-            .into_iter()
-            .map(|id| (id, (0..lens[id.0]).map(|_| rng.normal()).collect()))
-            .collect();
         let run = |ops: &[Op], together: bool| {
-            let mut be = CpuBackend::new(&descs);
-            for (id, v) in &inputs {
-                be.upload_f32(*id, v).unwrap();
-            }
-            let step = Step { n, offset: 0, t: 1 };
-            if together {
-                be.run(ops, step).unwrap();
-            } else {
-                ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
-            }
+            let be = after(&descs, &[x, w, b, gpy, gamma, beta], 14, ops, n, together);
             let bits = |id: BufId| be.bufs.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             ([bna, stats, mean, var, a, py, ga, gw, gb, gxa, r1, r2, r3, r4].map(bits), be.bufs.u32(pa).to_vec())
         };
@@ -896,22 +900,8 @@ mod tests {
                 Op::Activation { act: Act::Sigmoid, x: y, y: r1, per: n_out },
                 Op::Activation { act: Act::Sigmoid, x: gx2, y: r2, per: n_out },
             ];
-            let mut rng = Rng::new(15);
-            let inputs: Vec<(BufId, Vec<f32>)> = [x, w, b, w2, b2, gy2]
-                .into_iter()
-                .map(|id| (id, (0..lens[id.0]).map(|_| rng.normal()).collect()))
-                .collect();
             let run = |ops: &[Op], together: bool| {
-                let mut be = CpuBackend::new(&descs);
-                for (id, v) in &inputs {
-                    be.upload_f32(*id, v).unwrap();
-                }
-                let step = Step { n, offset: 0, t: 1 };
-                if together {
-                    be.run(ops, step).unwrap();
-                } else {
-                    ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
-                }
+                let be = after(&descs, &[x, w, b, w2, b2, gy2], 15, ops, n, together);
                 [a, ga, gw2, gb2, r1, r2].map(|id| be.bufs.f(id).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
             };
             assert!(run(&ops, false) == run(&ops, true), "{act:?} with readers");
