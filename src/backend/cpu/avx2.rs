@@ -4,7 +4,6 @@
 //! (8x8 tiles of 256-bit vectors), at both levels, and the max pooling's rows.
 
 use super::gemm::{Rows, Start, View};
-use super::maxpool::{each_grad_row, each_row};
 use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
@@ -287,25 +286,4 @@ unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0
     }
 }
 
-/// [`max_pool_row`] over each output row of a plane ([`super::maxpool::each_row`]).
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn max_pool_plane(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut [u32]) {
-    // SAFETY: the caller vouches for the CPU.
-    each_row(x, w, first, y, argmax, |r0, r1, first, y, am| unsafe { max_pool_row(r0, r1, w, first, y, am) });
-}
-
-/// [`max_pool_grad_row`] over each pair of input-gradient rows of a plane
-/// ([`super::maxpool::each_grad_row`]).
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn max_pool_grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]) {
-    // SAFETY: the caller vouches for the CPU.
-    each_grad_row(gy, argmax, w, first, gx, |gy, am, first, g0, g1| unsafe {
-        max_pool_grad_row(gy, am, w, first, g0, g1)
-    });
-}
+super::maxpool::plane_kernels!("avx2");

@@ -6,7 +6,6 @@
 //! are bit for bit those of the packed path.
 
 use super::gemm::{Rows, Start, View};
-use super::maxpool::{each_grad_row, each_row};
 use super::tiles::{dispatch, for_tiles, Tile, KC};
 use std::arch::x86_64::*;
 
@@ -218,25 +217,4 @@ unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0
     }
 }
 
-/// [`max_pool_row`] over each output row of a plane ([`super::maxpool::each_row`]).
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`available`]).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn max_pool_plane(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut [u32]) {
-    // SAFETY: the caller vouches for the CPU.
-    each_row(x, w, first, y, argmax, |r0, r1, first, y, am| unsafe { max_pool_row(r0, r1, w, first, y, am) });
-}
-
-/// [`max_pool_grad_row`] over each pair of input-gradient rows of a plane
-/// ([`super::maxpool::each_grad_row`]).
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`available`]).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn max_pool_grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]) {
-    // SAFETY: the caller vouches for the CPU.
-    each_grad_row(gy, argmax, w, first, gx, |gy, am, first, g0, g1| unsafe {
-        max_pool_grad_row(gy, am, w, first, g0, g1)
-    });
-}
+super::maxpool::plane_kernels!("avx512f");

@@ -49,6 +49,43 @@ pub(super) fn each_grad_row(
     gx[2 * oh * w..].fill(0.0);
 }
 
+/// A level's plane functions, `max_pool_plane` and `max_pool_grad_plane`: its row kernels
+/// `max_pool_row` and `max_pool_grad_row` over each row of a plane ([`each_row`],
+/// [`each_grad_row`]), compiled with the level's target `feature` so that the row kernels are
+/// inlined.
+#[cfg(target_arch = "x86_64")]
+macro_rules! plane_kernels {
+    ($feature:literal) => {
+        /// `max_pool_row` over each output row of a plane.
+        ///
+        /// # Safety
+        /// The CPU must have the level's instructions.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn max_pool_plane(x: &[f32], w: usize, first: usize, y: &mut [f32], argmax: &mut [u32]) {
+            // SAFETY: the caller vouches for the CPU.
+            let row = |r0: &[f32], r1: &[f32], first, y: &mut [f32], am: &mut [u32]| unsafe {
+                max_pool_row(r0, r1, w, first, y, am)
+            };
+            super::maxpool::each_row(x, w, first, y, argmax, row);
+        }
+
+        /// `max_pool_grad_row` over each pair of input-gradient rows of a plane.
+        ///
+        /// # Safety
+        /// The CPU must have the level's instructions.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn max_pool_grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]) {
+            // SAFETY: the caller vouches for the CPU.
+            let row = |gy: &[f32], am: &[u32], first, g0: &mut [f32], g1: &mut [f32]| unsafe {
+                max_pool_grad_row(gy, am, w, first, g0, g1)
+            };
+            super::maxpool::each_grad_row(gy, argmax, w, first, gx, row);
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(super) use plane_kernels;
+
 /// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
 /// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
