@@ -41,8 +41,9 @@ pub struct CpuBackend {
     bufs: HostBuffers,
     /// The plan's buffers, which the fusion of an op list reads.
     descs: Vec<BufDesc>,
-    /// Scratch of each convolution (forward fills it, backward reads it) and of each dense
-    /// layer's transposed weights, keyed by the layer's input buffer.
+    /// Scratch of each convolution (im2col blocks, bordered rows, partial outputs) and of each
+    /// dense layer's transposed weights, keyed by the layer's input buffer and kept between
+    /// steps; every use writes it before reading it.
     scratch: HashMap<BufId, Vec<f32>>,
     partial: Vec<f32>,
     /// The softmax loss's exponentials of one sample.
