@@ -276,8 +276,9 @@ impl CpuBackend {
 
     /// Runs a dense layer's or convolution's forward `f` with its output (and those of the
     /// activation `act` and the max pooling `pool` (output, argmax) fused into it) moved out and
-    /// its scratch, keyed by the input `x`, grown to `scratch_len`. With `keep` false, nothing reads `y` but the
-    /// activation: `f` gets the activation's output to work in and leaves `y` alone.
+    /// its scratch, keyed by the input `x`, grown to `scratch_len`. With `keep` false, nothing
+    /// reads `y` but the activation: `f` gets the activation's output to work in and leaves `y`
+    /// alone.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn product_forward(
         &mut self,
@@ -883,8 +884,8 @@ mod tests {
     #[test]
     fn fused_dense_activations_match_op_by_op() {
         let (n, n_in, n_out) = (9, 70, 20);
-        let lens = [n * n_in, n_out * n_in, n_out, n * n_out, n * n_out, 3 * n_out, 3, n * 3, n * n_out, n * n_out];
-        let lens = [&lens[..], &[3 * n_out, 3, n * n_out, n * n_out]].concat();
+        let (io, grads) = (n * n_out, 3 * n_out);
+        let lens = [n * n_in, n_out * n_in, n_out, io, io, grads, 3, n * 3, io, io, grads, 3, io, io];
         let descs: Vec<BufDesc> = lens
             .iter()
             .enumerate()

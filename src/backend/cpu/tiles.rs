@@ -62,11 +62,11 @@ pub fn row_offsets(rows: Rows, depth: usize) -> Vec<usize> {
 }
 
 /// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + start(i, j)` for `i < m`, `j < n`,
-/// `p < k` ([`Start`]: `beta·c[i·rs_c + j]` or `bias[i]`), cut into tiles for a kernel of `width`-lane vectors that keeps at most `most` rows
-/// of one vector in registers (half as many of two): column blocks of two vectors, the last of
-/// one when one holds it; as few row blocks as fit, their heights differing by one at most, so
-/// that no thin last block reloads the right operand for few sums. `run(tile, rows, two
-/// vectors)` sums each.
+/// `p < k` ([`Start`]: `beta·c[i·rs_c + j]` or `bias[i]`), cut into tiles for a kernel of
+/// `width`-lane vectors that keeps at most `most` rows of one vector in registers (half as many
+/// of two): column blocks of two vectors, the last of one when one holds it; as few row blocks
+/// as fit, their heights differing by one at most, so that no thin last block reloads the right
+/// operand for few sums. `run(tile, rows, two vectors)` sums each.
 ///
 /// # Safety
 /// `run` must be safe to call on this CPU; `c` must be valid for reads and writes at those
