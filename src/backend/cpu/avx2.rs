@@ -38,11 +38,13 @@ pub unsafe fn gemm(
     })
 }
 
-/// The mask of the first `lanes` of 8.
+/// Eight set lanes, then eight clear: the 8 from `8 - n` are the mask of the first `n`.
+static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// The mask of the first `lanes` of 8 (at most 8): one load.
 #[inline(always)]
 unsafe fn lane_mask(lanes: usize) -> __m256i {
-    let bits: [i32; 8] = std::array::from_fn(|l| if l < lanes { -1 } else { 0 });
-    _mm256_loadu_si256(bits.as_ptr().cast())
+    _mm256_loadu_si256(MASKS[8 - lanes..].as_ptr().cast())
 }
 
 /// The 8 floats at `p`, or only the first `lanes` (the others 0) through `mask`: masked moves
