@@ -1,13 +1,15 @@
 //! Conv2D, stride 1, 'same' zero padding (other paddings and strides: `conv2d_general.rs`), as
-//! products over a cache-sized block of image rows of one sample at a time: the forward reads the
-//! kernel's taps in place from a zero-bordered copy of the block (or from its im2col matrix), the
-//! weight gradient from im2col blocks, and the input gradient is the forward of the output
-//! gradient through the kernel turned half a turn.
+//! products over a cache-sized block of image rows of one sample at a time: the forward and the
+//! weight gradient read the kernel's taps in place from a zero-bordered copy of the block (or
+//! from its im2col matrix), and the input gradient is the forward of the output gradient through
+//! the kernel turned half a turn.
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, h, w]`.
 
-use super::gemm::{copy_rows, gemm, gemm_taps, in_place, row_stride, transpose, transpose_rows, Rows, Shared, View};
+use super::gemm::{
+    copy_rows, gemm, gemm_taps, gemm_to, in_place, row_stride, transpose, transpose_rows, Rows, Shared, View,
+};
 use super::{
-    activation, conv2d_general, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS,
+    activation, conv2d_general, cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS,
 };
 use crate::graph::ConvGeom;
 use crate::model::Act;
@@ -122,13 +124,25 @@ fn pad(src: &[f32], g: &ConvGeom, planes: usize, rows: Range<usize>, dst: &mut [
     }
 }
 
-/// Floats of one weight-gradient term: an im2col block and the output gradient's block,
+/// Whether the products read the kernel's taps in place from bordered copies: a bordered copy of
+/// the input (and, for the forward, a copy of the output; for the weight gradient, a bordered
+/// copy of the output gradient) instead of im2col's k² copies of the input, a gain when those are
+/// fewer floats. (The weight gradient asks more: see [`backward`].)
+fn reads_taps(g: &ConvGeom) -> bool {
+    g.k > 1 && in_place() && g.k * g.k * g.c_in > g.c_in + g.c_out
+}
+
+/// Floats of one weight-gradient term: a bordered input block, the output gradient's block
+/// bordered and transposed ([`reads_taps`]), or an im2col block and the output gradient's block
 /// transposed (for 1x1 kernels, the whole transposed output gradient).
-fn wgrad_unit_len(g: &ConvGeom) -> usize {
+fn wgrad_unit_len(g: &ConvGeom, taps: bool) -> usize {
+    let br = block_rows(g);
     if g.k == 1 {
         g.c_out * g.h * g.w
+    } else if taps {
+        padded_len(g, g.c_in, br) + 2 * g.c_out * br * padded_width(g)
     } else {
-        block_len(g) + block_rows(g) * g.w * g.c_out
+        block_len(g) + br * g.w * g.c_out
     }
 }
 
@@ -167,10 +181,7 @@ pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usiz
         assert!(io.act.is_none() && pool.is_none(), "only 'same' convolutions take epilogues");
         return conv2d_general::forward(io.x, io.w, io.b, io.y, scratch, n, g);
     }
-    // Reading the taps in place costs a bordered copy of the input and a copy of the output
-    // instead of im2col's k² copies of the input: a gain when those are fewer floats.
-    let taps = g.k > 1 && in_place() && g.k * g.k * g.c_in > g.c_in + g.c_out;
-    forward_in(io, pool, scratch, n, g, taps)
+    forward_in(io, pool, scratch, n, g, reads_taps(g))
 }
 
 /// [`forward`] through products that read the kernel's taps in place from zero-bordered copies of
@@ -253,26 +264,12 @@ pub fn backward(
         assert!(act.is_none(), "only 'same' convolutions take epilogues");
         return conv2d_general::backward(x, w, gy, gx, gw, gb, scratch, partial, n, g);
     }
-    let (hw, kk, ol, br) = (g.h * g.w, g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
-    let xl = g.c_in * hw;
+    let (hw, kk, xl) = (g.h * g.w, g.k * g.k, g.c_in * g.h * g.w);
     sum_rows(gy, n, g.c_out, hw, gb);
-    // Each term transposes the output gradient's block it needs, while in cache.
-    weight_grad(partial, gw, n, g.c_out, wgrad_unit_len(g), |s, acc, taps, buf| {
-        let (xs, gys) = (&x[s * xl..][..xl], &gy[s * ol..][..ol]);
-        if g.k == 1 {
-            transpose(gys, g.c_out, hw, buf);
-            let a = View::rows(&xs[taps.start * hw..], hw);
-            return gemm(taps.len(), hw, g.c_out, a, View::rows(&buf[..ol], g.c_out), 1.0, acc);
-        }
-        let (col, gy_t) = buf.split_at_mut(block_len(g));
-        for y0 in (0..g.h).step_by(br) {
-            let rows = y0..(y0 + br).min(g.h);
-            let (px, st) = (rows.len() * g.w, row_stride(br * g.w));
-            im2col(xs, g, rows, taps.clone(), col, st);
-            transpose_rows(&gys[y0 * g.w..], hw, g.c_out, px, gy_t);
-            gemm(taps.len(), px, g.c_out, View::rows(col, st), View::rows(gy_t, g.c_out), 1.0, acc);
-        }
-    });
+    // In place, each product's rows are the channels under one tap: too few to fill the kernel's
+    // tiles when a layer has few input channels or when a small batch cuts them into parts.
+    let parts = cut(g.c_in * kk, n).1;
+    weight_grad_in(x, gy, gw, partial, n, g, reads_taps(g) && g.c_in >= 8 && parts == 1);
     let Some(gx) = gx else { return };
     // `gx[c, iy, ix] = Σ_o Σ_ky Σ_kx w[o, c, ky, kx]·gy[o, iy + p - ky, ix + p - kx]`: the
     // convolution of `gy` with `w_t[c, o, ky, kx] = w[o, c, k-1-ky, k-1-kx]`, zero bias.
@@ -287,6 +284,64 @@ pub fn backward(
     if let Some((f, y)) = act {
         activation::apply_grad_par(f, y, gx, n * xl);
     }
+}
+
+/// `gw[o, c, ky, kx] = Σ_s Σ_pixels gy[s, o, pixel]·x[s, c, pixel + tap]` in [`weight_grad`]'s
+/// terms, each transposing the output gradient's block it needs while in cache: per block of
+/// image rows, one product over its im2col matrix, or (`taps`) one per kernel position over the
+/// bordered input ([`pad`]), whose rows for that position are the channels' planes apart, with the
+/// output gradient bordered by zero columns.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_in(
+    x: &[f32],
+    gy: &[f32],
+    gw: &mut [f32],
+    partial: &mut Vec<f32>,
+    n: usize,
+    g: &ConvGeom,
+    taps_in_place: bool,
+) {
+    let (hw, kk, ol, br) = (g.h * g.w, g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
+    let (xl, p, wp) = (g.c_in * hw, g.k / 2, padded_width(g));
+    weight_grad(partial, gw, n, g.c_out, wgrad_unit_len(g, taps_in_place), |s, acc, taps, buf| {
+        let (xs, gys) = (&x[s * xl..][..xl], &gy[s * ol..][..ol]);
+        if g.k == 1 {
+            transpose(gys, g.c_out, hw, buf);
+            let a = View::rows(&xs[taps.start * hw..], hw);
+            return gemm(taps.len(), hw, g.c_out, a, View::rows(&buf[..ol], g.c_out), 1.0, acc);
+        }
+        for y0 in (0..g.h).step_by(br) {
+            let rows = y0..(y0 + br).min(g.h);
+            let px = rows.len() * g.w;
+            if !taps_in_place {
+                let (col, gy_t) = buf.split_at_mut(block_len(g));
+                let st = row_stride(br * g.w);
+                im2col(xs, g, rows, taps.clone(), col, st);
+                transpose_rows(&gys[y0 * g.w..], hw, g.c_out, px, gy_t);
+                gemm(taps.len(), px, g.c_out, View::rows(col, st), View::rows(gy_t, g.c_out), 1.0, acc);
+                continue;
+            }
+            let (q, plane) = (rows.len() * wp, (rows.len() + 2 * p) * wp);
+            let (x_pad, rest) = buf.split_at_mut(padded_len(g, g.c_in, rows.len()));
+            let (gy_pad, gy_t) = rest.split_at_mut(g.c_out * q);
+            pad(xs, g, g.c_in, rows.clone(), x_pad);
+            gy_pad.fill(0.0);
+            for o in 0..g.c_out {
+                copy_rows(&gys[o * hw + y0 * g.w..], g.w, &mut gy_pad[o * q..], wp, rows.len(), g.w);
+            }
+            transpose(gy_pad, g.c_out, q, gy_t);
+            let b = View::rows(&gy_t[..q * g.c_out], g.c_out);
+            for t in 0..kk {
+                // The channels `c` whose tap `c·k² + t` is among `taps`, each a row of `acc`.
+                let (c0, c1) = (taps.start.saturating_sub(t).div_ceil(kk), taps.end.saturating_sub(t).div_ceil(kk));
+                if c0 < c1 {
+                    let a = View { data: &x_pad[c0 * plane + t / g.k * wp + t % g.k..], rs: plane, cs: 1 };
+                    let out = &mut acc[(c0 * kk + t - taps.start) * g.c_out..];
+                    gemm_to(c1 - c0, q, g.c_out, a, b, 1.0, out, kk * g.c_out);
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -323,6 +378,48 @@ mod tests {
                 (bits(&y), bits(&a), bits(&py), pa)
             };
             assert!(run(true) == run(false), "{g:?}");
+        }
+    }
+
+    /// The weight gradient read from bordered copies gives im2col's bits where each block's sums
+    /// are one chain (at most 256 bordered pixels: the border's zero terms change no sum): the
+    /// MNIST CNN's middle layer, odd sizes, a 5x5 kernel, an image smaller than the kernel; two
+    /// or three samples, so that the taps are cut into parts that split a channel's taps. Where
+    /// blocks of 12 + 12 + 12 + 4 rows 65 wide cut the chains elsewhere, each result within 1e-5
+    /// of the sum of its terms' magnitudes (about 100 roundings of 6e-8, as for direct sums).
+    #[test]
+    fn weight_grad_taps_match_im2col() {
+        if !in_place() {
+            return eprintln!("SKIPPED: products over taps need AVX2 or AVX-512, which this level lacks");
+        }
+        let mut rng = Rng::new(14);
+        for (n, g) in [
+            (3, ConvGeom::same(8, 16, 14, 14, 3)),
+            (2, ConvGeom::same(5, 7, 7, 9, 3)),
+            (2, ConvGeom::same(3, 4, 9, 11, 5)),
+            (3, ConvGeom::same(2, 2, 2, 3, 5)),
+            (2, ConvGeom::same(8, 5, 40, 64, 3)),
+        ] {
+            let hw = g.h * g.w;
+            let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+            let (x, gy) = (values(n * g.c_in * hw), values(n * g.c_out * hw));
+            let run = |x: &[f32], gy: &[f32], taps: bool| {
+                let mut gw = vec![0.0f32; g.c_out * g.c_in * g.k * g.k];
+                weight_grad_in(x, gy, &mut gw, &mut Vec::new(), n, &g, taps);
+                gw
+            };
+            let (got, want) = (run(&x, &gy, true), run(&x, &gy, false));
+            if g.h * padded_width(&g) <= 256 {
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&got) == bits(&want), "{g:?}");
+                continue;
+            }
+            assert!(block_rows(&g) == 12);
+            let abs = |v: &[f32]| v.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+            let mag = run(&abs(&x), &abs(&gy), false);
+            for (i, ((&a, &b), &m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * m, "{g:?} gw[{i}]: {a} vs {b}");
+            }
         }
     }
 
