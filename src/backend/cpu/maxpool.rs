@@ -181,6 +181,24 @@ pub fn backward(
     });
 }
 
+/// [`backward`] with an activation's backward `act = (f, pooled)` applied in place, from the
+/// pooling's output `pooled` (the activation's output at each window's maximum): each window's
+/// gradient goes to its maximum already multiplied by `f'` there, every other input gets 0.
+/// Where `f'` is finite, the bits of [`backward`] (which multiplies those zeros by `f'` too),
+/// without reading the activation's whole output or passing over `gx` twice.
+pub fn backward_at_maxima(gy: &[f32], argmax: &[u32], gx: &mut [f32], act: (Act, &[f32]), n: usize, s: &Shape) {
+    let (f, pooled) = act;
+    let (pl, plane) = (s.h / 2 * (s.w / 2), s.h * s.w);
+    let outs = gy[..n * s.c * pl].par_chunks(pl).zip(argmax[..n * s.c * pl].par_chunks(pl).zip(pooled.par_chunks(pl)));
+    let planes = gx[..n * s.len()].par_chunks_mut(plane).zip(outs).enumerate();
+    planes.for_each_init(Vec::new, |g, (p, (gxs, (gys, (am, ys))))| {
+        g.clear();
+        g.extend_from_slice(gys);
+        activation::apply_grad(f, ys, g);
+        grad_plane(g, am, s.w, p % s.c * plane, gxs);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

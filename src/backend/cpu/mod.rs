@@ -214,6 +214,12 @@ fn fused_outputs(mid: BufId, out: Option<BufId>, keep: bool) -> (BufId, Option<B
     }
 }
 
+/// The max pooling in `ops` whose backward `op` is: its output holds each window's maximum.
+fn pooling_of<'a>(ops: &'a [Op], op: &Op) -> Option<&'a Op> {
+    let &Op::MaxPool2dBackward { argmax, .. } = op else { return None };
+    ops.iter().find(|o| matches!(o, Op::MaxPool2d { argmax: a, .. } if *a == argmax))
+}
+
 /// A convolution's input gradient `gx` and the activation backward fused into it, which is only
 /// done when nothing else reads `gx`: the activation's output takes `gx`'s place, and the
 /// activation (its function and forward output) runs there in place.
@@ -339,7 +345,7 @@ impl CpuBackend {
             OpKind::Product => self.run_product(op, step.n, fused, keep, pool),
             OpKind::Loss => self.run_loss(op, step.n),
             OpKind::Update => self.run_update(op, step.t),
-            OpKind::Elementwise => self.run_elementwise(op, step, fused, keep),
+            OpKind::Elementwise => self.run_elementwise(op, step, fused, keep, pool),
         }
     }
 
@@ -419,7 +425,7 @@ impl CpuBackend {
 
     /// Gathers, poolings, activations and dropout (a max pooling's backward with the
     /// activation's backward fused into it).
-    fn run_elementwise(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool) {
+    fn run_elementwise(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
         let act_grad = activation_backward(fused);
         let n = step.n;
         match *op {
@@ -451,6 +457,12 @@ impl CpuBackend {
             }
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
                 let (gx, out) = fused_outputs(gx, act_grad.map(|(_, _, out)| out), keep);
+                if let (Some((f, _, _)), None, Some(&Op::MaxPool2d { y: pooled, .. })) = (act_grad, out, pool) {
+                    let mut gxv = self.bufs.take(gx);
+                    let at_maxima = (f, self.bufs.f(pooled));
+                    maxpool::backward_at_maxima(self.bufs.f(gy), self.bufs.u32(argmax), &mut gxv, at_maxima, n, shape);
+                    return self.bufs.put(gx, gxv);
+                }
                 let (mut gxv, mut outv) = (self.bufs.take(gx), out.map(|id| self.bufs.take(id)));
                 let act = act_grad.map(|(f, y, _)| (f, self.bufs.f(y), outv.as_deref_mut()));
                 maxpool::backward(self.bufs.f(gy), self.bufs.u32(argmax), &mut gxv, act, n, shape);
@@ -732,7 +744,8 @@ impl Backend for CpuBackend {
         with_workers_awake(|| {
             for unit in &units {
                 let at = |i: Option<usize>| i.map(|i| &ops[i]);
-                self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, at(unit.pool));
+                let pool = at(unit.pool).or_else(|| pooling_of(ops, &ops[unit.op]));
+                self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, pool);
             }
         });
         self.units[i].1 = units;
