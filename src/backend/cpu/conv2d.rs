@@ -9,7 +9,7 @@ use super::gemm::{
     copy_rows, gemm, gemm_taps, gemm_to, in_place, row_stride, transpose, transpose_rows, Rows, Shared, View,
 };
 use super::{
-    activation, conv2d_general, cut, for_units, maxpool, sum_rows, weight_grad, Activate, ForwardIo, Pooled, CHUNKS,
+    activation, conv2d_general, cut, for_units, maxpool, weight_grad, Activate, BiasGrad, ForwardIo, Pooled, CHUNKS,
 };
 use crate::graph::ConvGeom;
 use crate::model::Act;
@@ -264,12 +264,11 @@ pub fn backward(
         assert!(act.is_none(), "only 'same' convolutions take epilogues");
         return conv2d_general::backward(x, w, gy, gx, gw, gb, scratch, partial, n, g);
     }
-    let (hw, kk, xl) = (g.h * g.w, g.k * g.k, g.c_in * g.h * g.w);
-    sum_rows(gy, n, g.c_out, hw, gb);
+    let (kk, xl) = (g.k * g.k, g.c_in * g.h * g.w);
     // In place, each product's rows are the channels under one tap: too few to fill the kernel's
     // tiles when a layer has few input channels or when a small batch cuts them into parts.
     let parts = cut(g.c_in * kk, n).1;
-    weight_grad_in(x, gy, gw, partial, n, g, reads_taps(g) && g.c_in >= 8 && parts == 1);
+    weight_grad_in(x, gy, (gw, gb), partial, n, g, reads_taps(g) && g.c_in >= 8 && parts == 1);
     let Some(gx) = gx else { return };
     // `gx[c, iy, ix] = Σ_o Σ_ky Σ_kx w[o, c, ky, kx]·gy[o, iy + p - ky, ix + p - kx]`: the
     // convolution of `gy` with `w_t[c, o, ky, kx] = w[o, c, k-1-ky, k-1-kx]`, zero bias.
@@ -295,7 +294,7 @@ pub fn backward(
 fn weight_grad_in(
     x: &[f32],
     gy: &[f32],
-    gw: &mut [f32],
+    (gw, gb): (&mut [f32], &mut [f32]),
     partial: &mut Vec<f32>,
     n: usize,
     g: &ConvGeom,
@@ -303,7 +302,8 @@ fn weight_grad_in(
 ) {
     let (hw, kk, ol, br) = (g.h * g.w, g.k * g.k, g.c_out * g.h * g.w, block_rows(g));
     let (xl, p, wp) = (g.c_in * hw, g.k / 2, padded_width(g));
-    weight_grad(partial, gw, n, g.c_out, wgrad_unit_len(g, taps_in_place), |s, acc, taps, buf| {
+    let bias = BiasGrad { gy, cols: hw, gb };
+    weight_grad(partial, gw, bias, n, g.c_out, wgrad_unit_len(g, taps_in_place), |s, acc, taps, buf| {
         let (xs, gys) = (&x[s * xl..][..xl], &gy[s * ol..][..ol]);
         if g.k == 1 {
             transpose(gys, g.c_out, hw, buf);
@@ -404,8 +404,8 @@ mod tests {
             let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
             let (x, gy) = (values(n * g.c_in * hw), values(n * g.c_out * hw));
             let run = |x: &[f32], gy: &[f32], taps: bool| {
-                let mut gw = vec![0.0f32; g.c_out * g.c_in * g.k * g.k];
-                weight_grad_in(x, gy, &mut gw, &mut Vec::new(), n, &g, taps);
+                let (mut gw, mut gb) = (vec![0.0f32; g.c_out * g.c_in * g.k * g.k], vec![0.0; g.c_out]);
+                weight_grad_in(x, gy, (&mut gw, &mut gb), &mut Vec::new(), n, &g, taps);
                 gw
             };
             let (got, want) = (run(&x, &gy, true), run(&x, &gy, false));

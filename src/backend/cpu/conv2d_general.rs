@@ -4,7 +4,7 @@
 //! Shapes: `x[n, c_in, h, w]`, `w[c_out, c_in, k, k]`, `y[n, c_out, oh, ow]` ([`ConvGeom::out`]).
 
 use super::gemm::{gemm, gemm_to, row_stride, transpose_rows, Shared, View};
-use super::{for_units, sum_rows, weight_grad, CHUNKS};
+use super::{for_units, weight_grad, BiasGrad, CHUNKS};
 use crate::graph::ConvGeom;
 use std::ops::Range;
 
@@ -90,8 +90,8 @@ pub fn backward(
 ) {
     let ((oh, ow), ckk, br) = (g.out(), g.c_in * g.k * g.k, block_rows(g));
     let (xl, ohw, st) = (g.c_in * g.h * g.w, oh * ow, row_stride(br * ow));
-    sum_rows(gy, n, g.c_out, ohw, gb);
-    weight_grad(partial, gw, n, g.c_out, block_len(g) + br * ow * g.c_out, |s, acc, taps, buf| {
+    let bias = BiasGrad { gy, cols: ohw, gb };
+    weight_grad(partial, gw, bias, n, g.c_out, block_len(g) + br * ow * g.c_out, |s, acc, taps, buf| {
         let (col, gy_t) = buf.split_at_mut(block_len(g));
         for y0 in (0..oh).step_by(br) {
             let rows = y0..(y0 + br).min(oh);

@@ -3,7 +3,7 @@
 //! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
 use super::gemm::{gemm, row_stride, transpose, Shared, View};
-use super::{cut, for_units, input_grad, sum_rows, weight_grad, Activate, ForwardIo, CHUNKS};
+use super::{cut, for_units, input_grad, weight_grad, Activate, BiasGrad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use crate::model::Act;
 use rayon::prelude::*;
@@ -103,7 +103,6 @@ pub fn backward(
     let (hw, o4, zl, xl) = (g.h * g.w, g.c_out * 4, z_len(g), g.c_in * g.h * g.w);
     let (z, x_t) = scratch.split_at_mut(n * zl);
     let st = row_stride(hw);
-    sum_rows(gy, n, g.c_out, 4 * hw, gb);
     // z <- gy in block-major order.
     let gys = gy[..n * o4 * hw].par_chunks(o4 * hw);
     gys.zip(z.par_chunks_mut(zl)).for_each(|(gys, z)| {
@@ -113,7 +112,7 @@ pub fn backward(
         })
     });
     x[..n * xl].par_chunks(xl).zip(x_t[..n * xl].par_chunks_mut(xl)).for_each(|(s, t)| transpose(s, g.c_in, hw, t));
-    weight_grad(partial, gw, n, g.c_in, 0, |s, acc, rows, _| {
+    weight_grad(partial, gw, BiasGrad { gy, cols: 4 * hw, gb }, n, g.c_in, 0, |s, acc, rows, _| {
         let a = View::rows(&z[s * zl + rows.start * st..], st);
         gemm(rows.len(), hw, g.c_in, a, View::rows(&x_t[s * xl..][..xl], g.c_in), 1.0, acc);
     });

@@ -56,24 +56,47 @@ pub struct CpuBackend {
     units: Vec<(Vec<Op>, Vec<Fused>)>,
 }
 
-/// `out[i] = Σ_s Σ_j x[s, i, j]` for `x[n, rows, cols]`, rows in parallel. Each row of `cols`
-/// is summed in eight f32 lanes (so that it vectorises), the lanes and samples in f64, always in
-/// the same order.
+/// A row's sum in two parts: its floats in eight f32 lanes (so that it vectorises), the lanes
+/// added in f64; the floats past the last whole eight, in f64.
+fn row_sum(row: &[f32]) -> (f64, f64) {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, v)| *l += v);
+    }
+    (lanes.iter().map(|&l| l as f64).sum::<f64>(), chunks.remainder().iter().map(|&v| v as f64).sum::<f64>())
+}
+
+/// `Σ_s` of each sample's [`row_sum`] parts, `parts(s)`, in f64 in sample order.
+fn add_samples(n: usize, parts: impl Fn(usize) -> (f64, f64)) -> f32 {
+    let mut acc = 0.0f64;
+    for (whole, rest) in (0..n).map(parts) {
+        acc += whole;
+        acc += rest;
+    }
+    acc as f32
+}
+
+/// `out[i] = Σ_s Σ_j x[s, i, j]` for `x[n, rows, cols]`, rows in parallel ([`row_sum`],
+/// [`add_samples`]: always the same order).
 fn sum_rows(x: &[f32], n: usize, rows: usize, cols: usize, out: &mut [f32]) {
     out[..rows].par_iter_mut().enumerate().for_each(|(i, o)| {
-        let mut acc = 0.0f64;
-        for s in 0..n {
-            let row = &x[(s * rows + i) * cols..][..cols];
-            let mut lanes = [0.0f32; 8];
-            let mut chunks = row.chunks_exact(8);
-            for c in &mut chunks {
-                lanes.iter_mut().zip(c).for_each(|(l, v)| *l += v);
-            }
-            acc += lanes.iter().map(|&l| l as f64).sum::<f64>();
-            acc += chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
-        }
-        *o = acc as f32;
+        *o = add_samples(n, |s| row_sum(&x[(s * rows + i) * cols..][..cols]));
     });
+}
+
+/// A bias gradient that [`weight_grad`] takes with its weight gradient, while each sample's
+/// output gradient is in cache: `gb[c] = Σ_s Σ_j gy[s, c, j]` for `gy[n, gb.len(), cols]`, the
+/// bits of [`sum_rows`].
+struct BiasGrad<'a> {
+    gy: &'a [f32],
+    cols: usize,
+    gb: &'a mut [f32],
+}
+
+thread_local! {
+    /// Each sample's [`row_sum`]s for a [`BiasGrad`].
+    static BIAS_PARTS: std::cell::RefCell<Vec<(f64, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `(per, parts)`: a sample's `rows` (whole rows of a product's output, so the results do not
@@ -126,15 +149,17 @@ fn input_grad(
     });
 }
 
-/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`. `term(s, acc, part, buf)` adds sample
+/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`, and the `bias` gradient. `term(s, acc, part, buf)` adds sample
 /// `s`'s part to rows `part` of `acc`, the transpose `[cols, rows]` (so that the products' right
 /// operands are row-major), with `buf` (`per` floats) to work in. The batch is cut into
 /// [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` (grown as needed), the
 /// rows of `acc` into parts ([`cut`]); they all run in parallel, and the chunks are then added in
 /// order.
+#[allow(clippy::too_many_arguments)]
 fn weight_grad(
     partial: &mut Vec<f32>,
     gw: &mut [f32],
+    bias: BiasGrad,
     n: usize,
     rows: usize,
     per: usize,
@@ -143,14 +168,30 @@ fn weight_grad(
     let (len, per_chunk, per) = (gw.len(), n.div_ceil(CHUNKS), per.max(1));
     let (part_rows, parts) = cut(len / rows, n);
     let (sums, bufs) = grown(partial, CHUNKS * (len + parts * per)).split_at_mut(CHUNKS * len);
+    let BiasGrad { gy, cols, gb } = bias;
+    let c_b = gb.len();
+    let mut bias_parts = BIAS_PARTS.take();
+    bias_parts.resize(n * c_b, (0.0, 0.0));
+    let sample_parts = Shared::new(&mut bias_parts[..]);
     let tasks = sums.par_chunks_mut(len).zip(bufs.par_chunks_mut(parts * per)).enumerate();
     tasks.for_each(|(c, (sum, bufs))| {
         sum.par_chunks_mut(part_rows * rows).zip(bufs.par_chunks_mut(per)).enumerate().for_each(|(p, (acc, buf))| {
             acc.fill(0.0);
             let part = p * part_rows..p * part_rows + acc.len() / rows;
-            (c * per_chunk..((c + 1) * per_chunk).min(n)).for_each(|s| term(s, acc, part.clone(), buf));
+            for s in c * per_chunk..((c + 1) * per_chunk).min(n) {
+                if p == 0 {
+                    // SAFETY: sample `s`'s first part alone writes its bias parts.
+                    let out = unsafe { sample_parts.slice(s * c_b, c_b) };
+                    out.iter_mut().enumerate().for_each(|(i, o)| *o = row_sum(&gy[(s * c_b + i) * cols..][..cols]));
+                }
+                term(s, acc, part.clone(), buf);
+            }
         });
     });
+    for (i, gb) in gb.iter_mut().enumerate() {
+        *gb = add_samples(n, |s| bias_parts[s * c_b + i]);
+    }
+    BIAS_PARTS.set(bias_parts);
     let (sum, rest) = sums.split_at_mut(len);
     for c in 1..CHUNKS {
         sum.iter_mut().zip(&rest[(c - 1) * len..][..len]).for_each(|(o, p)| *o += p);
@@ -826,6 +867,23 @@ mod tests {
     fn fused_ops_match_op_by_op() {
         for act in [Act::Relu, Act::Tanh] {
             fused_ops_match_with(act);
+        }
+    }
+
+    /// The bias gradient taken with a weight gradient has the bits of the output gradient's rows
+    /// summed on their own: batches smaller and larger than the chunks, rows with and without
+    /// floats past the last eight, taps cut into parts.
+    #[test]
+    fn bias_with_weight_grad_matches_sum_rows() {
+        let mut rng = Rng::new(21);
+        for (n, c, cols) in [(1, 3, 5), (3, 8, 196), (13, 5, 49), (100, 16, 36)] {
+            let gy: Vec<f32> = (0..n * c * cols).map(|_| rng.normal()).collect();
+            let mut want = vec![0.0; c];
+            sum_rows(&gy, n, c, cols, &mut want);
+            let (mut gw, mut gb) = (vec![0.0; c * 6], vec![0.0; c]);
+            weight_grad(&mut Vec::new(), &mut gw, BiasGrad { gy: &gy, cols, gb: &mut gb }, n, c, 1, |_, _, _, _| {});
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gb), bits(&want), "n {n} c {c} cols {cols}");
         }
     }
 
