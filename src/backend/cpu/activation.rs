@@ -1,7 +1,7 @@
 //! Elementwise activations and dropout, forward and backward; the backward passes read the
 //! forward output `y`.
 
-use super::level::{level, Level};
+use super::level::{at_level, level, Level, Vectorised};
 use crate::model::{Act, LEAKY_SLOPE};
 use crate::rng::mask_uniform;
 use rayon::prelude::*;
@@ -38,7 +38,7 @@ fn reduce(x: f32) -> (f32, f32) {
 /// `e^x` for `x ≤ 0` from [`reduce`], within 2 ulp; 0 below -87.3 (where `e^x` nears the
 /// smallest normal float).
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub fn exp_nonpositive(x: f32) -> f32 {
     let (scale, em1) = reduce(if x < -87.3 { -87.3 } else { x });
     if x < -87.3 {
         0.0
@@ -93,27 +93,20 @@ pub fn apply(act: Act, v: &mut [f32]) {
     apply_at(level(), act, v)
 }
 
-/// [`apply`] compiled for `level`'s instructions: the same operations at each, so the same bits.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+/// [`apply`] compiled for `level`'s instructions ([`at_level`]).
 pub fn apply_at(level: Level, act: Act, v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(act: Act, v: &mut [f32]) {
-            each_act(act, v)
-        }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(act: Act, v: &mut [f32]) {
-            each_act(act, v)
-        }
-        match level {
-            // SAFETY: a level is only chosen on a CPU that has its instructions.
-            Level::Avx2 => return unsafe { avx2(act, v) },
-            Level::Avx512 => return unsafe { avx512(act, v) },
-            _ => {}
-        }
+    at_level(level, EachAct(act, v))
+}
+
+/// [`each_act`]'s operands.
+struct EachAct<'a>(Act, &'a mut [f32]);
+
+impl Vectorised for EachAct<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        each_act(self.0, self.1)
     }
-    each_act(act, v)
 }
 
 /// The loops of [`apply`], inlined into each level's function so that they vectorise with its

@@ -78,6 +78,37 @@ pub fn level() -> Level {
     *LEVEL.get_or_init(from_env).as_ref().unwrap_or(&Level::Scalar)
 }
 
+/// Loops written for the compiler to vectorise, with their operands, for [`at_level`]; `run`
+/// must be `#[inline(always)]` (a closure or a function passed as a value is not inlined into
+/// a function with more instructions than its own, and would run at the baseline's).
+pub trait Vectorised {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+/// `v.run()` inlined into a function compiled for `level`'s instructions: the same operations at
+/// each level, and so the same bits, in wider vectors.
+pub fn at_level<V: Vectorised>(level: Level, v: V) -> V::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<V: Vectorised>(v: V) -> V::Out {
+            v.run()
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<V: Vectorised>(v: V) -> V::Out {
+            v.run()
+        }
+        match level {
+            // SAFETY: a level is only chosen on a CPU that has its instructions.
+            Level::Avx2 => return unsafe { avx2(v) },
+            Level::Avx512 => return unsafe { avx512(v) },
+            _ => {}
+        }
+    }
+    v.run()
+}
+
 /// Whether the AVX-512 kernels run.
 pub fn avx512() -> bool {
     level() == Level::Avx512
