@@ -181,12 +181,21 @@ pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usiz
         assert!(io.act.is_none() && pool.is_none(), "only 'same' convolutions take epilogues");
         return conv2d_general::forward(io.x, io.w, io.b, io.y, scratch, n, g);
     }
-    forward_in(io, pool, scratch, n, g, reads_taps(g))
+    forward_in((io, None), pool, scratch, n, g, reads_taps(g))
 }
 
 /// [`forward`] through products that read the kernel's taps in place from zero-bordered copies of
 /// the input (`taps`), or through im2col blocks. The same sums in the same order either way.
-fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize, g: &ConvGeom, taps: bool) {
+/// With `grad = Some((f, y))` the output is a gradient, each block multiplied in place by `f'` of
+/// the forward output `y` while in cache.
+fn forward_in(
+    (io, grad): (ForwardIo, Option<(Act, &[f32])>),
+    pool: Option<Pooled>,
+    scratch: &mut [f32],
+    n: usize,
+    g: &ConvGeom,
+    taps: bool,
+) {
     let ForwardIo { x, w, b, y, act } = io;
     let (hw, ckk, br) = (g.h * g.w, g.c_in * g.k * g.k, block_rows(g));
     let (xl, yl, blocks) = (g.c_in * hw, g.c_out * hw, g.h.div_ceil(br));
@@ -231,6 +240,11 @@ fn forward_in(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize
                     act.apply(&out, at, px);
                 }
             }
+            if let Some((f, ys)) = grad {
+                for at in (0..g.c_out).map(|o| at + o * hw) {
+                    activation::apply_grad(f, &ys[at..][..px], out.slice(at, px));
+                }
+            }
             if let Some((py, pa)) = &pool {
                 let (pooled, orows) = (act.as_ref().map_or(&out, |a| a.result(&out)), rows.len() / 2 * ow);
                 for o in 0..g.c_out {
@@ -264,7 +278,7 @@ pub fn backward(
         assert!(act.is_none(), "only 'same' convolutions take epilogues");
         return conv2d_general::backward(x, w, gy, gx, gw, gb, scratch, partial, n, g);
     }
-    let (kk, xl) = (g.k * g.k, g.c_in * g.h * g.w);
+    let kk = g.k * g.k;
     // In place, each product's rows are the channels under one tap: too few to fill the kernel's
     // tiles when a layer has few input channels or when a small batch cuts them into parts.
     let parts = cut(g.c_in * kk, n).1;
@@ -279,10 +293,8 @@ pub fn backward(
         let (o, c) = (oc / g.c_in, oc % g.c_in);
         w_t[(c * g.c_out + o) * kk..][..kk].iter_mut().zip(taps.iter().rev()).for_each(|(t, &v)| *t = v);
     }
-    forward(ForwardIo { x: gy, w: w_t, b: zeros, y: gx, act: None }, None, scratch, n, &turned(g));
-    if let Some((f, y)) = act {
-        activation::apply_grad_par(f, y, gx, n * xl);
-    }
+    let io = ForwardIo { x: gy, w: w_t, b: zeros, y: gx, act: None };
+    forward_in((io, act), None, scratch, n, &turned(g), reads_taps(&turned(g)));
 }
 
 /// `gw[o, c, ky, kx] = Σ_s Σ_pixels gy[s, o, pixel]·x[s, c, pixel + tap]` in [`weight_grad`]'s
@@ -373,7 +385,7 @@ mod tests {
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
                 let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, Some(&mut a))) };
                 let pool = pools_in_blocks(&g).then_some((&mut py[..], &mut pa[..]));
-                forward_in(io, pool, &mut scratch, n, &g, taps);
+                forward_in((io, None), pool, &mut scratch, n, &g, taps);
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 (bits(&y), bits(&a), bits(&py), pa)
             };
