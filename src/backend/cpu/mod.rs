@@ -149,12 +149,12 @@ fn input_grad(
     });
 }
 
-/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`, and the `bias` gradient. `term(s, acc, part, buf)` adds sample
-/// `s`'s part to rows `part` of `acc`, the transpose `[cols, rows]` (so that the products' right
-/// operands are row-major), with `buf` (`per` floats) to work in. The batch is cut into
-/// [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` (grown as needed), the
-/// rows of `acc` into parts ([`cut`]); they all run in parallel, and the chunks are then added in
-/// order.
+/// `gw[rows, cols] = Σ_s term(s)` over a batch of `n`, and the `bias` gradient. `term(s, acc,
+/// part, buf)` adds sample `s`'s part to rows `part` of `acc`, the transpose `[cols, rows]` (so
+/// that the products' right operands are row-major), with `buf` (`per` floats) to work in. The
+/// batch is cut into [`CHUNKS`] fixed chunks, each summed into its own slice of `partial` (grown
+/// as needed), the rows of `acc` into parts ([`cut`]); they all run in parallel, and the chunks
+/// are then added in order.
 #[allow(clippy::too_many_arguments)]
 fn weight_grad(
     partial: &mut Vec<f32>,
@@ -378,9 +378,10 @@ impl CpuBackend {
 
     /// Runs `op`, and `fused`, the activation that follows it, inside it: forward after a dense
     /// layer or convolution, backward after their input gradients or a max pooling's backward;
-    /// and `pool`, a max
-    /// pooling after a convolution (and its activation). With `keep` false, no later op reads
-    /// the output of `op` that `fused` reads, and it is not written.
+    /// and `pool`, a max pooling after a convolution (and its activation), or for a max
+    /// pooling's backward, its forward, whose output an activation's backward reads
+    /// ([`pooling_of`]). With `keep` false, no later op reads the output of `op` that `fused`
+    /// reads, and it is not written.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
         match op.kind() {
             OpKind::Product => self.run_product(op, step.n, fused, keep, pool),
