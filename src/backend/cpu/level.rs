@@ -88,6 +88,7 @@ pub trait Vectorised {
 
 /// `v.run()` inlined into a function compiled for `level`'s instructions: the same operations at
 /// each level, and so the same bits, in wider vectors.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn at_level<V: Vectorised>(level: Level, v: V) -> V::Out {
     #[cfg(target_arch = "x86_64")]
     {
