@@ -4,6 +4,7 @@
 //! mean, f32 loses digits in `x - μ`.
 
 use super::activation;
+use super::level::{at_level, level, Vectorised};
 use crate::backend::reference::layers as r;
 use crate::model::Act;
 use rayon::prelude::*;
@@ -28,7 +29,7 @@ pub fn forward(
     (train, momentum, eps): (bool, f32, f32),
 ) {
     let moments: Option<Vec<(f64, f64)>> =
-        train.then(|| (0..c).into_par_iter().map(|ch| r::batch_moments(x, n, (c, hw), ch)).collect());
+        train.then(|| (0..c).into_par_iter().map(|ch| at_level(level(), Moments(x, n, (c, hw), ch))).collect());
     let channels = r::batch_norm_stats(moments.as_deref(), running, n * hw, (momentum, eps));
     for (ch, &(mean, inv)) in channels.iter().enumerate() {
         (stats[ch], stats[c + ch]) = (mean as f32, inv as f32);
@@ -37,7 +38,7 @@ pub fn forward(
     planes.with_min_len(planes_per_task(hw)).for_each(|(plane, (y, x))| {
         let ch = plane % c;
         let affine = (f64::from(gamma[ch]), f64::from(beta[ch]));
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = r::normalised(x, channels[ch], affine));
+        at_level(level(), Normalise(x, y, channels[ch], affine));
         if let Some(act) = act {
             activation::apply(act, y);
         }
@@ -59,7 +60,7 @@ pub fn backward(
 ) {
     let channels: Vec<(f64, f64)> = (0..c).map(|ch| (f64::from(stats[ch]), f64::from(stats[c + ch]))).collect();
     let sums: Vec<(f64, f64)> =
-        (0..c).into_par_iter().map(|ch| r::batch_norm_sums(x, gy, n, (c, hw), ch, channels[ch])).collect();
+        (0..c).into_par_iter().map(|ch| at_level(level(), Sums(x, gy, n, (c, hw), ch, channels[ch]))).collect();
     for (ch, &(gb, gg)) in sums.iter().enumerate() {
         (ggamma[ch], gbeta[ch]) = (gg as f32, gb as f32);
     }
@@ -68,8 +69,55 @@ pub fn backward(
     let planes = gx[..n * c * hw].par_chunks_mut(hw).zip(x.par_chunks(hw).zip(gy.par_chunks(hw))).enumerate();
     planes.with_min_len(planes_per_task(hw)).for_each(|(plane, (gx, (x, gy)))| {
         let ch = plane % c;
-        for (o, (&x, &g)) in gx.iter_mut().zip(x.iter().zip(gy)) {
-            *o = r::normalised_grad(x, g, channels[ch], f64::from(gamma[ch]), sums[ch], m);
-        }
+        at_level(level(), NormalisedGrad(x, gy, gx, channels[ch], f64::from(gamma[ch]), sums[ch], m));
     });
+}
+
+/// [`r::batch_moments`] of one channel, run at the process's level ([`at_level`]).
+struct Moments<'a>(&'a [f32], usize, (usize, usize), usize);
+
+impl Vectorised for Moments<'_> {
+    type Out = (f64, f64);
+    #[inline(always)]
+    fn run(self) -> (f64, f64) {
+        r::batch_moments(self.0, self.1, self.2, self.3)
+    }
+}
+
+/// [`r::normalised`] over a plane `x` into `y`, at the process's level.
+struct Normalise<'a>(&'a [f32], &'a mut [f32], (f64, f64), (f64, f64));
+
+impl Vectorised for Normalise<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let Normalise(x, y, stats, affine) = self;
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y = r::normalised(x, stats, affine));
+    }
+}
+
+/// [`r::batch_norm_sums`] of one channel, at the process's level.
+struct Sums<'a>(&'a [f32], &'a [f32], usize, (usize, usize), usize, (f64, f64));
+
+impl Vectorised for Sums<'_> {
+    type Out = (f64, f64);
+    #[inline(always)]
+    fn run(self) -> (f64, f64) {
+        let Sums(x, gy, n, shape, ch, stats) = self;
+        r::batch_norm_sums(x, gy, n, shape, ch, stats)
+    }
+}
+
+/// [`r::normalised_grad`] over a plane, at the process's level.
+struct NormalisedGrad<'a>(&'a [f32], &'a [f32], &'a mut [f32], (f64, f64), f64, (f64, f64), f64);
+
+impl Vectorised for NormalisedGrad<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let NormalisedGrad(x, gy, gx, stats, gamma, sums, m) = self;
+        for (o, (&x, &g)) in gx.iter_mut().zip(x.iter().zip(gy)) {
+            *o = r::normalised_grad(x, g, stats, gamma, sums, m);
+        }
+    }
 }

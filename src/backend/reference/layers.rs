@@ -217,31 +217,51 @@ fn store_grads((ax, aw, ab): (&[f64], &[f64], &[f64]), gx: Option<&mut [f32]>, g
     }
 }
 
-/// `Σ f(a, b)` in f64 over channel `ch` of `a` and `b` (each `[n, c, hw]`), sample by sample:
-/// each plane in eight running sums (value `i` into sum `i % 8`, so that the additions need not
-/// wait on one another), added in order.
-fn channel_sum(a: &[f32], b: &[f32], n: usize, (c, hw): (usize, usize), ch: usize, f: impl Fn(f64, f64) -> f64) -> f64 {
-    let mut total = 0.0;
+/// The `K` sums `Σ f(a, b)[k]` in f64 over channel `ch` of `a` and `b` (each `[n, c, hw]`), in
+/// one pass, sample by sample: each plane in eight running sums per `k` (value `i` into sum
+/// `i % 8`, so that the additions need not wait on one another), added in order. Inlined, so
+/// that the CPU's callers vectorise it at their level.
+#[inline(always)]
+fn channel_sums<const K: usize>(
+    a: &[f32],
+    b: &[f32],
+    n: usize,
+    (c, hw): (usize, usize),
+    ch: usize,
+    f: impl Fn(f64, f64) -> [f64; K],
+) -> [f64; K] {
+    let mut total = [0.0; K];
     for s in 0..n {
         let at = (s * c + ch) * hw;
         let (a, b) = (&a[at..][..hw], &b[at..][..hw]);
-        let mut lanes = [0.0f64; 8];
+        let mut lanes = [[0.0f64; K]; 8];
+        let add = |l: &mut [f64; K], a: f32, b: f32| {
+            let v = f(f64::from(a), f64::from(b));
+            l.iter_mut().zip(v).for_each(|(l, v)| *l += v);
+        };
         let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
         for (a, b) in (&mut ca).zip(&mut cb) {
             for ((l, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
-                *l += f(f64::from(a), f64::from(b));
+                add(l, a, b);
             }
         }
         for ((l, &a), &b) in lanes.iter_mut().zip(ca.remainder()).zip(cb.remainder()) {
-            *l += f(f64::from(a), f64::from(b));
+            add(l, a, b);
         }
-        total += lanes.iter().sum::<f64>();
+        (0..K).for_each(|k| total[k] += lanes.iter().map(|l| l[k]).sum::<f64>());
     }
     total
 }
 
+/// [`channel_sums`] of one function.
+#[inline(always)]
+fn channel_sum(a: &[f32], b: &[f32], n: usize, (c, hw): (usize, usize), ch: usize, f: impl Fn(f64, f64) -> f64) -> f64 {
+    channel_sums(a, b, n, (c, hw), ch, |a, b| [f(a, b)])[0]
+}
+
 /// Batch normalisation of channel `ch` in training: its mean and biased variance over the
 /// `n·hw` values, in f64 ([`channel_sum`]; the CPU keeps the order too).
+#[inline(always)]
 pub fn batch_moments(x: &[f32], n: usize, (c, hw): (usize, usize), ch: usize) -> (f64, f64) {
     let m = (n * hw) as f64;
     let mean = channel_sum(x, x, n, (c, hw), ch, |v, _| v) / m;
@@ -281,6 +301,7 @@ pub fn batch_norm_stats(
 }
 
 /// One normalised value: `γ·(x - μ)·inv + β`.
+#[inline(always)]
 pub fn normalised(x: f32, (mean, inv): (f64, f64), (g, b): (f64, f64)) -> f32 {
     (g * (f64::from(x) - mean) * inv + b) as f32
 }
@@ -311,7 +332,8 @@ pub fn batch_norm(
 }
 
 /// A batch normalisation's parameter gradients for channel `ch`, in f64: (gβ, gγ) = (Σgy,
-/// Σgy·x̂), from the forward's (mean, 1/√(σ²+ε)).
+/// Σgy·x̂), from the forward's (mean, 1/√(σ²+ε)), in one pass.
+#[inline(always)]
 pub fn batch_norm_sums(
     x: &[f32],
     gy: &[f32],
@@ -320,12 +342,12 @@ pub fn batch_norm_sums(
     ch: usize,
     (mean, inv): (f64, f64),
 ) -> (f64, f64) {
-    let gb = channel_sum(gy, gy, n, (c, hw), ch, |g, _| g);
-    let gg = channel_sum(gy, x, n, (c, hw), ch, |g, v| g * ((v - mean) * inv));
+    let [gb, gg] = channel_sums(gy, x, n, (c, hw), ch, |g, v| [g, g * ((v - mean) * inv)]);
     (gb, gg)
 }
 
 /// One input gradient: `γ·inv·(gy - (gβ + x̂·gγ)/m)`.
+#[inline(always)]
 pub fn normalised_grad(x: f32, gy: f32, (mean, inv): (f64, f64), gamma: f64, (gb, gg): (f64, f64), m: f64) -> f32 {
     let xhat = (f64::from(x) - mean) * inv;
     (gamma * inv * (f64::from(gy) - (gb + xhat * gg) / m)) as f32
