@@ -3,39 +3,28 @@
 //! summed as there ([`super::tiles`]), so the two levels give the same bits. Also the transposes
 //! (8x8 tiles of 256-bit vectors), at both levels, and the max pooling's rows.
 
-use super::gemm::{Rows, Start, View};
-use super::tiles::{dispatch, for_tiles, Tile, KC};
+use super::tiles::{dispatch, Tile, KC};
 use std::arch::x86_64::*;
 
 /// Most rows of a tile: 12 rows of one vector or 6 rows of two, with the right operand's
 /// vectors and the broadcast, fit the 16 registers.
 const ROWS: usize = 12;
 
-/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + start(i, j)` for `i < m`, `j < n`,
-/// `p < k`, in tiles of 8-lane vectors ([`for_tiles`]).
+/// The tiles of [`for_tiles`](super::tiles::for_tiles) for this level: 8-lane vectors, at most [`ROWS`] rows of one.
+pub const TILES: (usize, usize) = (8, ROWS);
+
+/// Sums one tile of `r` rows of one vector, or of two (`two`), as [`for_tiles`](super::tiles::for_tiles) describes: the
+/// level's in-place product, with the right operand read in place (row-major, or rows at a
+/// convolution's tap offsets).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `c` must be valid for reads and writes at those places,
-/// and nothing else may access them meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: View,
-    b: &[f32],
-    rows: Rows,
-    start: Start,
-    c: *mut f32,
-    rs_c: usize,
-) {
-    for_tiles((m, k, n), a, b, rows, start, (c, rs_c), (8, ROWS), |t, r, two| {
-        if two {
-            dispatch!(run, t, r, 2, 1 2 3 4 5 6);
-        } else {
-            dispatch!(run, t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12);
-        }
-    })
+/// The CPU must support AVX2 and FMA; the tile's pointers must be valid as [`for_tiles`](super::tiles::for_tiles) requires.
+pub unsafe fn tile(t: &Tile, r: usize, two: bool) {
+    if two {
+        dispatch!(run, t, r, 2, 1 2 3 4 5 6);
+    } else {
+        dispatch!(run, t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12);
+    }
 }
 
 /// Eight set lanes, then eight clear: the 8 from `8 - n` are the mask of the first `n`.

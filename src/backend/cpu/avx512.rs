@@ -5,8 +5,7 @@
 //! Every output element is summed in matrixmultiply's order ([`super::tiles`]), so the results
 //! are bit for bit those of the packed path.
 
-use super::gemm::{Rows, Start, View};
-use super::tiles::{dispatch, for_tiles, Tile, KC};
+use super::tiles::{dispatch, Tile, KC};
 use std::arch::x86_64::*;
 
 /// Most rows of a tile: 24 rows of one vector or 12 rows of two keep the sums in registers.
@@ -18,31 +17,21 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// `c[i·rs_c + j] = Σ_p a(i, p)·b[rows.offset(p) + j] + start(i, j)` for `i < m`, `j < n`,
-/// `p < k`, in tiles of 16-lane vectors ([`for_tiles`]).
+/// The tiles of [`for_tiles`](super::tiles::for_tiles) for this level: 16-lane vectors, at most [`ROWS`] rows of one.
+pub const TILES: (usize, usize) = (16, ROWS);
+
+/// Sums one tile of `r` rows of one vector, or of two (`two`), as [`for_tiles`](super::tiles::for_tiles) describes: the
+/// level's in-place product, with the right operand read in place (row-major, or rows at a
+/// convolution's tap offsets).
 ///
 /// # Safety
-/// The CPU must support AVX-512F ([`available`]); `c` must be valid for reads and writes at
-/// those places, and nothing else may access them meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: View,
-    b: &[f32],
-    rows: Rows,
-    start: Start,
-    c: *mut f32,
-    rs_c: usize,
-) {
-    for_tiles((m, k, n), a, b, rows, start, (c, rs_c), (16, ROWS), |t, r, two| {
-        if two {
-            dispatch!(run, t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);
-        } else {
-            dispatch!(run, t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
-        }
-    })
+/// The CPU must support AVX-512F ([`available`]); the tile's pointers must be valid as [`for_tiles`](super::tiles::for_tiles) requires.
+pub unsafe fn tile(t: &Tile, r: usize, two: bool) {
+    if two {
+        dispatch!(run, t, r, 2, 1 2 3 4 5 6 7 8 9 10 11 12);
+    } else {
+        dispatch!(run, t, r, 1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
+    }
 }
 
 /// The first `lanes` of 16 lanes (all of them from 16 up).

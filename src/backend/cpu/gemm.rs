@@ -5,6 +5,8 @@
 //! arrange their operands.
 
 use super::level::{level, Level};
+#[cfg(target_arch = "x86_64")]
+use super::tiles::{for_tiles, Tile};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 
@@ -94,12 +96,25 @@ unsafe fn in_place_raw(
     rs_c: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    match level() {
-        Level::Avx512 => return super::avx512::gemm(m, k, n, a, b, rows, start, c, rs_c),
-        Level::Avx2 => return super::avx2::gemm(m, k, n, a, b, rows, start, c, rs_c),
-        _ => {}
+    if let Some((tiles, tile)) = kernel(level()) {
+        return for_tiles((m, k, n), a, b, rows, start, (c, rs_c), tiles, |t, r, two| tile(t, r, two));
     }
     unreachable!("no in-place kernel at this level")
+}
+
+/// A level's in-place kernel: its tiles' vector width and most rows, and the function that sums
+/// one tile.
+#[cfg(target_arch = "x86_64")]
+type Kernel = ((usize, usize), unsafe fn(&Tile, usize, bool));
+
+/// The in-place kernel of `level`, if it has one: AVX-512 or AVX2 (the same bits).
+#[cfg(target_arch = "x86_64")]
+fn kernel(level: Level) -> Option<Kernel> {
+    match level {
+        Level::Avx512 => Some((super::avx512::TILES, super::avx512::tile)),
+        Level::Avx2 => Some((super::avx2::TILES, super::avx2::tile)),
+        _ => None,
+    }
 }
 
 /// `c[m, n] = a[m, k]·B + bias` (`bias[i]` on row `i`) with row `p` of `B` the `n` floats of
@@ -401,10 +416,6 @@ mod tests {
         }
     }
 
-    /// An in-place kernel's signature.
-    #[cfg(target_arch = "x86_64")]
-    type InPlace = unsafe fn(usize, usize, usize, View, &[f32], Rows, Start, *mut f32, usize);
-
     /// The AVX2 and AVX-512 in-place kernels give the same bits, over rows and over taps, adding
     /// to `c` or to a bias (where this CPU has both levels).
     #[test]
@@ -423,13 +434,14 @@ mod tests {
             let b = values(rows.offset(k.max(1) - 1) + n + 1);
             let (c0, bias) = (values(m * n), values(m));
             for start in [Start::Scaled(1.0), Start::Bias(&bias)] {
-                let run = |kernel: InPlace| {
-                    let mut c = c0.clone();
+                let run = |level: Level| {
+                    let ((tiles, tile), mut c) = (kernel(level).unwrap(), c0.clone());
+                    let (a, out) = (View::rows(&a, k), (c.as_mut_ptr(), n));
                     // SAFETY: the CPU has both levels' instructions; `c` holds m x n.
-                    unsafe { kernel(m, k, n, View::rows(&a, k), &b, rows, start, c.as_mut_ptr(), n) };
+                    unsafe { for_tiles((m, k, n), a, &b, rows, start, out, tiles, |t, r, two| tile(t, r, two)) };
                     c
                 };
-                let (avx2, avx512) = (run(super::super::avx2::gemm), run(super::super::avx512::gemm));
+                let (avx2, avx512) = (run(Level::Avx2), run(Level::Avx512));
                 let same = avx2.iter().zip(&avx512).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m}x{k}x{n}, taps {taps}");
             }

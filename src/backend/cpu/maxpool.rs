@@ -191,12 +191,20 @@ pub fn backward_at_maxima(gy: &[f32], argmax: &[u32], gx: &mut [f32], act: (Act,
     let (pl, plane) = (s.h / 2 * (s.w / 2), s.h * s.w);
     let outs = gy[..n * s.c * pl].par_chunks(pl).zip(argmax[..n * s.c * pl].par_chunks(pl).zip(pooled.par_chunks(pl)));
     let planes = gx[..n * s.len()].par_chunks_mut(plane).zip(outs).enumerate();
-    planes.for_each_init(Vec::new, |g, (p, (gxs, (gys, (am, ys))))| {
-        g.clear();
-        g.extend_from_slice(gys);
-        activation::apply_grad(f, ys, g);
-        grad_plane(g, am, s.w, p % s.c * plane, gxs);
+    planes.for_each(|(p, (gxs, (gys, (am, ys))))| {
+        SCALED.with_borrow_mut(|g| {
+            g.clear();
+            g.extend_from_slice(gys);
+            activation::apply_grad(f, ys, g);
+            grad_plane(g, am, s.w, p % s.c * plane, gxs);
+        })
     });
+}
+
+thread_local! {
+    /// Each thread's plane of scaled output gradients for [`backward_at_maxima`], kept between
+    /// steps so that a step allocates nothing.
+    static SCALED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
