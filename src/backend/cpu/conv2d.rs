@@ -175,7 +175,8 @@ pub fn scratch_len(g: &ConvGeom) -> usize {
 
 /// `y = conv(x, w) + b`, in units of one block of image rows of one sample; with an activation,
 /// each block is activated while in cache, and with `pool` (output and argmax of a max pooling of
-/// the result, [`pools_in_blocks`]), pooled. `scratch` holds [`scratch_len`] floats.
+/// the result, [`pools_in_blocks`]), pooled, then the pooled maxima activated when `pool` names
+/// an activation (given instead of the op's). `scratch` holds [`scratch_len`] floats.
 pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     if !g.is_same() {
         assert!(io.act.is_none() && pool.is_none(), "only 'same' convolutions take epilogues");
@@ -204,8 +205,9 @@ fn forward_in(
     assert!(pool.is_none() || pools_in_blocks(g), "pooling blocks must start at even rows");
     let out = Shared::new(&mut y[..n * yl]);
     let act = act.map(|(f, a)| Activate::new((f, a.map(|a| &mut a[..n * yl]))));
-    let pool =
-        pool.map(|(py, pa)| (Shared::new(&mut py[..n * g.c_out * pl]), Shared::new(&mut pa[..n * g.c_out * pl])));
+    let pool = pool.map(|(py, pa, on_maxima)| {
+        (Shared::new(&mut py[..n * g.c_out * pl]), Shared::new(&mut pa[..n * g.c_out * pl]), on_maxima)
+    });
     let unit_len = if taps { padded_len(g, g.c_in, br) + g.c_out * br * wp } else { block_len(g) };
     for_units(n * blocks, scratch, unit_len, |u, buf| {
         let (s, y0) = (u / blocks, u % blocks * br);
@@ -245,12 +247,17 @@ fn forward_in(
                     activation::apply_grad(f, &ys[at..][..px], out.slice(at, px));
                 }
             }
-            if let Some((py, pa)) = &pool {
+            if let Some((py, pa, on_maxima)) = &pool {
                 let (pooled, orows) = (act.as_ref().map_or(&out, |a| a.result(&out)), rows.len() / 2 * ow);
+                let p_at = |o: usize| s * g.c_out * pl + o * pl + y0 / 2 * ow;
                 for o in 0..g.c_out {
-                    let p_at = s * g.c_out * pl + o * pl + y0 / 2 * ow;
                     let (ys, first) = (pooled.slice(at + o * hw, px), o * hw + y0 * g.w);
-                    maxpool::pool_rows(ys, g.w, first, py.slice(p_at, orows), pa.slice(p_at, orows));
+                    maxpool::pool_rows(ys, g.w, first, py.slice(p_at(o), orows), pa.slice(p_at(o), orows));
+                }
+                if let Some(f) = *on_maxima {
+                    // A block of whole planes: the sample's pooled planes in one run.
+                    let (runs, len) = if orows == pl { (1, g.c_out * pl) } else { (g.c_out, orows) };
+                    (0..runs).for_each(|o| activation::apply(f, py.slice(p_at(o), len)));
                 }
             }
         }
@@ -384,7 +391,7 @@ mod tests {
                 let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
                 let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, Some(&mut a))) };
-                let pool = pools_in_blocks(&g).then_some((&mut py[..], &mut pa[..]));
+                let pool = pools_in_blocks(&g).then_some((&mut py[..], &mut pa[..], None));
                 forward_in((io, None), pool, &mut scratch, n, &g, taps);
                 let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 (bits(&y), bits(&a), bits(&py), pa)
@@ -450,7 +457,7 @@ mod tests {
                 let (mut y, mut a) = (vec![0.0; n * g.c_out * hw], vec![0.0; n * g.c_out * hw]);
                 let (mut py, mut pa) = (vec![0.0; n * g.c_out * pl], vec![0; n * g.c_out * pl]);
                 let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, Some(&mut a))) };
-                forward(io, fused.then_some((&mut py[..], &mut pa[..])), &mut scratch, n, &g);
+                forward(io, fused.then_some((&mut py[..], &mut pa[..], None)), &mut scratch, n, &g);
                 if !fused {
                     let shape = Shape { c: g.c_out, h: g.h, w: g.w };
                     maxpool::forward(&a, &mut py, &mut pa, n, &shape);

@@ -52,8 +52,9 @@ pub struct CpuBackend {
     loss_parts: Vec<[f64; 4]>,
     /// The pixel loss's per-sample sums.
     pixel_parts: loss::PixelParts,
-    /// Each op list run so far with its units, fused once (a step then only finds its list).
-    units: Vec<(Vec<Op>, Vec<Fused>)>,
+    /// Each op list run so far with its units, fused once (a step then only finds its list), each
+    /// with whether its activation runs on its pooling's maxima alone ([`acts_on_maxima`]).
+    units: Vec<(Vec<Op>, Vec<Unit>)>,
 }
 
 /// A row's sum in two parts: its floats in eight f32 lanes (so that it vectorises), the lanes
@@ -209,8 +210,9 @@ pub struct ForwardIo<'a> {
     act: Option<(Act, Option<&'a mut [f32]>)>,
 }
 
-/// The output and argmax of a max pooling fused into the convolution before it.
-pub type Pooled<'a> = (&'a mut [f32], &'a mut [u32]);
+/// The output and argmax of a max pooling fused into the convolution before it, and the
+/// activation applied to the pooled maxima alone ([`acts_on_maxima`]).
+pub type Pooled<'a> = (&'a mut [f32], &'a mut [u32], Option<Act>);
 
 /// [`ForwardIo`]'s activation, shared by the units of the op.
 struct Activate<'a> {
@@ -253,6 +255,32 @@ fn fused_outputs(mid: BufId, out: Option<BufId>, keep: bool) -> (BufId, Option<B
         Some(out) if !keep => (out, None),
         _ => (mid, out),
     }
+}
+
+/// A fused unit, and whether its activation runs on its pooling's maxima alone.
+type Unit = (Fused, bool);
+
+/// Whether unit `unit`'s activation, between a convolution and its max pooling, may run on the
+/// pooled maxima alone, as a quarter of the work: the maximum of a non-decreasing function's
+/// values is its value at the maximum. Done for the activations that cost more than the pooling
+/// (tanh, the logistic function), when no op reads their full output but the pooling and the
+/// activation's backward run at the pooling's maxima ([`maxpool::backward_at_maxima`], a unit
+/// of the pooling's backward that keeps nothing). Each window's gradient then goes to its
+/// largest input, which is its largest activation except where f32 rounding gives two inputs
+/// the same activation (op by op takes the first) or, in a few ulp-wide places, a smaller one.
+fn acts_on_maxima(ops: &[Op], unit: &Fused, units: &[Fused]) -> bool {
+    let (Some(a), Some(p)) = (unit.act, unit.pool) else { return false };
+    let (&Op::Activation { act: Act::Tanh | Act::Sigmoid, y: out, .. }, &Op::MaxPool2d { argmax, .. }) =
+        (&ops[a], &ops[p])
+    else {
+        return false;
+    };
+    let at_maxima = |j: usize| {
+        let pooling_backward = |u: &Fused| matches!(ops[u.op], Op::MaxPool2dBackward { argmax: m, .. } if m == argmax);
+        units.iter().any(|u| u.act == Some(j) && !u.keep && pooling_backward(u))
+    };
+    let mut readers = ops.iter().enumerate().filter(|&(j, o)| j != p && o.reads(out));
+    readers.all(|(j, o)| matches!(*o, Op::ActivationBackward { y, .. } if y == out) && at_maxima(j))
 }
 
 /// The max pooling in `ops` whose backward `op` is: its output holds each window's maximum.
@@ -333,21 +361,21 @@ impl CpuBackend {
         y: BufId,
         act: Option<(Act, BufId)>,
         keep: bool,
-        pool: Option<(BufId, BufId)>,
+        pool: Option<(BufId, BufId, Option<Act>)>,
         scratch_len: usize,
         f: impl FnOnce(&Self, &mut [f32], Option<(Act, Option<&mut [f32]>)>, Option<Pooled>, &mut [f32]),
     ) {
         let (y, out) = fused_outputs(y, act.map(|(_, out)| out), keep);
         let (mut yv, mut outv) = (self.bufs.take(y), out.map(|id| self.bufs.take(id)));
-        let mut pv = pool.map(|(py, pa)| (self.bufs.take(py), self.bufs.take_u32(pa)));
+        let mut pv = pool.map(|(py, pa, _)| (self.bufs.take(py), self.bufs.take_u32(pa)));
         let mut scratch = self.scratch.remove(&x).unwrap_or_default();
         let a = act.map(|(f, _)| (f, outv.as_deref_mut()));
-        let p = pv.as_mut().map(|(py, pa)| (&mut py[..], &mut pa[..]));
+        let p = pv.as_mut().zip(pool).map(|((py, pa), (_, _, on_maxima))| (&mut py[..], &mut pa[..], on_maxima));
         f(self, &mut yv, a, p, grown(&mut scratch, scratch_len));
         self.scratch.insert(x, scratch);
         self.bufs.put(y, yv);
         self.bufs.put_opt(out, outv);
-        if let (Some((py, pa)), Some((pyv, pav))) = (pool, pv) {
+        if let (Some((py, pa, _)), Some((pyv, pav))) = (pool, pv) {
             self.bufs.put(py, pyv);
             self.bufs.put_u32(pa, pav);
         }
@@ -381,10 +409,11 @@ impl CpuBackend {
     /// and `pool`, a max pooling after a convolution (and its activation), or for a max
     /// pooling's backward, its forward, whose output an activation's backward reads
     /// ([`pooling_of`]). With `keep` false, no later op reads the output of `op` that `fused`
-    /// reads, and it is not written.
-    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
+    /// reads, and it is not written. With `on_maxima`, a convolution's activation runs on its
+    /// pooling's maxima alone, and its own output is not written.
+    fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>, on_maxima: bool) {
         match op.kind() {
-            OpKind::Product => self.run_product(op, step.n, fused, keep, pool),
+            OpKind::Product => self.run_product(op, step.n, fused, keep, pool, on_maxima),
             OpKind::Loss => self.run_loss(op, step.n),
             OpKind::Update => self.run_update(op, step.t),
             OpKind::Elementwise => self.run_elementwise(op, step, fused, keep, pool),
@@ -392,13 +421,14 @@ impl CpuBackend {
     }
 
     /// A dense layer, convolution or transposed convolution, with the epilogue fused into it.
-    fn run_product(&mut self, op: &Op, n: usize, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
+    fn run_product(&mut self, op: &Op, n: usize, fused: Option<&Op>, keep: bool, pool: Option<&Op>, on_maxima: bool) {
         let act = activation_forward(fused);
         let act_grad = activation_backward(fused);
         let pool = match pool {
-            Some(&Op::MaxPool2d { y, argmax, .. }) => Some((y, argmax)),
+            Some(&Op::MaxPool2d { y, argmax, .. }) => Some((y, argmax, act.filter(|_| on_maxima).map(|(f, _)| f))),
             _ => None,
         };
+        let act = act.filter(|_| !on_maxima);
         match *op {
             Op::Dense { x, w, b, y, n_in, n_out } => {
                 self.product_forward(x, y, act, keep, None, n_in * n_out, |be, y, act, _, w_t| {
@@ -779,15 +809,17 @@ impl Backend for CpuBackend {
         // pool, instead of waking it and sleeping until it is done once per loop.
         let known = self.units.iter().position(|(list, _)| list == ops);
         let i = known.unwrap_or_else(|| {
-            self.units.push((ops.to_vec(), fuse(ops, &self.descs, &FUSABLE).units));
+            let units = fuse(ops, &self.descs, &FUSABLE).units;
+            let on_maxima = units.iter().map(|u| (*u, acts_on_maxima(ops, u, &units))).collect();
+            self.units.push((ops.to_vec(), on_maxima));
             self.units.len() - 1
         });
         let units = std::mem::take(&mut self.units[i].1);
         with_workers_awake(|| {
-            for unit in &units {
+            for (unit, on_maxima) in &units {
                 let at = |i: Option<usize>| i.map(|i| &ops[i]);
                 let pool = at(unit.pool).or_else(|| pooling_of(ops, &ops[unit.op]));
-                self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, pool);
+                self.run_op(&ops[unit.op], step, at(unit.act), unit.keep, pool, *on_maxima);
             }
         });
         self.units[i].1 = units;
@@ -946,8 +978,124 @@ mod tests {
         };
         let (alone, fused) = (run(&ops, false), run(&ops, true));
         assert!(alone == fused, "with readers");
+        // Without readers a tanh runs on the pooled maxima ([`acts_on_maxima`]) and its full
+        // output is not written; these inputs give no two window values the same activation.
         let (alone, fused) = (run(&ops[..9], false), run(&ops[..9], true));
-        assert!(alone.0[..10] == fused.0[..10] && alone.1 == fused.1, "without readers");
+        let written = |i: usize| i != 4 || act == Act::Relu;
+        assert!((0..10).filter(|&i| written(i)).all(|i| alone.0[i] == fused.0[i]), "without readers");
+        assert_eq!(alone.1, fused.1, "without readers");
+    }
+
+    /// A convolution's tanh or logistic activation before its max pooling, read by nothing else
+    /// but its backward at the pooling's maxima, runs on those maxima alone: the pooling gives
+    /// the activation of each window's largest input and that input's index (the first of equal
+    /// ones), the activation's gradient is each window's gradient times `f'` there and 0
+    /// elsewhere, and the weight and input gradients equal op by op's. Inputs and weights on a
+    /// coarse grid, with zero rows, give equal inputs in a window, and large ones saturated
+    /// activations (which op by op routes to the first, with a gradient of 0). With another reader of the activation,
+    /// a pooling backward that keeps its own gradient, or a relu, the activation runs op by op.
+    #[test]
+    fn activation_runs_on_pooled_maxima() {
+        // One block of rows (the sample's pooled planes activated in one run), and blocks of 56
+        // rows (each plane's pooled rows in runs of their own).
+        on_pooled_maxima_with(6, 6);
+        on_pooled_maxima_with(64, 64);
+    }
+
+    /// [`activation_runs_on_pooled_maxima`] on `h`x`w` planes.
+    fn on_pooled_maxima_with(h: usize, w: usize) {
+        let (n, g, shape) = (3, ConvGeom::same(2, 4, h, w, 3), Shape { c: 4, h, w });
+        let (hw, pw, ph) = (h * w, w / 2, h / 2);
+        let (xl, yl, pl) = (2 * hw, 4 * hw, 4 * ph * pw);
+        let lens =
+            [n * xl, 4 * 18, 4, n * yl, n * yl, n * pl, n * pl, n * pl, n * yl, n * yl, 4 * 18, 4, n * xl, n * yl];
+        let dtype = |i: usize| if i == 6 { Dtype::U32 } else { Dtype::F32 };
+        let descs: Vec<BufDesc> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| BufDesc { name: format!("b{i}"), len, dtype: dtype(i), set: None })
+            .collect();
+        let [x, wt, b, y, a, py, pa, gpy, gpool, ga, gw, gb, gx, r] = std::array::from_fn(BufId);
+        let mut rng = Rng::new(5);
+        let mut grid =
+            |len: usize, step: f32| (0..len).map(|_| (rng.normal() * 3.0).round() * step).collect::<Vec<_>>();
+        // The top three rows of each input plane 0: the first two output rows are the bias.
+        let xs = grid(n * xl, 0.5).into_iter().enumerate().map(|(i, v)| if i % hw < 3 * w { 0.0 } else { v }).collect();
+        let inputs = [(x, xs), (wt, grid(4 * 18, 1.0)), (b, grid(4, 1.0)), (gpy, grid(n * pl, 0.25))];
+        for act in [Act::Tanh, Act::Sigmoid] {
+            let ops = [
+                Op::Conv2d { x, w: wt, b, y, g },
+                Op::Activation { act, x: y, y: a, per: yl },
+                Op::MaxPool2d { x: a, y: py, argmax: pa, shape },
+                Op::MaxPool2dBackward { gy: gpy, argmax: pa, gx: gpool, shape },
+                Op::ActivationBackward { act, y: a, gy: gpool, gx: ga, per: yl },
+                Op::Conv2dBackward { x, w: wt, gy: ga, gx: Some(gx), gw, gb, g },
+            ];
+            let on_maxima = |ops: &[Op]| {
+                let units = fuse(ops, &descs, &FUSABLE).units;
+                units.iter().any(|u| acts_on_maxima(ops, u, &units))
+            };
+            let read = |op: Op| [&ops[..], &[op]].concat();
+            assert!(on_maxima(&ops), "{act:?}");
+            assert!(!on_maxima(&read(Op::Activation { act, x: a, y: r, per: yl })), "{act:?} read");
+            assert!(!on_maxima(&read(Op::Activation { act, x: gpool, y: r, per: yl })), "{act:?} kept");
+            let relu = ops.clone().map(|o| match o {
+                Op::Activation { x, y, per, .. } => Op::Activation { act: Act::Relu, x, y, per },
+                Op::ActivationBackward { y, gy, gx, per, .. } => {
+                    Op::ActivationBackward { act: Act::Relu, y, gy, gx, per }
+                }
+                o => o,
+            });
+            assert!(!on_maxima(&relu));
+            let run = |ops: &[Op], together: bool, inputs: &[(BufId, &[f32])]| {
+                let mut be = CpuBackend::new(&descs);
+                inputs.iter().for_each(|(id, v)| be.upload_f32(*id, v).unwrap());
+                let step = Step { n, offset: 0, t: 1 };
+                if together {
+                    be.run(ops, step).unwrap();
+                } else {
+                    ops.iter().for_each(|op| be.run(std::slice::from_ref(op), step).unwrap());
+                }
+                be
+            };
+            let inputs = inputs.each_ref().map(|(id, v)| (*id, &v[..]));
+            let (alone, fused) = (run(&ops, false, &inputs), run(&ops, true, &inputs));
+            let (conv, gys) = (alone.bufs.f(y), alone.bufs.f(gpy));
+            let (mut want_py, mut want_pa, mut want_ga) = (vec![0.0; n * pl], vec![0; n * pl], vec![0.0; n * yl]);
+            let (mut ties, mut saturated) = (0, 0);
+            for (i, (py, pa)) in want_py.iter_mut().zip(&mut want_pa).enumerate() {
+                let (plane, oy, ox) = (i / (ph * pw), i % (ph * pw) / pw, i % pw);
+                let at = |d: usize| plane * hw + (2 * oy + d / 2) * w + 2 * ox + d % 2;
+                let best = (1..4).fold(0, |m, d| if conv[at(d)] > conv[at(m)] { d } else { m });
+                ties += (0..4).filter(|&d| d != best && conv[at(d)] == conv[at(best)]).count();
+                let mut v = [conv[at(best)]];
+                activation::apply(act, &mut v);
+                saturated += usize::from(v[0] == 1.0);
+                let mut d = [gys[i]];
+                activation::apply_grad(act, &v, &mut d);
+                (*py, *pa, want_ga[at(best)]) = (v[0], (at(best) - plane / 4 * yl) as u32, d[0]);
+            }
+            assert!(ties > 20 && saturated > 20, "{act:?} {h}x{w}: {ties} ties, {saturated} saturated windows");
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(fused.bufs.f(py)), bits(&want_py), "{act:?} {h}x{w} pooled");
+            assert_eq!(fused.bufs.u32(pa), &want_pa[..], "{act:?} {h}x{w} argmax");
+            assert_eq!(bits(fused.bufs.f(ga)), bits(&want_ga), "{act:?} {h}x{w} activation's gradient");
+            // The convolution's backward, on its own from that gradient.
+            let back = run(&ops[5..], false, &[inputs[0], inputs[1], (ga, fused.bufs.f(ga))]);
+            for id in [gw, gb, gx] {
+                assert_eq!(bits(fused.bufs.f(id)), bits(back.bufs.f(id)), "{act:?} {h}x{w} {id:?}");
+            }
+            // Op by op takes another window value only where f32 rounding gives it the same
+            // activation (and it comes first) or, where tanh's rounding is not monotone, one
+            // an ulp or two larger.
+            let (acts, sample) = (alone.bufs.f(a), |i: usize| i / (4 * ph * pw) * yl);
+            let maxima = alone.bufs.u32(pa).iter().zip(fused.bufs.u32(pa)).enumerate();
+            for (i, (o, f)) in maxima.map(|(i, (&o, &f))| (i, (sample(i) + o as usize, sample(i) + f as usize))) {
+                let (ao, af) = (acts[o], acts[f]);
+                let rounded = ao == af && o <= f || ao > af && ao.to_bits().abs_diff(af.to_bits()) <= 2;
+                assert!(rounded, "{act:?} {h}x{w} window {i}: op by op {ao} at {o}, fused {af} at {f}");
+            }
+        }
     }
 
     /// A dense layer's activation forward, and its backward after the input gradient of the
