@@ -109,7 +109,9 @@ unsafe fn run<const R: usize, const V: usize>(t: &Tile) {
 }
 
 /// `dst[r·ds + j] = src[r·ss + j]` for `r < rows`, `j < len`, in vectors, each row's last one
-/// masked (rows of a few floats would cost a call each through `memcpy`).
+/// ending at its end and overlapping the one before (rows of 4 to 7 floats: two overlapping
+/// halves; of fewer, one by one). Rows of a few floats would cost a call each through `memcpy`,
+/// and AVX2's masked stores cost more than the copy, here and in what next reads the rows.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -119,14 +121,17 @@ pub unsafe fn copy_rows(src: &[f32], ss: usize, dst: &mut [f32], ds: usize, rows
         return;
     }
     assert!(src.len() >= (rows - 1) * ss + len && dst.len() >= (rows - 1) * ds + len, "copy_rows slices too small");
-    let (whole, mask) = (len - len % 8, lane_mask(len % 8));
     for r in 0..rows {
         let (s, d) = (src.as_ptr().add(r * ss), dst.as_mut_ptr().add(r * ds));
-        for j in (0..whole).step_by(8) {
-            _mm256_storeu_ps(d.add(j), _mm256_loadu_ps(s.add(j)));
-        }
-        if whole < len {
-            _mm256_maskstore_ps(d.add(whole), mask, _mm256_maskload_ps(s.add(whole), mask));
+        if len >= 8 {
+            for j in (0..len - 8).step_by(8).chain([len - 8]) {
+                _mm256_storeu_ps(d.add(j), _mm256_loadu_ps(s.add(j)));
+            }
+        } else if len >= 4 {
+            _mm_storeu_ps(d, _mm_loadu_ps(s));
+            _mm_storeu_ps(d.add(len - 4), _mm_loadu_ps(s.add(len - 4)));
+        } else {
+            (0..len).for_each(|j| *d.add(j) = *s.add(j));
         }
     }
 }

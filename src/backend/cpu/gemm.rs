@@ -467,7 +467,9 @@ mod tests {
     /// row's floats land at their place and nothing around them moves.
     #[test]
     fn copy_rows_moves_each_row_and_nothing_else() {
-        for (rows, len) in [(3, 1), (4, 7), (2, 8), (5, 9), (3, 16), (2, 17), (6, 28), (1, 40)] {
+        for (rows, len) in
+            [(3, 1), (2, 3), (2, 4), (3, 5), (4, 7), (2, 8), (5, 9), (4, 14), (3, 16), (2, 17), (6, 28), (1, 40)]
+        {
             let (ss, ds) = (len + 3, len + 5);
             let src: Vec<f32> = (0..rows * ss).map(|v| v as f32).collect();
             let mut dst = vec![-1.0; rows * ds];
