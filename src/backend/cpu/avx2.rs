@@ -227,18 +227,23 @@ fn groups(ow: usize) -> impl Iterator<Item = (usize, usize)> {
 
 /// The max pooling of `super::maxpool`'s rows `r0`, `r1` (`w` wide) in groups of windows
 /// ([`groups`]): each window's first greatest value (a NaN first in its window stays) into `y`
-/// and its index, `first` plus its place in the rows, into `argmax`.
+/// and its index, `first` plus its place in the rows, into `argmax`. A row of fewer than 8
+/// windows moves whole vectors where the slices run on far enough past it
+/// ([`super::maxpool::each_row`]), instead of masked moves: those cost more than the pooling, and
+/// their stores stall the loads that next read them.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
-    let ow = y.len();
-    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
+    let ow = w / 2;
+    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && y.len() >= ow && argmax.len() >= ow, "pooling rows too short");
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
     for (o0, n) in groups(ow) {
+        let whole = n == 8 || r1.len() >= 2 * o0 + 16 && y.len().min(argmax.len()) >= o0 + 8;
+        let lanes = if whole { 8 } else { n };
         let ((v00, v01), (v10, v11)) =
-            (split_pairs(r0.as_ptr().add(2 * o0), n), split_pairs(r1.as_ptr().add(2 * o0), n));
+            (split_pairs(r0.as_ptr().add(2 * o0), lanes), split_pairs(r1.as_ptr().add(2 * o0), lanes));
         let (mut best, mut off) = (v00, _mm256_setzero_si256());
         for (v, o) in [(v01, 1), (v10, w), (v11, w + 1)] {
             let m = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);
@@ -247,7 +252,7 @@ unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f3
         }
         let index = _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), _mm256_add_epi32(even, off));
         let (y, am) = (y.as_mut_ptr().add(o0), argmax.as_mut_ptr().add(o0).cast());
-        if n == 8 {
+        if lanes == 8 {
             _mm256_storeu_ps(y, best);
             _mm256_storeu_si256(am, index);
         } else {
@@ -258,27 +263,32 @@ unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f3
 }
 
 /// The adjoint of [`max_pool_row`] for the same groups of windows: the first two floats per
-/// window of input-gradient rows `g0`, `g1` get each window's gradient at its maximum and 0
-/// elsewhere.
+/// window of input-gradient rows `g0`, `g1` (the first two rows of `rows`) get each window's
+/// gradient at its maximum and 0 elsewhere; whole vectors past a short row as there.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
-    let ow = gy.len();
-    assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
+unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, rows: &mut [f32]) {
+    let ow = w / 2;
+    let len = rows.len();
+    assert!(gy.len() >= ow && argmax.len() >= ow && len >= w + 2 * ow, "pooling rows too short");
+    let g0 = rows.as_mut_ptr();
+    let g1 = g0.add(w);
     let even = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
     for (o0, n) in groups(ow) {
+        let whole = n == 8 || gy.len().min(argmax.len()) >= o0 + 8 && len >= w + 2 * o0 + 16;
+        let lanes = if whole { 8 } else { n };
         let (g, am) = (gy.as_ptr().add(o0), argmax.as_ptr().add(o0).cast());
-        let (g, am) = if n == 8 {
+        let (g, am) = if lanes == 8 {
             (_mm256_loadu_ps(g), _mm256_loadu_si256(am))
         } else {
             (_mm256_maskload_ps(g, lane_mask(n)), _mm256_maskload_epi32(am.cast(), lane_mask(n)))
         };
         let off = _mm256_sub_epi32(am, _mm256_add_epi32(_mm256_set1_epi32((first as usize + 2 * o0) as i32), even));
         let at = |o: usize| _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(off, _mm256_set1_epi32(o as i32))), g);
-        join_pairs(g0.as_mut_ptr().add(2 * o0), n, at(0), at(1));
-        join_pairs(g1.as_mut_ptr().add(2 * o0), n, at(w), at(w + 1));
+        join_pairs(g0.add(2 * o0), lanes, at(0), at(1));
+        join_pairs(g1.add(2 * o0), lanes, at(w), at(w + 1));
     }
 }
 

@@ -154,17 +154,17 @@ pub unsafe fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
     }
 }
 
-/// One output row of 2x2 max pooling from input rows `r0`, `r1` (at least `2·y.len()` floats):
-/// `y[ox]` is its window's maximum, the first in order (0,0), (0,1), (1,0), (1,1) when tied
-/// (a NaN wins only in the first place), and `argmax[ox]` its index, `first + 2·ox` plus 1 for
-/// the right column and `w` for the lower row.
+/// One output row of 2x2 max pooling from input rows `r0`, `r1` (at least `2·(w/2)` floats):
+/// `y[ox]` for `ox < w/2` is its window's maximum, the first in order (0,0), (0,1), (1,0), (1,1)
+/// when tied (a NaN wins only in the first place), and `argmax[ox]` its index, `first + 2·ox`
+/// plus 1 for the right column and `w` for the lower row.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
 #[target_feature(enable = "avx512f")]
 unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
-    let ow = y.len();
-    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && argmax.len() >= ow, "pooling rows too short");
+    let ow = w / 2;
+    assert!(r0.len() >= 2 * ow && r1.len() >= 2 * ow && y.len() >= ow && argmax.len() >= ow, "pooling rows too short");
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let even = _mm512_add_epi32(lanes, lanes);
     for o0 in (0..ow).step_by(16) {
@@ -184,15 +184,17 @@ unsafe fn max_pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f3
     }
 }
 
-/// The adjoint of [`max_pool_row`]: writes the first `2·gy.len()` floats of input-gradient rows
-/// `g0`, `g1`, each window's gradient at its maximum and 0 elsewhere.
+/// The adjoint of [`max_pool_row`]: writes the first `2·(w/2)` floats of input-gradient rows
+/// `g0`, `g1` (the first two rows of `rows`), each window's gradient at its maximum and 0
+/// elsewhere.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
 #[target_feature(enable = "avx512f")]
-unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
-    let ow = gy.len();
-    assert!(argmax.len() >= ow && g0.len() >= 2 * ow && g1.len() >= 2 * ow, "pooling rows too short");
+unsafe fn max_pool_grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, rows: &mut [f32]) {
+    let ow = w / 2;
+    assert!(gy.len() >= ow && argmax.len() >= ow && rows.len() >= w + 2 * ow, "pooling rows too short");
+    let (g0, g1) = rows.split_at_mut(w);
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let even = _mm512_add_epi32(lanes, lanes);
     for o0 in (0..ow).step_by(16) {

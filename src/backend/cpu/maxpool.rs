@@ -9,8 +9,10 @@ use crate::model::{Act, Shape};
 use rayon::prelude::*;
 
 /// Calls `row(r0, r1, first, y, argmax)` for each output row `y` (and `argmax`) of a plane `w`
-/// wide, with its input rows `r0`, `r1` and the index `first` of `r0`'s first float. Inlined
-/// into each level's plane function, so that its row kernel is too.
+/// wide, in order, with its input rows `r0`, `r1` and the index `first` of `r0`'s first float.
+/// Each slice runs on to the end of the plane's: a kernel may read past its rows, and write past
+/// its output row what the next row then overwrites. Inlined into each level's plane function,
+/// so that its row kernel is too.
 #[inline(always)]
 pub(super) fn each_row(
     x: &[f32],
@@ -21,15 +23,16 @@ pub(super) fn each_row(
     mut row: impl FnMut(&[f32], &[f32], u32, &mut [f32], &mut [u32]),
 ) {
     let ow = w / 2;
-    for (oy, (ys, am)) in y.chunks_exact_mut(ow).zip(argmax.chunks_exact_mut(ow)).enumerate() {
-        let (r0, r1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
-        row(r0, r1, (first + 2 * oy * w) as u32, ys, am);
+    for oy in 0..y.len() / ow {
+        let (r0, r1) = (&x[2 * oy * w..], &x[(2 * oy + 1) * w..]);
+        row(r0, r1, (first + 2 * oy * w) as u32, &mut y[oy * ow..], &mut argmax[oy * ow..]);
     }
 }
 
-/// Calls `row(gy, argmax, first, g0, g1)` for each pair of input-gradient rows `g0`, `g1` of a
-/// plane `w` wide with the output gradient and argmax of their output row, then zeroes an odd
-/// last column and row (which no window covers).
+/// Calls `row(gy, argmax, first, rows)` for each pair of input-gradient rows of a plane `w`
+/// wide, in order, with the output gradient and argmax of their output row, then zeroes an odd
+/// last column and row (which no window covers). As in [`each_row`], each slice runs on to the
+/// end of the plane's: `rows` from the pair's first row.
 #[inline(always)]
 pub(super) fn each_grad_row(
     gy: &[f32],
@@ -37,14 +40,14 @@ pub(super) fn each_grad_row(
     w: usize,
     first: usize,
     gx: &mut [f32],
-    mut row: impl FnMut(&[f32], &[u32], u32, &mut [f32], &mut [f32]),
+    mut row: impl FnMut(&[f32], &[u32], u32, &mut [f32]),
 ) {
     let (ow, oh) = (w / 2, gy.len() / (w / 2));
-    for (oy, rows) in gx.chunks_exact_mut(2 * w).take(oh).enumerate() {
-        let (g0, g1) = rows.split_at_mut(w);
-        row(&gy[oy * ow..][..ow], &argmax[oy * ow..][..ow], (first + 2 * oy * w) as u32, g0, g1);
-        g0[2 * ow..].fill(0.0);
-        g1[2 * ow..].fill(0.0);
+    for oy in 0..oh {
+        let rows = &mut gx[2 * oy * w..];
+        row(&gy[oy * ow..], &argmax[oy * ow..], (first + 2 * oy * w) as u32, rows);
+        rows[2 * ow..w].fill(0.0);
+        rows[w + 2 * ow..2 * w].fill(0.0);
     }
     gx[2 * oh * w..].fill(0.0);
 }
@@ -76,9 +79,8 @@ macro_rules! plane_kernels {
         #[target_feature(enable = $feature)]
         pub unsafe fn max_pool_grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]) {
             // SAFETY: the caller vouches for the CPU.
-            let row = |gy: &[f32], am: &[u32], first, g0: &mut [f32], g1: &mut [f32]| unsafe {
-                max_pool_grad_row(gy, am, w, first, g0, g1)
-            };
+            let row =
+                |gy: &[f32], am: &[u32], first, rows: &mut [f32]| unsafe { max_pool_grad_row(gy, am, w, first, rows) };
             super::maxpool::each_grad_row(gy, argmax, w, first, gx, row);
         }
     };
@@ -89,7 +91,7 @@ pub(super) use plane_kernels;
 /// One output row from input rows `r0`, `r1`: each window's maximum, the first in order (0,0),
 /// (0,1), (1,0), (1,1) when tied, and its index `first + 2·ox` (+1 right column, +`w` lower row).
 fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax: &mut [u32]) {
-    for (ox, (y, am)) in y.iter_mut().zip(argmax).enumerate() {
+    for (ox, (y, am)) in y.iter_mut().zip(argmax).take(w / 2).enumerate() {
         let mut best = (r0[2 * ox], 0);
         for (v, o) in [(r0[2 * ox + 1], 1), (r1[2 * ox], w), (r1[2 * ox + 1], w + 1)] {
             if v > best.0 {
@@ -101,10 +103,11 @@ fn pool_row(r0: &[f32], r1: &[f32], w: usize, first: u32, y: &mut [f32], argmax:
     }
 }
 
-/// The adjoint of [`pool_row`]: the first `2·gy.len()` floats of input-gradient rows `g0`, `g1`
-/// get each window's gradient at its maximum and 0 elsewhere.
-fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, g0: &mut [f32], g1: &mut [f32]) {
-    for (ox, (&g, &am)) in gy.iter().zip(argmax).enumerate() {
+/// The adjoint of [`pool_row`]: the first `2·(w/2)` floats of input-gradient rows `g0`, `g1`,
+/// the first two rows of `rows`, get each window's gradient at its maximum and 0 elsewhere.
+fn grad_row(gy: &[f32], argmax: &[u32], w: usize, first: u32, rows: &mut [f32]) {
+    let (g0, g1) = rows.split_at_mut(w);
+    for (ox, (&g, &am)) in gy.iter().zip(argmax).take(w / 2).enumerate() {
         let off = (am - first) as usize - 2 * ox;
         let at = |o: usize| if off == o { g } else { 0.0 };
         (g0[2 * ox], g0[2 * ox + 1], g1[2 * ox], g1[2 * ox + 1]) = (at(0), at(1), at(w), at(w + 1));
@@ -143,7 +146,7 @@ fn grad_plane(gy: &[f32], argmax: &[u32], w: usize, first: usize, gx: &mut [f32]
         Level::Avx2 => return unsafe { super::avx2::max_pool_grad_plane(gy, argmax, w, first, gx) },
         _ => {}
     }
-    each_grad_row(gy, argmax, w, first, gx, |gy, am, first, g0, g1| grad_row(gy, am, w, first, g0, g1));
+    each_grad_row(gy, argmax, w, first, gx, |gy, am, first, rows| grad_row(gy, am, w, first, rows));
 }
 
 /// Routes each output gradient to its window's maximum; every other input gets 0. Planes run
@@ -219,8 +222,21 @@ mod tests {
     #[test]
     fn rows_follow_first_maximum_rule() {
         let mut rng = Rng::new(5);
-        for (w, h) in [(2, 2), (4, 3), (7, 2), (14, 14), (15, 5), (16, 2), (18, 4), (31, 3), (32, 2), (33, 2), (70, 3)]
-        {
+        for (w, h) in [
+            (2, 2),
+            (4, 3),
+            (7, 2),
+            (6, 8),
+            (10, 9),
+            (14, 14),
+            (15, 5),
+            (16, 2),
+            (18, 4),
+            (31, 3),
+            (32, 2),
+            (33, 2),
+            (70, 3),
+        ] {
             let (ow, oh) = (w / 2, h / 2);
             let level = |rng: &mut Rng| match rng.next_u32() % 5 {
                 0 => f32::NAN,
