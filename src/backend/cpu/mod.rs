@@ -999,10 +999,13 @@ mod tests {
     /// but its backward at the pooling's maxima, runs on those maxima alone: the pooling gives
     /// the activation of each window's largest input and that input's index (the first of equal
     /// ones), the activation's gradient is each window's gradient times `f'` there and 0
-    /// elsewhere, and the weight and input gradients equal op by op's. Inputs and weights on a
-    /// coarse grid, with zero rows, give equal inputs in a window, and large ones saturated
-    /// activations (which op by op routes to the first, with a gradient of 0). With another reader of the activation,
-    /// a pooling backward that keeps its own gradient, or a relu, the activation runs op by op.
+    /// elsewhere, and the convolution's gradients are those of its backward from that gradient;
+    /// op by op picks another input only where rounding ties or (by an ulp or two) orders the
+    /// activations otherwise. Inputs and weights on a coarse grid, with zero rows, give equal
+    /// inputs in a window, and large ones saturated activations (which op by op routes to the
+    /// first, with a gradient of 0); the same with the convolution's own output read later. With
+    /// another reader of the activation, a pooling backward that keeps its own gradient, or a
+    /// relu, the activation runs op by op.
     #[test]
     fn activation_runs_on_pooled_maxima() {
         // One block of rows (the sample's pooled planes activated in one run), and blocks of 56
@@ -1104,6 +1107,20 @@ mod tests {
                 let rounded = ao == af && o <= f || ao > af && ao.to_bits().abs_diff(af.to_bits()) <= 2;
                 assert!(rounded, "{act:?} {h}x{w} window {i}: op by op {ao} at {o}, fused {af} at {f}");
             }
+            // With the convolution's own output read later (kept, the activation's then not
+            // written): the same, and the reader gets op by op's bits.
+            let kept = read(Op::Activation { act, x: y, y: r, per: yl });
+            assert!(on_maxima(&kept), "{act:?} with the convolution's output kept");
+            let (alone_kept, fused_kept) = (run(&kept, false, &inputs), run(&kept, true, &inputs));
+            for id in [py, ga, gw, gb, gx] {
+                assert_eq!(bits(fused_kept.bufs.f(id)), bits(fused.bufs.f(id)), "{act:?} {h}x{w} {id:?} kept");
+            }
+            assert_eq!(fused_kept.bufs.u32(pa), fused.bufs.u32(pa), "{act:?} {h}x{w} argmax kept");
+            assert_eq!(
+                bits(fused_kept.bufs.f(r)),
+                bits(alone_kept.bufs.f(r)),
+                "{act:?} {h}x{w} reader of the kept output"
+            );
         }
     }
 
