@@ -53,7 +53,7 @@ pub struct CpuBackend {
     /// The pixel loss's per-sample sums.
     pixel_parts: loss::PixelParts,
     /// Each op list run so far with its units, fused once (a step then only finds its list), each
-    /// with whether its activation runs on its pooling's maxima alone ([`acts_on_maxima`]).
+    /// with whether its activation runs at its pooling's maxima ([`at_maxima`]).
     units: Vec<(Vec<Op>, Vec<Unit>)>,
 }
 
@@ -266,8 +266,24 @@ fn fused_outputs(mid: BufId, out: Option<BufId>, keep: bool) -> (BufId, Option<B
     }
 }
 
-/// A fused unit, and whether its activation runs on its pooling's maxima alone.
+/// A fused unit, and whether its activation runs at its pooling's maxima ([`at_maxima`]).
 type Unit = (Fused, bool);
+
+/// Whether unit `unit`'s activation runs at a max pooling's maxima: going forward on the pooled
+/// maxima alone ([`acts_on_maxima`]), or, for a pooling's backward, from them
+/// ([`takes_backward_at_maxima`]).
+fn at_maxima(ops: &[Op], unit: &Fused, units: &[Fused]) -> bool {
+    acts_on_maxima(ops, unit, units) || takes_backward_at_maxima(ops, unit)
+}
+
+/// Whether `unit`, a max pooling's backward with an activation's backward fused after it, takes
+/// that backward at the pooling's maxima ([`maxpool::backward_at_maxima`]): when nothing after the
+/// unit reads the pooling's own gradient and the pooling's forward, whose output holds the
+/// activation at each maximum, is in the list.
+fn takes_backward_at_maxima(ops: &[Op], unit: &Fused) -> bool {
+    let op = &ops[unit.op];
+    matches!(op, Op::MaxPool2dBackward { .. }) && unit.act.is_some() && !unit.keep && pooling_of(ops, op).is_some()
+}
 
 /// Whether unit `unit`'s activation, between a convolution and its max pooling, may run on the
 /// pooled maxima alone, as a quarter of the work: the maximum of a non-decreasing function's
@@ -284,12 +300,12 @@ fn acts_on_maxima(ops: &[Op], unit: &Fused, units: &[Fused]) -> bool {
     else {
         return false;
     };
-    let at_maxima = |j: usize| {
-        let pooling_backward = |u: &Fused| matches!(ops[u.op], Op::MaxPool2dBackward { argmax: m, .. } if m == argmax);
-        units.iter().any(|u| u.act == Some(j) && !u.keep && pooling_backward(u))
+    let backward_at_maxima = |j: usize| {
+        let of_this = |u: &Fused| matches!(ops[u.op], Op::MaxPool2dBackward { argmax: m, .. } if m == argmax);
+        units.iter().any(|u| u.act == Some(j) && of_this(u) && takes_backward_at_maxima(ops, u))
     };
     let mut readers = ops.iter().enumerate().filter(|&(j, o)| j != p && o.reads(out));
-    readers.all(|(j, o)| matches!(*o, Op::ActivationBackward { y, .. } if y == out) && at_maxima(j))
+    readers.all(|(j, o)| matches!(*o, Op::ActivationBackward { y, .. } if y == out) && backward_at_maxima(j))
 }
 
 /// The max pooling in `ops` whose backward `op` is: its output holds each window's maximum.
@@ -418,14 +434,15 @@ impl CpuBackend {
     /// and `pool`, a max pooling after a convolution (and its activation), or for a max
     /// pooling's backward, its forward, whose output an activation's backward reads
     /// ([`pooling_of`]). With `keep` false, no later op reads the output of `op` that `fused`
-    /// reads, and it is not written. With `on_maxima`, a convolution's activation runs on its
-    /// pooling's maxima alone, and its own output is not written.
+    /// reads, and it is not written. With `on_maxima` ([`at_maxima`]), a convolution's activation
+    /// runs on its pooling's maxima alone, and its own output is not written; a pooling's
+    /// backward takes its activation's backward from the maxima.
     fn run_op(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>, on_maxima: bool) {
         match op.kind() {
             OpKind::Product => self.run_product(op, step.n, fused, keep, pool, on_maxima),
             OpKind::Loss => self.run_loss(op, step.n),
             OpKind::Update => self.run_update(op, step.t),
-            OpKind::Elementwise => self.run_elementwise(op, step, fused, keep, pool),
+            OpKind::Elementwise => self.run_elementwise(op, step, fused, keep, pool, on_maxima),
         }
     }
 
@@ -506,7 +523,15 @@ impl CpuBackend {
 
     /// Gathers, poolings, activations and dropout (a max pooling's backward with the
     /// activation's backward fused into it).
-    fn run_elementwise(&mut self, op: &Op, step: Step, fused: Option<&Op>, keep: bool, pool: Option<&Op>) {
+    fn run_elementwise(
+        &mut self,
+        op: &Op,
+        step: Step,
+        fused: Option<&Op>,
+        keep: bool,
+        pool: Option<&Op>,
+        on_maxima: bool,
+    ) {
         let act_grad = activation_backward(fused);
         let n = step.n;
         match *op {
@@ -538,7 +563,7 @@ impl CpuBackend {
             }
             Op::MaxPool2dBackward { gy, argmax, gx, ref shape } => {
                 let (gx, out) = fused_outputs(gx, act_grad.map(|(_, _, out)| out), keep);
-                if let (Some((f, _, _)), None, Some(&Op::MaxPool2d { y: pooled, .. })) = (act_grad, out, pool) {
+                if let (true, Some((f, _, _)), Some(&Op::MaxPool2d { y: pooled, .. })) = (on_maxima, act_grad, pool) {
                     let mut gxv = self.bufs.take(gx);
                     let at_maxima = (f, self.bufs.f(pooled));
                     maxpool::backward_at_maxima(self.bufs.f(gy), self.bufs.u32(argmax), &mut gxv, at_maxima, n, shape);
@@ -819,7 +844,7 @@ impl Backend for CpuBackend {
         let known = self.units.iter().position(|(list, _)| list == ops);
         let i = known.unwrap_or_else(|| {
             let units = fuse(ops, &self.descs, &FUSABLE).units;
-            let on_maxima = units.iter().map(|u| (*u, acts_on_maxima(ops, u, &units))).collect();
+            let on_maxima = units.iter().map(|u| (*u, at_maxima(ops, u, &units))).collect();
             self.units.push((ops.to_vec(), on_maxima));
             self.units.len() - 1
         });
