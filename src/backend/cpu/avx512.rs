@@ -122,38 +122,6 @@ unsafe fn join_pairs(p: *mut f32, pairs: usize, even: __m512, odd: __m512) {
     _mm512_mask_storeu_ps(p.add(16), lane_mask((2 * pairs).saturating_sub(16)), _mm512_permutex2var_ps(even, hi, odd));
 }
 
-/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for `j < even.len()`.
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`available`]).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    let n = even.len();
-    assert!(odd.len() >= n && src.len() >= 2 * n, "deinterleave slices too small");
-    for j0 in (0..n).step_by(16) {
-        let (e, o) = split_pairs(src.as_ptr().add(2 * j0), (n - j0).min(16));
-        _mm512_mask_storeu_ps(even.as_mut_ptr().add(j0), lane_mask(n - j0), e);
-        _mm512_mask_storeu_ps(odd.as_mut_ptr().add(j0), lane_mask(n - j0), o);
-    }
-}
-
-/// `out[2j] = even[j] + add`, `out[2j + 1] = odd[j] + add` for `j < even.len()`.
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`available`]).
-#[target_feature(enable = "avx512f")]
-pub unsafe fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
-    let n = even.len();
-    assert!(odd.len() >= n && out.len() >= 2 * n, "interleave slices too small");
-    let add = _mm512_set1_ps(add);
-    for j0 in (0..n).step_by(16) {
-        let m = lane_mask(n - j0);
-        let e = _mm512_add_ps(_mm512_maskz_loadu_ps(m, even.as_ptr().add(j0)), add);
-        let o = _mm512_add_ps(_mm512_maskz_loadu_ps(m, odd.as_ptr().add(j0)), add);
-        join_pairs(out.as_mut_ptr().add(2 * j0), (n - j0).min(16), e, o);
-    }
-}
-
 /// One output row of 2x2 max pooling from input rows `r0`, `r1` (at least `2·(w/2)` floats):
 /// `y[ox]` for `ox < w/2` is its window's maximum, the first in order (0,0), (0,1), (1,0), (1,1)
 /// when tied (a NaN wins only in the first place), and `argmax[ox]` its index, `first + 2·ox`

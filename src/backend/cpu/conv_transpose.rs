@@ -1,59 +1,92 @@
 //! Conv2DTranspose, kernel 2, stride 2: each input pixel writes its own 2x2 output block, so the
-//! op is one GEMM per sample plus an interleave of its rows. Shapes: `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`,
-//! `y[n, c_out, 2h, 2w]`. The scratch `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
+//! forward is one GEMM per block of a sample's input rows plus an interleave of its rows. Shapes:
+//! `x[n, c_in, h, w]`, `w[c_in, c_out, 2, 2]`, `y[n, c_out, 2h, 2w]`. The scratch
+//! `z[(o·2 + a)·2 + b, i·w + j]` is the block-major output.
 
-use super::gemm::{gemm, row_stride, transpose, Shared, View};
+use super::gemm::{copy_rows, gemm, gemm_to, row_stride, transpose, Shared, View};
+use super::level::{at_level, level, Vectorised};
 use super::{cut, for_units, input_grad, weight_grad, Activate, BiasGrad, ForwardIo, CHUNKS};
 use crate::graph::ConvGeom;
 use crate::model::Act;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// `z`'s floats per sample (rows [`row_stride`] apart).
 fn z_len(g: &ConvGeom) -> usize {
     g.c_out * 4 * row_stride(g.h * g.w)
 }
 
-/// Scratch floats of a batch of `n`: in forward, up to one sample's `z` per chunk of work; in
-/// backward every sample's `z` and transposed input.
+/// Scratch floats of a batch of `n`: in forward, per chunk of work, a block's `z` and its copy of
+/// the input; in backward every sample's `z` and transposed input.
 pub fn scratch_len(g: &ConvGeom, n: usize) -> usize {
     let hw = g.h * g.w;
-    (CHUNKS * g.c_out * 4 * hw).max(n * (z_len(g) + g.c_in * hw))
+    (CHUNKS * (g.c_out * 4 * block_rows(g) * g.w + g.c_in * block_stride(g))).max(n * (z_len(g) + g.c_in * hw))
 }
 
-/// Calls `f(z0, y0)` for every output row of `c_out` channels: `y[o, 2i + a, 2j + b]` is
-/// `z[(o·2 + a)·2 + b, i·w + j]` (`z`'s rows `stride` apart), so the `2w` floats of `y` from
-/// `y0` interleave the `w` floats of `z` from `z0` (b = 0) and from `z0 + stride` (b = 1).
-fn rows(g: &ConvGeom, c_out: usize, stride: usize, mut f: impl FnMut(usize, usize)) {
+/// Calls `f(z0, y0)` for the output rows of `c_out` channels from input rows `rows`: `y[o, 2i +
+/// a, 2j + b]` is `z[(o·2 + a)·2 + b, (i - rows.start)·w + j]` (`z`'s rows `stride` apart), so
+/// the `2w` floats of `y` from `y0` interleave the `w` floats of `z` from `z0` (b = 0) and from
+/// `z0 + stride` (b = 1).
+fn rows(g: &ConvGeom, c_out: usize, stride: usize, rows: Range<usize>, mut f: impl FnMut(usize, usize)) {
     for o in 0..c_out {
         for a in 0..2 {
-            for i in 0..g.h {
-                f((o * 2 + a) * 2 * stride + i * g.w, (o * 2 * g.h + 2 * i + a) * 2 * g.w);
+            for i in rows.clone() {
+                f((o * 2 + a) * 2 * stride + (i - rows.start) * g.w, (o * 2 * g.h + 2 * i + a) * 2 * g.w);
             }
         }
     }
 }
 
-/// `out[2j] = even[j] + add`, `out[2j + 1] = odd[j] + add` for `j < even.len()`.
+/// Input rows per block of the forward: about 512 pixels, so that a block's products stay in
+/// cache until they are interleaved into the output.
+fn block_rows(g: &ConvGeom) -> usize {
+    (512 / g.w).clamp(1, g.h)
+}
+
+/// The row stride of a block's copy of the input: its pixels and 16 floats more, so that the
+/// channels' rows, which the product reads side by side, do not fall in the same cache sets
+/// (as the input's planes do when their size is a multiple of 4 KiB).
+fn block_stride(g: &ConvGeom) -> usize {
+    block_rows(g) * g.w + 16
+}
+
+/// `out[2j] = even[j] + add`, `out[2j + 1] = odd[j] + add` for `j < even.len()`, in the
+/// process's level's vectors.
 fn interleave(even: &[f32], odd: &[f32], add: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::level::avx512() {
-        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
-        return unsafe { super::avx512::interleave(even, odd, add, out) };
-    }
-    for (pair, (e, o)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-        (pair[0], pair[1]) = (e + add, o + add);
+    assert!(odd.len() >= even.len() && out.len() >= 2 * even.len(), "interleave slices too small");
+    at_level(level(), Interleave(even, odd, add, out))
+}
+
+struct Interleave<'a>(&'a [f32], &'a [f32], f32, &'a mut [f32]);
+
+impl Vectorised for Interleave<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let Interleave(even, odd, add, out) = self;
+        for (pair, (e, o)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+            (pair[0], pair[1]) = (e + add, o + add);
+        }
     }
 }
 
-/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for `j < even.len()`.
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` for `j < even.len()`, in the process's level's
+/// vectors.
 fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::level::avx512() {
-        // SAFETY: the CPU has AVX-512F; the kernel checks the slice lengths.
-        return unsafe { super::avx512::deinterleave(src, even, odd) };
-    }
-    for (pair, (e, o)) in src.chunks_exact(2).zip(even.iter_mut().zip(odd)) {
-        (*e, *o) = (pair[0], pair[1]);
+    assert!(odd.len() >= even.len() && src.len() >= 2 * even.len(), "deinterleave slices too small");
+    at_level(level(), Deinterleave(src, even, odd))
+}
+
+struct Deinterleave<'a>(&'a [f32], &'a mut [f32], &'a mut [f32]);
+
+impl Vectorised for Deinterleave<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run(self) {
+        let Deinterleave(src, even, odd) = self;
+        for (pair, (e, o)) in src.chunks_exact(2).zip(even.iter_mut().zip(odd)) {
+            (*e, *o) = (pair[0], pair[1]);
+        }
     }
 }
 
@@ -65,21 +98,30 @@ pub fn forward(io: ForwardIo, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     let (per, oparts) = cut(g.c_out, n);
     let out = Shared::new(&mut y[..n * yl]);
     let act = act.map(|(f, a)| Activate::new((f, a.map(|a| &mut a[..n * yl]))));
-    for_units(n * oparts, scratch, per * 4 * hw, |u, z| {
+    let (br, st) = (block_rows(g), block_stride(g));
+    for_units(n * oparts, scratch, per * 4 * br * g.w + g.c_in * st, |u, buf| {
+        let (z, xb) = buf.split_at_mut(per * 4 * br * g.w);
         let (s, o0) = (u / oparts, u % oparts * per);
         let chans = o0..(o0 + per).min(g.c_out);
         let wt = View { data: &w[o0 * 4..], rs: 1, cs: o4 };
-        gemm(chans.len() * 4, g.c_in, hw, wt, View::rows(&x[s * xl..][..xl], hw), 0.0, z);
-        let (at, len) = (s * yl + o0 * 4 * hw, chans.len() * 4 * hw);
-        // SAFETY: unit `u` alone touches channels `chans` of sample `s` in `y` and `act`.
-        let ys = unsafe { out.slice(at, len) };
-        rows(g, chans.len(), hw, |z0, y0| {
-            let bias = b[o0 + y0 / (4 * hw)];
-            interleave(&z[z0..][..g.w], &z[z0 + hw..][..g.w], bias, &mut ys[y0..][..2 * g.w]);
-        });
-        if let Some(act) = &act {
-            // SAFETY: as above.
-            unsafe { act.apply(&out, at, len) };
+        let at = s * yl + o0 * 4 * hw;
+        for i0 in (0..g.h).step_by(br) {
+            let block = i0..(i0 + br).min(g.h);
+            let px = block.len() * g.w;
+            copy_rows(&x[s * xl + i0 * g.w..], hw, xb, st, g.c_in, px);
+            gemm_to(chans.len() * 4, g.c_in, px, wt, View::rows(xb, st), 0.0, z, px);
+            // SAFETY: unit `u` alone touches channels `chans` of sample `s` in `y` and `act`.
+            let ys = unsafe { out.slice(at, chans.len() * 4 * hw) };
+            rows(g, chans.len(), px, block.clone(), |z0, y0| {
+                let bias = b[o0 + y0 / (4 * hw)];
+                interleave(&z[z0..][..g.w], &z[z0 + px..][..g.w], bias, &mut ys[y0..][..2 * g.w]);
+            });
+            if let Some(act) = &act {
+                for o in 0..chans.len() {
+                    // SAFETY: as above.
+                    unsafe { act.apply(&out, at + o * 4 * hw + i0 * 4 * g.w, block.len() * 4 * g.w) };
+                }
+            }
         }
     });
 }
@@ -106,7 +148,7 @@ pub fn backward(
     // z <- gy in block-major order.
     let gys = gy[..n * o4 * hw].par_chunks(o4 * hw);
     gys.zip(z.par_chunks_mut(zl)).for_each(|(gys, z)| {
-        rows(g, g.c_out, st, |z0, y0| {
+        rows(g, g.c_out, st, 0..g.h, |z0, y0| {
             let (even, odd) = z[z0..].split_at_mut(st);
             deinterleave(&gys[y0..][..2 * g.w], &mut even[..g.w], &mut odd[..g.w]);
         })
@@ -149,6 +191,36 @@ mod tests {
             let src: Vec<f32> = (0..2 * n).map(|i| i as f32).collect();
             deinterleave(&src, &mut e, &mut o);
             assert!((0..n).all(|j| e[j] == src[2 * j] && o[j] == src[2 * j + 1]), "{n}");
+        }
+    }
+
+    /// The forward cut into blocks of input rows (25 + 15 rows 20 wide; three blocks of one row
+    /// 600 wide) with a fused relu: each output the f32 fused multiply-add chain over the input
+    /// channels from zero, then the bias added and the relu applied, in the same bits.
+    #[test]
+    fn blocked_forward_matches_the_sums() {
+        let mut rng = crate::rng::Rng::new(21);
+        for (n, g) in [(2, ConvGeom::same(3, 5, 40, 20, 2)), (2, ConvGeom::same(4, 3, 3, 600, 2))] {
+            assert!(block_rows(&g) < g.h, "{g:?}");
+            let hw = g.h * g.w;
+            let mut values = |len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
+            let (x, w, b) = (values(n * g.c_in * hw), values(g.c_in * g.c_out * 4), values(g.c_out));
+            let mut y = vec![0.0; n * g.c_out * 4 * hw];
+            let mut scratch = vec![0.0; scratch_len(&g, n)];
+            let io = ForwardIo { x: &x, w: &w, b: &b, y: &mut y, act: Some((Act::Relu, None)) };
+            forward(io, &mut scratch, n, &g);
+            for (s, o, oy, ox) in (0..n).flat_map(|s| {
+                (0..g.c_out)
+                    .flat_map(move |o| (0..2 * g.h).flat_map(move |oy| (0..2 * g.w).map(move |ox| (s, o, oy, ox))))
+            }) {
+                let (i, j, k) = (oy / 2, ox / 2, (oy % 2) * 2 + ox % 2);
+                let sum = (0..g.c_in).fold(0.0f32, |acc, c| {
+                    x[(s * g.c_in + c) * hw + i * g.w + j].mul_add(w[(c * g.c_out + o) * 4 + k], acc)
+                });
+                let want = (sum + b[o]).max(0.0);
+                let got = y[((s * g.c_out + o) * 2 * g.h + oy) * 2 * g.w + ox];
+                assert_eq!(got.to_bits(), want.to_bits(), "{g:?} y[{s}, {o}, {oy}, {ox}]");
+            }
         }
     }
 }
