@@ -121,10 +121,12 @@ fn cut(rows: usize, n: usize) -> (usize, usize) {
 }
 
 /// Runs `f(unit, buf)` for units `0..units`, cut into [`CHUNKS`] fixed runs of consecutive
-/// units that run in parallel, each with its own `per` floats of `bufs`.
+/// units that run in parallel, each with its own `per` floats of `bufs`. The runs' lengths
+/// differ by one at most, the longer and shorter alternating, so that each half of the runs
+/// (the threads' first shares of the work) holds half the units: 20 units make runs of 2 and 3,
+/// not six of 3 and one of 2, which would give one thread 12 and the other 8.
 fn for_units(units: usize, bufs: &mut [f32], per: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let run = units.div_ceil(CHUNKS);
-    let chunk = |c: usize, buf: &mut [f32]| (c * run..((c + 1) * run).min(units)).for_each(|u| f(u, buf));
+    let chunk = |c: usize, buf: &mut [f32]| (c * units / CHUNKS..(c + 1) * units / CHUNKS).for_each(|u| f(u, buf));
     if per == 0 {
         (0..CHUNKS).into_par_iter().for_each(|c| chunk(c, &mut []));
     } else {
@@ -867,6 +869,28 @@ mod tests {
     use crate::graph::{ConvGeom, Dtype};
     use crate::model::Shape;
     use crate::rng::Rng;
+
+    /// Each unit runs once, with its chunk's buffer; a chunk's units are consecutive, the chunks'
+    /// counts differ by one at most, and each half of the chunks holds half the units (to one).
+    #[test]
+    fn units_cut_into_even_halves() {
+        for units in [0, 1, 5, 7, 8, 9, 20, 23, 100, 321] {
+            let mut bufs = vec![0.0; CHUNKS * 3];
+            let base = bufs.as_ptr() as usize;
+            let seen = std::sync::Mutex::new(Vec::new());
+            for_units(units, &mut bufs, 3, |u, buf| {
+                seen.lock().unwrap().push((u, (buf.as_ptr() as usize - base) / (3 * 4)));
+            });
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort();
+            assert!(seen.iter().map(|s| s.0).eq(0..units), "{units} units: {seen:?}");
+            assert!(seen.windows(2).all(|p| p[0].1 <= p[1].1), "{units} units: {seen:?}");
+            let counts: Vec<usize> = (0..CHUNKS).map(|c| seen.iter().filter(|s| s.1 == c).count()).collect();
+            let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            let first: usize = counts[..CHUNKS / 2].iter().sum();
+            assert!(hi - lo <= 1 && first.abs_diff(units - first) <= 1, "{units} units: {counts:?}");
+        }
+    }
 
     /// A backend over `descs` with normal values (drawn from `seed`) in the buffers `inputs`,
     /// after `ops` ran at batch `n` in one call (fused) or in one call each (op by op, which
