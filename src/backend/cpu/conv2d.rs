@@ -209,11 +209,16 @@ fn forward_in(
         (Shared::new(&mut py[..n * g.c_out * pl]), Shared::new(&mut pa[..n * g.c_out * pl]), on_maxima)
     });
     let unit_len = if taps { padded_len(g, g.c_in, br) + g.c_out * br * wp } else { block_len(g) };
-    for_units(n * blocks, scratch, unit_len, |u, buf| {
-        let (s, y0) = (u / blocks, u % blocks * br);
-        let rows = y0..(y0 + br).min(g.h);
+    // Groups of output channels, more than one when the batch's blocks are too few to keep the
+    // threads busy (the U-Net's 16x16 layers: 5 samples of one block).
+    let (per, parts) = cut(g.c_out, n * blocks);
+    for_units(n * blocks * parts, scratch, unit_len, |u, buf| {
+        let (s, y0, o0) = (u / parts / blocks, u / parts % blocks * br, u % parts * per);
+        let (rows, chans) = (y0..(y0 + br).min(g.h), o0..(o0 + per).min(g.c_out));
         let (xs, px, at) = (&x[s * xl..][..xl], rows.len() * g.w, s * yl + y0 * g.w);
-        // SAFETY: unit `u` alone touches these columns of sample `s`'s rows of `y` and `act`.
+        let (w, b) = (&w[o0 * ckk..][..chans.len() * ckk], &b[chans.clone()]);
+        // SAFETY: unit `u` alone touches these columns of channels `chans` of sample `s`'s rows
+        // of `y` and `act`.
         unsafe {
             if taps {
                 // The block's input rows with their border, then output rows `wp` wide (the
@@ -221,10 +226,10 @@ fn forward_in(
                 let (x_pad, buf) = buf.split_at_mut(padded_len(g, g.c_in, rows.len()));
                 pad(xs, g, g.c_in, rows.clone(), x_pad);
                 let q = rows.len() * wp;
-                let buf = &mut buf[..g.c_out * q];
+                let buf = &mut buf[..chans.len() * q];
                 let taps_at = Rows { k: g.k, wp, plane: (rows.len() + 2 * p) * wp };
-                gemm_taps(g.c_out, ckk, q, View::rows(w, ckk), x_pad, taps_at, b, buf);
-                for (o, plane) in buf.chunks_exact(q).enumerate() {
+                gemm_taps(chans.len(), ckk, q, View::rows(w, ckk), x_pad, taps_at, b, buf);
+                for (o, plane) in chans.clone().zip(buf.chunks_exact(q)) {
                     copy_rows(plane, wp, out.slice(at + o * hw, px), g.w, rows.len(), g.w);
                 }
             } else {
@@ -235,29 +240,29 @@ fn forward_in(
                     im2col(xs, g, rows.clone(), 0..ckk, buf, st);
                     View::rows(buf, st)
                 };
-                out.gemm_bias(g.c_out, ckk, px, View::rows(w, ckk), b_op, b, at, hw);
+                out.gemm_bias(chans.len(), ckk, px, View::rows(w, ckk), b_op, b, at + o0 * hw, hw);
             }
             if let Some(act) = &act {
-                for at in (0..g.c_out).map(|o| at + o * hw) {
+                for at in chans.clone().map(|o| at + o * hw) {
                     act.apply(&out, at, px);
                 }
             }
             if let Some((f, ys)) = grad {
-                for at in (0..g.c_out).map(|o| at + o * hw) {
+                for at in chans.clone().map(|o| at + o * hw) {
                     activation::apply_grad(f, &ys[at..][..px], out.slice(at, px));
                 }
             }
             if let Some((py, pa, on_maxima)) = &pool {
                 let (pooled, orows) = (act.as_ref().map_or(&out, |a| a.result(&out)), rows.len() / 2 * ow);
                 let p_at = |o: usize| s * g.c_out * pl + o * pl + y0 / 2 * ow;
-                for o in 0..g.c_out {
+                for o in chans.clone() {
                     let (ys, first) = (pooled.slice(at + o * hw, px), o * hw + y0 * g.w);
                     maxpool::pool_rows(ys, g.w, first, py.slice(p_at(o), orows), pa.slice(p_at(o), orows));
                 }
                 if let Some(f) = *on_maxima {
-                    // A block of whole planes: the sample's pooled planes in one run.
-                    let (runs, len) = if orows == pl { (1, g.c_out * pl) } else { (g.c_out, orows) };
-                    (0..runs).for_each(|o| activation::apply(f, py.slice(p_at(o), len)));
+                    // A block of whole planes: the unit's pooled planes in one run.
+                    let (runs, len) = if orows == pl { (o0..o0 + 1, chans.len() * pl) } else { (chans, orows) };
+                    runs.for_each(|o| activation::apply(f, py.slice(p_at(o), len)));
                 }
             }
         }
