@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// not depend on the number of threads), each summed on its own, then added in order.
 const CHUNKS: usize = 8;
 
+/// Floats of the weight-gradient sums that one task adds up ([`weight_grad`]).
+const ADD_PIECE: usize = 1 << 13;
+
 pub struct CpuBackend {
     bufs: HostBuffers,
     /// The plan's buffers, which the fusion of an op list reads.
@@ -204,10 +207,15 @@ fn weight_grad(
     });
     add_samples(n, gb, |s, i| bias_parts[s * c_b + i]);
     BIAS_PARTS.set(bias_parts);
+    // The chunks that had samples (the others hold zeros), added in order, a piece of the sums
+    // at a time in parallel.
     let (sum, rest) = sums.split_at_mut(len);
-    for c in 1..CHUNKS {
-        sum.iter_mut().zip(&rest[(c - 1) * len..][..len]).for_each(|(o, p)| *o += p);
-    }
+    let used = n.div_ceil(per_chunk.max(1)).min(CHUNKS);
+    sum.par_chunks_mut(ADD_PIECE).enumerate().for_each(|(i, piece)| {
+        for c in 1..used {
+            piece.iter_mut().zip(&rest[(c - 1) * len + i * ADD_PIECE..]).for_each(|(o, p)| *o += p);
+        }
+    });
     gemm::transpose(sum, len / rows, rows, gw);
 }
 
@@ -889,6 +897,35 @@ mod tests {
             let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
             let first: usize = counts[..CHUNKS / 2].iter().sum();
             assert!(hi - lo <= 1 && first.abs_diff(units - first) <= 1, "{units} units: {counts:?}");
+        }
+    }
+
+    /// The weight-gradient sums of a batch of 9 (chunks of 2 samples, the last of 1) for 3 x 9,000
+    /// weights (more than one piece of the final additions): each weight is its chunks' sums of
+    /// the samples' terms, added in chunk order, in the same bits.
+    #[test]
+    fn weight_sums_add_every_chunk_in_order() {
+        let (n, rows, cols) = (9, 3, 9000);
+        let v = |s: usize, j: usize, i: usize| ((s * 31 + j * 7 + i * 3) % 17) as f32 * 0.37 - 2.9;
+        let (mut gw, mut gb, gy) = (vec![0.0; rows * cols], vec![0.0; 1], vec![0.0; n]);
+        weight_grad(
+            &mut Vec::new(),
+            &mut gw,
+            BiasGrad { gy: &gy, cols: 1, gb: &mut gb },
+            n,
+            rows,
+            1,
+            |s, acc, part, _| {
+                for (j, row) in part.zip(acc.chunks_exact_mut(rows)) {
+                    row.iter_mut().enumerate().for_each(|(i, a)| *a += v(s, j, i));
+                }
+            },
+        );
+        let per_chunk = n.div_ceil(CHUNKS);
+        for (i, j) in (0..rows).flat_map(|i| (0..cols).map(move |j| (i, j))) {
+            let chunk = |c: usize| (c * per_chunk..((c + 1) * per_chunk).min(n)).fold(0.0f32, |a, s| a + v(s, j, i));
+            let want = (1..n.div_ceil(per_chunk)).fold(chunk(0), |a, c| a + chunk(c));
+            assert_eq!(gw[i * cols + j].to_bits(), want.to_bits(), "gw[{i}, {j}]");
         }
     }
 
