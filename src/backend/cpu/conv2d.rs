@@ -173,10 +173,11 @@ pub fn scratch_len(g: &ConvGeom) -> usize {
     forward_scratch(g).max(turned_len(g) + forward_scratch(&turned(g)))
 }
 
-/// `y = conv(x, w) + b`, in units of one block of image rows of one sample; with an activation,
-/// each block is activated while in cache, and with `pool` (output and argmax of a max pooling of
-/// the result, [`pools_in_blocks`]), pooled, then the pooled maxima activated when `pool` names
-/// an activation (given instead of the op's). `scratch` holds [`scratch_len`] floats.
+/// `y = conv(x, w) + b`, in units of one block of image rows of one sample (and of a group of
+/// its output channels where a batch has few blocks); with an activation, each block is
+/// activated while in cache, and with `pool` (output and argmax of a max pooling of the result,
+/// [`pools_in_blocks`]), pooled, then the pooled maxima activated when `pool` names an activation
+/// (given instead of the op's). `scratch` holds [`scratch_len`] floats.
 pub fn forward(io: ForwardIo, pool: Option<Pooled>, scratch: &mut [f32], n: usize, g: &ConvGeom) {
     if !g.is_same() {
         assert!(io.act.is_none() && pool.is_none(), "only 'same' convolutions take epilogues");
