@@ -183,6 +183,8 @@ fn weight_grad(
     term: impl Fn(usize, &mut [f32], std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
     let (len, per_chunk, per) = (gw.len(), n.div_ceil(CHUNKS), per.max(1));
+    // The chunks that get samples (a batch of 5 fills five), the first one even when none does.
+    let used = n.div_ceil(per_chunk.max(1)).max(1);
     let (part_rows, parts) = cut(len / rows, n);
     let (sums, bufs) = grown(partial, CHUNKS * (len + parts * per)).split_at_mut(CHUNKS * len);
     let BiasGrad { gy, cols, gb } = bias;
@@ -190,7 +192,7 @@ fn weight_grad(
     let mut bias_parts = BIAS_PARTS.take();
     bias_parts.resize(n * c_b, (0.0, 0.0));
     let sample_parts = Shared::new(&mut bias_parts[..]);
-    let tasks = sums.par_chunks_mut(len).zip(bufs.par_chunks_mut(parts * per)).enumerate();
+    let tasks = sums.par_chunks_mut(len).zip(bufs.par_chunks_mut(parts * per)).take(used).enumerate();
     tasks.for_each(|(c, (sum, bufs))| {
         sum.par_chunks_mut(part_rows * rows).zip(bufs.par_chunks_mut(per)).enumerate().for_each(|(p, (acc, buf))| {
             acc.fill(0.0);
@@ -207,10 +209,8 @@ fn weight_grad(
     });
     add_samples(n, gb, |s, i| bias_parts[s * c_b + i]);
     BIAS_PARTS.set(bias_parts);
-    // The chunks that had samples (the others hold zeros), added in order, a piece of the sums
-    // at a time in parallel.
+    // The chunks added in order, a piece of the sums at a time in parallel.
     let (sum, rest) = sums.split_at_mut(len);
-    let used = n.div_ceil(per_chunk.max(1)).min(CHUNKS);
     sum.par_chunks_mut(ADD_PIECE).enumerate().for_each(|(i, piece)| {
         for c in 1..used {
             piece.iter_mut().zip(&rest[(c - 1) * len + i * ADD_PIECE..]).for_each(|(o, p)| *o += p);
