@@ -1,7 +1,9 @@
 //! The fast CPU backend and the GPU against the reference backend, op by op, on randomised
 //! cases: random shapes (sizes off every tile and block multiple, batch 1, one channel), values
 //! of both signs with exact zeros and ties, every activation, dropout, every optimiser. Each
-//! case's seed is in the failure message; `REFERENCE_CASES=N` runs more cases per op.
+//! case's seed is in the failure message; `REFERENCE_CASES=N` runs more cases per op, and
+//! `REFERENCE_BACKENDS=cpu` compares only the CPU backend (the lower instruction-set levels, and
+//! machines without a Vulkan driver).
 //!
 //! Tolerances. The products (dense, convolutions) sum K f32 terms in some order; whatever the
 //! order, the result is within γ = K·u/(1 - K·u) of the exact sum times Σ|terms| (u = 2⁻²⁴; the
@@ -50,6 +52,20 @@ fn values(rng: &mut Rng, len: usize) -> Vec<f32> {
     v
 }
 
+/// The fast backends to compare: `REFERENCE_BACKENDS` (`cpu`, `gpu` or both, comma separated),
+/// else both.
+fn fast_kinds() -> Vec<Kind> {
+    let asked = std::env::var("REFERENCE_BACKENDS").unwrap_or_else(|_| "cpu,gpu".into());
+    asked
+        .split(',')
+        .map(|k| match k.trim() {
+            "cpu" => Kind::Cpu,
+            "gpu" => Kind::Gpu,
+            other => panic!("REFERENCE_BACKENDS: {other:?} is neither cpu nor gpu"),
+        })
+        .collect()
+}
+
 /// A size in `1..=max`.
 fn size(rng: &mut Rng, max: u32) -> usize {
     1 + below(rng, max) as usize
@@ -69,7 +85,7 @@ fn three_way(what: &str, r: &Rig, ops: &[Op], n: usize, t: u32, tol: Tol) {
     let mut mag = r.abs().on(Kind::Reference);
     mag.run(ops, step).unwrap();
     let largest = r.largest();
-    for kind in [Kind::Cpu, Kind::Gpu] {
+    for kind in fast_kinds() {
         let mut got = r.on(kind);
         got.run(ops, step).unwrap();
         for (i, d) in r.descs.iter().enumerate() {
@@ -549,7 +565,7 @@ fn training_steps() {
             s.params().unwrap()
         };
         let want = run(Kind::Reference);
-        for kind in [Kind::Cpu, Kind::Gpu] {
+        for kind in fast_kinds() {
             for (key, got) in run(kind) {
                 let (want, start) = (&want[&key].data, start[key.as_str()]);
                 let change = want.iter().zip(start).fold(0.0f32, |m, (w, s)| m.max((w - s).abs()));
